@@ -1,0 +1,178 @@
+//! Decoding one file into 8-bit pixels: JPEG (greyscale, RGB or CMYK), PNG (8 or 16 bit) and
+//! DICOM (MONOCHROME1/2, 12-16 bit values windowed to 8 bits).
+
+use dicom_pixeldata::PixelDecoder;
+use image::DynamicImage;
+use std::path::Path;
+
+/// Decoded 8-bit pixels, row-major, `channels` interleaved (1 grey, 3 RGB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u8,
+    pub pixels: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unreadable: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt or unsupported image: {0}")]
+    Image(#[from] image::ImageError),
+    #[error("corrupt or unsupported DICOM: {0}")]
+    Dicom(String),
+    #[error("image has no pixels ({width}x{height})")]
+    Empty { width: u32, height: u32 },
+}
+
+impl Decoded {
+    fn from_dynamic(img: DynamicImage) -> Decoded {
+        let (width, height) = (img.width(), img.height());
+        // Greyscale (8 or 16 bit, with or without alpha) stays one channel; anything with colour
+        // (RGB, and CMYK which the JPEG decoder converts to RGB) becomes RGB.
+        let grey = matches!(
+            img,
+            DynamicImage::ImageLuma8(_)
+                | DynamicImage::ImageLuma16(_)
+                | DynamicImage::ImageLumaA8(_)
+                | DynamicImage::ImageLumaA16(_)
+        );
+        if grey {
+            let pixels = match img {
+                DynamicImage::ImageLuma8(b) => b.into_raw(),
+                other => other.to_luma8().into_raw(),
+            };
+            Decoded {
+                width,
+                height,
+                channels: 1,
+                pixels,
+            }
+        } else {
+            Decoded {
+                width,
+                height,
+                channels: 3,
+                pixels: img.to_rgb8().into_raw(),
+            }
+        }
+    }
+
+    /// Luma (ITU-R 601, as Pillow's `convert("L")`) of an RGB image; a grey image as is.
+    pub fn to_grey(&self) -> Vec<u8> {
+        if self.channels == 1 {
+            return self.pixels.clone();
+        }
+        self.pixels
+            .chunks_exact(3)
+            .map(|p| {
+                let y = (299 * p[0] as u32 + 587 * p[1] as u32 + 114 * p[2] as u32 + 500) / 1000;
+                y as u8
+            })
+            .collect()
+    }
+
+    /// Three interleaved channels: RGB as is, grey replicated.
+    pub fn to_rgb(&self) -> Vec<u8> {
+        if self.channels == 3 {
+            return self.pixels.clone();
+        }
+        self.pixels.iter().flat_map(|&v| [v, v, v]).collect()
+    }
+}
+
+fn is_dicom(path: &Path, bytes: &[u8]) -> bool {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.eq_ignore_ascii_case("dcm"))
+        .unwrap_or(false);
+    ext || (bytes.len() > 132 && &bytes[128..132] == b"DICM")
+}
+
+/// Decodes the file at `path`, choosing the decoder from its content (DICOM by extension or
+/// its `DICM` preamble).
+pub fn decode_file(path: &Path) -> Result<Decoded, DecodeError> {
+    let bytes = std::fs::read(path)?;
+    let decoded = if is_dicom(path, &bytes) {
+        decode_dicom(path)?
+    } else {
+        decode_bytes(&bytes)?
+    };
+    if decoded.width == 0 || decoded.height == 0 {
+        return Err(DecodeError::Empty {
+            width: decoded.width,
+            height: decoded.height,
+        });
+    }
+    Ok(decoded)
+}
+
+/// Decodes JPEG or PNG bytes.
+pub fn decode_bytes(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    Ok(Decoded::from_dynamic(reader.decode()?))
+}
+
+fn decode_dicom(path: &Path) -> Result<Decoded, DecodeError> {
+    let err = |e: &dyn std::fmt::Display| DecodeError::Dicom(e.to_string());
+    let obj = dicom_object::open_file(path).map_err(|e| err(&e))?;
+    let data = obj.decode_pixel_data().map_err(|e| err(&e))?;
+    let (width, height) = (data.columns(), data.rows());
+    if data.samples_per_pixel() != 1 {
+        return Err(DecodeError::Dicom(format!(
+            "{} samples per pixel ({}); radiographs are expected to be MONOCHROME1 or MONOCHROME2",
+            data.samples_per_pixel(),
+            data.photometric_interpretation().as_str()
+        )));
+    }
+    // Modality values (rescale slope/intercept applied), first frame only.
+    let values: Vec<f32> = data.to_vec_frame(0).map_err(|e| err(&e))?;
+    if values.len() != width as usize * height as usize {
+        return Err(DecodeError::Dicom(format!(
+            "pixel data holds {} values, expected {width}x{height}",
+            values.len()
+        )));
+    }
+    let window = data
+        .window()
+        .ok()
+        .flatten()
+        .and_then(|w| w.first().copied())
+        .map(|w| (w.center as f32, w.width as f32))
+        .filter(|(_, w)| *w > 1.0);
+    let (lo, hi) = match window {
+        Some((c, w)) => (c - w / 2.0, c + w / 2.0),
+        None => robust_range(&values),
+    };
+    let span = (hi - lo).max(f32::EPSILON);
+    // MONOCHROME1 means bright is low attenuation: invert so lungs come out dark as in JPEGs.
+    let invert = data.photometric_interpretation().as_str() == "MONOCHROME1";
+    let pixels = values
+        .iter()
+        .map(|&v| {
+            let t = ((v - lo) / span).clamp(0.0, 1.0);
+            let t = if invert { 1.0 - t } else { t };
+            (t * 255.0).round() as u8
+        })
+        .collect();
+    Ok(Decoded {
+        width,
+        height,
+        channels: 1,
+        pixels,
+    })
+}
+
+/// The 0.5th to 99.5th percentile of the values: a window that ignores a few extreme pixels
+/// (labels, collimator edges) when the file carries no window of its own.
+fn robust_range(values: &[f32]) -> (f32, f32) {
+    let mut sorted: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return (0.0, 1.0);
+    }
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    (at(0.005), at(0.995))
+}

@@ -1,0 +1,146 @@
+//! Dataset import: the Kermany folder layout, labels, and decoding of JPEG, PNG and DICOM.
+
+pub mod decode;
+pub mod scan;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+
+pub use decode::{decode_file, DecodeError, Decoded};
+pub use scan::{scan, DatasetIndex};
+
+/// The diagnosis, taken from the class folder name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Class {
+    Normal,
+    Pneumonia,
+}
+
+impl Class {
+    pub const ALL: [Class; 2] = [Class::Normal, Class::Pneumonia];
+    pub fn folder(self) -> &'static str {
+        match self {
+            Class::Normal => "NORMAL",
+            Class::Pneumonia => "PNEUMONIA",
+        }
+    }
+    /// The training label: 0 NORMAL, 1 PNEUMONIA.
+    pub fn label(self) -> u8 {
+        self as u8
+    }
+    pub fn from_label(label: u8) -> Option<Class> {
+        match label {
+            0 => Some(Class::Normal),
+            1 => Some(Class::Pneumonia),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.folder())
+    }
+}
+
+/// Pneumonia subtype from the file name (`personN_bacteria_M.jpeg`, `personN_virus_M.jpeg`),
+/// kept for a 3-class option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Subtype {
+    None,
+    Bacteria,
+    Virus,
+    Unknown,
+}
+
+impl Subtype {
+    pub fn from_file_name(class: Class, name: &str) -> Subtype {
+        let lower = name.to_ascii_lowercase();
+        match class {
+            Class::Normal => Subtype::None,
+            Class::Pneumonia if lower.contains("bacteria") => Subtype::Bacteria,
+            Class::Pneumonia if lower.contains("virus") => Subtype::Virus,
+            Class::Pneumonia => Subtype::Unknown,
+        }
+    }
+}
+
+/// The dataset's splits. A folder holding NORMAL/ and PNEUMONIA/ directly (such as one split
+/// copied on its own) is read as [`Split::Val`]'s layout under the name `Single`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Split {
+    Train,
+    Test,
+    Val,
+    /// Class folders directly under the root, with no split folders.
+    Single,
+}
+
+impl Split {
+    pub const FOLDERS: [Split; 3] = [Split::Train, Split::Test, Split::Val];
+    pub fn folder(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+            Split::Val => "val",
+            Split::Single => ".",
+        }
+    }
+    /// Whether the paper's evaluation set (test and val merged) includes this split.
+    pub fn is_evaluation(self) -> bool {
+        matches!(self, Split::Test | Split::Val | Split::Single)
+    }
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Split::Single => "single",
+            s => s.folder(),
+        })
+    }
+}
+
+/// One labelled image file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub path: PathBuf,
+    pub split: Split,
+    pub class: Class,
+    pub subtype: Subtype,
+}
+
+/// A file or folder left out of the import, and why. One line of the import report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// The layout a dataset root must have, shown in errors.
+pub const EXPECTED_LAYOUT: &str = "expected layout:
+  ROOT/train/NORMAL/*.jpeg    ROOT/train/PNEUMONIA/*.jpeg
+  ROOT/test/NORMAL/*.jpeg     ROOT/test/PNEUMONIA/*.jpeg
+  ROOT/val/NORMAL/*.jpeg      ROOT/val/PNEUMONIA/*.jpeg
+(or NORMAL/ and PNEUMONIA/ directly under ROOT; .jpeg, .jpg, .png and .dcm files)";
+
+/// Errors that stop an import as a whole. Problems with single files are [`Skipped`] lines.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("dataset root {0} does not exist or is not a folder\n{EXPECTED_LAYOUT}")]
+    MissingRoot(PathBuf),
+    #[error("no images found under {0}\n{EXPECTED_LAYOUT}")]
+    NoImages(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}

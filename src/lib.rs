@@ -1,0 +1,9 @@
+//! privxray engine: dataset import and preprocessing, models and training, differential
+//! privacy, and three-party secure computation. No terminal code lives here; the `ui` crate
+//! owns the interface and the `privxray` binary.
+
+pub mod atomic;
+pub mod data;
+pub mod model;
+pub mod preprocess;
+pub mod synth;

@@ -1,0 +1,76 @@
+//! `privxray bench ...`: benchmarks that print figures (never timed tests).
+
+use clap::{Args, Subcommand};
+use privxray::model::Technique;
+use privxray::preprocess;
+use privxray::synth::{self, SynthOptions};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Images/s of both preprocessing techniques on generated 1300x1000 JPEGs.
+    Preprocess(PreprocessBench),
+}
+
+#[derive(Debug, Args)]
+pub struct PreprocessBench {
+    /// Number of generated images.
+    #[arg(long, default_value_t = 200)]
+    pub count: usize,
+    /// Folder for the generated images (default: a temporary folder).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Preprocess(b) => preprocess_bench(b),
+    }
+}
+
+fn preprocess_bench(b: PreprocessBench) -> anyhow::Result<()> {
+    let tmp;
+    let dir = match b.dir {
+        Some(d) => d,
+        None => {
+            tmp = tempfile_dir()?;
+            tmp.clone()
+        }
+    };
+    let mut opts = SynthOptions::new(b.count, 42);
+    opts.width_range = (1300, 1300);
+    let t0 = Instant::now();
+    // Noisy synthetic radiographs; height varies around 1000 (aspect 0.72-1.0).
+    synth::generate(&dir, &opts)?;
+    println!(
+        "generated {} 1300-wide JPEGs in {:.1} s ({} threads)",
+        b.count,
+        t0.elapsed().as_secs_f64(),
+        rayon::current_num_threads()
+    );
+    for t in [Technique::T1, Technique::T2] {
+        // Best of three, no cache: decode + resize every time.
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            let (set, _) = preprocess::run(&dir, t, None, &|_| {})?;
+            assert_eq!(set.len(), b.count);
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+        println!(
+            "technique {}: {:.1} images/s ({:.3} s for {})",
+            t.number(),
+            b.count as f64 / best,
+            best,
+            b.count
+        );
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("privxray-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}

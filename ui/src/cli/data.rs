@@ -1,0 +1,198 @@
+//! `synth` and `preprocess`, and the data source used when no dataset is present.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use privxray::model::Technique;
+use privxray::preprocess::{self, Progress, Summary};
+use privxray::synth::{self, SynthOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Output folder (train/, test/, val/ each with NORMAL/ and PNEUMONIA/ are created).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of images to write.
+    #[arg(long)]
+    pub count: usize,
+    /// Random seed (generation is deterministic in it).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    let written = synth::generate(&a.out, &SynthOptions::new(a.count, a.seed))?;
+    let normal = written
+        .iter()
+        .filter(|s| s.class == privxray::data::Class::Normal)
+        .count();
+    println!(
+        "wrote {} SYNTHETIC images ({} NORMAL, {} PNEUMONIA) to {} in {:.1} s",
+        written.len(),
+        normal,
+        written.len() - normal,
+        a.out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct PreprocessArgs {
+    /// Dataset root: ROOT/{train,test,val}/{NORMAL,PNEUMONIA}/*.jpeg (or NORMAL/ and PNEUMONIA/
+    /// directly under ROOT).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// 1: greyscale 1x150x125; 2: bicubic 3x224x224.
+    #[arg(long, value_parser = parse_technique)]
+    pub technique: Technique,
+    /// Cache folder (default: data/cache). The cache makes a second run instant.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Do not read or write a cache.
+    #[arg(long, conflicts_with = "cache")]
+    pub no_cache: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn parse_technique(s: &str) -> Result<Technique, String> {
+    s.parse::<u8>()
+        .ok()
+        .and_then(Technique::from_number)
+        .ok_or_else(|| format!("technique must be 1 or 2, got {s:?}"))
+}
+
+/// A progress line on stderr, redrawn in place when stderr is a terminal.
+pub fn progress_printer(label: &'static str) -> impl Fn(Progress) + Sync {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    move |p: Progress| {
+        if tty && (p.done % 16 == 0 || p.done == p.total) {
+            let mut e = std::io::stderr().lock();
+            let _ = write!(e, "\r{label}: {}/{} ({} cached)", p.done, p.total, p.cached);
+            if p.done == p.total {
+                let _ = writeln!(e);
+            }
+        }
+    }
+}
+
+pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
+    let cache = if a.no_cache {
+        None
+    } else {
+        Some(
+            a.cache
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("data/cache")),
+        )
+    };
+    let (_, summary) = preprocess::run(
+        &a.input,
+        a.technique,
+        cache.as_deref(),
+        &progress_printer("preprocessing"),
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(())
+}
+
+pub fn print_summary(s: &Summary) {
+    println!(
+        "{}: technique {}, {} images ({} decoded, {} from cache) in {:.2} s, {:.1} images/s",
+        s.root.display(),
+        s.technique,
+        s.images,
+        s.decoded,
+        s.from_cache,
+        s.seconds,
+        s.images_per_second
+    );
+    println!("{:<8} {:>8} {:>10}", "split", "NORMAL", "PNEUMONIA");
+    for c in &s.counts {
+        println!("{:<8} {:>8} {:>10}", c.split, c.normal, c.pneumonia);
+    }
+    if let Some(note) = &s.cache_note {
+        println!("note: {note}");
+    }
+    if s.skipped.is_empty() {
+        println!("skipped: none");
+    } else {
+        println!("skipped {}:", s.skipped.len());
+        for k in &s.skipped {
+            println!("  {k}");
+        }
+    }
+}
+
+/// Where the demo data lives when no real dataset is present: the bundled real samples in
+/// assets/samples plus generated synthetic images in data/synthetic.
+pub struct DataSource {
+    pub root: PathBuf,
+    pub description: String,
+    pub synthetic: bool,
+}
+
+pub const REAL_DATASET: &str = "data/chest_xray";
+
+/// The real dataset if present, otherwise a synthetic set (generated once) for training.
+pub fn default_training_source() -> anyhow::Result<DataSource> {
+    let real = Path::new(REAL_DATASET);
+    if real.is_dir() {
+        return Ok(DataSource {
+            root: real.to_path_buf(),
+            description: format!("real dataset at {REAL_DATASET}"),
+            synthetic: false,
+        });
+    }
+    let synth_dir = PathBuf::from("data/synthetic");
+    if !synth_dir.join("train").is_dir() {
+        synth::generate(&synth_dir, &SynthOptions::new(600, 1))
+            .with_context(|| format!("generating synthetic images in {}", synth_dir.display()))?;
+    }
+    Ok(DataSource {
+        root: synth_dir,
+        description: format!(
+            "no dataset at {REAL_DATASET}: using 600 SYNTHETIC images in data/synthetic \
+             (accuracy on them says nothing about real radiographs)"
+        ),
+        synthetic: true,
+    })
+}
+
+/// The bundled real radiographs (Kermany et al. 2018, CC BY 4.0), shipped in assets/samples.
+pub fn bundled_samples() -> PathBuf {
+    let here = PathBuf::from("assets/samples");
+    if here.is_dir() {
+        return here;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/samples")
+}
+
+/// What runs with no subcommand and no terminal: a headless walk through the data stage.
+pub fn default_job() -> anyhow::Result<()> {
+    let source = default_training_source()?;
+    println!("privxray: {}", source.description);
+    let samples = bundled_samples();
+    if !samples.is_dir() {
+        bail!("bundled samples missing at {}", samples.display());
+    }
+    let (_, s) = preprocess::run(&samples, Technique::T1, None, &|_| {})?;
+    println!("bundled real samples (Kermany et al. 2018, CC BY 4.0):");
+    print_summary(&s);
+    let (_, s) = preprocess::run(
+        &source.root,
+        Technique::T1,
+        Some(Path::new("data/cache")),
+        &progress_printer("preprocessing"),
+    )?;
+    print_summary(&s);
+    Ok(())
+}
