@@ -23,6 +23,8 @@ pub struct SynthOptions {
     pub normal_fraction: f64,
     /// Image width range in pixels (height follows with a random aspect ratio).
     pub width_range: (u32, u32),
+    /// Height as a fraction of width, drawn uniformly from this range.
+    pub aspect_range: (f64, f64),
     /// JPEG quality, 1-100.
     pub quality: u8,
 }
@@ -34,6 +36,7 @@ impl SynthOptions {
             seed,
             normal_fraction: 0.27,
             width_range: (360, 720),
+            aspect_range: (0.72, 1.0),
             quality: 90,
         }
     }
@@ -105,7 +108,13 @@ pub fn generate(out: &Path, opts: &SynthOptions) -> Result<Vec<SynthImage>, Synt
             };
             let viral = rng.random_bool(0.35);
             let width = rng.random_range(lo..=hi);
-            let height = ((width as f64) * rng.random_range(0.72..1.0)).round() as u32;
+            let (a0, a1) = opts.aspect_range;
+            let aspect = if a1 > a0 {
+                rng.random_range(a0..a1)
+            } else {
+                a0
+            };
+            let height = ((width as f64) * aspect).round().max(1.0) as u32;
             let pixels = render(&mut rng, width, height, class, viral);
             let split = split_of(i);
             let name = match class {

@@ -18,10 +18,12 @@ pub struct Decoded {
 pub enum DecodeError {
     #[error("unreadable: {0}")]
     Io(#[from] std::io::Error),
-    #[error("corrupt or unsupported image: {0}")]
+    #[error("corrupt or unsupported image: {}", .0.to_string().trim())]
     Image(#[from] image::ImageError),
     #[error("corrupt or unsupported DICOM: {0}")]
     Dicom(String),
+    #[error("corrupt image: truncated JPEG (no end-of-image marker)")]
+    Truncated,
     #[error("image has no pixels ({width}x{height})")]
     Empty { width: u32, height: u32 },
 }
@@ -111,8 +113,19 @@ pub fn decode_file(path: &Path) -> Result<Decoded, DecodeError> {
 
 /// Decodes JPEG or PNG bytes.
 pub fn decode_bytes(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    // The JPEG decoder fills a truncated scan with grey instead of failing; a file cut short
+    // (an interrupted download) must be reported, not trained on.
+    if bytes.starts_with(&[0xFF, 0xD8]) && !has_jpeg_end(bytes) {
+        return Err(DecodeError::Truncated);
+    }
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
     Ok(Decoded::from_dynamic(reader.decode()?))
+}
+
+/// Whether a JPEG's end-of-image marker is present (trailing padding after it is tolerated).
+fn has_jpeg_end(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 fn decode_dicom(path: &Path) -> Result<Decoded, DecodeError> {

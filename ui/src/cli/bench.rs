@@ -40,11 +40,12 @@ fn preprocess_bench(b: PreprocessBench) -> anyhow::Result<()> {
     };
     let mut opts = SynthOptions::new(b.count, 42);
     opts.width_range = (1300, 1300);
+    opts.aspect_range = (1000.0 / 1300.0, 1000.0 / 1300.0);
     let t0 = Instant::now();
-    // Noisy synthetic radiographs; height varies around 1000 (aspect 0.72-1.0).
+    // Noisy synthetic radiographs (sensor noise sigma 3-9 grey levels), 1300x1000.
     synth::generate(&dir, &opts)?;
     println!(
-        "generated {} 1300-wide JPEGs in {:.1} s ({} threads)",
+        "generated {} 1300x1000 JPEGs in {:.1} s ({} threads)",
         b.count,
         t0.elapsed().as_secs_f64(),
         rayon::current_num_threads()

@@ -70,7 +70,7 @@ pub fn parse_technique(s: &str) -> Result<Technique, String> {
 pub fn progress_printer(label: &'static str) -> impl Fn(Progress) + Sync {
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     move |p: Progress| {
-        if tty && (p.done % 16 == 0 || p.done == p.total) {
+        if tty && (p.done.is_multiple_of(16) || p.done == p.total) {
             let mut e = std::io::stderr().lock();
             let _ = write!(e, "\r{label}: {}/{} ({} cached)", p.done, p.total, p.cached);
             if p.done == p.total {
@@ -180,6 +180,9 @@ pub fn bundled_samples() -> PathBuf {
 pub fn default_job() -> anyhow::Result<()> {
     let source = default_training_source()?;
     println!("privxray: {}", source.description);
+    if source.synthetic {
+        println!("(put the Kermany set in {REAL_DATASET} to work on real radiographs)");
+    }
     let samples = bundled_samples();
     if !samples.is_dir() {
         bail!("bundled samples missing at {}", samples.display());

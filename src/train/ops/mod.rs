@@ -1,0 +1,82 @@
+//! Tensor operations the models are built from, with CPU kernels of our own where candle's are
+//! wrong or slow, each beside a slow, obviously-right reference made of plain candle ops.
+//!
+//! Why our own: candle 0.11.1's `max_pool2d` backward scales every gradient by 1/4 (2x2 window),
+//! and both pooling backwards misalign rows when an input side is odd (DNN-Max has widths 123,
+//! 59 and 27). Its CPU convolution backward is also slow. On CPU we therefore use
+//! [`pool::Pool2d`] (a `CustomOp1` whose backward is a second custom op) and express a
+//! convolution as [`unfold::Im2Col`] followed by a batched matrix product, so candle's
+//! multithreaded GEMM does the arithmetic and autograd stays exact. On other devices the
+//! reference formulations (built from reshape/narrow/stack/matmul, whose candle backwards are
+//! correct) are used.
+
+pub mod pool;
+pub mod unfold;
+
+use candle_core::{Device, Result, Tensor};
+
+pub use pool::PoolKind;
+
+/// 2-D pooling of an `(N, C, H, W)` tensor with a `size` x `size` window and stride `size`,
+/// dropping a trailing partial row/column (floor), with a correct backward on every device.
+pub fn pool2d(x: &Tensor, kind: PoolKind, size: usize) -> Result<Tensor> {
+    match x.device() {
+        Device::Cpu => x.contiguous()?.apply_op1(pool::Pool2d { kind, size }),
+        _ => pool::pool2d_reference(x, kind, size),
+    }
+}
+
+/// Unfolds `(N, C, H, W)` into convolution columns `(N, C*K*K, OH*OW)` (rows ordered as the
+/// `[O, C, K, K]` weight's flattened `C, K, K`), zero-padding by `padding`.
+pub fn unfold(x: &Tensor, kernel: usize, padding: usize) -> Result<Tensor> {
+    match x.device() {
+        Device::Cpu => x.contiguous()?.apply_op1(unfold::Im2Col { kernel, padding }),
+        _ => unfold::unfold_reference(x, kernel, padding),
+    }
+}
+
+/// Stride-1 convolution: `x (N, C, H, W)`, `weight (O, C, K, K)`, `bias (O)`.
+/// On CPU: unfold + one GEMM per example (candle's multithreaded kernel). Elsewhere: candle's
+/// own `conv2d`, whose backward is correct.
+pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, padding: usize) -> Result<Tensor> {
+    let (n, _c, h, w) = x.dims4()?;
+    let (o, c, k, _) = weight.dims4()?;
+    let (oh, ow) = (
+        unfold::conv_out(h, k, padding)?,
+        unfold::conv_out(w, k, padding)?,
+    );
+    match x.device() {
+        Device::Cpu => {
+            let cols = unfold(x, k, padding)?;
+            let w2 = weight.reshape((o, c * k * k))?;
+            let y = w2.broadcast_matmul(&cols)?;
+            y.broadcast_add(&bias.reshape((1, o, 1))?)?
+                .reshape((n, o, oh, ow))
+        }
+        _ => x
+            .conv2d(weight, padding, 1, 1, 1)?
+            .broadcast_add(&bias.reshape((1, o, 1, 1))?),
+    }
+}
+
+/// Stride-1 convolution with one weight tensor per example, `weights (N, O, C*K*K)` and
+/// `biases (N, O, 1)`: the gradient of those tensors is the per-example gradient DP-SGD needs.
+pub fn conv2d_per_example(
+    x: &Tensor,
+    weights: &Tensor,
+    biases: &Tensor,
+    kernel: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let (n, _c, h, w) = x.dims4()?;
+    let o = weights.dim(1)?;
+    let (oh, ow) = (
+        unfold::conv_out(h, kernel, padding)?,
+        unfold::conv_out(w, kernel, padding)?,
+    );
+    let cols = unfold(x, kernel, padding)?;
+    weights
+        .matmul(&cols)?
+        .broadcast_add(biases)?
+        .reshape((n, o, oh, ow))
+}
