@@ -474,3 +474,16 @@ fn train_validation_split_is_seeded_stratified_and_disjoint() {
     assert_eq!((va.len(), val_normal), (8, 2));
     assert_eq!(set.evaluation_indices().len(), 1);
 }
+
+#[test]
+fn cmyk_jpeg_decodes_with_the_right_brightness() {
+    // tests/fixtures/cmyk.jpeg: 40x30, made with Pillow as CMYK with K falling from 255 (left,
+    // black) to 21 (right, light). Pillow reads it as 6 on the left and 228 on the right.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cmyk.jpeg");
+    let img = decode_file(&path).unwrap();
+    assert_eq!((img.width, img.height), (40, 30));
+    let grey = img.to_grey();
+    let (left, right) = (grey[15 * 40 + 1] as i32, grey[15 * 40 + 38] as i32);
+    assert!((left - 6).abs() <= 12, "left {left}");
+    assert!((right - 228).abs() <= 12, "right {right}");
+}

@@ -80,3 +80,6 @@ pub fn conv2d_per_example(
         .broadcast_add(biases)?
         .reshape((n, o, oh, ow))
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,7 @@ pub enum PoolKind {
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
-        bail!("{what}: expected f32 storage, got {:?}", s.dtype())
+        bail!("{what}: expected f32 storage")
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
-        bail!("{what}: expected f32 storage, got {:?}", s.dtype())
+        bail!("{what}: expected f32 storage")
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),

@@ -1,0 +1,106 @@
+//! Cross-entropy over the two classes, optionally class-weighted (the data are ~3:1
+//! pneumonia:normal).
+
+use super::error::{Result, TrainError};
+use candle_core::{DType, Tensor};
+
+/// Per-class loss weights `[normal, pneumonia]`, both finite and positive.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClassWeights([f32; 2]);
+
+impl ClassWeights {
+    pub fn new(normal: f32, pneumonia: f32) -> Result<Self> {
+        for (name, w) in [("normal", normal), ("pneumonia", pneumonia)] {
+            if !(w.is_finite() && w > 0.0) {
+                return Err(TrainError::Config(format!(
+                    "class weight for {name} is {w}: expected a positive finite number"
+                )));
+            }
+        }
+        Ok(Self([normal, pneumonia]))
+    }
+    /// Inverse-frequency weights `n / (2 n_c)` from class counts `[normal, pneumonia]`
+    /// (scikit-learn's "balanced"); a missing class gets weight 1.
+    pub fn balanced(counts: [usize; 2]) -> Self {
+        let n = (counts[0] + counts[1]) as f32;
+        let w = |c: usize| if c == 0 { 1.0 } else { n / (2.0 * c as f32) };
+        Self([w(counts[0]), w(counts[1])])
+    }
+    pub fn get(&self) -> [f32; 2] {
+        self.0
+    }
+}
+
+/// Per-example negative log-likelihood `(N,)` of `logits (N, 2)` for u32 `labels (N,)`.
+pub fn per_example_nll(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, 1)?;
+    Ok(logp
+        .gather(&labels.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?
+        .squeeze(1)?
+        .neg()?)
+}
+
+/// Each example's class weight `(N,)` (ones without weights).
+pub fn example_weights(labels: &Tensor, weights: Option<ClassWeights>) -> Result<Tensor> {
+    let labels = labels.to_dtype(DType::F32)?;
+    Ok(match weights {
+        None => labels.ones_like()?,
+        // w0 + (w1 - w0) * y, y in {0, 1}
+        Some(ClassWeights([w0, w1])) => labels.affine(f64::from(w1 - w0), f64::from(w0))?,
+    })
+}
+
+/// Mean cross-entropy; with class weights, the weighted mean `sum w_i l_i / sum w_i`
+/// (PyTorch's `CrossEntropyLoss(weight=..)`).
+pub fn cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    weights: Option<ClassWeights>,
+) -> Result<Tensor> {
+    let nll = per_example_nll(logits, labels)?;
+    match weights {
+        None => Ok(nll.mean_all()?),
+        Some(_) => {
+            let w = example_weights(labels, weights)?;
+            Ok((nll.mul(&w)?.sum_all()? / w.sum_all()?.to_scalar::<f32>()? as f64)?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn matches_hand_computation() {
+        let d = Device::Cpu;
+        let logits = Tensor::new(&[[1.0f32, 2.0], [0.5, -0.5], [0.0, 0.0]], &d).unwrap();
+        let labels = Tensor::new(&[1u32, 1, 0], &d).unwrap();
+        let nll = |a: f32, b: f32, y: usize| {
+            let l = [a, b];
+            -(l[y] - (a.exp() + b.exp()).ln())
+        };
+        let e = [nll(1.0, 2.0, 1), nll(0.5, -0.5, 1), nll(0.0, 0.0, 0)];
+        let got = cross_entropy(&logits, &labels, None)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((got - (e[0] + e[1] + e[2]) / 3.0).abs() < 1e-6);
+        let w = ClassWeights::new(3.0, 1.0).unwrap();
+        let got = cross_entropy(&logits, &labels, Some(w))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let want = (e[0] + e[1] + 3.0 * e[2]) / 5.0;
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+
+    #[test]
+    fn balanced_weights_and_validation() {
+        let w = ClassWeights::balanced([25, 75]).get();
+        assert!((w[0] - 2.0).abs() < 1e-6 && (w[1] - 2.0 / 3.0).abs() < 1e-6);
+        assert!(ClassWeights::new(0.0, 1.0).is_err());
+        assert!(ClassWeights::new(1.0, f32::NAN).is_err());
+    }
+}

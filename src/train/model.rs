@@ -1,0 +1,411 @@
+//! The four CNNs as candle modules built from their [`ModelKind::plan`], and their export to
+//! the framework-free [`NetworkSpec`].
+//!
+//! Parameter names (in checkpoints and `VarBuilder` scopes): the i-th convolution of the plan
+//! is `conv{i}` and the i-th dense layer `fc{i}` (1-based), each with `weight` and `bias`;
+//! layouts are candle/PyTorch (`[O, C, K, K]`, `[out, in]`), the same as `NetworkSpec`.
+
+use super::error::{Result, TrainError};
+use super::ops::{self, PoolKind};
+use crate::model::{Layer, ModelKind, NetworkSpec, PlanLayer, Pool};
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::{Rng, RngCore, SeedableRng};
+use std::path::Path;
+
+/// One layer of a built model.
+#[derive(Debug, Clone)]
+pub enum NetLayer {
+    Conv {
+        name: String,
+        /// `[O, C, K, K]`
+        weight: Tensor,
+        /// `[O]`
+        bias: Tensor,
+        kernel: usize,
+        padding: usize,
+    },
+    Relu,
+    Pool(PoolKind),
+    Flatten,
+    Dense {
+        name: String,
+        /// `[out, in]`
+        weight: Tensor,
+        /// `[out]`
+        bias: Tensor,
+    },
+    Dropout(f32),
+}
+
+/// A sequential CNN following a model plan.
+#[derive(Debug, Clone)]
+pub struct Model {
+    kind: ModelKind,
+    width: f32,
+    input: [usize; 3],
+    layers: Vec<NetLayer>,
+}
+
+/// Pooling windows are 2x2 in every plan.
+pub const POOL_SIZE: usize = 2;
+
+fn pool_kind(p: Pool) -> PoolKind {
+    match p {
+        Pool::Max => PoolKind::Max,
+        Pool::Avg => PoolKind::Avg,
+    }
+}
+
+/// Names and shapes of every parameter of `kind` at `width`, in plan order, with the fan-in
+/// used for initialisation.
+pub fn parameter_shapes(kind: ModelKind, width: f32) -> Vec<(String, Vec<usize>, usize)> {
+    let mut out = Vec::new();
+    let (mut nc, mut nd) = (0, 0);
+    for p in kind.plan(width) {
+        match p {
+            PlanLayer::Conv {
+                in_channels,
+                out_channels,
+                kernel,
+                ..
+            } => {
+                nc += 1;
+                let fan_in = in_channels * kernel * kernel;
+                out.push((
+                    format!("conv{nc}.weight"),
+                    vec![out_channels, in_channels, kernel, kernel],
+                    fan_in,
+                ));
+                out.push((format!("conv{nc}.bias"), vec![out_channels], fan_in));
+            }
+            PlanLayer::Dense {
+                in_features,
+                out_features,
+            } => {
+                nd += 1;
+                out.push((
+                    format!("fc{nd}.weight"),
+                    vec![out_features, in_features],
+                    in_features,
+                ));
+                out.push((format!("fc{nd}.bias"), vec![out_features], in_features));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A `VarMap` holding freshly initialised parameters of `kind`, PyTorch's defaults for
+/// `Conv2d`/`Linear` (weights and biases uniform in `±1/sqrt(fan_in)`), drawn from a ChaCha RNG
+/// seeded with `seed` so runs are reproducible.
+pub fn init_varmap(kind: ModelKind, width: f32, seed: u64, device: &Device) -> Result<VarMap> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let varmap = VarMap::new();
+    {
+        let mut data = varmap
+            .data()
+            .lock()
+            .map_err(|_| TrainError::Config("variable map lock poisoned".into()))?;
+        for (name, shape, fan_in) in parameter_shapes(kind, width) {
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
+            let t = Tensor::from_vec(v, shape, device)?;
+            data.insert(name, Var::from_tensor(&t)?);
+        }
+    }
+    Ok(varmap)
+}
+
+impl Model {
+    /// Builds `kind` at `width` from a `VarBuilder` (scopes `conv{i}` / `fc{i}`).
+    pub fn new(vb: VarBuilder, kind: ModelKind, width: f32) -> Result<Self> {
+        if !(width.is_finite() && width > 0.0) {
+            return Err(TrainError::Config(format!(
+                "width {width}: expected a positive multiplier"
+            )));
+        }
+        let mut layers = Vec::new();
+        let (mut nc, mut nd) = (0, 0);
+        for p in kind.plan(width) {
+            layers.push(match p {
+                PlanLayer::Conv {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    padding,
+                } => {
+                    nc += 1;
+                    let name = format!("conv{nc}");
+                    let s = vb.pp(&name);
+                    NetLayer::Conv {
+                        weight: s.get((out_channels, in_channels, kernel, kernel), "weight")?,
+                        bias: s.get(out_channels, "bias")?,
+                        name,
+                        kernel,
+                        padding,
+                    }
+                }
+                PlanLayer::Dense {
+                    in_features,
+                    out_features,
+                } => {
+                    nd += 1;
+                    let name = format!("fc{nd}");
+                    let s = vb.pp(&name);
+                    NetLayer::Dense {
+                        weight: s.get((out_features, in_features), "weight")?,
+                        bias: s.get(out_features, "bias")?,
+                        name,
+                    }
+                }
+                PlanLayer::Relu => NetLayer::Relu,
+                PlanLayer::Pool(p) => NetLayer::Pool(pool_kind(p)),
+                PlanLayer::Flatten => NetLayer::Flatten,
+                PlanLayer::Dropout(p) => NetLayer::Dropout(p),
+            });
+        }
+        Ok(Self {
+            kind,
+            width,
+            input: kind.technique().input_shape(),
+            layers,
+        })
+    }
+
+    /// A freshly initialised model and the `VarMap` that owns its trainable variables.
+    pub fn init(kind: ModelKind, width: f32, seed: u64, device: &Device) -> Result<(Self, VarMap)> {
+        let varmap = init_varmap(kind, width, seed, device)?;
+        let model = Self::new(
+            VarBuilder::from_varmap(&varmap, DType::F32, device),
+            kind,
+            width,
+        )?;
+        Ok((model, varmap))
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        self.kind
+    }
+    pub fn width(&self) -> f32 {
+        self.width
+    }
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.input
+    }
+    pub fn layers(&self) -> &[NetLayer] {
+        &self.layers
+    }
+
+    /// Checks a batch's image shape against the model's input.
+    pub fn check_input(&self, x: &Tensor) -> Result<()> {
+        let d = x.dims();
+        let got = match *d {
+            [_, c, h, w] => [c, h, w],
+            _ => [0, 0, 0],
+        };
+        if got != self.input {
+            return Err(TrainError::InputShape {
+                model: self.kind.name().into(),
+                expected: self.input,
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    /// Forward pass. `dropout_rng`: `Some` in training (masks drawn from it, inverted dropout
+    /// as in PyTorch/Keras), `None` at evaluation.
+    pub fn forward_with(&self, x: &Tensor, mut dropout_rng: Option<&mut dyn RngCore>) -> Result<Tensor> {
+        self.check_input(x)?;
+        let mut x = x.clone();
+        for layer in &self.layers {
+            x = match layer {
+                NetLayer::Conv {
+                    weight,
+                    bias,
+                    padding,
+                    ..
+                } => ops::conv2d(&x, weight, bias, *padding)?,
+                NetLayer::Relu => x.relu()?,
+                NetLayer::Pool(kind) => ops::pool2d(&x, *kind, POOL_SIZE)?,
+                NetLayer::Flatten => x.flatten_from(1)?,
+                NetLayer::Dense { weight, bias, .. } => {
+                    x.matmul(&weight.t()?)?.broadcast_add(bias)?
+                }
+                NetLayer::Dropout(p) => match dropout_rng.as_deref_mut() {
+                    Some(rng) => apply_dropout(&x, *p, rng)?,
+                    None => x,
+                },
+            };
+        }
+        Ok(x)
+    }
+
+    /// Every trainable tensor by name, in plan order.
+    pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for l in &self.layers {
+            match l {
+                NetLayer::Conv {
+                    name, weight, bias, ..
+                }
+                | NetLayer::Dense {
+                    name, weight, bias, ..
+                } => {
+                    out.push((format!("{name}.weight"), weight.clone()));
+                    out.push((format!("{name}.bias"), bias.clone()));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Exports the weights to a [`NetworkSpec`] with the same layouts (for secure inference).
+    pub fn to_spec(&self) -> Result<NetworkSpec> {
+        let vec = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            layers.push(match l {
+                NetLayer::Conv {
+                    weight,
+                    bias,
+                    kernel,
+                    padding,
+                    ..
+                } => {
+                    let (o, c, _, _) = weight.dims4()?;
+                    Layer::Conv2d {
+                        in_channels: c,
+                        out_channels: o,
+                        kernel: *kernel,
+                        padding: *padding,
+                        weight: vec(weight)?,
+                        bias: vec(bias)?,
+                    }
+                }
+                NetLayer::Relu => Layer::Relu,
+                NetLayer::Pool(PoolKind::Max) => Layer::MaxPool2d { size: POOL_SIZE },
+                NetLayer::Pool(PoolKind::Avg) => Layer::AvgPool2d { size: POOL_SIZE },
+                NetLayer::Flatten => Layer::Flatten,
+                NetLayer::Dense { weight, bias, .. } => {
+                    let (o, i) = weight.dims2()?;
+                    Layer::Dense {
+                        in_features: i,
+                        out_features: o,
+                        weight: vec(weight)?,
+                        bias: vec(bias)?,
+                    }
+                }
+                NetLayer::Dropout(p) => Layer::Dropout { p: *p },
+            });
+        }
+        let spec = NetworkSpec {
+            name: self.kind.name().into(),
+            input: self.input,
+            layers,
+        };
+        spec.shapes()?;
+        Ok(spec)
+    }
+}
+
+/// Inverted dropout with a mask drawn from `rng`: kept values are scaled by `1/(1-p)`.
+pub fn apply_dropout(x: &Tensor, p: f32, rng: &mut dyn RngCore) -> Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = 1.0 - p;
+    let scale = 1.0 / keep;
+    let n = x.elem_count();
+    let mask: Vec<f32> = (0..n)
+        .map(|_| {
+            if rng.random::<f32>() < keep {
+                scale
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+    Ok(x.mul(&mask)?)
+}
+
+/// Evaluation-mode forward (dropout off). candle's blanket `ModuleT` impl then ignores its
+/// train flag; training calls [`Model::forward_with`] with a dropout RNG.
+impl Module for Model {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_with(xs, None)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+}
+
+/// Torchvision's VGG16 `features` indices of the 13 convolutions, for loading ImageNet weights.
+const TORCHVISION_VGG16_CONVS: [usize; 13] = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28];
+
+/// Loads ImageNet VGG16 convolution weights from a local safetensors file into a VGG model's
+/// variables. Accepted names for the i-th convolution (1-based): torchvision's
+/// `features.{idx}.weight` / `features.{idx}.bias` (idx 0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24,
+/// 26, 28) or ours, `conv{i}.weight` / `conv{i}.bias`. Shapes must match the model at
+/// width 1.0, except that a 1-channel first convolution (vgg16-1) takes the sum of the RGB
+/// filters. Dense layers keep their initialisation (their sizes differ from ImageNet's).
+/// Returns the number of tensors loaded.
+pub fn load_vgg16_imagenet(varmap: &VarMap, kind: ModelKind, path: &Path) -> Result<usize> {
+    let err = |reason: String| TrainError::InitWeights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !matches!(kind, ModelKind::Vgg16_1 | ModelKind::Vgg16_2) {
+        return Err(err(format!(
+            "ImageNet VGG16 weights apply to vgg16-1 and vgg16-2, not {kind}"
+        )));
+    }
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| err("variable map lock poisoned".into()))?;
+    let device = data
+        .values()
+        .next()
+        .map(|v| v.device().clone())
+        .unwrap_or(Device::Cpu);
+    let file = candle_core::safetensors::load(path, &device).map_err(|e| err(e.to_string()))?;
+    let mut loaded = 0;
+    for (i, tv_idx) in TORCHVISION_VGG16_CONVS.iter().enumerate() {
+        for part in ["weight", "bias"] {
+            let ours = format!("conv{}.{part}", i + 1);
+            let theirs = format!("features.{tv_idx}.{part}");
+            let var = data
+                .get(&ours)
+                .ok_or_else(|| err(format!("model has no parameter {ours}")))?;
+            let src = file.get(&theirs).or_else(|| file.get(&ours)).ok_or_else(|| {
+                err(format!(
+                    "missing tensor {theirs:?} (or {ours:?}); the file has {} tensors",
+                    file.len()
+                ))
+            })?;
+            let mut src = src.to_dtype(DType::F32)?;
+            let want = var.dims().to_vec();
+            if i == 0 && part == "weight" && want.get(1) == Some(&1) && src.dims().get(1) == Some(&3) {
+                // Greyscale input: an RGB filter applied to a grey image (R=G=B) is the sum of
+                // its three channel filters.
+                src = src.sum_keepdim(1)?;
+            }
+            if src.dims() != want.as_slice() {
+                return Err(err(format!(
+                    "tensor {theirs:?} has shape {:?}, the model's {ours} needs {want:?} \
+                     (ImageNet weights need width 1.0)",
+                    src.dims()
+                )));
+            }
+            var.set(&src)?;
+            loaded += 1;
+        }
+    }
+    Ok(loaded)
+}

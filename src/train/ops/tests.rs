@@ -1,0 +1,181 @@
+//! Every layer's backward pinned by finite differences, and every fast op checked against its
+//! reference.
+
+use super::*;
+use candle_core::{DType, Var};
+use rand::{seq::SliceRandom, Rng, SeedableRng};
+
+pub(crate) fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed)
+}
+
+pub(crate) fn randn(shape: &[usize], seed: u64) -> Tensor {
+    let mut r = rng(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| r.random_range(-1.0f32..1.0)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// Distinct values 0.01 apart in random order, away from 0: no ties or kinks move under a
+/// 1e-3 perturbation.
+fn distinct(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut v: Vec<f32> = (0..n)
+        .map(|i| (i as f32 - n as f32 / 2.0 + 0.5) * 0.01)
+        .collect();
+    v.shuffle(&mut rng(seed));
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// Checks d/dx of `sum(f(x) * r)` (r random) from autograd against central differences at
+/// every coordinate (or `max_coords` random ones), in f64 arithmetic on the f32 results.
+pub(crate) fn check_grad(x0: &Tensor, f: impl Fn(&Tensor) -> Tensor, max_coords: usize, tol: f64) {
+    let x = Var::from_tensor(x0).unwrap();
+    let y = f(x.as_tensor());
+    let r = randn(y.dims(), 99);
+    let objective = |t: &Tensor| -> f64 {
+        let y = f(t);
+        let v = y.mul(&r).unwrap().sum_all().unwrap();
+        f64::from(v.to_dtype(DType::F32).unwrap().to_scalar::<f32>().unwrap())
+    };
+    let g = y
+        .mul(&r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap()
+        .get(x.as_tensor())
+        .expect("gradient reaches the input")
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let base = x0.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut coords: Vec<usize> = (0..base.len()).collect();
+    coords.shuffle(&mut rng(7));
+    coords.truncate(max_coords);
+    let eps = 1e-3f32;
+    for &i in &coords {
+        let mut plus = base.clone();
+        plus[i] += eps;
+        let mut minus = base.clone();
+        minus[i] -= eps;
+        let tp = Tensor::from_vec(plus, x0.shape(), &Device::Cpu).unwrap();
+        let tm = Tensor::from_vec(minus, x0.shape(), &Device::Cpu).unwrap();
+        let fd = (objective(&tp) - objective(&tm)) / (2.0 * f64::from(eps));
+        let an = f64::from(g[i]);
+        assert!(
+            (fd - an).abs() <= tol * (1.0 + fd.abs().max(an.abs())),
+            "coordinate {i}: finite difference {fd}, autograd {an}"
+        );
+    }
+}
+
+fn assert_close(a: &Tensor, b: &Tensor, tol: f32) {
+    assert_eq!(a.dims(), b.dims());
+    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * (1.0 + x.abs().max(y.abs())),
+            "index {i}: {x} vs {y}"
+        );
+    }
+}
+
+#[test]
+fn pool_backward_matches_finite_differences_on_odd_sides() {
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        for shape in [[2, 3, 7, 5], [1, 2, 6, 9], [1, 1, 2, 2]] {
+            let x = distinct(&shape, 1);
+            check_grad(&x, |t| pool2d(t, kind, 2).unwrap(), 500, 2e-3);
+        }
+    }
+}
+
+#[test]
+fn fast_pool_equals_reference_forward_and_backward() {
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        let x = Var::from_tensor(&distinct(&[3, 4, 13, 11], 2)).unwrap();
+        let fast = pool2d(&x, kind, 2).unwrap();
+        let slow = pool::pool2d_reference(&x, kind, 2).unwrap();
+        assert_close(&fast, &slow, 0.0);
+        let r = randn(fast.dims(), 3);
+        let gf = fast.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = slow.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_close(gf.get(&x).unwrap(), gs.get(&x).unwrap(), 1e-6);
+    }
+}
+
+#[test]
+fn pool_backward_gradient_lands_on_the_argmax() {
+    // One window [[1, 4], [3, 2]] plus an odd trailing row and column that must get zero.
+    let x = Var::from_tensor(
+        &Tensor::new(&[[[[1f32, 4., 9.], [3., 2., 9.], [9., 9., 9.]]]], &Device::Cpu).unwrap(),
+    )
+    .unwrap();
+    let y = pool2d(&x, PoolKind::Max, 2).unwrap();
+    assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [4.0]);
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let g = g.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(g, [0., 1., 0., 0., 0., 0., 0., 0., 0.]);
+}
+
+#[test]
+fn unfold_equals_reference_and_its_adjoint_is_exact() {
+    for (shape, k, p) in [([2, 3, 7, 5], 3, 0), ([1, 2, 6, 9], 3, 1), ([2, 1, 4, 4], 2, 1)] {
+        let x = Var::from_tensor(&randn(&shape, 4)).unwrap();
+        let fast = unfold(&x, k, p).unwrap();
+        let slow = unfold::unfold_reference(&x, k, p).unwrap();
+        assert_close(&fast, &slow, 0.0);
+        let r = randn(fast.dims(), 5);
+        let gf = fast.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = slow.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_close(gf.get(&x).unwrap(), gs.get(&x).unwrap(), 1e-6);
+    }
+}
+
+#[test]
+fn conv_matches_candle_and_finite_differences() {
+    for (shape, o, p) in [([2, 3, 7, 5], 4, 0), ([1, 2, 6, 9], 3, 1)] {
+        let x = randn(&shape, 6);
+        let w = randn(&[o, shape[1], 3, 3], 7);
+        let b = randn(&[o], 8);
+        let ours = conv2d(&x, &w, &b, p).unwrap();
+        let theirs = x
+            .conv2d(&w, p, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.reshape((1, o, 1, 1)).unwrap())
+            .unwrap();
+        assert_close(&ours, &theirs, 1e-5);
+        check_grad(&x, |t| conv2d(t, &w, &b, p).unwrap(), 200, 2e-3);
+        check_grad(&w, |t| conv2d(&x, t, &b, p).unwrap(), 200, 2e-3);
+        check_grad(&b, |t| conv2d(&x, &w, t, p).unwrap(), 200, 2e-3);
+    }
+}
+
+#[test]
+fn dense_relu_and_loss_match_finite_differences() {
+    let x = distinct(&[4, 6], 9);
+    let w = randn(&[3, 6], 10);
+    let b = randn(&[3], 11);
+    let dense = |x: &Tensor, w: &Tensor, b: &Tensor| {
+        x.matmul(&w.t().unwrap()).unwrap().broadcast_add(b).unwrap()
+    };
+    check_grad(&x, |t| dense(t, &w, &b), 100, 2e-3);
+    check_grad(&w, |t| dense(&x, t, &b), 100, 2e-3);
+    check_grad(&b, |t| dense(&x, &w, t), 100, 2e-3);
+    check_grad(&x, |t| t.relu().unwrap(), 100, 2e-3);
+    let labels = Tensor::new(&[0u32, 1, 1, 0], &Device::Cpu).unwrap();
+    let logits = randn(&[4, 2], 12);
+    let cw = crate::train::loss::ClassWeights::new(3.0, 1.0).unwrap();
+    for weights in [None, Some(cw)] {
+        check_grad(
+            &logits,
+            |t| crate::train::loss::cross_entropy(t, &labels, weights).unwrap(),
+            100,
+            2e-3,
+        );
+    }
+}
