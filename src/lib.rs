@@ -5,5 +5,6 @@
 pub mod atomic;
 pub mod data;
 pub mod model;
+pub mod plot;
 pub mod preprocess;
 pub mod synth;
