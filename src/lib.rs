@@ -8,3 +8,4 @@ pub mod model;
 pub mod plot;
 pub mod preprocess;
 pub mod synth;
+pub mod train;

@@ -168,7 +168,7 @@ mod tests {
         assert_eq!(all, (0..40).map(|i| i as f32).collect::<Vec<_>>());
         // Labels travel with their images.
         for (x, l) in v.images().iter().zip(v.labels()) {
-            assert_eq!(*l, u8::from(*x as usize % 4 != 0));
+            assert_eq!(*l, u8::from(!(*x as usize).is_multiple_of(4)));
         }
     }
 }

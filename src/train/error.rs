@@ -28,7 +28,11 @@ pub enum TrainError {
     #[error("model export: {0}")]
     Spec(#[from] crate::model::SpecError),
     #[error("training produced a non-finite loss ({loss}) at epoch {epoch}, step {step}")]
-    NonFinite { loss: f32, epoch: usize, step: usize },
+    NonFinite {
+        loss: f32,
+        epoch: usize,
+        step: usize,
+    },
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

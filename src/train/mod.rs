@@ -1,7 +1,13 @@
 //! Training engine: candle models of the four architectures, the training loop (plain and
 //! DP-SGD), checkpoints, evaluation metrics and benchmarks.
 
+pub mod bench;
+pub mod checkpoint;
+pub mod control;
 pub mod data;
+pub mod device;
+pub mod dpsgd;
+pub mod engine;
 pub mod error;
 pub mod loss;
 pub mod metrics;
@@ -9,7 +15,12 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 
+pub use control::TrainControl;
 pub use data::TrainData;
+pub use engine::{evaluate, train, Seed, TrainConfig, TrainOutcome, TrainingEvent};
 pub use error::TrainError;
 pub use metrics::Metrics;
 pub use model::Model;
+
+#[cfg(test)]
+mod tests;

@@ -218,7 +218,11 @@ impl Model {
 
     /// Forward pass. `dropout_rng`: `Some` in training (masks drawn from it, inverted dropout
     /// as in PyTorch/Keras), `None` at evaluation.
-    pub fn forward_with(&self, x: &Tensor, mut dropout_rng: Option<&mut dyn RngCore>) -> Result<Tensor> {
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        mut dropout_rng: Option<&mut dyn RngCore>,
+    ) -> Result<Tensor> {
         self.check_input(x)?;
         let mut x = x.clone();
         for layer in &self.layers {
@@ -383,15 +387,22 @@ pub fn load_vgg16_imagenet(varmap: &VarMap, kind: ModelKind, path: &Path) -> Res
             let var = data
                 .get(&ours)
                 .ok_or_else(|| err(format!("model has no parameter {ours}")))?;
-            let src = file.get(&theirs).or_else(|| file.get(&ours)).ok_or_else(|| {
-                err(format!(
-                    "missing tensor {theirs:?} (or {ours:?}); the file has {} tensors",
-                    file.len()
-                ))
-            })?;
+            let src = file
+                .get(&theirs)
+                .or_else(|| file.get(&ours))
+                .ok_or_else(|| {
+                    err(format!(
+                        "missing tensor {theirs:?} (or {ours:?}); the file has {} tensors",
+                        file.len()
+                    ))
+                })?;
             let mut src = src.to_dtype(DType::F32)?;
             let want = var.dims().to_vec();
-            if i == 0 && part == "weight" && want.get(1) == Some(&1) && src.dims().get(1) == Some(&3) {
+            if i == 0
+                && part == "weight"
+                && want.get(1) == Some(&1)
+                && src.dims().get(1) == Some(&3)
+            {
                 // Greyscale input: an RGB filter applied to a grey image (R=G=B) is the sum of
                 // its three channel filters.
                 src = src.sum_keepdim(1)?;

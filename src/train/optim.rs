@@ -216,13 +216,16 @@ mod tests {
     #[test]
     fn sgd_momentum_matches_recurrence() {
         let var = scalar_var(1.0);
-        let mut opt =
-            Optimizer::new(OptimizerConfig::sgd(0.1, 0.9), vec![("p".into(), var.clone())])
-                .unwrap();
+        let mut opt = Optimizer::new(
+            OptimizerConfig::sgd(0.1, 0.9),
+            vec![("p".into(), var.clone())],
+        )
+        .unwrap();
         let (mut p, mut v) = (1.0f32, 0.0f32);
         for k in 0..5 {
             let g = 2.0 * p + k as f32; // arbitrary gradients
-            opt.step(&[Tensor::new(&[g], &Device::Cpu).unwrap()]).unwrap();
+            opt.step(&[Tensor::new(&[g], &Device::Cpu).unwrap()])
+                .unwrap();
             v = if k == 0 { g } else { 0.9 * v + g };
             p -= 0.1 * v;
             assert!((value(&var) - p).abs() < 1e-6);

@@ -30,7 +30,9 @@ pub fn pool2d(x: &Tensor, kind: PoolKind, size: usize) -> Result<Tensor> {
 /// `[O, C, K, K]` weight's flattened `C, K, K`), zero-padding by `padding`.
 pub fn unfold(x: &Tensor, kernel: usize, padding: usize) -> Result<Tensor> {
     match x.device() {
-        Device::Cpu => x.contiguous()?.apply_op1(unfold::Im2Col { kernel, padding }),
+        Device::Cpu => x
+            .contiguous()?
+            .apply_op1(unfold::Im2Col { kernel, padding }),
         _ => unfold::unfold_reference(x, kernel, padding),
     }
 }

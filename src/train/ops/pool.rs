@@ -16,7 +16,10 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]>
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("{what}: expected a contiguous tensor, got strides {:?}", l.stride()),
+        None => bail!(
+            "{what}: expected a contiguous tensor, got strides {:?}",
+            l.stride()
+        ),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod bench;
 mod data;
+mod plot;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ pub enum Command {
     Synth(data::SynthArgs),
     /// Import a dataset folder and preprocess it with technique 1 or 2, using a cache.
     Preprocess(data::PreprocessArgs),
+    /// Accuracy and loss curves of a training run as PNGs.
+    Plot(plot::PlotArgs),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -33,6 +36,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Synth(a)) => data::synth(a),
         Some(Command::Preprocess(a)) => data::preprocess(a),
+        Some(Command::Plot(a)) => plot::run(a),
         Some(Command::Bench(b)) => bench::run(b),
         None => data::default_job(),
     }

@@ -1,0 +1,435 @@
+//! [`SecureChannel`]: a blocking, message-oriented channel over TCP, encrypted and
+//! authenticated with the Noise transport keys of a finished handshake.
+//!
+//! Wire format. Every Noise message travels as a record: a 2-byte big-endian length followed
+//! by that many bytes of ciphertext (at most 65,535, the Noise limit). One application message
+//! of any size becomes several records: the first record's plaintext starts with the message's
+//! total length (8 bytes, little-endian), followed by the first bytes of the message; further
+//! records carry the rest in order. The length is encrypted and authenticated like the data.
+//!
+//! Nonces are implicit counters kept on both sides (one per direction), so a replayed, dropped,
+//! reordered or altered record fails authentication and the channel is closed; there is no
+//! recovery within a session. A receiver checks the announced length against its limit before
+//! reading on, and never allocates more than it has received plus a bounded reserve.
+//!
+//! Sending is done by a writer thread that owns the socket's write half: [`SecureChannel::send`]
+//! queues the message and returns. That way two parties that both send a large message before
+//! reading (the usual shape of an MPC round) cannot deadlock on full TCP buffers.
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use snow::StatelessTransportState;
+
+use super::error::NetError;
+use super::handshake::PeerRole;
+use super::message::Message;
+
+/// Largest Noise message (ciphertext including the tag).
+pub const MAX_RECORD: usize = 65_535;
+/// Authentication tag added by ChaChaPoly.
+pub const TAG_LEN: usize = 16;
+/// Largest plaintext in one record.
+pub const MAX_RECORD_PLAINTEXT: usize = MAX_RECORD - TAG_LEN;
+/// The total-length header at the start of each message's first record.
+const LENGTH_HEADER: usize = 8;
+/// Messages queued for the writer thread before `send` blocks. MPC rounds have one or two
+/// outstanding messages per peer; the bound only stops a runaway sender from exhausting memory.
+const SEND_QUEUE: usize = 64;
+/// Never reserve more than this ahead of received data, whatever length a peer announces.
+const MAX_RESERVE: usize = 16 << 20;
+
+/// Writes one record (length prefix and body) to `w`.
+pub(crate) fn write_record(w: &mut impl Write, body: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(body.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "record over 65535 bytes"))?;
+    w.write_all(&len.to_be_bytes())?;
+    w.write_all(body)
+}
+
+/// Reads one record into `buf` (resized to the record's length, at most 65,535 bytes).
+pub(crate) fn read_record(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut len = [0u8; 2];
+    r.read_exact(&mut len)?;
+    buf.resize(usize::from(u16::from_be_bytes(len)), 0);
+    r.read_exact(buf)
+}
+
+enum Command {
+    Data(Vec<u8>),
+    Flush(mpsc::Sender<()>),
+}
+
+struct Writer {
+    queue: SyncSender<Command>,
+    thread: JoinHandle<()>,
+}
+
+/// The first error the writer thread hit; later sends report it.
+type Failure = Arc<Mutex<Option<String>>>;
+
+fn failure_text(f: &Failure) -> Option<String> {
+    f.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// A bidirectional encrypted channel to one authenticated peer.
+pub struct SecureChannel {
+    peer: PeerRole,
+    label: Arc<str>,
+    transport: Arc<StatelessTransportState>,
+    reader: BufReader<TcpStream>,
+    recv_nonce: u64,
+    max_message: u64,
+    io_timeout: Duration,
+    writer: Option<Writer>,
+    write_failure: Failure,
+    broken: Option<String>,
+    record: Vec<u8>,
+    plain: Vec<u8>,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+impl SecureChannel {
+    /// Wraps a socket whose handshake has finished. Sets the I/O timeouts and starts the writer
+    /// thread.
+    pub(crate) fn new(
+        stream: TcpStream,
+        transport: StatelessTransportState,
+        peer: PeerRole,
+        label: String,
+        max_message: u64,
+        io_timeout: Duration,
+    ) -> Result<Self, NetError> {
+        let io_err = |e| NetError::from_io(&label, "setting up the channel", io_timeout, e);
+        stream.set_read_timeout(Some(io_timeout)).map_err(io_err)?;
+        stream.set_write_timeout(Some(io_timeout)).map_err(io_err)?;
+        let write_half = stream.try_clone().map_err(io_err)?;
+        let transport = Arc::new(transport);
+        let label: Arc<str> = label.into();
+        let write_failure: Failure = Arc::default();
+        let (queue, commands) = mpsc::sync_channel(SEND_QUEUE);
+        let thread = {
+            let transport = Arc::clone(&transport);
+            let label = Arc::clone(&label);
+            let failure = Arc::clone(&write_failure);
+            std::thread::Builder::new()
+                .name(format!("privxray-send-{peer}"))
+                .spawn(move || {
+                    writer_loop(commands, write_half, &transport, &label, io_timeout, &failure)
+                })
+                .map_err(|e| NetError::Io {
+                    peer: label.to_string(),
+                    during: "starting the writer thread",
+                    source: e,
+                })?
+        };
+        Ok(Self {
+            peer,
+            label,
+            transport,
+            reader: BufReader::with_capacity(4 * (MAX_RECORD + 2), stream),
+            recv_nonce: 0,
+            max_message,
+            io_timeout,
+            writer: Some(Writer { queue, thread }),
+            write_failure,
+            broken: None,
+            record: Vec::with_capacity(MAX_RECORD),
+            plain: vec![0; MAX_RECORD],
+            bytes_sent: 0,
+            bytes_received: 0,
+        })
+    }
+
+    /// Who is at the other end (authenticated by the handshake).
+    pub fn peer(&self) -> PeerRole {
+        self.peer
+    }
+
+    /// The peer's role and address, as used in logs and errors.
+    pub fn peer_label(&self) -> &str {
+        &self.label
+    }
+
+    /// Application bytes sent and received so far.
+    pub fn traffic(&self) -> (u64, u64) {
+        (self.bytes_sent, self.bytes_received)
+    }
+
+    fn check_usable(&self) -> Result<(), NetError> {
+        let cause = self.broken.clone().or_else(|| failure_text(&self.write_failure));
+        match cause {
+            Some(cause) => Err(NetError::Broken { peer: self.label.to_string(), cause }),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues `data` for sending. Returns once queued; transmission errors surface on a later
+    /// call (or on [`SecureChannel::flush`] / [`SecureChannel::close`]).
+    pub fn send(&mut self, data: &[u8]) -> Result<(), NetError> {
+        self.send_owned(data.to_vec())
+    }
+
+    /// Like [`SecureChannel::send`] without copying the buffer.
+    pub fn send_owned(&mut self, data: Vec<u8>) -> Result<(), NetError> {
+        self.check_usable()?;
+        let len = data.len() as u64;
+        if len > self.max_message {
+            return Err(NetError::SendTooLarge { len, max: self.max_message });
+        }
+        let queued = match &self.writer {
+            Some(w) => w.queue.send(Command::Data(data)).is_ok(),
+            None => false,
+        };
+        if !queued {
+            return Err(self.writer_gone());
+        }
+        self.bytes_sent += len;
+        Ok(())
+    }
+
+    fn writer_gone(&mut self) -> NetError {
+        let cause = failure_text(&self.write_failure).unwrap_or_else(|| "writer stopped".into());
+        self.broken = Some(cause.clone());
+        NetError::Broken { peer: self.label.to_string(), cause }
+    }
+
+    /// Waits until everything queued so far has been handed to the operating system.
+    pub fn flush(&mut self) -> Result<(), NetError> {
+        self.check_usable()?;
+        let (ack, acked) = mpsc::channel();
+        let sent = self.writer.as_ref().is_some_and(|w| w.queue.send(Command::Flush(ack)).is_ok());
+        if !sent || acked.recv().is_err() {
+            return Err(self.writer_gone());
+        }
+        self.check_usable()
+    }
+
+    /// Sends everything queued, then closes the connection. Reports any send failure.
+    pub fn close(mut self) -> Result<(), NetError> {
+        self.shutdown_writer();
+        self.check_usable()
+    }
+
+    fn shutdown_writer(&mut self) {
+        if let Some(Writer { queue, thread }) = self.writer.take() {
+            drop(queue);
+            if thread.join().is_err() {
+                *self.write_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some("writer thread panicked".into());
+            }
+            let _ = self.reader.get_ref().shutdown(Shutdown::Write);
+        }
+    }
+
+    /// Receives the next message. Any failure (timeout, authentication, malformed record)
+    /// breaks the channel: nonces are no longer in step, so later calls fail immediately.
+    pub fn recv(&mut self) -> Result<Vec<u8>, NetError> {
+        self.check_usable()?;
+        match self.recv_message_bytes() {
+            Ok(v) => {
+                self.bytes_received += v.len() as u64;
+                Ok(v)
+            }
+            Err(e) => {
+                self.broken = Some(e.to_string());
+                // Wake the writer thread and tell the peer we are gone.
+                let _ = self.reader.get_ref().shutdown(Shutdown::Both);
+                Err(e)
+            }
+        }
+    }
+
+    /// Encodes and sends a typed protocol message.
+    pub fn send_message(&mut self, message: &Message) -> Result<(), NetError> {
+        self.send_owned(message.encode())
+    }
+
+    /// Receives and decodes a typed protocol message.
+    pub fn recv_message(&mut self) -> Result<Message, NetError> {
+        let bytes = self.recv()?;
+        Message::decode(&bytes)
+            .map_err(|source| NetError::Decode { peer: self.label.to_string(), source })
+    }
+
+    fn recv_message_bytes(&mut self) -> Result<Vec<u8>, NetError> {
+        let n = self.read_chunk("waiting for a message")?;
+        if n < LENGTH_HEADER {
+            return Err(self.malformed(format!(
+                "first record of a message holds {n} bytes, less than its {LENGTH_HEADER}-byte length header"
+            )));
+        }
+        let mut header = [0u8; LENGTH_HEADER];
+        header.copy_from_slice(&self.plain[..LENGTH_HEADER]);
+        let total = u64::from_le_bytes(header);
+        if total > self.max_message {
+            return Err(NetError::TooLarge {
+                peer: self.label.to_string(),
+                len: total,
+                max: self.max_message,
+            });
+        }
+        let first = n - LENGTH_HEADER;
+        if first as u64 > total {
+            return Err(self.malformed(format!(
+                "first record carries {first} bytes of a {total}-byte message"
+            )));
+        }
+        let reserve = usize::try_from(total).unwrap_or(usize::MAX).min(MAX_RESERVE);
+        let mut out = Vec::with_capacity(reserve);
+        out.extend_from_slice(&self.plain[LENGTH_HEADER..n]);
+        while (out.len() as u64) < total {
+            let n = self.read_chunk("receiving the rest of a message")?;
+            let remaining = total - out.len() as u64;
+            if n == 0 || n as u64 > remaining {
+                return Err(self.malformed(format!(
+                    "continuation record of {n} bytes where {remaining} bytes remain"
+                )));
+            }
+            out.extend_from_slice(&self.plain[..n]);
+        }
+        Ok(out)
+    }
+
+    fn malformed(&self, reason: String) -> NetError {
+        NetError::Malformed { peer: self.label.to_string(), reason }
+    }
+
+    /// Reads and decrypts one record into `self.plain`, returning the plaintext length.
+    fn read_chunk(&mut self, during: &'static str) -> Result<usize, NetError> {
+        read_record(&mut self.reader, &mut self.record)
+            .map_err(|e| NetError::from_io(&self.label, during, self.io_timeout, e))?;
+        if self.record.len() < TAG_LEN {
+            return Err(self.malformed(format!(
+                "record of {} bytes is shorter than an authentication tag",
+                self.record.len()
+            )));
+        }
+        let n = self
+            .transport
+            .read_message(self.recv_nonce, &self.record, &mut self.plain)
+            .map_err(|e| match e {
+                snow::Error::Decrypt => NetError::Authentication { peer: self.label.to_string() },
+                other => self.malformed(format!("cannot decrypt record: {other}")),
+            })?;
+        self.recv_nonce += 1;
+        Ok(n)
+    }
+}
+
+impl Drop for SecureChannel {
+    fn drop(&mut self) {
+        // Delivers what was queued (bounded by the write timeout) before the socket closes.
+        self.shutdown_writer();
+    }
+}
+
+impl std::fmt::Debug for SecureChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecureChannel")
+            .field("peer", &self.label)
+            .field("bytes_sent", &self.bytes_sent)
+            .field("bytes_received", &self.bytes_received)
+            .finish_non_exhaustive()
+    }
+}
+
+fn writer_loop(
+    commands: Receiver<Command>,
+    stream: TcpStream,
+    transport: &StatelessTransportState,
+    label: &str,
+    io_timeout: Duration,
+    failure: &Failure,
+) {
+    let mut out = BufWriter::with_capacity(8 * (MAX_RECORD + 2), stream);
+    let mut nonce = 0u64;
+    let mut cipher = vec![0u8; MAX_RECORD];
+    let mut first = vec![0u8; MAX_RECORD_PLAINTEXT];
+    let fail = |e: NetError, out: &BufWriter<TcpStream>| {
+        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+        // Wake a reader blocked on this socket so the failure is seen promptly.
+        let _ = out.get_ref().shutdown(Shutdown::Both);
+    };
+    let io_err = |during, e| NetError::from_io(label, during, io_timeout, e);
+    loop {
+        // Batch queued messages into the buffer; flush only when the queue runs dry.
+        let command = match commands.try_recv() {
+            Ok(c) => c,
+            Err(TryRecvError::Empty) => {
+                if let Err(e) = out.flush() {
+                    return fail(io_err("sending", e), &out);
+                }
+                match commands.recv() {
+                    Ok(c) => c,
+                    Err(_) => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
+        match command {
+            Command::Data(data) => {
+                let result =
+                    encrypt_message(transport, &mut nonce, &data, &mut out, &mut cipher, &mut first);
+                if let Err(e) = result {
+                    return fail(e.into_net(label, io_timeout), &out);
+                }
+            }
+            Command::Flush(ack) => {
+                if let Err(e) = out.flush() {
+                    return fail(io_err("sending", e), &out);
+                }
+                let _ = ack.send(());
+            }
+        }
+    }
+    if let Err(e) = out.flush() {
+        fail(io_err("sending the last messages", e), &out);
+    }
+}
+
+enum EncryptError {
+    Io(io::Error),
+    Noise(snow::Error),
+}
+
+impl EncryptError {
+    fn into_net(self, label: &str, io_timeout: Duration) -> NetError {
+        match self {
+            EncryptError::Io(e) => NetError::from_io(label, "sending", io_timeout, e),
+            EncryptError::Noise(e) => NetError::Malformed {
+                peer: label.to_owned(),
+                reason: format!("cannot encrypt record: {e}"),
+            },
+        }
+    }
+}
+
+/// Splits `data` into records as described in the module documentation and writes them.
+fn encrypt_message(
+    transport: &StatelessTransportState,
+    nonce: &mut u64,
+    data: &[u8],
+    out: &mut impl Write,
+    cipher: &mut [u8],
+    first: &mut [u8],
+) -> Result<(), EncryptError> {
+    let head_len = data.len().min(MAX_RECORD_PLAINTEXT - LENGTH_HEADER);
+    first[..LENGTH_HEADER].copy_from_slice(&(data.len() as u64).to_le_bytes());
+    first[LENGTH_HEADER..LENGTH_HEADER + head_len].copy_from_slice(&data[..head_len]);
+    let mut seal = |plain: &[u8]| -> Result<(), EncryptError> {
+        let n = transport.write_message(*nonce, plain, cipher).map_err(EncryptError::Noise)?;
+        *nonce += 1;
+        write_record(out, &cipher[..n]).map_err(EncryptError::Io)
+    };
+    seal(&first[..LENGTH_HEADER + head_len])?;
+    for chunk in data[head_len..].chunks(MAX_RECORD_PLAINTEXT) {
+        seal(chunk)?;
+    }
+    Ok(())
+}

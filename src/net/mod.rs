@@ -1,0 +1,44 @@
+//! Network layer of private prediction: the three parties, the client and the model owner talk
+//! over TCP connections protected by the Noise protocol framework (`snow`).
+//!
+//! - [`keys`]: Noise static keys (X25519), generated from the OS CSPRNG, stored as text files.
+//! - [`config`]: `parties.toml` (who the parties are, where they listen, which keys they hold).
+//! - [`handshake`]: the pre-handshake hello, prologue binding and the three Noise patterns
+//!   (KK party-to-party, NK client-to-party, IK model-owner-to-party).
+//! - [`channel`]: [`SecureChannel`], a blocking, message-oriented encrypted channel that chunks
+//!   large messages into several Noise messages.
+//! - [`message`]: the typed messages of the prediction protocol and their binary encoding.
+//! - [`mesh`]: builds the three-party mesh (two channels per party).
+//! - [`bench`]: loopback throughput and handshake-time measurement.
+//!
+//! Logging goes to stderr and only ever names sizes, timings, peers and reasons, never payloads.
+
+pub mod bench;
+pub mod channel;
+pub mod config;
+pub mod error;
+pub mod handshake;
+pub mod keys;
+pub mod mesh;
+pub mod message;
+
+pub use channel::SecureChannel;
+pub use config::{PartiesConfig, PartyId};
+pub use error::NetError;
+pub use handshake::{Inbound, LocalParty, PeerRole};
+pub use keys::{PublicKey, StaticKeypair};
+pub use mesh::Mesh;
+pub use message::Message;
+
+/// Writes one line of network log to stderr. Callers pass only metadata (peer, sizes, timings,
+/// reasons); payload bytes never reach the log.
+pub(crate) fn log(args: std::fmt::Arguments<'_>) {
+    eprintln!("privxray net: {args}");
+}
+
+/// Per-message logging is noisy, so it is enabled only with `PRIVXRAY_NET_DEBUG=1`.
+pub(crate) fn debug_enabled() -> bool {
+    use std::sync::OnceLock;
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("PRIVXRAY_NET_DEBUG").is_some_and(|v| v == "1"))
+}

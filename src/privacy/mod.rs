@@ -1,0 +1,22 @@
+//! Differential privacy bookkeeping: validated DP-SGD parameters, RDP and PLD privacy
+//! accountants for the Poisson-subsampled Gaussian mechanism, and membership-inference audit
+//! statistics. Pure Rust, no tensor framework.
+
+pub mod accountant;
+pub mod audit;
+pub mod error;
+mod fft;
+pub mod params;
+pub mod special;
+
+pub use accountant::pld::PldAccountant;
+pub use accountant::rdp::RdpAccountant;
+pub use accountant::{
+    epsilon, noise_multiplier_for_target, sample_rate, steps_for, AccountantKind, EpsilonReport,
+};
+pub use audit::{loss_threshold_audit, AuditReport};
+pub use error::PrivacyError;
+pub use params::{ClipNorm, Delta, NoiseMultiplier, SampleRate};
+
+#[cfg(test)]
+mod tests;

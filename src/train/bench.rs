@@ -1,0 +1,154 @@
+//! Training and inference throughput of DNN-Max (for `privxray bench train`).
+
+use super::dpsgd::{self, ClipNorm, DpConfig, NoiseMultiplier, NoiseSeed};
+use super::error::Result;
+use super::loss;
+use super::model::Model;
+use super::optim::{Optimizer, OptimizerConfig};
+use crate::model::ModelKind;
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::time::Instant;
+
+/// Measured figures; images per second are over `steps` timed steps after one warm-up step.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub device: String,
+    pub threads: usize,
+    pub steps: usize,
+    pub plain_images_per_sec_b32: f64,
+    pub plain_images_per_sec_b64: f64,
+    pub dp_images_per_sec_b32: f64,
+    pub dp_images_per_sec_b64: f64,
+    /// DP-SGD throughput over plain throughput at batch 64.
+    pub dp_ratio_b64: f64,
+    pub inference_ms_b1: f64,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} on {} ({} threads), {} timed steps",
+            self.model, self.device, self.threads, self.steps
+        )?;
+        writeln!(
+            f,
+            "plain training  b32: {:8.1} img/s",
+            self.plain_images_per_sec_b32
+        )?;
+        writeln!(
+            f,
+            "plain training  b64: {:8.1} img/s",
+            self.plain_images_per_sec_b64
+        )?;
+        writeln!(
+            f,
+            "DP-SGD training b32: {:8.1} img/s",
+            self.dp_images_per_sec_b32
+        )?;
+        writeln!(
+            f,
+            "DP-SGD training b64: {:8.1} img/s ({:.2}x plain)",
+            self.dp_images_per_sec_b64, self.dp_ratio_b64
+        )?;
+        write!(f, "inference b1:        {:8.2} ms", self.inference_ms_b1)
+    }
+}
+
+fn random_batch(n: usize, device: &Device, rng: &mut impl Rng) -> Result<(Tensor, Tensor)> {
+    let [c, h, w] = ModelKind::DnnMax.technique().input_shape();
+    let x: Vec<f32> = (0..n * c * h * w)
+        .map(|_| rng.random_range(0.0..1.0))
+        .collect();
+    let y: Vec<u32> = (0..n).map(|_| rng.random_range(0..2)).collect();
+    Ok((
+        Tensor::from_vec(x, (n, c, h, w), device)?,
+        Tensor::from_vec(y, n, device)?,
+    ))
+}
+
+fn time_steps(steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<f64> {
+    step()?; // warm-up: allocations, thread pool
+    let t = Instant::now();
+    for _ in 0..steps {
+        step()?;
+    }
+    Ok(t.elapsed().as_secs_f64() / steps.max(1) as f64)
+}
+
+/// Runs the DNN-Max benchmark with `steps` timed steps per figure.
+pub fn run(steps: usize, prefer_gpu: bool) -> Result<BenchReport> {
+    let (device, device_name) = super::device::select(prefer_gpu);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let (model, vm) = Model::init(ModelKind::DnnMax, 1.0, 1, &device)?;
+    let vars = super::engine::model_vars(&model, &vm)?;
+    let mut opt = Optimizer::new(OptimizerConfig::sgd(1e-3, 0.9), vars.clone())?;
+    let mut plain = |b: usize, rng: &mut rand_chacha::ChaCha8Rng| -> Result<f64> {
+        let (x, y) = random_batch(b, &device, rng)?;
+        let mut drop_rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let secs = time_steps(steps, || {
+            let logits = model.forward_with(&x, Some(&mut drop_rng))?;
+            let l = loss::cross_entropy(&logits, &y, None)?;
+            let g = l.backward()?;
+            let grads = vars
+                .iter()
+                .map(|(_, v)| {
+                    g.get(v.as_tensor())
+                        .cloned()
+                        .map_or_else(|| v.as_tensor().zeros_like(), Ok)
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            opt.step(&grads)
+        })?;
+        Ok(b as f64 / secs)
+    };
+    let p32 = plain(32, &mut rng)?;
+    let p64 = plain(64, &mut rng)?;
+    let mut opt = Optimizer::new(OptimizerConfig::sgd(1e-3, 0.9), vars.clone())?;
+    let dp = DpConfig {
+        noise_multiplier: NoiseMultiplier::new(1.0)?,
+        clip_norm: ClipNorm::new(1.0)?,
+        ..DpConfig::new(1.0, 1.0)?
+    };
+    let mut noise = dpsgd::noise_rng(NoiseSeed::Os);
+    let mut private = |b: usize, rng: &mut rand_chacha::ChaCha8Rng| -> Result<f64> {
+        let (x, y) = random_batch(b, &device, rng)?;
+        let mut drop_rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let secs = time_steps(steps, || {
+            let r = dpsgd::private_gradients(
+                &model,
+                &x,
+                &y,
+                None,
+                &dp,
+                b as f64,
+                &mut drop_rng,
+                &mut noise,
+            )?;
+            opt.step(&r.gradients)
+        })?;
+        Ok(b as f64 / secs)
+    };
+    let d32 = private(32, &mut rng)?;
+    let d64 = private(64, &mut rng)?;
+    let (x1, _) = random_batch(1, &device, &mut rng)?;
+    let infer = time_steps(steps.max(5), || {
+        model.forward_with(&x1, None)?.to_vec2::<f32>()?;
+        Ok(())
+    })?;
+    Ok(BenchReport {
+        model: ModelKind::DnnMax.name().into(),
+        device: device_name,
+        threads: candle_core::utils::get_num_threads(),
+        steps,
+        plain_images_per_sec_b32: p32,
+        plain_images_per_sec_b64: p64,
+        dp_images_per_sec_b32: d32,
+        dp_images_per_sec_b64: d64,
+        dp_ratio_b64: d64 / p64,
+        inference_ms_b1: infer * 1e3,
+    })
+}

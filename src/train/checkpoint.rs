@@ -1,0 +1,203 @@
+//! Checkpoints: one safetensors file holding the model's parameters, the optimizer's state and,
+//! in the safetensors `__metadata__` header, a JSON description ([`CheckpointMeta`]).
+//!
+//! Why one file rather than weights plus a JSON sidecar: a single `write_atomic` (serialise in
+//! memory, write a temporary file, fsync, rename) can never pair new metadata with old weights,
+//! whatever the crash point. The metadata stay cheap to read without the weights:
+//! [`read_meta`] reads only the header.
+
+use super::dpsgd::DpConfig;
+use super::error::{Result, TrainError};
+use super::optim::OptimizerConfig;
+use crate::model::ModelKind;
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Key of our JSON inside the safetensors `__metadata__` map.
+pub const META_KEY: &str = "privxray.checkpoint";
+/// Version of [`CheckpointMeta`]'s layout.
+pub const FORMAT: u32 = 1;
+
+/// One finished epoch, kept so a resumed run continues the learning curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub seconds: f64,
+    pub epsilon: Option<f64>,
+}
+
+/// Everything about a checkpoint except tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format: u32,
+    pub model: ModelKind,
+    /// Preprocessing technique number (1 or 2).
+    pub technique: u8,
+    pub width: f32,
+    /// Epochs completed.
+    pub epoch: usize,
+    pub optimizer: OptimizerConfig,
+    pub optimizer_step: u64,
+    pub best_val_acc: f64,
+    pub epochs_without_improvement: usize,
+    /// Seed of data order, dropout and initialisation (not of DP noise).
+    pub seed: u64,
+    pub dp: Option<DpConfig>,
+    /// Privacy spent so far (DP runs with an accountant).
+    pub epsilon: Option<f64>,
+    pub history: Vec<EpochRecord>,
+}
+
+fn ck_err(path: &Path, reason: impl Into<String>) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Serialises tensors (f32) and metadata into safetensors bytes.
+pub fn to_bytes(meta: &CheckpointMeta, tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
+    let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        raw.push((name.clone(), t.dims().to_vec(), bytes));
+    }
+    let mut views = Vec::with_capacity(raw.len());
+    for (name, shape, bytes) in &raw {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map_err(|e| TrainError::Config(format!("tensor {name}: {e}")))?;
+        views.push((name.clone(), view));
+    }
+    let json = serde_json::to_string(meta)
+        .map_err(|e| TrainError::Config(format!("checkpoint metadata: {e}")))?;
+    let info = HashMap::from([(META_KEY.to_string(), json)]);
+    safetensors::serialize(views, Some(info))
+        .map_err(|e| TrainError::Config(format!("serialising checkpoint: {e}")))
+}
+
+/// Writes a checkpoint atomically.
+pub fn save(path: &Path, meta: &CheckpointMeta, tensors: &[(String, Tensor)]) -> Result<()> {
+    let bytes = to_bytes(meta, tensors)?;
+    crate::atomic::write_atomic(path, &bytes).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse_meta(path: &Path, info: Option<&HashMap<String, String>>) -> Result<CheckpointMeta> {
+    let json = info.and_then(|m| m.get(META_KEY)).ok_or_else(|| {
+        ck_err(
+            path,
+            format!("no {META_KEY:?} metadata: not a privxray checkpoint"),
+        )
+    })?;
+    let meta: CheckpointMeta =
+        serde_json::from_str(json).map_err(|e| ck_err(path, format!("metadata: {e}")))?;
+    if meta.format != FORMAT {
+        return Err(ck_err(
+            path,
+            format!("format {}, this build reads format {FORMAT}", meta.format),
+        ));
+    }
+    Ok(meta)
+}
+
+/// Reads only the metadata (the safetensors header), not the weights.
+pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
+    let io = |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(io)?;
+    let n = u64::from_le_bytes(len);
+    if n > 100_000_000 {
+        return Err(ck_err(path, format!("header length {n} is implausible")));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(io)?;
+    #[derive(Deserialize)]
+    struct Header {
+        #[serde(rename = "__metadata__")]
+        metadata: Option<HashMap<String, String>>,
+    }
+    let h: Header =
+        serde_json::from_slice(&header).map_err(|e| ck_err(path, format!("header: {e}")))?;
+    parse_meta(path, h.metadata.as_ref())
+}
+
+/// A loaded checkpoint: metadata and every tensor by name.
+#[derive(Debug)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub meta: CheckpointMeta,
+    pub tensors: HashMap<String, Tensor>,
+}
+
+/// Reads a checkpoint's metadata and tensors onto `device`.
+pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
+    let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| ck_err(path, format!("not a safetensors file: {e}")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| ck_err(path, format!("header: {e}")))?;
+    let meta = parse_meta(path, header.metadata().as_ref())?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(ck_err(
+                path,
+                format!("tensor {name} is {:?}, expected F32", view.dtype()),
+            ));
+        }
+        let v: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        tensors.insert(name, Tensor::from_vec(v, view.shape(), device)?);
+    }
+    Ok(Loaded {
+        path: path.to_path_buf(),
+        meta,
+        tensors,
+    })
+}
+
+impl Loaded {
+    /// Copies the model parameters into `vars` (name -> variable), checking that every
+    /// variable is present with its shape.
+    pub fn restore_vars(&self, vars: &[(String, candle_core::Var)]) -> Result<()> {
+        for (name, var) in vars {
+            let t = self
+                .tensors
+                .get(name)
+                .ok_or_else(|| ck_err(&self.path, format!("missing tensor {name}")))?;
+            if t.dims() != var.dims() {
+                return Err(ck_err(
+                    &self.path,
+                    format!(
+                        "tensor {name} has shape {:?}, the model needs {:?}",
+                        t.dims(),
+                        var.dims()
+                    ),
+                ));
+            }
+            var.set(t)?;
+        }
+        Ok(())
+    }
+}

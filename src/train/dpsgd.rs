@@ -1,0 +1,469 @@
+//! DP-SGD (Abadi et al. 2016): per-example gradients, each clipped to an L2 norm bound, summed,
+//! Gaussian noise added, divided by the expected batch size.
+//!
+//! The privacy parameter newtypes ([`NoiseMultiplier`], [`ClipNorm`]) are defined here for
+//! now; they are meant to move to `crate::privacy::params` once that module exists.
+
+use super::error::{Result, TrainError};
+use serde::{Deserialize, Serialize};
+
+/// sigma: noise standard deviation in units of the clip norm. Finite and >= 0.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct NoiseMultiplier(f64);
+
+impl NoiseMultiplier {
+    pub fn new(v: f64) -> Result<Self> {
+        if v.is_finite() && v >= 0.0 {
+            Ok(Self(v))
+        } else {
+            Err(TrainError::Config(format!(
+                "noise multiplier {v}: expected a finite number >= 0"
+            )))
+        }
+    }
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for NoiseMultiplier {
+    type Error = TrainError;
+    fn try_from(v: f64) -> Result<Self> {
+        Self::new(v)
+    }
+}
+impl From<NoiseMultiplier> for f64 {
+    fn from(v: NoiseMultiplier) -> f64 {
+        v.0
+    }
+}
+
+/// C: the L2 bound on each example's (or microbatch's) gradient. Finite and > 0.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct ClipNorm(f64);
+
+impl ClipNorm {
+    pub fn new(v: f64) -> Result<Self> {
+        if v.is_finite() && v > 0.0 {
+            Ok(Self(v))
+        } else {
+            Err(TrainError::Config(format!(
+                "clip norm {v}: expected a finite number > 0"
+            )))
+        }
+    }
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for ClipNorm {
+    type Error = TrainError;
+    fn try_from(v: f64) -> Result<Self> {
+        Self::new(v)
+    }
+}
+impl From<ClipNorm> for f64 {
+    fn from(v: ClipNorm) -> f64 {
+        v.0
+    }
+}
+
+/// How each step's examples are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampling {
+    /// Each example joins each step independently with probability q = B/N: the sampling the
+    /// privacy accountant's subsampled-Gaussian bound assumes. Batch sizes vary.
+    Poisson,
+    /// A shuffled partition into fixed-size batches (what most code does; the usual accounting
+    /// then only approximates it). Reported as such in events and checkpoints.
+    Shuffled,
+}
+
+/// Where the Gaussian noise's randomness comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseSeed {
+    /// ChaCha20 seeded from the OS CSPRNG: the only setting that gives the privacy guarantee.
+    Os,
+    /// A fixed seed for reproducible experiments. NOT SECURE: anyone who knows the seed can
+    /// subtract the noise.
+    InsecureFixed(u64),
+}
+
+/// DP-SGD settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DpConfig {
+    pub noise_multiplier: NoiseMultiplier,
+    pub clip_norm: ClipNorm,
+    pub sampling: Sampling,
+    /// Examples per microbatch (TF Privacy): each microbatch's mean gradient is clipped as a
+    /// unit. 1 = per-example clipping.
+    pub microbatch_size: usize,
+    /// The delta of (epsilon, delta)-DP reported by the accountant.
+    pub delta: f64,
+    pub noise_seed: NoiseSeed,
+}
+
+impl DpConfig {
+    pub fn new(noise_multiplier: f64, clip_norm: f64) -> Result<Self> {
+        Ok(Self {
+            noise_multiplier: NoiseMultiplier::new(noise_multiplier)?,
+            clip_norm: ClipNorm::new(clip_norm)?,
+            sampling: Sampling::Poisson,
+            microbatch_size: 1,
+            delta: 1e-5,
+            noise_seed: NoiseSeed::Os,
+        })
+    }
+    pub fn validate(&self) -> Result<()> {
+        if self.microbatch_size == 0 {
+            return Err(TrainError::Config(
+                "microbatch size 0: expected at least 1".into(),
+            ));
+        }
+        if !(self.delta > 0.0 && self.delta < 1.0) {
+            return Err(TrainError::Config(format!(
+                "delta {}: expected a value in (0, 1)",
+                self.delta
+            )));
+        }
+        Ok(())
+    }
+}
+
+use super::loss::{self, ClassWeights};
+use super::model::{apply_dropout, Model, NetLayer, POOL_SIZE};
+use super::ops;
+use candle_core::{DType, Tensor, Var, D};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use rand_distr::{Distribution, Normal};
+
+/// The RNG of the Gaussian noise: ChaCha20 from the OS CSPRNG, or from an explicit (insecure)
+/// seed.
+pub fn noise_rng(seed: NoiseSeed) -> ChaCha20Rng {
+    match seed {
+        NoiseSeed::Os => {
+            // rand's thread RNG is itself a CSPRNG seeded (and reseeded) from the OS.
+            ChaCha20Rng::try_from_os_rng()
+                .unwrap_or_else(|_| ChaCha20Rng::from_rng(&mut rand::rng()))
+        }
+        NoiseSeed::InsecureFixed(s) => ChaCha20Rng::seed_from_u64(s),
+    }
+}
+
+/// `n` independent N(0, std^2) draws.
+pub fn gaussian_noise(n: usize, std: f64, rng: &mut impl RngCore) -> Result<Vec<f32>> {
+    if std == 0.0 {
+        return Ok(vec![0.0; n]);
+    }
+    let normal = Normal::new(0.0, std)
+        .map_err(|e| TrainError::Config(format!("noise standard deviation {std}: {e}")))?;
+    Ok((0..n).map(|_| normal.sample(rng) as f32).collect())
+}
+
+/// Result of one DP-SGD step's gradient computation.
+#[derive(Debug)]
+pub struct PrivateStep {
+    /// Noisy clipped mean gradients, in [`Model::named_parameters`] order.
+    pub gradients: Vec<Tensor>,
+    /// Class-weighted mean loss of the batch (0 for an empty Poisson batch).
+    pub loss: f64,
+    /// The batch's logits (`None` for an empty batch).
+    pub logits: Option<Tensor>,
+}
+
+/// Clipped per-unit gradients summed over a batch, before noise.
+#[derive(Debug)]
+pub struct ClippedSums {
+    /// Sum over units (examples or microbatches) of `min(1, C/|g_u|) g_u`, per parameter.
+    pub sums: Vec<Tensor>,
+    /// `|g_u|` (whole-model L2 norm) of each unit before clipping.
+    pub unit_norms: Vec<f32>,
+    /// Sum over examples of the class-weighted loss `w_y * nll`.
+    pub weighted_loss_sum: f64,
+    pub weight_sum: f64,
+    pub logits: Tensor,
+}
+
+/// Bound on the floats of per-example conv gradients held at once (~256 MiB); larger batches
+/// are processed in chunks.
+const PER_EXAMPLE_BUDGET: usize = 64 << 20;
+
+enum Captured {
+    /// Per-example (or per-microbatch after grouping) weight/bias variables of a convolution.
+    Conv { w: Var, b: Var },
+    /// A dense layer's input and a zero probe added to its output (its gradient is the
+    /// gradient w.r.t. the output).
+    Dense { input: Tensor, probe: Var },
+}
+
+/// Per-example gradients of one batch, clipped per unit of `microbatch` examples and summed.
+///
+/// Opacus-style: one forward/backward of the summed per-example losses. Convolutions run
+/// with a per-example copy of their weights (`conv2d_per_example`), so the gradient of that
+/// copy *is* the per-example gradient, at the cost of the ordinary weight-gradient GEMMs. Dense
+/// layers get a zero probe on their output; with per-example clipping their gradient norm is
+/// `|g| * sqrt(|a|^2 + 1)` (weight and bias) and the clipped sum is `(c*g)^T a`, never forming
+/// per-example matrices.
+pub fn clipped_gradient_sums(
+    model: &Model,
+    x: &Tensor,
+    labels: &Tensor,
+    class_weights: Option<ClassWeights>,
+    clip: ClipNorm,
+    microbatch: usize,
+    mut dropout_rng: Option<&mut dyn RngCore>,
+) -> Result<ClippedSums> {
+    model.check_input(x)?;
+    let n = x.dim(0)?;
+    let m = microbatch.max(1);
+    if n == 0 || n % m != 0 {
+        return Err(TrainError::Config(format!(
+            "batch of {n} examples does not split into microbatches of {m}"
+        )));
+    }
+    let units = n / m;
+    let mut caps = Vec::new();
+    let mut h = x.clone();
+    for layer in model.layers() {
+        h = match layer {
+            NetLayer::Conv {
+                weight,
+                bias,
+                kernel,
+                padding,
+                ..
+            } => {
+                let (o, c, k, _) = weight.dims4()?;
+                let w = Var::from_tensor(
+                    &weight
+                        .detach()
+                        .reshape((1, o, c * k * k))?
+                        .broadcast_as((n, o, c * k * k))?
+                        .contiguous()?,
+                )?;
+                let b = Var::from_tensor(
+                    &bias
+                        .detach()
+                        .reshape((1, o, 1))?
+                        .broadcast_as((n, o, 1))?
+                        .contiguous()?,
+                )?;
+                let y = ops::conv2d_per_example(&h, &w, &b, *kernel, *padding)?;
+                caps.push(Captured::Conv { w, b });
+                y
+            }
+            NetLayer::Dense { weight, bias, .. } => {
+                let input = h.detach();
+                let z = h
+                    .matmul(&weight.detach().t()?)?
+                    .broadcast_add(&bias.detach())?;
+                let probe = Var::zeros(z.shape(), DType::F32, z.device())?;
+                let z = z.add(probe.as_tensor())?;
+                caps.push(Captured::Dense { input, probe });
+                z
+            }
+            NetLayer::Relu => h.relu()?,
+            NetLayer::Pool(kind) => ops::pool2d(&h, *kind, POOL_SIZE)?,
+            NetLayer::Flatten => h.flatten_from(1)?,
+            NetLayer::Dropout(p) => match dropout_rng.as_deref_mut() {
+                Some(rng) => apply_dropout(&h, *p, rng)?,
+                None => h,
+            },
+        };
+    }
+    let logits = h;
+    let nll = loss::per_example_nll(&logits, labels)?;
+    let w = loss::example_weights(labels, class_weights)?;
+    let per_example = nll.mul(&w)?;
+    // TF Privacy's microbatch loss is the microbatch mean; per-example (m = 1) is the same.
+    let objective = (per_example.sum_all()? / m as f64)?;
+    let grads = objective.backward()?;
+
+    // Per-unit gradients (or, for dense layers with m = 1, the factors of their norms).
+    enum UnitGrads {
+        Full(Tensor, Tensor),
+        DenseFactored { g: Tensor, a: Tensor },
+    }
+    let mut per_layer = Vec::with_capacity(caps.len());
+    let mut sq = Tensor::zeros(units, DType::F32, x.device())?;
+    let grad_of = |v: &Var| -> Result<Tensor> {
+        match grads.get(v.as_tensor()) {
+            Some(g) => Ok(g.clone()),
+            None => Ok(v.as_tensor().zeros_like()?),
+        }
+    };
+    for cap in &caps {
+        let ug = match cap {
+            Captured::Conv { w, b } => {
+                let gw = grad_of(w)?;
+                let gb = grad_of(b)?;
+                let (_, o, r) = gw.dims3()?;
+                // Sum the m examples of each microbatch (the 1/m is already in the objective).
+                let gw = gw.reshape((units, m, o, r))?.sum(1)?;
+                let gb = gb.reshape((units, m, o))?.sum(1)?;
+                UnitGrads::Full(gw, gb)
+            }
+            Captured::Dense { input, probe } => {
+                let g = grad_of(probe)?;
+                if m == 1 {
+                    UnitGrads::DenseFactored {
+                        g,
+                        a: input.clone(),
+                    }
+                } else {
+                    let (_, out) = g.dims2()?;
+                    let inp = input.dim(1)?;
+                    let gm = g.reshape((units, m, out))?;
+                    let am = input.reshape((units, m, inp))?;
+                    let gw = gm.transpose(1, 2)?.contiguous()?.matmul(&am)?;
+                    UnitGrads::Full(gw, gm.sum(1)?)
+                }
+            }
+        };
+        sq = match &ug {
+            UnitGrads::Full(gw, gb) => {
+                (sq + gw.sqr()?.flatten_from(1)?.sum(1)?)? + gb.sqr()?.flatten_from(1)?.sum(1)?
+            }
+            UnitGrads::DenseFactored { g, a } => {
+                let ga = g.sqr()?.sum(1)?;
+                let aa = (a.sqr()?.sum(1)? + 1.0)?;
+                sq + ga.mul(&aa)?
+            }
+        }?;
+        per_layer.push(ug);
+    }
+    let norms = sq.sqrt()?;
+    // c_u = min(1, C / |g_u|)
+    let factors = (norms.clone() + 1e-12)?
+        .recip()?
+        .affine(clip.get(), 0.0)?
+        .clamp(0f32, 1f32)?;
+    let mut sums = Vec::with_capacity(2 * per_layer.len());
+    for ug in &per_layer {
+        match ug {
+            UnitGrads::Full(gw, gb) => {
+                let fw = factors.reshape((units, 1, 1))?;
+                sums.push(gw.broadcast_mul(&fw)?.sum(0)?);
+                let fb = factors.reshape((units, 1))?;
+                sums.push(gb.broadcast_mul(&fb)?.sum(0)?);
+            }
+            UnitGrads::DenseFactored { g, a } => {
+                let cg = g.broadcast_mul(&factors.unsqueeze(1)?)?;
+                sums.push(cg.t()?.matmul(a)?);
+                sums.push(cg.sum(0)?);
+            }
+        }
+    }
+    // Reshape to the parameters' own shapes.
+    let params = model.named_parameters();
+    let sums = sums
+        .into_iter()
+        .zip(&params)
+        .map(|(s, (_, p))| s.reshape(p.shape()))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(ClippedSums {
+        sums,
+        unit_norms: norms.to_vec1::<f32>()?,
+        weighted_loss_sum: f64::from(per_example.sum_all()?.to_scalar::<f32>()?),
+        weight_sum: f64::from(w.sum_all()?.to_scalar::<f32>()?),
+        logits,
+    })
+}
+
+/// One DP-SGD gradient: clipped per-unit gradients summed over the batch (in memory-bounded
+/// chunks), plus N(0, (sigma C)^2) noise per coordinate, divided by the expected number of
+/// units (`expected_batch / microbatch_size`; fixed, so batch-size variation leaks nothing).
+#[allow(clippy::too_many_arguments)]
+pub fn private_gradients(
+    model: &Model,
+    x: &Tensor,
+    labels: &Tensor,
+    class_weights: Option<ClassWeights>,
+    dp: &DpConfig,
+    expected_batch: f64,
+    dropout_rng: &mut dyn RngCore,
+    noise: &mut ChaCha20Rng,
+) -> Result<PrivateStep> {
+    dp.validate()?;
+    let n = x.dim(0)?;
+    let m = dp.microbatch_size;
+    let params = model.named_parameters();
+    // Poisson batches need not be multiples of m: the trailing partial microbatch is dropped
+    // (as TF Privacy requires divisibility; dropping only lowers sensitivity use).
+    let usable = n - n % m;
+    let conv_params: usize = model
+        .layers()
+        .iter()
+        .map(|l| match l {
+            NetLayer::Conv { weight, bias, .. } => weight.elem_count() + bias.elem_count(),
+            _ => 0,
+        })
+        .sum();
+    let chunk = ((PER_EXAMPLE_BUDGET / conv_params.max(1)) / m * m).max(m);
+    let mut sums: Option<Vec<Tensor>> = None;
+    let (mut lsum, mut wsum) = (0f64, 0f64);
+    let mut logits = Vec::new();
+    let mut start = 0;
+    while start < usable {
+        let len = chunk.min(usable - start);
+        let r = clipped_gradient_sums(
+            model,
+            &x.narrow(0, start, len)?,
+            &labels.narrow(0, start, len)?,
+            class_weights,
+            dp.clip_norm,
+            m,
+            Some(&mut *dropout_rng),
+        )?;
+        sums = Some(match sums {
+            None => r.sums,
+            Some(acc) => acc
+                .iter()
+                .zip(&r.sums)
+                .map(|(a, b)| a + b)
+                .collect::<candle_core::Result<_>>()?,
+        });
+        lsum += r.weighted_loss_sum;
+        wsum += r.weight_sum;
+        logits.push(r.logits);
+        start += len;
+    }
+    let std = dp.noise_multiplier.get() * dp.clip_norm.get();
+    let denom = (expected_batch / m as f64).max(1.0);
+    let mut gradients = Vec::with_capacity(params.len());
+    for (i, (_, p)) in params.iter().enumerate() {
+        let noise_t = Tensor::from_vec(
+            gaussian_noise(p.elem_count(), std, noise)?,
+            p.shape(),
+            p.device(),
+        )?;
+        let g = match &sums {
+            Some(s) => (&s[i] + noise_t)?,
+            None => noise_t,
+        };
+        gradients.push((g / denom)?);
+    }
+    let logits = if logits.is_empty() {
+        None
+    } else {
+        // Padding to the full batch keeps the caller's accuracy bookkeeping aligned.
+        let l = Tensor::cat(&logits, 0)?;
+        Some(if usable < n {
+            let pad = Tensor::zeros((n - usable, l.dim(D::Minus1)?), DType::F32, l.device())?;
+            Tensor::cat(&[l, pad], 0)?
+        } else {
+            l
+        })
+    };
+    Ok(PrivateStep {
+        gradients,
+        loss: if wsum > 0.0 { lsum / wsum } else { 0.0 },
+        logits,
+    })
+}

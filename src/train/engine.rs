@@ -1,0 +1,613 @@
+//! The training loop: plain mini-batch training or DP-SGD, evaluation after every epoch,
+//! best-by-validation-accuracy and resume checkpoints, early stopping, and a JSON-serialisable
+//! event stream. Meant to run on its own thread, steered through [`TrainControl`].
+
+use super::checkpoint::{self, CheckpointMeta, EpochRecord};
+use super::control::{Directive, TrainControl};
+use super::data::TrainData;
+use super::device;
+use super::dpsgd::{self, DpConfig, NoiseSeed, Sampling};
+use super::error::{Result, TrainError};
+use super::loss::{self, ClassWeights};
+use super::metrics::Metrics;
+use super::model::{self, Model};
+use super::optim::{Optimizer, OptimizerConfig};
+use crate::model::spec::pneumonia_probability;
+use crate::model::ModelKind;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+/// Seed for data order, dropout and initialisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Seed {
+    /// Drawn from the OS at start (and recorded in checkpoints so resume continues the order).
+    Os,
+    Fixed(u64),
+}
+
+/// Computes the privacy spent so far: implemented by the privacy module's accountant.
+pub trait PrivacyAccountant: Send {
+    /// epsilon after `steps` steps with sampling rate `q` and noise multiplier `sigma` at
+    /// `delta`.
+    fn epsilon(&self, steps: u64, q: f64, sigma: f64, delta: f64) -> f64;
+}
+
+/// What to train and how.
+pub struct TrainConfig {
+    pub model: ModelKind,
+    /// Width multiplier of the VGG models (ignored by the DNNs).
+    pub width: f32,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub optimizer: OptimizerConfig,
+    pub class_weights: Option<ClassWeights>,
+    /// Stop after this many epochs without a better validation accuracy.
+    pub patience: Option<usize>,
+    pub seed: Seed,
+    /// Where `{model}-best.safetensors` and `{model}-last.safetensors` go; `None`: none written.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue from this checkpoint (weights, optimizer state, epoch, best accuracy, history).
+    pub resume: Option<PathBuf>,
+    /// ImageNet VGG16 weights for the convolutions (see [`model::load_vgg16_imagenet`]).
+    pub init_weights: Option<PathBuf>,
+    pub dp: Option<DpConfig>,
+    pub accountant: Option<Box<dyn PrivacyAccountant>>,
+    pub prefer_gpu: bool,
+}
+
+impl TrainConfig {
+    /// Defaults: 10 epochs, batch 32, Adam 1e-3, patience 3, OS seed, CPU.
+    pub fn new(model: ModelKind) -> Self {
+        Self {
+            model,
+            width: 1.0,
+            epochs: 10,
+            batch_size: 32,
+            eval_batch_size: 64,
+            optimizer: OptimizerConfig::adam(1e-3),
+            class_weights: None,
+            patience: Some(3),
+            seed: Seed::Os,
+            checkpoint_dir: None,
+            resume: None,
+            init_weights: None,
+            dp: None,
+            accountant: None,
+            prefer_gpu: false,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return Err(TrainError::Config(format!(
+                "batch sizes must be >= 1, got {} and {}",
+                self.batch_size, self.eval_batch_size
+            )));
+        }
+        self.optimizer.validate()?;
+        if let Some(dp) = &self.dp {
+            dp.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// Progress events, serialised as `{"event": "step", ...}` JSON lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum TrainingEvent {
+    Started {
+        model: String,
+        width: f32,
+        device: String,
+        train_images: usize,
+        val_images: usize,
+        steps_per_epoch: usize,
+        epochs: usize,
+        start_epoch: usize,
+        batch_size: usize,
+        dp: Option<DpConfig>,
+        /// "poisson" or "shuffled" for DP runs, "shuffled" otherwise.
+        sampling: String,
+    },
+    Step {
+        epoch: usize,
+        step: usize,
+        loss: f64,
+        images_per_sec: f64,
+        epsilon: Option<f64>,
+    },
+    Epoch {
+        epoch: usize,
+        train_loss: f64,
+        train_acc: f64,
+        val_loss: f64,
+        val_acc: f64,
+        seconds: f64,
+        eta_seconds: f64,
+        epsilon: Option<f64>,
+    },
+    Checkpoint {
+        path: PathBuf,
+        val_acc: f64,
+        /// "best" or "last".
+        kind: String,
+    },
+    EarlyStop {
+        epoch: usize,
+        best_val_acc: f64,
+    },
+    DpSettingsChanged {
+        noise_multiplier: f64,
+        clip_norm: f64,
+    },
+    Paused,
+    Resumed,
+    Stopped {
+        epoch: usize,
+        step: usize,
+    },
+    Finished {
+        best_val_acc: f64,
+        epochs_run: usize,
+        epsilon: Option<f64>,
+        best_checkpoint: Option<PathBuf>,
+    },
+}
+
+/// The result of [`train`].
+#[derive(Debug)]
+pub struct TrainOutcome {
+    /// The model with its final weights (the best ones are in `best_checkpoint`).
+    pub model: Model,
+    pub best_val_acc: f64,
+    pub best_checkpoint: Option<PathBuf>,
+    pub last_checkpoint: Option<PathBuf>,
+    pub epochs_run: usize,
+    pub history: Vec<EpochRecord>,
+    pub stopped: bool,
+    pub early_stopped: bool,
+    pub epsilon: Option<f64>,
+    /// Validation metrics of the final weights.
+    pub val_metrics: Metrics,
+}
+
+/// Model variables in parameter order, for the optimizer and checkpoints.
+pub fn model_vars(model: &Model, varmap: &VarMap) -> Result<Vec<(String, Var)>> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| TrainError::Config("variable map lock poisoned".into()))?;
+    model
+        .named_parameters()
+        .into_iter()
+        .map(|(name, _)| {
+            data.get(&name)
+                .cloned()
+                .map(|v| (name.clone(), v))
+                .ok_or_else(|| {
+                    TrainError::Config(format!("model parameter {name} has no variable"))
+                })
+        })
+        .collect()
+}
+
+/// Loads a checkpoint into a fresh model (eval or further training).
+pub fn model_from_checkpoint(
+    path: &Path,
+    device: &Device,
+) -> Result<(Model, VarMap, CheckpointMeta)> {
+    let loaded = checkpoint::load(path, device)?;
+    let meta = loaded.meta.clone();
+    let varmap = model::init_varmap(meta.model, meta.width, 0, device)?;
+    let m = Model::new(
+        VarBuilder::from_varmap(&varmap, DType::F32, device),
+        meta.model,
+        meta.width,
+    )?;
+    loaded.restore_vars(&model_vars(&m, &varmap)?)?;
+    Ok((m, varmap, meta))
+}
+
+/// Evaluates `model` (dropout off) on `data`: metrics with the mean unweighted cross-entropy.
+pub fn evaluate(model: &Model, data: &TrainData, batch_size: usize) -> Result<Metrics> {
+    let device = model
+        .layers()
+        .iter()
+        .find_map(|l| match l {
+            model::NetLayer::Conv { weight, .. } => Some(weight.device().clone()),
+            _ => None,
+        })
+        .unwrap_or(Device::Cpu);
+    let mut scores = Vec::with_capacity(data.len());
+    let mut loss_sum = 0f64;
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks(batch_size.max(1)) {
+        let (x, y) = data.batch(chunk, &device)?;
+        let logits = model.forward_with(&x, None)?;
+        let nll = loss::per_example_nll(&logits, &y)?;
+        loss_sum += f64::from(nll.sum_all()?.to_scalar::<f32>()?);
+        for row in logits.to_vec2::<f32>()? {
+            scores.push(pneumonia_probability(&row));
+        }
+    }
+    let loss = if data.is_empty() {
+        0.0
+    } else {
+        loss_sum / data.len() as f64
+    };
+    Ok(Metrics::from_scores(&scores, data.labels(), loss))
+}
+
+fn epoch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
+    // One stream per epoch so a resumed run draws the same order and dropout masks.
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    r.set_stream(epoch as u64 + 1);
+    r
+}
+
+/// Trains per `config` on `data`, validating on `val` after every epoch; sends progress to
+/// `events` (a closed receiver is ignored) and obeys `control` between steps.
+pub fn train(
+    config: TrainConfig,
+    data: &TrainData,
+    val: &TrainData,
+    events: Sender<TrainingEvent>,
+    control: TrainControl,
+) -> Result<TrainOutcome> {
+    config.validate()?;
+    let emit = |e: TrainingEvent| {
+        let _ = events.send(e);
+    };
+    let kind = config.model;
+    let input = kind.technique().input_shape();
+    for d in [data, val] {
+        if d.shape() != input {
+            return Err(TrainError::InputShape {
+                model: kind.name().into(),
+                expected: input,
+                got: d.shape(),
+            });
+        }
+    }
+    if data.is_empty() || val.is_empty() {
+        return Err(TrainError::Data(format!(
+            "need training and validation examples, got {} and {}",
+            data.len(),
+            val.len()
+        )));
+    }
+    let (device, device_name) = device::select(config.prefer_gpu);
+
+    let resumed = match &config.resume {
+        Some(p) => Some(checkpoint::load(p, &device)?),
+        None => None,
+    };
+    let (width, seed) = match &resumed {
+        Some(r) => {
+            if r.meta.model != kind {
+                return Err(TrainError::Checkpoint {
+                    path: r.path.clone(),
+                    reason: format!("holds {}, asked to train {kind}", r.meta.model),
+                });
+            }
+            (r.meta.width, r.meta.seed)
+        }
+        None => (
+            config.width,
+            match config.seed {
+                Seed::Fixed(s) => s,
+                Seed::Os => rand::rng().random(),
+            },
+        ),
+    };
+    let (model, varmap) = Model::init(kind, width, seed, &device)?;
+    if let Some(p) = &config.init_weights {
+        if resumed.is_none() {
+            model::load_vgg16_imagenet(&varmap, kind, p)?;
+        }
+    }
+    let vars = model_vars(&model, &varmap)?;
+    let mut optimizer = Optimizer::new(config.optimizer, vars.clone())?;
+    let mut history = Vec::new();
+    let mut best_val_acc = f64::NEG_INFINITY;
+    let mut since_best = 0usize;
+    let mut start_epoch = 0usize;
+    let mut dp = config.dp;
+    if let Some(r) = &resumed {
+        r.restore_vars(&vars)?;
+        optimizer.load_state(&r.tensors, r.meta.optimizer_step)?;
+        history = r.meta.history.clone();
+        best_val_acc = r.meta.best_val_acc;
+        since_best = r.meta.epochs_without_improvement;
+        start_epoch = r.meta.epoch;
+        if dp.is_none() {
+            dp = r.meta.dp;
+        }
+    }
+
+    let n = data.len();
+    let steps_per_epoch = n.div_ceil(config.batch_size);
+    let sample_rate = (config.batch_size as f64 / n as f64).min(1.0);
+    let mut noise_rng = dp.map(|d| dpsgd::noise_rng(d.noise_seed));
+    emit(TrainingEvent::Started {
+        model: kind.name().into(),
+        width,
+        device: device_name,
+        train_images: n,
+        val_images: val.len(),
+        steps_per_epoch,
+        epochs: config.epochs,
+        start_epoch,
+        batch_size: config.batch_size,
+        dp,
+        sampling: match dp.map(|d| d.sampling) {
+            Some(Sampling::Poisson) => "poisson",
+            _ => "shuffled",
+        }
+        .into(),
+    });
+
+    let epsilon_now = |steps: u64, dp: &Option<DpConfig>| -> Option<f64> {
+        match (dp, &config.accountant) {
+            (Some(d), Some(acc)) => {
+                Some(acc.epsilon(steps, sample_rate, d.noise_multiplier.get(), d.delta))
+            }
+            _ => None,
+        }
+    };
+    let ckpt_path = |tag: &str| {
+        config
+            .checkpoint_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}-{tag}.safetensors", kind.name())))
+    };
+    let mut best_checkpoint = None;
+    let mut last_checkpoint = None;
+    let mut stopped = false;
+    let mut early_stopped = false;
+    let mut epochs_run = 0;
+    let mut epoch_seconds = Vec::new();
+
+    'epochs: for epoch in start_epoch..config.epochs {
+        let t0 = Instant::now();
+        let mut rng = epoch_rng(seed, epoch);
+        let batches: Vec<Vec<usize>> = match dp.map(|d| d.sampling) {
+            Some(Sampling::Poisson) => (0..steps_per_epoch)
+                .map(|_| {
+                    (0..n)
+                        .filter(|_| rng.random::<f64>() < sample_rate)
+                        .collect()
+                })
+                .collect(),
+            _ => {
+                let mut perm: Vec<usize> = (0..n).collect();
+                perm.shuffle(&mut rng);
+                perm.chunks(config.batch_size).map(|c| c.to_vec()).collect()
+            }
+        };
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        for (step, batch) in batches.iter().enumerate() {
+            let directive = control.at_step_boundary(
+                || emit(TrainingEvent::Paused),
+                || emit(TrainingEvent::Resumed),
+            );
+            if directive == Directive::Stop {
+                emit(TrainingEvent::Stopped { epoch, step });
+                stopped = true;
+                break 'epochs;
+            }
+            if let Some(d) = dp.as_mut() {
+                let (nm, cn) = control.take_dp_changes();
+                if nm.is_some() || cn.is_some() {
+                    d.noise_multiplier = nm.unwrap_or(d.noise_multiplier);
+                    d.clip_norm = cn.unwrap_or(d.clip_norm);
+                    emit(TrainingEvent::DpSettingsChanged {
+                        noise_multiplier: d.noise_multiplier.get(),
+                        clip_norm: d.clip_norm.get(),
+                    });
+                }
+            }
+            let ts = Instant::now();
+            let (x, y) = data.batch(batch, &device)?;
+            let (loss_v, logits) = match (&dp, noise_rng.as_mut()) {
+                (Some(d), Some(nr)) => {
+                    let expected = (sample_rate * n as f64).max(1.0);
+                    let r = dpsgd::private_gradients(
+                        &model,
+                        &x,
+                        &y,
+                        config.class_weights,
+                        d,
+                        expected,
+                        &mut rng,
+                        nr,
+                    )?;
+                    optimizer.step(&r.gradients)?;
+                    (r.loss, r.logits)
+                }
+                _ => {
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    let logits = model.forward_with(&x, Some(&mut rng))?;
+                    let loss = loss::cross_entropy(&logits, &y, config.class_weights)?;
+                    let grads = loss.backward()?;
+                    let g: Vec<Tensor> = vars
+                        .iter()
+                        .map(|(_, v)| match grads.get(v.as_tensor()) {
+                            Some(g) => Ok(g.clone()),
+                            None => v.as_tensor().zeros_like(),
+                        })
+                        .collect::<candle_core::Result<_>>()?;
+                    optimizer.step(&g)?;
+                    (f64::from(loss.to_scalar::<f32>()?), Some(logits))
+                }
+            };
+            if !loss_v.is_finite() {
+                return Err(TrainError::NonFinite {
+                    loss: loss_v as f32,
+                    epoch,
+                    step,
+                });
+            }
+            if let Some(logits) = logits {
+                let pred = logits.argmax(1)?.to_vec1::<u32>()?;
+                correct += pred
+                    .iter()
+                    .zip(batch)
+                    .filter(|(p, i)| **p == u32::from(data.labels()[**i]))
+                    .count();
+            }
+            loss_sum += loss_v * batch.len() as f64;
+            seen += batch.len();
+            let secs = ts.elapsed().as_secs_f64();
+            emit(TrainingEvent::Step {
+                epoch,
+                step,
+                loss: loss_v,
+                images_per_sec: if secs > 0.0 {
+                    batch.len() as f64 / secs
+                } else {
+                    0.0
+                },
+                epsilon: epsilon_now(optimizer.steps(), &dp),
+            });
+        }
+        let vm = evaluate(&model, val, config.eval_batch_size)?;
+        let seconds = t0.elapsed().as_secs_f64();
+        epoch_seconds.push(seconds);
+        epochs_run += 1;
+        let epsilon = epsilon_now(optimizer.steps(), &dp);
+        let record = EpochRecord {
+            epoch,
+            train_loss: if seen > 0 {
+                loss_sum / seen as f64
+            } else {
+                0.0
+            },
+            train_acc: if seen > 0 {
+                correct as f64 / seen as f64
+            } else {
+                0.0
+            },
+            val_loss: vm.loss,
+            val_acc: vm.accuracy,
+            seconds,
+            epsilon,
+        };
+        let mean_secs = epoch_seconds.iter().sum::<f64>() / epoch_seconds.len() as f64;
+        emit(TrainingEvent::Epoch {
+            epoch,
+            train_loss: record.train_loss,
+            train_acc: record.train_acc,
+            val_loss: record.val_loss,
+            val_acc: record.val_acc,
+            seconds,
+            eta_seconds: mean_secs * (config.epochs - epoch - 1) as f64,
+            epsilon,
+        });
+        history.push(record);
+        let improved = vm.accuracy > best_val_acc;
+        if improved {
+            best_val_acc = vm.accuracy;
+            since_best = 0;
+        } else {
+            since_best += 1;
+        }
+        let meta = CheckpointMeta {
+            format: checkpoint::FORMAT,
+            model: kind,
+            technique: kind.technique().number(),
+            width,
+            epoch: epoch + 1,
+            optimizer: config.optimizer,
+            optimizer_step: optimizer.steps(),
+            best_val_acc,
+            epochs_without_improvement: since_best,
+            seed,
+            dp,
+            epsilon,
+            history: history.clone(),
+        };
+        let mut tensors: Vec<(String, Tensor)> = vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        if improved {
+            if let Some(p) = ckpt_path("best") {
+                checkpoint::save(&p, &meta, &tensors)?;
+                emit(TrainingEvent::Checkpoint {
+                    path: p.clone(),
+                    val_acc: vm.accuracy,
+                    kind: "best".into(),
+                });
+                best_checkpoint = Some(p);
+            }
+        }
+        if let Some(p) = ckpt_path("last") {
+            tensors.extend(optimizer.state_tensors());
+            checkpoint::save(&p, &meta, &tensors)?;
+            emit(TrainingEvent::Checkpoint {
+                path: p.clone(),
+                val_acc: vm.accuracy,
+                kind: "last".into(),
+            });
+            last_checkpoint = Some(p);
+        }
+        if let Some(patience) = config.patience {
+            if since_best >= patience && epoch + 1 < config.epochs {
+                emit(TrainingEvent::EarlyStop {
+                    epoch,
+                    best_val_acc,
+                });
+                early_stopped = true;
+                break;
+            }
+        }
+    }
+    let val_metrics = evaluate(&model, val, config.eval_batch_size)?;
+    let epsilon = epsilon_now(optimizer.steps(), &dp);
+    if !stopped {
+        emit(TrainingEvent::Finished {
+            best_val_acc,
+            epochs_run,
+            epsilon,
+            best_checkpoint: best_checkpoint.clone(),
+        });
+    }
+    Ok(TrainOutcome {
+        model,
+        best_val_acc,
+        best_checkpoint,
+        last_checkpoint,
+        epochs_run,
+        history,
+        stopped,
+        early_stopped,
+        epsilon,
+        val_metrics,
+    })
+}
+
+/// A seed for non-secret randomness when none was given (used by callers building configs).
+pub fn os_seed() -> u64 {
+    rand::rng().random()
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<TrainControl>();
+    is_send::<TrainingEvent>();
+    let _ = NoiseSeed::Os;
+}

@@ -1,0 +1,526 @@
+//! Cross-module tests: models against `NetworkSpec`, checkpoints, the training loop, DP-SGD.
+
+use super::checkpoint;
+use super::dpsgd::{self, ClipNorm, DpConfig, NoiseSeed, Sampling};
+use super::engine::{self, model_vars, Seed, TrainConfig, TrainingEvent};
+use super::loss;
+use super::model::Model;
+use super::optim::OptimizerConfig;
+use super::{TrainControl, TrainData};
+use crate::model::ModelKind;
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use std::sync::mpsc;
+
+const VGG_TEST_WIDTH: f32 = 1.0 / 32.0;
+
+fn width_for(kind: ModelKind) -> f32 {
+    match kind {
+        ModelKind::Vgg16_1 | ModelKind::Vgg16_2 => VGG_TEST_WIDTH,
+        _ => 1.0,
+    }
+}
+
+/// Separable synthetic X-rays: class 1 has a bright band in the left half, class 0 in the
+/// right half, plus noise.
+fn synthetic(kind: ModelKind, n: usize, seed: u64) -> TrainData {
+    let shape = kind.technique().input_shape();
+    let [c, h, w] = shape;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut images = Vec::with_capacity(n * c * h * w);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let label = u8::from(i % 4 != 0); // 3:1 like the real data
+        for _ in 0..c {
+            for _y in 0..h {
+                for x in 0..w {
+                    let left = x < w / 2;
+                    let band = if (label == 1) == left { 0.6 } else { 0.2 };
+                    images.push(band + rng.random_range(0.0f32..0.2));
+                }
+            }
+        }
+        labels.push(label);
+    }
+    TrainData::new(shape, images, labels).unwrap()
+}
+
+fn random_input(kind: ModelKind, n: usize, seed: u64) -> Tensor {
+    let [c, h, w] = kind.technique().input_shape();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..n * c * h * w)
+        .map(|_| rng.random_range(0.0..1.0))
+        .collect();
+    Tensor::from_vec(v, (n, c, h, w), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn candle_forward_equals_network_spec_forward_for_every_model() {
+    for kind in ModelKind::ALL {
+        let (model, _vm) = Model::init(kind, width_for(kind), 5, &Device::Cpu).unwrap();
+        let spec = model.to_spec().unwrap();
+        assert_eq!(spec.input, kind.technique().input_shape());
+        let x = random_input(kind, 2, 6);
+        let ours = model
+            .forward_with(&x, None)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (i, row) in ours.iter().enumerate() {
+            let img = x
+                .get(i)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let reference = spec.forward(&img).unwrap();
+            for (a, b) in row.iter().zip(&reference) {
+                assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{kind}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn wrong_input_shape_is_an_error() {
+    let (model, _vm) = Model::init(ModelKind::DnnMax, 1.0, 1, &Device::Cpu).unwrap();
+    let x = Tensor::zeros((1, 3, 224, 224), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let e = model.forward_with(&x, None).unwrap_err();
+    assert!(e.to_string().contains("[1, 150, 125]"), "{e}");
+}
+
+#[test]
+fn checkpoint_round_trips_bit_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, vm) = Model::init(ModelKind::DnnAv, 1.0, 9, &Device::Cpu).unwrap();
+    let vars = model_vars(&model, &vm).unwrap();
+    let meta = checkpoint::CheckpointMeta {
+        format: checkpoint::FORMAT,
+        model: ModelKind::DnnAv,
+        technique: 1,
+        width: 1.0,
+        epoch: 3,
+        optimizer: OptimizerConfig::adam(1e-3),
+        optimizer_step: 42,
+        best_val_acc: 0.75,
+        epochs_without_improvement: 1,
+        seed: 7,
+        dp: Some(DpConfig::new(1.1, 1.0).unwrap()),
+        epsilon: Some(2.5),
+        history: vec![],
+    };
+    let tensors: Vec<_> = vars
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    let path = dir.path().join("ck.safetensors");
+    checkpoint::save(&path, &meta, &tensors).unwrap();
+    assert_eq!(checkpoint::read_meta(&path).unwrap(), meta);
+    let (loaded, _vm2, meta2) = engine::model_from_checkpoint(&path, &Device::Cpu).unwrap();
+    assert_eq!(meta2, meta);
+    for ((n1, a), (n2, b)) in model
+        .named_parameters()
+        .iter()
+        .zip(loaded.named_parameters())
+    {
+        assert_eq!(n1, &n2);
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{n1}"
+        );
+    }
+    // A file that is not a checkpoint is reported, not a panic.
+    std::fs::write(dir.path().join("bad"), b"garbage").unwrap();
+    assert!(checkpoint::read_meta(&dir.path().join("bad")).is_err());
+    assert!(checkpoint::load(&dir.path().join("bad"), &Device::Cpu).is_err());
+}
+
+fn quick_config(kind: ModelKind, epochs: usize) -> TrainConfig {
+    let mut c = TrainConfig::new(kind);
+    c.width = width_for(kind);
+    c.epochs = epochs;
+    c.batch_size = 8;
+    c.eval_batch_size = 16;
+    c.seed = Seed::Fixed(11);
+    c.patience = None;
+    c.optimizer = OptimizerConfig::adam(1e-3);
+    c
+}
+
+fn step_losses(rx: &mpsc::Receiver<TrainingEvent>) -> Vec<f64> {
+    rx.try_iter()
+        .filter_map(|e| match e {
+            TrainingEvent::Step { loss, .. } => Some(loss),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_model_trains_and_its_loss_falls() {
+    for kind in ModelKind::ALL {
+        let data = synthetic(kind, 32, 1);
+        let val = synthetic(kind, 8, 2);
+        let (tx, rx) = mpsc::channel();
+        let mut cfg = quick_config(kind, 3);
+        cfg.optimizer = OptimizerConfig::adam(if kind == ModelKind::Vgg16_2 {
+            3e-3
+        } else {
+            1e-3
+        });
+        let out = engine::train(cfg, &data, &val, tx, TrainControl::new()).unwrap();
+        let losses = step_losses(&rx);
+        assert_eq!(losses.len(), 12, "{kind}");
+        let first = losses[..4].iter().sum::<f64>() / 4.0;
+        let last = losses[8..].iter().sum::<f64>() / 4.0;
+        assert!(
+            last < first,
+            "{kind}: loss went {first} -> {last} ({losses:?})"
+        );
+        assert_eq!(out.epochs_run, 3);
+    }
+}
+
+#[test]
+fn resume_continues_the_same_curve() {
+    let kind = ModelKind::DnnMax;
+    let data = synthetic(kind, 16, 3);
+    let val = synthetic(kind, 8, 4);
+    let dir = tempfile::tempdir().unwrap();
+    // Straight through: 2 epochs.
+    let (tx, _rx) = mpsc::channel();
+    let straight =
+        engine::train(quick_config(kind, 2), &data, &val, tx, TrainControl::new()).unwrap();
+    // 1 epoch, then resume for the second.
+    let mut c1 = quick_config(kind, 1);
+    c1.checkpoint_dir = Some(dir.path().to_path_buf());
+    let (tx, _rx) = mpsc::channel();
+    let first = engine::train(c1, &data, &val, tx, TrainControl::new()).unwrap();
+    let last = first.last_checkpoint.unwrap();
+    assert!(first.best_checkpoint.is_some());
+    let mut c2 = quick_config(kind, 2);
+    c2.resume = Some(last);
+    c2.seed = Seed::Os; // ignored on resume: the checkpoint's seed continues the data order
+    let (tx, rx) = mpsc::channel();
+    let resumed = engine::train(c2, &data, &val, tx, TrainControl::new()).unwrap();
+    assert!(matches!(
+        rx.try_iter().next(),
+        Some(TrainingEvent::Started { start_epoch: 1, .. })
+    ));
+    assert_eq!(resumed.history.len(), 2);
+    for (a, b) in straight.history.iter().zip(&resumed.history) {
+        assert!((a.train_loss - b.train_loss).abs() < 1e-5, "{a:?} vs {b:?}");
+        assert!((a.val_loss - b.val_loss).abs() < 1e-5, "{a:?} vs {b:?}");
+    }
+    for ((n, a), (_, b)) in straight
+        .model
+        .named_parameters()
+        .iter()
+        .zip(resumed.model.named_parameters())
+    {
+        let d = (a - &b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-5, "{n}: max difference {d}");
+    }
+}
+
+#[test]
+fn stop_and_pause_are_obeyed() {
+    let kind = ModelKind::DnnAv;
+    let data = synthetic(kind, 16, 5);
+    let val = synthetic(kind, 4, 6);
+    let control = TrainControl::new();
+    control.stop();
+    let (tx, rx) = mpsc::channel();
+    let out = engine::train(quick_config(kind, 5), &data, &val, tx, control).unwrap();
+    assert!(out.stopped);
+    assert_eq!(out.epochs_run, 0);
+    let events: Vec<_> = rx.try_iter().collect();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, TrainingEvent::Stopped { epoch: 0, step: 0 })));
+    // Paused from the start; another thread resumes it.
+    let control = TrainControl::new();
+    control.pause();
+    let c2 = control.clone();
+    let (tx, rx) = mpsc::channel();
+    let h = std::thread::spawn(move || {
+        engine::train(quick_config(kind, 1), &data, &val, tx, c2).map(|o| o.epochs_run)
+    });
+    // Wait for the Paused event, then resume.
+    let mut seen = Vec::new();
+    loop {
+        let e = rx.recv().unwrap();
+        let paused = matches!(e, TrainingEvent::Paused);
+        seen.push(e);
+        if paused {
+            break;
+        }
+    }
+    control.resume();
+    assert_eq!(h.join().unwrap().unwrap(), 1);
+    seen.extend(rx.try_iter());
+    assert!(seen.iter().any(|e| matches!(e, TrainingEvent::Resumed)));
+    let line = serde_json::to_string(&seen[0]).unwrap();
+    assert!(line.starts_with("{\"event\":\"started\""), "{line}");
+}
+
+/// Per-example gradients of a batch by the batch-1 reference: one ordinary backward per
+/// example.
+fn reference_per_example(model: &Model, x: &Tensor, y: &Tensor) -> Vec<Vec<Tensor>> {
+    let params = model.named_parameters();
+    (0..x.dim(0).unwrap())
+        .map(|i| {
+            let xi = x.narrow(0, i, 1).unwrap();
+            let yi = y.narrow(0, i, 1).unwrap();
+            let logits = model.forward_with(&xi, None).unwrap();
+            let l = loss::per_example_nll(&logits, &yi)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let g = l.backward().unwrap();
+            params
+                .iter()
+                .map(|(_, p)| g.get(p).unwrap().clone())
+                .collect()
+        })
+        .collect()
+}
+
+fn norm(ts: &[Tensor]) -> f64 {
+    ts.iter()
+        .map(|t| {
+            f64::from(
+                t.sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap(),
+            )
+        })
+        .sum::<f64>()
+        .sqrt()
+}
+
+fn rel_close(a: &Tensor, b: &Tensor, tol: f32, what: &str) {
+    let d = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let s = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        d <= tol * s.max(1e-6),
+        "{what}: max difference {d}, scale {s}"
+    );
+}
+
+#[test]
+fn per_example_norms_and_clipped_sums_equal_the_batch_1_reference() {
+    // DNN-Av and DNN-Max cover conv (no padding), both pools with odd sides, relu, dense;
+    // VGG covers padded convolutions.
+    for kind in [ModelKind::DnnMax, ModelKind::DnnAv, ModelKind::Vgg16_1] {
+        let (model, _vm) = Model::init(kind, width_for(kind), 21, &Device::Cpu).unwrap();
+        let data = synthetic(kind, 4, 22);
+        let (x, y) = data.batch(&[0, 1, 2, 3], &Device::Cpu).unwrap();
+        let refs = reference_per_example(&model, &x, &y);
+        let ref_norms: Vec<f64> = refs.iter().map(|g| norm(g)).collect();
+        // Clip between the smallest and largest norm so both branches of min(1, C/|g|) run.
+        let mut sorted = ref_norms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let clip = (sorted[1] + sorted[2]) / 2.0;
+        let r = dpsgd::clipped_gradient_sums(
+            &model,
+            &x,
+            &y,
+            None,
+            ClipNorm::new(clip).unwrap(),
+            1,
+            None,
+        )
+        .unwrap();
+        for (a, b) in r.unit_norms.iter().zip(&ref_norms) {
+            assert!(
+                (f64::from(*a) - b).abs() <= 1e-4 * b,
+                "{kind}: norm {a} vs {b}"
+            );
+        }
+        for (pi, (name, _)) in model.named_parameters().iter().enumerate() {
+            let mut want: Option<Tensor> = None;
+            for (g, nrm) in refs.iter().zip(&ref_norms) {
+                let c = (clip / nrm).min(1.0);
+                let t = (&g[pi] * c).unwrap();
+                want = Some(match want {
+                    None => t,
+                    Some(w) => (w + t).unwrap(),
+                });
+            }
+            rel_close(&r.sums[pi], &want.unwrap(), 1e-4, &format!("{kind} {name}"));
+        }
+        // Microbatches of 2: the mean gradient of each pair is clipped as a unit.
+        let r2 = dpsgd::clipped_gradient_sums(
+            &model,
+            &x,
+            &y,
+            None,
+            ClipNorm::new(clip).unwrap(),
+            2,
+            None,
+        )
+        .unwrap();
+        let pairs: Vec<Vec<Tensor>> = (0..2)
+            .map(|u| {
+                refs[2 * u]
+                    .iter()
+                    .zip(&refs[2 * u + 1])
+                    .map(|(a, b)| ((a + b).unwrap() / 2.0).unwrap())
+                    .collect()
+            })
+            .collect();
+        for (u, p) in pairs.iter().enumerate() {
+            let n = norm(p);
+            assert!(
+                (f64::from(r2.unit_norms[u]) - n).abs() <= 1e-4 * n,
+                "{kind} microbatch"
+            );
+        }
+        let pi = 0;
+        let want = pairs
+            .iter()
+            .map(|p| (&p[pi] * (clip / norm(p)).min(1.0)).unwrap())
+            .reduce(|a, b| (a + b).unwrap())
+            .unwrap();
+        rel_close(&r2.sums[pi], &want, 1e-4, &format!("{kind} microbatch sum"));
+    }
+}
+
+#[test]
+fn clipping_bounds_every_contribution() {
+    let kind = ModelKind::DnnMax;
+    let (model, _vm) = Model::init(kind, 1.0, 31, &Device::Cpu).unwrap();
+    let data = synthetic(kind, 6, 32);
+    let (x, y) = data.batch(&[0, 1, 2, 3, 4, 5], &Device::Cpu).unwrap();
+    let clip = 1e-3;
+    let refs = reference_per_example(&model, &x, &y);
+    assert!(
+        refs.iter().all(|g| norm(g) > clip),
+        "test needs norms above the clip"
+    );
+    // Each example alone: its clipped gradient has norm exactly C.
+    for i in 0..6 {
+        let r = dpsgd::clipped_gradient_sums(
+            &model,
+            &x.narrow(0, i, 1).unwrap(),
+            &y.narrow(0, i, 1).unwrap(),
+            None,
+            ClipNorm::new(clip).unwrap(),
+            1,
+            None,
+        )
+        .unwrap();
+        let n = norm(&r.sums);
+        assert!(
+            n <= clip * (1.0 + 1e-4) && n >= clip * (1.0 - 1e-3),
+            "norm {n}"
+        );
+    }
+    // The whole batch sum is bounded by B * C.
+    let r =
+        dpsgd::clipped_gradient_sums(&model, &x, &y, None, ClipNorm::new(clip).unwrap(), 1, None)
+            .unwrap();
+    assert!(norm(&r.sums) <= 6.0 * clip * (1.0 + 1e-4));
+}
+
+#[test]
+fn dp_sgd_without_noise_and_with_a_huge_clip_is_plain_sgd() {
+    let kind = ModelKind::DnnMax;
+    let data = synthetic(kind, 16, 41);
+    let val = synthetic(kind, 4, 42);
+    let run = |dp: Option<DpConfig>| {
+        let mut c = quick_config(kind, 1);
+        c.optimizer = OptimizerConfig::sgd(0.05, 0.9);
+        c.dp = dp;
+        let (tx, _rx) = mpsc::channel();
+        engine::train(c, &data, &val, tx, TrainControl::new()).unwrap()
+    };
+    let plain = run(None);
+    let mut dp = DpConfig::new(0.0, 1e9).unwrap();
+    dp.sampling = Sampling::Shuffled;
+    dp.noise_seed = NoiseSeed::InsecureFixed(1);
+    let private = run(Some(dp));
+    for ((n, a), (_, b)) in plain
+        .model
+        .named_parameters()
+        .iter()
+        .zip(private.model.named_parameters())
+    {
+        rel_close(a, &b, 1e-4, n);
+    }
+}
+
+#[test]
+fn noise_has_the_documented_mean_and_spread() {
+    let mut rng = dpsgd::noise_rng(NoiseSeed::InsecureFixed(5));
+    let (sigma, clip) = (1.3, 0.7);
+    let std = sigma * clip;
+    let v = dpsgd::gaussian_noise(200_000, std, &mut rng).unwrap();
+    let n = v.len() as f64;
+    let mean = v.iter().map(|x| f64::from(*x)).sum::<f64>() / n;
+    let var = v
+        .iter()
+        .map(|x| (f64::from(*x) - mean).powi(2))
+        .sum::<f64>()
+        / (n - 1.0);
+    // Standard error of the mean is std/sqrt(n) ~ 0.002; of the std ~ std/sqrt(2n) ~ 0.0014.
+    assert!(mean.abs() < 5.0 * std / n.sqrt(), "mean {mean}");
+    assert!(
+        (var.sqrt() - std).abs() < 5.0 * std / (2.0 * n).sqrt(),
+        "std {}",
+        var.sqrt()
+    );
+    // Two OS-seeded generators differ.
+    let a = dpsgd::gaussian_noise(4, 1.0, &mut dpsgd::noise_rng(NoiseSeed::Os)).unwrap();
+    let b = dpsgd::gaussian_noise(4, 1.0, &mut dpsgd::noise_rng(NoiseSeed::Os)).unwrap();
+    assert_ne!(a, b);
+}
+
+#[test]
+fn dp_training_runs_with_poisson_sampling_and_live_setting_changes() {
+    let kind = ModelKind::DnnAv;
+    let data = synthetic(kind, 16, 51);
+    let val = synthetic(kind, 4, 52);
+    let mut c = quick_config(kind, 1);
+    c.dp = Some(DpConfig::new(1.0, 1.0).unwrap());
+    let control = TrainControl::new();
+    control.set_noise_multiplier(dpsgd::NoiseMultiplier::new(2.0).unwrap());
+    let (tx, rx) = mpsc::channel();
+    let out = engine::train(c, &data, &val, tx, control).unwrap();
+    assert_eq!(out.epochs_run, 1);
+    let events: Vec<_> = rx.try_iter().collect();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        TrainingEvent::DpSettingsChanged { noise_multiplier, .. } if *noise_multiplier == 2.0
+    )));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, TrainingEvent::Started { sampling, .. } if sampling == "poisson")));
+}
