@@ -7,5 +7,6 @@ pub mod data;
 pub mod model;
 pub mod plot;
 pub mod preprocess;
+pub mod privacy;
 pub mod synth;
 pub mod train;

@@ -99,7 +99,10 @@ const COLOURS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-fn bounds(chart: &Chart) -> Result<((f64, f64), (f64, f64)), PlotError> {
+/// (min, max) of one axis.
+type Range = (f64, f64);
+
+fn bounds(chart: &Chart) -> Result<(Range, Range), PlotError> {
     let pts = chart
         .series
         .iter()
