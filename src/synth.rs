@@ -182,7 +182,7 @@ pub fn render(rng: &mut ChaCha8Rng, width: u32, height: u32, class: Class, viral
     let tissue = rng.random_range(120.0..160.0);
     let lung_level = rng.random_range(35.0..60.0);
     let rib_phase = rng.random_range(0.0..std::f32::consts::TAU);
-    let rib_freq = rng.random_range(20.0..26.0);
+    let rib_freq = rng.random_range(38.0..48.0);
     let lung_rx = 0.16 * scale;
     let lung_ry = 0.30 * scale;
     let lungs = [
@@ -209,13 +209,13 @@ pub fn render(rng: &mut ChaCha8Rng, width: u32, height: u32, class: Class, viral
     if class == Class::Pneumonia {
         if viral {
             // Diffuse, patchy, often bilateral haze.
-            for _ in 0..rng.random_range(6..14) {
-                blobs.push(place(rng, (0.03, 0.07), (14.0, 34.0)));
+            for _ in 0..rng.random_range(8..16) {
+                blobs.push(place(rng, (0.035, 0.08), (22.0, 45.0)));
             }
         } else {
             // One or two focal consolidations of varying size.
             for _ in 0..rng.random_range(1..3) {
-                blobs.push(place(rng, (0.05, 0.12), (28.0, 70.0)));
+                blobs.push(place(rng, (0.06, 0.14), (40.0, 95.0)));
             }
         }
     }
@@ -242,7 +242,7 @@ pub fn render(rng: &mut ChaCha8Rng, width: u32, height: u32, class: Class, viral
             }
             let rib = (((y - cy) * rib_freq + (x - cx).abs() * 9.0 + rib_phase).sin()).max(0.0);
             v -= lung * (tissue - lung_level);
-            v += lung * rib.powi(3) * 35.0;
+            v += lung * rib.powi(4) * 30.0;
             // Heart shadow on the patient's left (image right).
             let heart = soft_inside(
                 in_ellipse(

@@ -115,12 +115,19 @@ impl SecureChannel {
         let (queue, commands) = mpsc::sync_channel(SEND_QUEUE);
         let thread = {
             let transport = Arc::clone(&transport);
-            let label = Arc::clone(&label);
+            let thread_label = Arc::clone(&label);
             let failure = Arc::clone(&write_failure);
             std::thread::Builder::new()
                 .name(format!("privxray-send-{peer}"))
                 .spawn(move || {
-                    writer_loop(commands, write_half, &transport, &label, io_timeout, &failure)
+                    writer_loop(
+                        commands,
+                        write_half,
+                        &transport,
+                        &thread_label,
+                        io_timeout,
+                        &failure,
+                    )
                 })
                 .map_err(|e| NetError::Io {
                     peer: label.to_string(),
@@ -162,9 +169,15 @@ impl SecureChannel {
     }
 
     fn check_usable(&self) -> Result<(), NetError> {
-        let cause = self.broken.clone().or_else(|| failure_text(&self.write_failure));
+        let cause = self
+            .broken
+            .clone()
+            .or_else(|| failure_text(&self.write_failure));
         match cause {
-            Some(cause) => Err(NetError::Broken { peer: self.label.to_string(), cause }),
+            Some(cause) => Err(NetError::Broken {
+                peer: self.label.to_string(),
+                cause,
+            }),
             None => Ok(()),
         }
     }
@@ -180,7 +193,10 @@ impl SecureChannel {
         self.check_usable()?;
         let len = data.len() as u64;
         if len > self.max_message {
-            return Err(NetError::SendTooLarge { len, max: self.max_message });
+            return Err(NetError::SendTooLarge {
+                len,
+                max: self.max_message,
+            });
         }
         let queued = match &self.writer {
             Some(w) => w.queue.send(Command::Data(data)).is_ok(),
@@ -189,6 +205,9 @@ impl SecureChannel {
         if !queued {
             return Err(self.writer_gone());
         }
+        if super::debug_enabled() {
+            super::log(format_args!("queued {len} bytes for {}", self.label));
+        }
         self.bytes_sent += len;
         Ok(())
     }
@@ -196,14 +215,20 @@ impl SecureChannel {
     fn writer_gone(&mut self) -> NetError {
         let cause = failure_text(&self.write_failure).unwrap_or_else(|| "writer stopped".into());
         self.broken = Some(cause.clone());
-        NetError::Broken { peer: self.label.to_string(), cause }
+        NetError::Broken {
+            peer: self.label.to_string(),
+            cause,
+        }
     }
 
     /// Waits until everything queued so far has been handed to the operating system.
     pub fn flush(&mut self) -> Result<(), NetError> {
         self.check_usable()?;
         let (ack, acked) = mpsc::channel();
-        let sent = self.writer.as_ref().is_some_and(|w| w.queue.send(Command::Flush(ack)).is_ok());
+        let sent = self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.queue.send(Command::Flush(ack)).is_ok());
         if !sent || acked.recv().is_err() {
             return Err(self.writer_gone());
         }
@@ -218,6 +243,11 @@ impl SecureChannel {
 
     fn shutdown_writer(&mut self) {
         if let Some(Writer { queue, thread }) = self.writer.take() {
+            if self.broken.is_some() {
+                // Nothing more will be delivered in step; unblock a writer stuck on a full
+                // socket instead of waiting out the write timeout.
+                let _ = self.reader.get_ref().shutdown(Shutdown::Both);
+            }
             drop(queue);
             if thread.join().is_err() {
                 *self.write_failure.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -233,6 +263,13 @@ impl SecureChannel {
         self.check_usable()?;
         match self.recv_message_bytes() {
             Ok(v) => {
+                if super::debug_enabled() {
+                    super::log(format_args!(
+                        "received {} bytes from {}",
+                        v.len(),
+                        self.label
+                    ));
+                }
                 self.bytes_received += v.len() as u64;
                 Ok(v)
             }
@@ -253,8 +290,10 @@ impl SecureChannel {
     /// Receives and decodes a typed protocol message.
     pub fn recv_message(&mut self) -> Result<Message, NetError> {
         let bytes = self.recv()?;
-        Message::decode(&bytes)
-            .map_err(|source| NetError::Decode { peer: self.label.to_string(), source })
+        Message::decode(&bytes).map_err(|source| NetError::Decode {
+            peer: self.label.to_string(),
+            source,
+        })
     }
 
     fn recv_message_bytes(&mut self) -> Result<Vec<u8>, NetError> {
@@ -280,7 +319,9 @@ impl SecureChannel {
                 "first record carries {first} bytes of a {total}-byte message"
             )));
         }
-        let reserve = usize::try_from(total).unwrap_or(usize::MAX).min(MAX_RESERVE);
+        let reserve = usize::try_from(total)
+            .unwrap_or(usize::MAX)
+            .min(MAX_RESERVE);
         let mut out = Vec::with_capacity(reserve);
         out.extend_from_slice(&self.plain[LENGTH_HEADER..n]);
         while (out.len() as u64) < total {
@@ -297,7 +338,10 @@ impl SecureChannel {
     }
 
     fn malformed(&self, reason: String) -> NetError {
-        NetError::Malformed { peer: self.label.to_string(), reason }
+        NetError::Malformed {
+            peer: self.label.to_string(),
+            reason,
+        }
     }
 
     /// Reads and decrypts one record into `self.plain`, returning the plaintext length.
@@ -314,7 +358,9 @@ impl SecureChannel {
             .transport
             .read_message(self.recv_nonce, &self.record, &mut self.plain)
             .map_err(|e| match e {
-                snow::Error::Decrypt => NetError::Authentication { peer: self.label.to_string() },
+                snow::Error::Decrypt => NetError::Authentication {
+                    peer: self.label.to_string(),
+                },
                 other => self.malformed(format!("cannot decrypt record: {other}")),
             })?;
         self.recv_nonce += 1;
@@ -374,8 +420,14 @@ fn writer_loop(
         };
         match command {
             Command::Data(data) => {
-                let result =
-                    encrypt_message(transport, &mut nonce, &data, &mut out, &mut cipher, &mut first);
+                let result = encrypt_message(
+                    transport,
+                    &mut nonce,
+                    &data,
+                    &mut out,
+                    &mut cipher,
+                    &mut first,
+                );
                 if let Err(e) = result {
                     return fail(e.into_net(label, io_timeout), &out);
                 }
@@ -423,7 +475,9 @@ fn encrypt_message(
     first[..LENGTH_HEADER].copy_from_slice(&(data.len() as u64).to_le_bytes());
     first[LENGTH_HEADER..LENGTH_HEADER + head_len].copy_from_slice(&data[..head_len]);
     let mut seal = |plain: &[u8]| -> Result<(), EncryptError> {
-        let n = transport.write_message(*nonce, plain, cipher).map_err(EncryptError::Noise)?;
+        let n = transport
+            .write_message(*nonce, plain, cipher)
+            .map_err(EncryptError::Noise)?;
         *nonce += 1;
         write_record(out, &cipher[..n]).map_err(EncryptError::Io)
     };
@@ -432,4 +486,351 @@ fn encrypt_message(
         seal(chunk)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::config::{PartiesConfig, PartyAddress, PartyId};
+    use crate::net::handshake::tests::{fixture, fixture_with, Fixture};
+    use crate::net::handshake::{accept, connect_client, connect_to_party, Inbound};
+    use std::net::{SocketAddr, TcpListener};
+    use std::thread;
+
+    const FIRST_DATA: usize = MAX_RECORD_PLAINTEXT - LENGTH_HEADER;
+
+    /// Deterministic, non-repeating test bytes (a xorshift stream), independent of the code
+    /// under test.
+    fn pattern(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn channel_of(inbound: Inbound) -> SecureChannel {
+        match inbound {
+            Inbound::Party { channel, .. } | Inbound::Client(channel) | Inbound::Owner(channel) => {
+                channel
+            }
+        }
+    }
+
+    /// Party 2 -> party 0 over a direct loopback connection; runs `a` on party 2's end and
+    /// `b` on party 0's end concurrently.
+    fn pair<A: Send, B: Send>(
+        f: &Fixture,
+        a: impl FnOnce(SecureChannel) -> A + Send,
+        b: impl FnOnce(SecureChannel) -> B + Send,
+    ) -> (A, B) {
+        thread::scope(|s| {
+            let server = s.spawn(|| b(channel_of(accept(&f.listeners[0], &f.parties[0]).unwrap())));
+            let ra = a(connect_to_party(&f.parties[2], PartyId::ALL[0]).unwrap());
+            (ra, server.join().unwrap())
+        })
+    }
+
+    #[test]
+    fn messages_round_trip_at_chunk_boundaries() {
+        let f = fixture();
+        let sizes = [
+            0,
+            1,
+            FIRST_DATA - 1,
+            FIRST_DATA,
+            FIRST_DATA + 1,
+            MAX_RECORD_PLAINTEXT,
+            FIRST_DATA + MAX_RECORD_PLAINTEXT,
+            FIRST_DATA + 2 * MAX_RECORD_PLAINTEXT + 5,
+            3_000_000,
+        ];
+        let (sent_back, received) = pair(
+            &f,
+            |mut ch| {
+                for (i, &n) in sizes.iter().enumerate() {
+                    ch.send(&pattern(n, i as u64)).unwrap();
+                }
+                let back: Vec<Vec<u8>> = sizes.iter().map(|_| ch.recv().unwrap()).collect();
+                let (sent, recvd) = ch.traffic();
+                assert_eq!(sent, recvd);
+                back
+            },
+            |mut ch| {
+                let got: Vec<Vec<u8>> = sizes.iter().map(|_| ch.recv().unwrap()).collect();
+                for m in &got {
+                    ch.send(m).unwrap();
+                }
+                ch.flush().unwrap();
+                got
+            },
+        );
+        for (i, &n) in sizes.iter().enumerate() {
+            assert_eq!(received[i], pattern(n, i as u64), "size {n}");
+            assert_eq!(sent_back[i], pattern(n, i as u64), "echo of size {n}");
+        }
+    }
+
+    #[test]
+    fn both_sides_sending_large_messages_before_reading_do_not_deadlock() {
+        // Far more than loopback socket buffers hold: a send that blocked until the peer read
+        // would deadlock here.
+        let f = fixture();
+        let n = 4 << 20;
+        let exchange = |seed: u64| {
+            move |mut ch: SecureChannel| {
+                for k in 0..3 {
+                    ch.send_owned(pattern(n, seed + k)).unwrap();
+                }
+                (0..3).map(|_| ch.recv().unwrap()).collect::<Vec<_>>()
+            }
+        };
+        let (at_2, at_0) = pair(&f, exchange(100), exchange(200));
+        for k in 0..3 {
+            assert_eq!(at_2[k as usize], pattern(n, 200 + k));
+            assert_eq!(at_0[k as usize], pattern(n, 100 + k));
+        }
+    }
+
+    #[test]
+    fn sender_refuses_messages_over_its_limit() {
+        let f = fixture_with(|c| c.with_max_message_bytes(1 << 16).unwrap());
+        let (err, _) = pair(
+            &f,
+            |mut ch| ch.send(&vec![0; (1 << 16) + 1]).unwrap_err(),
+            |_ch| (),
+        );
+        assert!(
+            matches!(
+                err,
+                NetError::SendTooLarge {
+                    len: 65537,
+                    max: 65536
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Fault {
+        None,
+        FlipBit(usize),
+        Replay(usize),
+        Drop(usize),
+        Shorten(usize),
+        CutBefore(usize),
+    }
+
+    /// A man in the middle on the client -> party direction that parses records and applies
+    /// `fault` to transport record number `k` (the handshake record is not counted). Returns
+    /// the address to connect to and a handle yielding every byte the client sent.
+    fn proxy(backend: SocketAddr, fault: Fault) -> (SocketAddr, thread::JoinHandle<Vec<u8>>) {
+        let front = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = front.local_addr().unwrap();
+        let handle = thread::spawn(move || {
+            let (mut client, _) = front.accept().unwrap();
+            let mut server = TcpStream::connect(backend).unwrap();
+            let mut back_client = client.try_clone().unwrap();
+            let mut back_server = server.try_clone().unwrap();
+            let downstream = thread::spawn(move || {
+                let _ = io::copy(&mut back_server, &mut back_client);
+                let _ = back_client.shutdown(Shutdown::Write);
+            });
+            let mut wire = Vec::new();
+            let mut hello = [0u8; 39];
+            client.read_exact(&mut hello).unwrap();
+            wire.extend_from_slice(&hello);
+            server.write_all(&hello).unwrap();
+            let mut record = Vec::new();
+            let mut index = 0usize;
+            while read_record(&mut client, &mut record).is_ok() {
+                wire.extend_from_slice(&(record.len() as u16).to_be_bytes());
+                wire.extend_from_slice(&record);
+                let transport = index.checked_sub(1);
+                index += 1;
+                let hit = |k: usize| transport == Some(k);
+                let result = match fault {
+                    Fault::FlipBit(k) if hit(k) => {
+                        let last = record.len() - 1;
+                        record[last / 2] ^= 0x04;
+                        write_record(&mut server, &record)
+                    }
+                    Fault::Replay(k) if hit(k) => write_record(&mut server, &record)
+                        .and_then(|_| write_record(&mut server, &record)),
+                    Fault::Drop(k) if hit(k) => Ok(()),
+                    Fault::Shorten(k) if hit(k) => write_record(&mut server, &record[..5]),
+                    Fault::CutBefore(k) if hit(k) => break,
+                    _ => write_record(&mut server, &record),
+                };
+                if result.is_err() {
+                    break;
+                }
+            }
+            let _ = server.shutdown(Shutdown::Both);
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = downstream.join();
+            wire
+        });
+        (addr, handle)
+    }
+
+    /// A client configuration that reaches party 0 through `via` (addresses are not part of
+    /// the configuration hash, so the party still accepts it).
+    fn config_via(f: &Fixture, via: SocketAddr) -> PartiesConfig {
+        let mut entries = f.parties[0].config().parties().to_vec();
+        entries[0].address = PartyAddress::parse(&via.to_string()).unwrap();
+        PartiesConfig::new(entries, f.parties[0].config().owner_public_key().copied())
+            .unwrap()
+            .with_max_message_bytes(f.parties[0].config().max_message_bytes())
+            .unwrap()
+    }
+
+    /// Client sends `messages` through a faulty proxy; returns what party 0's `recv` calls
+    /// gave (one more than the messages, to see the channel state after them).
+    fn through_proxy(
+        f: &Fixture,
+        fault: Fault,
+        client_config: impl Fn(PartiesConfig) -> PartiesConfig,
+        messages: &[Vec<u8>],
+    ) -> (Vec<Result<Vec<u8>, NetError>>, Vec<u8>) {
+        let (via, wire) = proxy(f.listeners[0].local_addr().unwrap(), fault);
+        let config = client_config(config_via(f, via));
+        let results = thread::scope(|s| {
+            let server = s.spawn(|| {
+                let mut ch = channel_of(accept(&f.listeners[0], &f.parties[0]).unwrap());
+                (0..=messages.len()).map(|_| ch.recv()).collect::<Vec<_>>()
+            });
+            let mut client = connect_client(&config, PartyId::ALL[0]).unwrap();
+            for m in messages {
+                client.send(m).unwrap();
+            }
+            let _ = client.close();
+            server.join().unwrap()
+        });
+        (results, wire.join().unwrap())
+    }
+
+    #[test]
+    fn ciphertext_on_the_wire_hides_the_plaintext() {
+        let f = fixture();
+        let secret = pattern(200_000, 7);
+        let (results, wire) = through_proxy(&f, Fault::None, |c| c, std::slice::from_ref(&secret));
+        assert_eq!(results[0].as_ref().unwrap(), &secret);
+        assert!(matches!(results[1], Err(NetError::Closed { .. })));
+        // No 16-byte window of the plaintext appears anywhere in what was sent.
+        let needles: Vec<&[u8]> = secret.chunks(16).take(2000).collect();
+        for w in wire.windows(16) {
+            assert!(!needles.contains(&w), "plaintext visible on the wire");
+        }
+        // Records: hello + handshake record + ceil((8 + n) / max plaintext) transport records.
+        let records = (8 + secret.len()).div_ceil(MAX_RECORD_PLAINTEXT);
+        let expected = 39 + (2 + 48) + records * (2 + TAG_LEN) + 8 + secret.len();
+        assert_eq!(wire.len(), expected);
+    }
+
+    #[test]
+    fn tampered_record_is_rejected_and_breaks_the_channel() {
+        let f = fixture();
+        let (results, _) = through_proxy(&f, Fault::FlipBit(0), |c| c, &[b"hello".to_vec()]);
+        assert!(
+            matches!(results[0], Err(NetError::Authentication { .. })),
+            "{:?}",
+            results[0]
+        );
+        assert!(
+            matches!(results[1], Err(NetError::Broken { .. })),
+            "{:?}",
+            results[1]
+        );
+    }
+
+    #[test]
+    fn replayed_record_is_rejected() {
+        let f = fixture();
+        let msgs = [b"first".to_vec(), b"second".to_vec()];
+        let (results, _) = through_proxy(&f, Fault::Replay(0), |c| c, &msgs);
+        assert_eq!(results[0].as_ref().unwrap(), b"first");
+        assert!(
+            matches!(results[1], Err(NetError::Authentication { .. })),
+            "{:?}",
+            results[1]
+        );
+    }
+
+    #[test]
+    fn dropped_record_is_detected() {
+        let f = fixture();
+        let msgs = [b"first".to_vec(), b"second".to_vec()];
+        let (results, _) = through_proxy(&f, Fault::Drop(0), |c| c, &msgs);
+        assert!(
+            matches!(results[0], Err(NetError::Authentication { .. })),
+            "{:?}",
+            results[0]
+        );
+    }
+
+    #[test]
+    fn dropped_chunk_inside_a_large_message_is_detected() {
+        let f = fixture();
+        let big = pattern(3 * MAX_RECORD_PLAINTEXT, 1);
+        let (results, _) = through_proxy(&f, Fault::Drop(1), |c| c, &[big]);
+        assert!(
+            matches!(results[0], Err(NetError::Authentication { .. })),
+            "{:?}",
+            results[0]
+        );
+    }
+
+    #[test]
+    fn short_record_is_malformed() {
+        let f = fixture();
+        let (results, _) = through_proxy(&f, Fault::Shorten(0), |c| c, &[b"x".to_vec()]);
+        assert!(
+            matches!(results[0], Err(NetError::Malformed { .. })),
+            "{:?}",
+            results[0]
+        );
+    }
+
+    #[test]
+    fn connection_cut_mid_message_is_reported() {
+        let f = fixture();
+        let big = pattern(3 * MAX_RECORD_PLAINTEXT, 2);
+        let (results, _) = through_proxy(&f, Fault::CutBefore(2), |c| c, &[big]);
+        assert!(
+            matches!(results[0], Err(NetError::Closed { .. })),
+            "{:?}",
+            results[0]
+        );
+    }
+
+    #[test]
+    fn oversized_announced_length_is_rejected_before_reading_the_body() {
+        // Party 0 accepts at most 64 KiB; the client's own limit is larger, so it sends.
+        let f = fixture_with(|c| c.with_max_message_bytes(1 << 16).unwrap());
+        let big = pattern((1 << 16) + 1, 3);
+        let (results, _) = through_proxy(
+            &f,
+            Fault::None,
+            |c| c.with_max_message_bytes(1 << 20).unwrap(),
+            &[big],
+        );
+        assert!(
+            matches!(
+                results[0],
+                Err(NetError::TooLarge {
+                    len: 65537,
+                    max: 65536,
+                    ..
+                })
+            ),
+            "{:?}",
+            results[0]
+        );
+    }
 }

@@ -171,9 +171,15 @@ impl fmt::Debug for ConfigHash {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read parties file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("parties file{}: {message}", path_suffix(.path))]
-    Syntax { path: Option<PathBuf>, message: String },
+    Syntax {
+        path: Option<PathBuf>,
+        message: String,
+    },
     #[error("party id {value} is not 0, 1 or 2")]
     BadId { value: i64 },
     #[error("party id {id} is listed twice")]
@@ -181,11 +187,23 @@ pub enum ConfigError {
     #[error("party {id} is missing (the file must list parties 0, 1 and 2)")]
     MissingParty { id: PartyId },
     #[error("party {id}: bad address {value:?}: {reason}")]
-    BadAddress { id: u8, value: String, reason: String },
+    BadAddress {
+        id: u8,
+        value: String,
+        reason: String,
+    },
     #[error("parties {first} and {second} share the address {address}")]
-    DuplicateAddress { first: PartyId, second: PartyId, address: String },
+    DuplicateAddress {
+        first: PartyId,
+        second: PartyId,
+        address: String,
+    },
     #[error("{field}: bad public key {value:?}: {source}")]
-    BadKey { field: String, value: String, source: KeyTextError },
+    BadKey {
+        field: String,
+        value: String,
+        source: KeyTextError,
+    },
     #[error("{first} and {second} have the same public key; every participant needs its own key")]
     DuplicateKey { first: String, second: String },
     #[error("timeouts.{field} must be at least 1 ms")]
@@ -195,7 +213,9 @@ pub enum ConfigError {
 }
 
 fn path_suffix(path: &Option<PathBuf>) -> String {
-    path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default()
+    path.as_ref()
+        .map(|p| format!(" {}", p.display()))
+        .unwrap_or_default()
 }
 
 /// The parsed, validated `parties.toml`.
@@ -262,7 +282,11 @@ impl PartiesConfig {
         }
         let [a, b, c] = slots;
         let missing = |id: u8| ConfigError::MissingParty { id: PartyId(id) };
-        let parties = [a.ok_or(missing(0))?, b.ok_or(missing(1))?, c.ok_or(missing(2))?];
+        let parties = [
+            a.ok_or(missing(0))?,
+            b.ok_or(missing(1))?,
+            c.ok_or(missing(2))?,
+        ];
         for (i, p) in parties.iter().enumerate() {
             for q in &parties[i + 1..] {
                 if p.address == q.address {
@@ -296,35 +320,50 @@ impl PartiesConfig {
 
     /// Reads and validates a `parties.toml` file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Syntax { path: None, message } => {
-                ConfigError::Syntax { path: Some(path.to_path_buf()), message }
-            }
+            ConfigError::Syntax {
+                path: None,
+                message,
+            } => ConfigError::Syntax {
+                path: Some(path.to_path_buf()),
+                message,
+            },
             other => other,
         })
     }
 
     /// Parses and validates `parties.toml` text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Syntax { path: None, message: e.to_string() })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: None,
+            message: e.to_string(),
+        })?;
         let mut entries = Vec::with_capacity(raw.party.len());
         for p in raw.party {
             let id = u8::try_from(p.id)
                 .ok()
                 .and_then(PartyId::new)
                 .ok_or(ConfigError::BadId { value: p.id })?;
-            let address = PartyAddress::parse(&p.address).map_err(|reason| {
-                ConfigError::BadAddress { id: id.get(), value: p.address.clone(), reason }
-            })?;
+            let address =
+                PartyAddress::parse(&p.address).map_err(|reason| ConfigError::BadAddress {
+                    id: id.get(),
+                    value: p.address.clone(),
+                    reason,
+                })?;
             let public_key = p.public_key.parse().map_err(|source| ConfigError::BadKey {
                 field: format!("party {id} public_key"),
                 value: p.public_key.clone(),
                 source,
             })?;
-            entries.push(PartyEntry { id, address, public_key });
+            entries.push(PartyEntry {
+                id,
+                address,
+                public_key,
+            });
         }
         let owner = raw
             .owner_public_key
@@ -345,7 +384,11 @@ impl PartiesConfig {
         };
         config.timeouts = Timeouts {
             connect: ms(raw.timeouts.connect_ms, "connect_ms", defaults.connect)?,
-            handshake: ms(raw.timeouts.handshake_ms, "handshake_ms", defaults.handshake)?,
+            handshake: ms(
+                raw.timeouts.handshake_ms,
+                "handshake_ms",
+                defaults.handshake,
+            )?,
             io: ms(raw.timeouts.io_ms, "io_ms", defaults.io)?,
             startup: ms(raw.timeouts.startup_ms, "startup_ms", defaults.startup)?,
         };
@@ -370,7 +413,10 @@ impl PartiesConfig {
             t.io.as_millis(),
             t.startup.as_millis()
         ));
-        out.push_str(&format!("[limits]\nmax_message_bytes = {}\n", self.max_message_bytes));
+        out.push_str(&format!(
+            "[limits]\nmax_message_bytes = {}\n",
+            self.max_message_bytes
+        ));
         for p in &self.parties {
             out.push_str(&format!(
                 "\n[[party]]\nid = {}\naddress = \"{}\"\npublic_key = \"{}\"\n",
@@ -387,7 +433,10 @@ impl PartiesConfig {
 
     pub fn with_max_message_bytes(mut self, max: u64) -> Result<Self, ConfigError> {
         if max < MIN_MAX_MESSAGE_BYTES {
-            return Err(ConfigError::TinyLimit { value: max, min: MIN_MAX_MESSAGE_BYTES });
+            return Err(ConfigError::TinyLimit {
+                value: max,
+                min: MIN_MAX_MESSAGE_BYTES,
+            });
         }
         self.max_message_bytes = max;
         Ok(self)
@@ -415,7 +464,10 @@ impl PartiesConfig {
 
     /// The party holding `key`, if any.
     pub fn party_with_key(&self, key: &PublicKey) -> Option<PartyId> {
-        self.parties.iter().find(|p| &p.public_key == key).map(|p| p.id)
+        self.parties
+            .iter()
+            .find(|p| &p.public_key == key)
+            .map(|p| p.id)
     }
 
     /// Hash of the canonical identity part (party ids and keys, owner key), bound into every
@@ -440,7 +492,9 @@ mod tests {
     use crate::net::keys::StaticKeypair;
 
     fn keys(n: usize) -> Vec<PublicKey> {
-        (0..n).map(|_| StaticKeypair::generate().unwrap().public_key()).collect()
+        (0..n)
+            .map(|_| StaticKeypair::generate().unwrap().public_key())
+            .collect()
     }
 
     fn text(keys: &[PublicKey], extra: &str) -> String {
@@ -458,7 +512,10 @@ mod tests {
     fn parses_valid_file_in_any_order() {
         let k = keys(4);
         let owner = k[3];
-        let mut body = text(&k[..3], &format!("owner_public_key = \"{owner}\"\n[timeouts]\nio_ms = 1500\n"));
+        let mut body = text(
+            &k[..3],
+            &format!("owner_public_key = \"{owner}\"\n[timeouts]\nio_ms = 1500\n"),
+        );
         // Reverse the party blocks by moving party 0 to the end.
         let first = body.find("[[party]]").unwrap();
         let second = body[first + 1..].find("[[party]]").unwrap() + first + 1;
@@ -469,7 +526,10 @@ mod tests {
         for (i, id) in PartyId::ALL.iter().enumerate() {
             assert_eq!(c.party(*id).id, *id);
             assert_eq!(c.party(*id).public_key, k[i]);
-            assert_eq!(c.party(*id).address.as_str(), format!("127.0.0.1:{}", 7100 + i));
+            assert_eq!(
+                c.party(*id).address.as_str(),
+                format!("127.0.0.1:{}", 7100 + i)
+            );
         }
         assert_eq!(c.owner_public_key(), Some(&owner));
         assert_eq!(c.timeouts().io, Duration::from_millis(1500));
@@ -481,10 +541,13 @@ mod tests {
     #[test]
     fn to_toml_round_trips() {
         let k = keys(4);
-        let c = PartiesConfig::parse(&text(&k[..3], &format!("owner_public_key = \"{}\"\n", k[3])))
-            .unwrap()
-            .with_max_message_bytes(1 << 20)
-            .unwrap();
+        let c = PartiesConfig::parse(&text(
+            &k[..3],
+            &format!("owner_public_key = \"{}\"\n", k[3]),
+        ))
+        .unwrap()
+        .with_max_message_bytes(1 << 20)
+        .unwrap();
         assert_eq!(PartiesConfig::parse(&c.to_toml()).unwrap(), c);
     }
 
@@ -501,7 +564,10 @@ mod tests {
         assert!(matches!(err, ConfigError::MissingParty { id: PartyId(2) }));
         assert!(err.to_string().contains("party 2 is missing"));
         let bad_id = text(&k, "").replace("id = 2", "id = 7");
-        assert!(matches!(PartiesConfig::parse(&bad_id), Err(ConfigError::BadId { value: 7 })));
+        assert!(matches!(
+            PartiesConfig::parse(&bad_id),
+            Err(ConfigError::BadId { value: 7 })
+        ));
     }
 
     #[test]
@@ -524,7 +590,8 @@ mod tests {
             let bad = good.replace("127.0.0.1:7101", addr);
             let err = PartiesConfig::parse(&bad).unwrap_err();
             assert!(
-                matches!(&err, ConfigError::BadAddress { id: 1, .. }) && err.to_string().contains(why),
+                matches!(&err, ConfigError::BadAddress { id: 1, .. })
+                    && err.to_string().contains(why),
                 "{addr}: {err}"
             );
         }
@@ -540,21 +607,32 @@ mod tests {
             Err(ConfigError::DuplicateAddress { .. })
         ));
         let same_key = good.replace(&k[2].to_string(), &k[0].to_string());
-        assert!(matches!(PartiesConfig::parse(&same_key), Err(ConfigError::DuplicateKey { .. })));
+        assert!(matches!(
+            PartiesConfig::parse(&same_key),
+            Err(ConfigError::DuplicateKey { .. })
+        ));
     }
 
     #[test]
     fn typos_and_zero_timeouts_are_rejected() {
         let k = keys(3);
         let typo = text(&k, "").replace("public_key", "publickey");
-        assert!(matches!(PartiesConfig::parse(&typo), Err(ConfigError::Syntax { .. })));
+        assert!(matches!(
+            PartiesConfig::parse(&typo),
+            Err(ConfigError::Syntax { .. })
+        ));
         let zero = text(&k, "[timeouts]\nconnect_ms = 0\n");
         assert!(matches!(
             PartiesConfig::parse(&zero),
-            Err(ConfigError::ZeroTimeout { field: "connect_ms" })
+            Err(ConfigError::ZeroTimeout {
+                field: "connect_ms"
+            })
         ));
         let tiny = text(&k, "[limits]\nmax_message_bytes = 10\n");
-        assert!(matches!(PartiesConfig::parse(&tiny), Err(ConfigError::TinyLimit { .. })));
+        assert!(matches!(
+            PartiesConfig::parse(&tiny),
+            Err(ConfigError::TinyLimit { .. })
+        ));
     }
 
     #[test]
@@ -568,9 +646,11 @@ mod tests {
         assert_eq!(base.hash(), moved.hash());
         let other_key = PartiesConfig::parse(&text(&[k[0], k[1], k[3]], "")).unwrap();
         assert_ne!(base.hash(), other_key.hash());
-        let with_owner =
-            PartiesConfig::parse(&text(&k[..3], &format!("owner_public_key = \"{}\"\n", k[3])))
-                .unwrap();
+        let with_owner = PartiesConfig::parse(&text(
+            &k[..3],
+            &format!("owner_public_key = \"{}\"\n", k[3]),
+        ))
+        .unwrap();
         assert_ne!(base.hash(), with_owner.hash());
         // Swapping two parties' keys changes which id a key belongs to.
         let swapped = PartiesConfig::parse(&text(&[k[1], k[0], k[2]], "")).unwrap();

@@ -39,7 +39,9 @@ pub enum KeyTextError {
 /// Problems reading, writing or generating key files.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("key file {path} already exists; refusing to overwrite it (use --force to replace it)")]
+    #[error(
+        "key file {path} already exists; refusing to overwrite it (use --force to replace it)"
+    )]
     AlreadyExists { path: PathBuf },
     #[error("cannot read key file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
@@ -52,8 +54,14 @@ pub enum KeyError {
     #[error("key file {path}: bad private key: {source}")]
     BadPrivateKey { path: PathBuf, source: KeyTextError },
     #[error("key file {path}: the recorded public key {recorded} does not match the private key (which gives {derived}); the file is corrupted")]
-    Inconsistent { path: PathBuf, recorded: String, derived: PublicKey },
-    #[error("key file {path} is accessible by group or others (mode {mode:o}); run `chmod 600 {path}`")]
+    Inconsistent {
+        path: PathBuf,
+        recorded: String,
+        derived: PublicKey,
+    },
+    #[error(
+        "key file {path} is accessible by group or others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
     InsecurePermissions { path: PathBuf, mode: u32 },
     #[error("the operating system's random number generator failed: {0}")]
     Rng(String),
@@ -110,10 +118,16 @@ impl FromStr for PublicKey {
 fn parse_key_hex(s: &str) -> Result<[u8; KEY_LEN], KeyTextError> {
     if let Some((position, character)) = s.chars().enumerate().find(|(_, c)| !c.is_ascii_hexdigit())
     {
-        return Err(KeyTextError::NotHex { character, position });
+        return Err(KeyTextError::NotHex {
+            character,
+            position,
+        });
     }
     if s.len() != 2 * KEY_LEN {
-        return Err(KeyTextError::WrongLength { expected: 2 * KEY_LEN, found: s.chars().count() });
+        return Err(KeyTextError::WrongLength {
+            expected: 2 * KEY_LEN,
+            found: s.chars().count(),
+        });
     }
     let mut out = [0u8; KEY_LEN];
     hex::decode_to_slice(s, &mut out).map_err(|_| KeyTextError::WrongLength {
@@ -143,7 +157,10 @@ impl StaticKeypair {
     /// Builds the key pair of a given private key (clamped as X25519 prescribes).
     pub fn from_private_bytes(private: [u8; KEY_LEN]) -> Self {
         let public = MontgomeryPoint::mul_base_clamped(private).to_bytes();
-        Self { private, public: PublicKey(public) }
+        Self {
+            private,
+            public: PublicKey(public),
+        }
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -169,26 +186,40 @@ impl StaticKeypair {
     /// left alone and reported.
     pub fn save(&self, path: &Path, force: bool) -> Result<(), KeyError> {
         if !force && path.symlink_metadata().is_ok() {
-            return Err(KeyError::AlreadyExists { path: path.to_path_buf() });
+            return Err(KeyError::AlreadyExists {
+                path: path.to_path_buf(),
+            });
         }
         crate::atomic::write_atomic_with_mode(path, self.file_text().as_bytes(), Some(0o600))
-            .map_err(|source| KeyError::Write { path: path.to_path_buf(), source })
+            .map_err(|source| KeyError::Write {
+                path: path.to_path_buf(),
+                source,
+            })
     }
 
     /// Reads a key file written by [`StaticKeypair::save`]. On Unix, a file that group or
     /// others may access is refused, as ssh does, because the key is the party's identity.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let err_path = || path.to_path_buf();
-        let bytes = std::fs::read(path).map_err(|source| KeyError::Read { path: err_path(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+            path: err_path(),
+            source,
+        })?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(path)
-                .map_err(|source| KeyError::Read { path: err_path(), source })?
+                .map_err(|source| KeyError::Read {
+                    path: err_path(),
+                    source,
+                })?
                 .permissions()
                 .mode();
             if mode & 0o077 != 0 {
-                return Err(KeyError::InsecurePermissions { path: err_path(), mode: mode & 0o7777 });
+                return Err(KeyError::InsecurePermissions {
+                    path: err_path(),
+                    mode: mode & 0o7777,
+                });
             }
         }
         let text = String::from_utf8(bytes).map_err(|_| KeyError::NotText { path: err_path() })?;
@@ -202,14 +233,23 @@ impl StaticKeypair {
             }
         }
         let [line] = data_lines.as_slice() else {
-            return Err(KeyError::LineCount { path: err_path(), found: data_lines.len() });
+            return Err(KeyError::LineCount {
+                path: err_path(),
+                found: data_lines.len(),
+            });
         };
-        let private = parse_key_hex(line)
-            .map_err(|source| KeyError::BadPrivateKey { path: err_path(), source })?;
+        let private = parse_key_hex(line).map_err(|source| KeyError::BadPrivateKey {
+            path: err_path(),
+            source,
+        })?;
         let pair = Self::from_private_bytes(private);
         if let Some(recorded) = recorded {
             if !recorded.eq_ignore_ascii_case(&pair.public.to_hex()) {
-                return Err(KeyError::Inconsistent { path: err_path(), recorded, derived: pair.public });
+                return Err(KeyError::Inconsistent {
+                    path: err_path(),
+                    recorded,
+                    derived: pair.public,
+                });
             }
         }
         Ok(pair)
@@ -314,7 +354,10 @@ mod tests {
         let err = StaticKeypair::load(&short).unwrap_err();
         assert!(matches!(
             err,
-            KeyError::BadPrivateKey { source: KeyTextError::WrongLength { found: 4, .. }, .. }
+            KeyError::BadPrivateKey {
+                source: KeyTextError::WrongLength { found: 4, .. },
+                ..
+            }
         ));
         assert!(err.to_string().contains(&short.display().to_string()));
 
@@ -323,7 +366,10 @@ mod tests {
         assert!(matches!(
             err,
             KeyError::BadPrivateKey {
-                source: KeyTextError::NotHex { character: 'z', position: 62 },
+                source: KeyTextError::NotHex {
+                    character: 'z',
+                    position: 62
+                },
                 ..
             }
         ));
@@ -347,7 +393,9 @@ mod tests {
         keygen(&path, false).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let last = text.trim_end().lines().last().unwrap().to_owned();
-        let flipped = if last.starts_with('0') { format!("1{}", &last[1..]) } else { format!("0{}", &last[1..]) };
+        // Change the first hex digit (the high nibble of byte 0, which clamping keeps).
+        let (head, tail) = last.split_at(1);
+        let flipped = format!("{}{tail}", if head == "0" { "1" } else { "0" });
         write_key_file(dir.path(), &text.replace(&last, &flipped));
         let err = StaticKeypair::load(&dir.path().join("key")).unwrap_err();
         assert!(matches!(err, KeyError::Inconsistent { .. }), "{err}");
@@ -362,7 +410,10 @@ mod tests {
         keygen(&path, false).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = StaticKeypair::load(&path).unwrap_err();
-        assert!(matches!(err, KeyError::InsecurePermissions { mode: 0o644, .. }), "{err}");
+        assert!(
+            matches!(err, KeyError::InsecurePermissions { mode: 0o644, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("chmod 600"));
     }
 
@@ -372,13 +423,19 @@ mod tests {
         let text = pair.public_key().to_string();
         assert_eq!(text.len(), 64);
         assert_eq!(text.parse::<PublicKey>().unwrap(), pair.public_key());
-        assert_eq!(text.to_uppercase().parse::<PublicKey>().unwrap(), pair.public_key());
+        assert_eq!(
+            text.to_uppercase().parse::<PublicKey>().unwrap(),
+            pair.public_key()
+        );
         assert!(matches!(
             text[..60].parse::<PublicKey>(),
             Err(KeyTextError::WrongLength { found: 60, .. })
         ));
         // All-zero is a low-order point: DH with it yields zero.
-        assert!(matches!("00".repeat(32).parse::<PublicKey>(), Err(KeyTextError::InvalidPoint(_))));
+        assert!(matches!(
+            "00".repeat(32).parse::<PublicKey>(),
+            Err(KeyTextError::InvalidPoint(_))
+        ));
         assert!(matches!(
             format!("g{}", &text[1..]).parse::<PublicKey>(),
             Err(KeyTextError::NotHex { position: 0, .. })

@@ -27,9 +27,16 @@ pub enum Message {
     /// Model owner -> party: this party's share of the model.
     ShareModel { share: Vec<u8> },
     /// Client -> party: this party's share of the input tensor of the given shape.
-    PredictRequest { request_id: u64, shape: Vec<u32>, input_share: Vec<u8> },
+    PredictRequest {
+        request_id: u64,
+        shape: Shape,
+        input_share: Vec<u8>,
+    },
     /// Party -> client: this party's share of the output for `request_id`.
-    PredictResponse { request_id: u64, output_share: Vec<u8> },
+    PredictResponse {
+        request_id: u64,
+        output_share: Vec<u8>,
+    },
     /// Either direction: a refusal or failure the other side should show.
     Error { text: String },
     /// Party <-> party: one payload of the secure-computation protocol.
@@ -55,26 +62,31 @@ impl Message {
                 out.push(TAG_SHARE_MODEL);
                 put_bytes(&mut out, share);
             }
-            Message::PredictRequest { request_id, shape, input_share } => {
+            Message::PredictRequest {
+                request_id,
+                shape,
+                input_share,
+            } => {
                 out.push(TAG_PREDICT_REQUEST);
                 out.extend_from_slice(&request_id.to_le_bytes());
-                // Encoding a rank over MAX_RANK would produce a message every decoder
-                // rejects; truncating silently would be worse, so the rank byte says what it
-                // is and the decoder reports it.
-                out.push(u8::try_from(shape.len()).unwrap_or(u8::MAX));
-                for d in shape {
+                // `Shape` guarantees rank <= MAX_RANK, so the rank fits its byte.
+                out.push(shape.rank() as u8);
+                for d in shape.dims() {
                     out.extend_from_slice(&d.to_le_bytes());
                 }
                 put_bytes(&mut out, input_share);
             }
-            Message::PredictResponse { request_id, output_share } => {
+            Message::PredictResponse {
+                request_id,
+                output_share,
+            } => {
                 out.push(TAG_PREDICT_RESPONSE);
                 out.extend_from_slice(&request_id.to_le_bytes());
                 put_bytes(&mut out, output_share);
             }
             Message::Error { text } => {
                 out.push(TAG_ERROR);
-                let bytes = text.as_bytes();
+                let bytes = truncate_text(text).as_bytes();
                 out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
                 out.extend_from_slice(bytes);
             }
@@ -91,9 +103,9 @@ impl Message {
             + 8
             + match self {
                 Message::ShareModel { share } => share.len(),
-                Message::PredictRequest { shape, input_share, .. } => {
-                    1 + 4 * shape.len() + input_share.len()
-                }
+                Message::PredictRequest {
+                    shape, input_share, ..
+                } => 1 + 4 * shape.rank() + input_share.len(),
                 Message::PredictResponse { output_share, .. } => output_share.len(),
                 Message::Error { text } => text.len(),
                 Message::Mpc { payload } => payload.len(),
@@ -104,16 +116,28 @@ impl Message {
         let mut r = Reader { bytes, pos: 0 };
         let tag = r.u8("tag")?;
         let message = match tag {
-            TAG_SHARE_MODEL => Message::ShareModel { share: r.byte_string("share")? },
+            TAG_SHARE_MODEL => Message::ShareModel {
+                share: r.byte_string("share")?,
+            },
             TAG_PREDICT_REQUEST => {
                 let request_id = r.u64("request_id")?;
                 let rank = usize::from(r.u8("rank")?);
                 if rank > MAX_RANK {
-                    return Err(DecodeError::RankTooLarge { rank, max: MAX_RANK });
+                    return Err(DecodeError::RankTooLarge {
+                        rank,
+                        max: MAX_RANK,
+                    });
                 }
-                let shape = (0..rank).map(|_| r.u32("shape")).collect::<Result<Vec<_>, _>>()?;
+                let dims = (0..rank)
+                    .map(|_| r.u32("shape"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let shape = Shape::new(dims)?;
                 let input_share = r.byte_string("input_share")?;
-                Message::PredictRequest { request_id, shape, input_share }
+                Message::PredictRequest {
+                    request_id,
+                    shape,
+                    input_share,
+                }
             }
             TAG_PREDICT_RESPONSE => Message::PredictResponse {
                 request_id: r.u64("request_id")?,
@@ -125,10 +149,14 @@ impl Message {
                     return Err(DecodeError::TextTooLong { len, max: MAX_TEXT });
                 }
                 let raw = r.take(len, "text")?;
-                let text = std::str::from_utf8(raw).map_err(|_| DecodeError::BadUtf8)?.to_owned();
+                let text = std::str::from_utf8(raw)
+                    .map_err(|_| DecodeError::BadUtf8)?
+                    .to_owned();
                 Message::Error { text }
             }
-            TAG_MPC => Message::Mpc { payload: r.byte_string("payload")? },
+            TAG_MPC => Message::Mpc {
+                payload: r.byte_string("payload")?,
+            },
             other => return Err(DecodeError::UnknownTag(other)),
         };
         let trailing = bytes.len() - r.pos;
@@ -144,17 +172,73 @@ impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Message::ShareModel { share } => write!(f, "ShareModel({} bytes)", share.len()),
-            Message::PredictRequest { request_id, shape, input_share } => write!(
+            Message::PredictRequest {
+                request_id,
+                shape,
+                input_share,
+            } => write!(
                 f,
-                "PredictRequest(id {request_id}, shape {shape:?}, {} bytes)",
+                "PredictRequest(id {request_id}, shape {:?}, {} bytes)",
+                shape.dims(),
                 input_share.len()
             ),
-            Message::PredictResponse { request_id, output_share } => {
-                write!(f, "PredictResponse(id {request_id}, {} bytes)", output_share.len())
+            Message::PredictResponse {
+                request_id,
+                output_share,
+            } => {
+                write!(
+                    f,
+                    "PredictResponse(id {request_id}, {} bytes)",
+                    output_share.len()
+                )
             }
             Message::Error { text } => write!(f, "Error({text:?})"),
             Message::Mpc { payload } => write!(f, "Mpc({} bytes)", payload.len()),
         }
+    }
+}
+
+/// Cuts an error text to at most [`MAX_TEXT`] bytes on a character boundary, so every
+/// encodable message also decodes.
+fn truncate_text(text: &str) -> &str {
+    if text.len() <= MAX_TEXT {
+        return text;
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The dimensions of a tensor, at most [`MAX_RANK`] of them.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Shape(Vec<u32>);
+
+impl Shape {
+    pub fn new(dims: Vec<u32>) -> Result<Self, DecodeError> {
+        if dims.len() > MAX_RANK {
+            return Err(DecodeError::RankTooLarge {
+                rank: dims.len(),
+                max: MAX_RANK,
+            });
+        }
+        Ok(Self(dims))
+    }
+
+    pub fn dims(&self) -> &[u32] {
+        &self.0
+    }
+
+    pub fn rank(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The number of elements, or `None` if it overflows `u64`.
+    pub fn element_count(&self) -> Option<u64> {
+        self.0
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(u64::from(d)))
     }
 }
 
@@ -168,7 +252,11 @@ pub enum DecodeError {
     #[error("unknown message tag {0}")]
     UnknownTag(u8),
     #[error("truncated message: {field} needs {needed} bytes, {available} remain")]
-    Truncated { field: &'static str, needed: u64, available: usize },
+    Truncated {
+        field: &'static str,
+        needed: u64,
+        available: usize,
+    },
     #[error("{count} unexpected bytes after the end of the message")]
     TrailingBytes { count: usize },
     #[error("tensor rank {rank} exceeds the maximum of {max}")]
@@ -188,7 +276,11 @@ impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         let available = self.bytes.len() - self.pos;
         if n > available {
-            return Err(DecodeError::Truncated { field, needed: n as u64, available });
+            return Err(DecodeError::Truncated {
+                field,
+                needed: n as u64,
+                available,
+            });
         }
         let out = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
@@ -218,7 +310,11 @@ impl<'a> Reader<'a> {
         let available = self.bytes.len() - self.pos;
         // Compare in u64 first: a hostile length must not wrap when narrowed to usize.
         if len > available as u64 {
-            return Err(DecodeError::Truncated { field, needed: len, available });
+            return Err(DecodeError::Truncated {
+                field,
+                needed: len,
+                available,
+            });
         }
         Ok(self.take(len as usize, field)?.to_vec())
     }
@@ -246,7 +342,7 @@ mod tests {
     fn request_layout_matches_the_documented_format() {
         let m = Message::PredictRequest {
             request_id: 0x0102_0304_0506_0708,
-            shape: vec![1, 224, 224],
+            shape: Shape::new(vec![1, 224, 224]).unwrap(),
             input_share: vec![9, 8, 7],
         };
         let want = reference_encode_request(0x0102_0304_0506_0708, &[1, 224, 224], &[9, 8, 7]);
@@ -261,40 +357,82 @@ mod tests {
             Err(DecodeError::Truncated { field: "tag", .. })
         ));
         assert_eq!(Message::decode(&[0]), Err(DecodeError::UnknownTag(0)));
-        assert_eq!(Message::decode(&[99, 1, 2]), Err(DecodeError::UnknownTag(99)));
+        assert_eq!(
+            Message::decode(&[99, 1, 2]),
+            Err(DecodeError::UnknownTag(99))
+        );
         // A length far beyond the data: rejected before any allocation.
         let mut huge = vec![TAG_MPC];
         huge.extend(u64::MAX.to_le_bytes());
         assert!(matches!(
             Message::decode(&huge),
-            Err(DecodeError::Truncated { needed: u64::MAX, available: 0, .. })
+            Err(DecodeError::Truncated {
+                needed: u64::MAX,
+                available: 0,
+                ..
+            })
         ));
-        let mut ok = Message::Mpc { payload: vec![1, 2, 3] }.encode();
+        let mut ok = Message::Mpc {
+            payload: vec![1, 2, 3],
+        }
+        .encode();
         ok.push(0);
-        assert_eq!(Message::decode(&ok), Err(DecodeError::TrailingBytes { count: 1 }));
+        assert_eq!(
+            Message::decode(&ok),
+            Err(DecodeError::TrailingBytes { count: 1 })
+        );
         let deep = reference_encode_request(1, &[1; 9], &[]);
-        assert!(matches!(Message::decode(&deep), Err(DecodeError::RankTooLarge { rank: 9, .. })));
+        assert!(matches!(
+            Message::decode(&deep),
+            Err(DecodeError::RankTooLarge { rank: 9, .. })
+        ));
         let mut bad_text = vec![TAG_ERROR];
         bad_text.extend(2u32.to_le_bytes());
         bad_text.extend([0xff, 0xfe]);
         assert_eq!(Message::decode(&bad_text), Err(DecodeError::BadUtf8));
         let mut long_text = vec![TAG_ERROR];
         long_text.extend((MAX_TEXT as u32 + 1).to_le_bytes());
-        assert!(matches!(Message::decode(&long_text), Err(DecodeError::TextTooLong { .. })));
+        assert!(matches!(
+            Message::decode(&long_text),
+            Err(DecodeError::TextTooLong { .. })
+        ));
     }
 
     #[test]
     fn every_strict_prefix_is_rejected() {
-        let m = Message::PredictRequest { request_id: 7, shape: vec![2, 3], input_share: vec![5; 10] };
+        let m = Message::PredictRequest {
+            request_id: 7,
+            shape: Shape::new(vec![2, 3]).unwrap(),
+            input_share: vec![5; 10],
+        };
         let bytes = m.encode();
         for cut in 0..bytes.len() {
-            assert!(Message::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes accepted");
+            assert!(
+                Message::decode(&bytes[..cut]).is_err(),
+                "prefix of {cut} bytes accepted"
+            );
         }
     }
 
     #[test]
+    fn shape_rank_and_overlong_text() {
+        assert!(Shape::new(vec![1; MAX_RANK + 1]).is_err());
+        assert_eq!(Shape::new(vec![2, 3, 4]).unwrap().element_count(), Some(24));
+        assert_eq!(Shape::new(vec![u32::MAX; 3]).unwrap().element_count(), None);
+        // An over-long text is cut on a char boundary and still decodes.
+        let text = "é".repeat(MAX_TEXT);
+        let back = Message::decode(&Message::Error { text: text.clone() }.encode()).unwrap();
+        let Message::Error { text: got } = back else {
+            panic!("wrong variant")
+        };
+        assert!(got.len() <= MAX_TEXT && text.starts_with(&got) && !got.is_empty());
+    }
+
+    #[test]
     fn debug_shows_sizes_not_contents() {
-        let m = Message::Mpc { payload: vec![0xAB; 4] };
+        let m = Message::Mpc {
+            payload: vec![0xAB; 4],
+        };
         let shown = format!("{m:?}");
         assert_eq!(shown, "Mpc(4 bytes)");
     }
@@ -303,18 +441,22 @@ mod tests {
         let bytes = || proptest::collection::vec(any::<u8>(), 0..300);
         prop_oneof![
             bytes().prop_map(|share| Message::ShareModel { share }),
-            (any::<u64>(), proptest::collection::vec(any::<u32>(), 0..=MAX_RANK), bytes()).prop_map(
-                |(request_id, shape, input_share)| Message::PredictRequest {
+            (
+                any::<u64>(),
+                proptest::collection::vec(any::<u32>(), 0..=MAX_RANK),
+                bytes()
+            )
+                .prop_map(|(request_id, dims, input_share)| Message::PredictRequest {
                     request_id,
-                    shape,
+                    shape: Shape::new(dims).expect("rank within MAX_RANK"),
                     input_share
-                }
-            ),
-            (any::<u64>(), bytes())
-                .prop_map(|(request_id, output_share)| Message::PredictResponse {
-                    request_id,
-                    output_share
                 }),
+            (any::<u64>(), bytes()).prop_map(|(request_id, output_share)| {
+                Message::PredictResponse {
+                    request_id,
+                    output_share,
+                }
+            }),
             ".{0,100}".prop_map(|text| Message::Error { text }),
             bytes().prop_map(|payload| Message::Mpc { payload }),
         ]

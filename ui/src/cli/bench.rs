@@ -11,6 +11,20 @@ use std::time::Instant;
 pub enum BenchCommand {
     /// Images/s of both preprocessing techniques on generated 1300x1000 JPEGs.
     Preprocess(PreprocessBench),
+    /// Training images/s (plain and DP-SGD, batch 32 and 64) and inference latency of dnn-max.
+    Train(TrainBench),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainBench {
+    /// Timed steps per configuration (after one warm-up step).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Use CUDA when built with the cuda feature and a GPU is present.
+    #[arg(long)]
+    pub cuda: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -26,6 +40,15 @@ pub struct PreprocessBench {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Preprocess(b) => preprocess_bench(b),
+        BenchCommand::Train(b) => {
+            let r = privxray::train::bench::run(b.steps, b.cuda)?;
+            if b.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("{r}");
+            }
+            Ok(())
+        }
     }
 }
 

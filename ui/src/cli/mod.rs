@@ -3,6 +3,8 @@
 mod bench;
 mod data;
 mod plot;
+mod predict;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +27,18 @@ pub enum Command {
     Synth(data::SynthArgs),
     /// Import a dataset folder and preprocess it with technique 1 or 2, using a cache.
     Preprocess(data::PreprocessArgs),
+    /// Train a model (optionally with DP-SGD), keeping the best checkpoint by validation accuracy.
+    Train(train::TrainArgs),
+    /// Evaluate a checkpoint on the merged test and val sets.
+    Evaluate(train::EvaluateArgs),
+    /// Classify images: plaintext, or privately with three secure-computation parties.
+    Predict(predict::PredictArgs),
+    /// Epsilon of a DP-SGD training, or the noise multiplier for a target epsilon.
+    Epsilon(train::EpsilonArgs),
+    /// Membership-inference audit (loss threshold attack) of a trained model.
+    Audit(train::AuditArgs),
+    /// Train one run per noise multiplier: a table and a PNG of test accuracy against epsilon.
+    Sweep(train::SweepArgs),
     /// Accuracy and loss curves of a training run as PNGs.
     Plot(plot::PlotArgs),
     /// Benchmarks that print figures.
@@ -36,6 +50,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Synth(a)) => data::synth(a),
         Some(Command::Preprocess(a)) => data::preprocess(a),
+        Some(Command::Train(a)) => train::train_cmd(a),
+        Some(Command::Evaluate(a)) => train::evaluate_cmd(a),
+        Some(Command::Predict(a)) => predict::run(a),
+        Some(Command::Epsilon(a)) => train::epsilon_cmd(a),
+        Some(Command::Audit(a)) => train::audit_cmd(a),
+        Some(Command::Sweep(a)) => train::sweep_cmd(a),
         Some(Command::Plot(a)) => plot::run(a),
         Some(Command::Bench(b)) => bench::run(b),
         None => data::default_job(),

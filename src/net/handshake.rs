@@ -1,0 +1,917 @@
+//! Connection set-up: the hello, the prologue and the Noise handshakes.
+//!
+//! An initiator first sends a fixed 39-byte hello in the clear:
+//!
+//! ```text
+//! "PXN1" | role (1 party, 2 client, 3 model owner) | initiator party id (0xFF if none)
+//!        | responder party id | BLAKE2s hash of the parties.toml identity part (32 bytes)
+//! ```
+//!
+//! The hello lets the responder pick the pattern and the pinned key before the handshake (KK
+//! needs the initiator's key up front) and give a precise refusal reason for a wrong file or a
+//! wrong address. It is not trusted: the prologue of the handshake is a fixed label followed by
+//! the hello bytes, so a hello altered in transit, or two sides holding different files, make
+//! the handshake fail authentication.
+//!
+//! Patterns (all `_25519_ChaChaPoly_BLAKE2s`):
+//! - party to party: `KK`, both static keys pinned from the file; the higher id initiates;
+//! - client to party: `NK`, the client is anonymous and pins the party's key;
+//! - model owner to party: `IK`, the party checks the owner's key against `owner_public_key`.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use snow::{Builder, HandshakeState};
+
+use super::channel::{read_record, write_record, SecureChannel, MAX_RECORD};
+use super::config::{ConfigHash, PartiesConfig, PartyAddress, PartyId};
+use super::error::NetError;
+use super::keys::{PublicKey, StaticKeypair};
+
+const MAGIC: &[u8; 4] = b"PXN1";
+const HELLO_LEN: usize = 4 + 1 + 1 + 1 + 32;
+const NO_PARTY: u8 = 0xFF;
+const PROLOGUE_LABEL: &[u8] = b"privxray noise prologue v1\0";
+
+const PATTERN_KK: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";
+const PATTERN_NK: &str = "Noise_NK_25519_ChaChaPoly_BLAKE2s";
+const PATTERN_IK: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
+
+/// Who is at the other end of a channel.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PeerRole {
+    Party(PartyId),
+    Client,
+    Owner,
+}
+
+impl PeerRole {
+    fn code(self) -> u8 {
+        match self {
+            PeerRole::Party(_) => 1,
+            PeerRole::Client => 2,
+            PeerRole::Owner => 3,
+        }
+    }
+
+    fn pattern(self) -> &'static str {
+        match self {
+            PeerRole::Party(_) => PATTERN_KK,
+            PeerRole::Client => PATTERN_NK,
+            PeerRole::Owner => PATTERN_IK,
+        }
+    }
+}
+
+impl fmt::Display for PeerRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerRole::Party(id) => write!(f, "party {id}"),
+            PeerRole::Client => f.write_str("client"),
+            PeerRole::Owner => f.write_str("model owner"),
+        }
+    }
+}
+
+/// The cleartext hello an initiator sends before the handshake.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Hello {
+    /// The initiator's role (with its party id when it is a party).
+    from: PeerRole,
+    to: PartyId,
+    config: ConfigHash,
+}
+
+impl Hello {
+    fn encode(&self) -> [u8; HELLO_LEN] {
+        let mut out = [0u8; HELLO_LEN];
+        out[..4].copy_from_slice(MAGIC);
+        out[4] = self.from.code();
+        out[5] = match self.from {
+            PeerRole::Party(id) => id.get(),
+            _ => NO_PARTY,
+        };
+        out[6] = self.to.get();
+        out[7..].copy_from_slice(&self.config.0);
+        out
+    }
+
+    fn decode(bytes: &[u8; HELLO_LEN]) -> Result<Self, String> {
+        if &bytes[..4] != MAGIC {
+            return Err("not a privxray connection (bad magic)".into());
+        }
+        let from = match (bytes[4], bytes[5]) {
+            (1, id) => PeerRole::Party(
+                PartyId::new(id)
+                    .ok_or_else(|| format!("initiator party id {id} is not 0, 1 or 2"))?,
+            ),
+            (2, NO_PARTY) => PeerRole::Client,
+            (3, NO_PARTY) => PeerRole::Owner,
+            (role, id) => return Err(format!("unknown role {role} with party id {id}")),
+        };
+        let to = PartyId::new(bytes[6])
+            .ok_or_else(|| format!("responder party id {} is not 0, 1 or 2", bytes[6]))?;
+        let mut config = [0u8; 32];
+        config.copy_from_slice(&bytes[7..]);
+        Ok(Self {
+            from,
+            to,
+            config: ConfigHash(config),
+        })
+    }
+
+    fn prologue(&self) -> Vec<u8> {
+        let mut p = PROLOGUE_LABEL.to_vec();
+        p.extend_from_slice(&self.encode());
+        p
+    }
+}
+
+/// A computing party's own identity: the shared configuration, its id and its static key.
+#[derive(Debug)]
+pub struct LocalParty {
+    config: PartiesConfig,
+    id: PartyId,
+    keypair: StaticKeypair,
+}
+
+impl LocalParty {
+    /// Checks that `keypair` is the key pinned for `id` in `config`.
+    pub fn new(
+        config: PartiesConfig,
+        id: PartyId,
+        keypair: StaticKeypair,
+    ) -> Result<Self, NetError> {
+        let configured = config.party(id).public_key;
+        if keypair.public_key() != configured {
+            return Err(NetError::KeyNotInConfig {
+                id,
+                ours: keypair.public_key(),
+                configured,
+            });
+        }
+        Ok(Self {
+            config,
+            id,
+            keypair,
+        })
+    }
+
+    pub fn config(&self) -> &PartiesConfig {
+        &self.config
+    }
+
+    /// Overrides the timeouts (for example from a command-line flag). Timeouts are not part
+    /// of the configuration hash, so this does not affect the handshake binding.
+    pub fn with_timeouts(mut self, timeouts: crate::net::config::Timeouts) -> Self {
+        self.config = self.config.with_timeouts(timeouts);
+        self
+    }
+
+    pub fn id(&self) -> PartyId {
+        self.id
+    }
+
+    /// Binds this party's configured address. A host whose configured address is not local
+    /// (NAT, a load balancer) should bind its own listener and pass it to the accept functions.
+    pub fn bind(&self) -> Result<TcpListener, NetError> {
+        let address = &self.config.party(self.id).address;
+        let addrs = resolve(address)?;
+        let mut last = None;
+        for addr in addrs {
+            match TcpListener::bind(addr) {
+                Ok(l) => return Ok(l),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(NetError::Bind {
+            address: address.to_string(),
+            source: last.unwrap_or_else(|| std::io::Error::other("no address")),
+        })
+    }
+}
+
+/// An authenticated inbound connection, by the role the peer proved.
+#[derive(Debug)]
+pub enum Inbound {
+    Party { id: PartyId, channel: SecureChannel },
+    Client(SecureChannel),
+    Owner(SecureChannel),
+}
+
+impl Inbound {
+    pub fn role(&self) -> PeerRole {
+        match self {
+            Inbound::Party { id, .. } => PeerRole::Party(*id),
+            Inbound::Client(_) => PeerRole::Client,
+            Inbound::Owner(_) => PeerRole::Owner,
+        }
+    }
+}
+
+fn resolve(address: &PartyAddress) -> Result<Vec<SocketAddr>, NetError> {
+    address
+        .as_str()
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .map_err(|source| NetError::Resolve {
+            address: address.to_string(),
+            source,
+        })
+}
+
+/// Opens a TCP connection to `address`, trying each resolved address in turn.
+fn connect_tcp(
+    address: &PartyAddress,
+    label: &str,
+    timeout: Duration,
+) -> Result<TcpStream, NetError> {
+    let mut last = None;
+    for addr in resolve(address)? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                // MPC rounds are latency-bound: do not let Nagle hold back small messages.
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(NetError::Connect {
+        peer: label.to_owned(),
+        source: last.unwrap_or_else(|| std::io::Error::other("the address resolved to nothing")),
+    })
+}
+
+fn label_for(role: PeerRole, address: impl fmt::Display) -> String {
+    format!("{role} ({address})")
+}
+
+fn snow_detail(e: snow::Error) -> String {
+    e.to_string()
+}
+
+/// Parameters shared by the initiator paths.
+struct Initiation<'a> {
+    hello: Hello,
+    prologue: Vec<u8>,
+    local_private: Option<&'a StaticKeypair>,
+    remote: PublicKey,
+    peer: PeerRole,
+    label: String,
+}
+
+/// Runs the initiator side on a connected stream.
+fn initiate(
+    stream: TcpStream,
+    init: Initiation<'_>,
+    config: &PartiesConfig,
+) -> Result<SecureChannel, NetError> {
+    let t = config.timeouts();
+    let label = init.label;
+    // A responder that refuses us closes the socket, which surfaces as end-of-stream, a reset
+    // or a broken pipe depending on timing; all mean "refused".
+    let io = |during, e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof
+        | std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted
+        | std::io::ErrorKind::BrokenPipe => NetError::RefusedByPeer {
+            peer: label.clone(),
+        },
+        _ => NetError::from_io(&label, during, t.handshake, e),
+    };
+    stream
+        .set_read_timeout(Some(t.handshake))
+        .map_err(|e| io("setting timeouts", e))?;
+    stream
+        .set_write_timeout(Some(t.handshake))
+        .map_err(|e| io("setting timeouts", e))?;
+    let started = Instant::now();
+    let handshake_err = |detail: String| NetError::Handshake {
+        peer: label.clone(),
+        detail,
+    };
+
+    let params = init
+        .hello
+        .from
+        .pattern()
+        .parse()
+        .map_err(|e| handshake_err(snow_detail(e)))?;
+    let mut builder = Builder::new(params)
+        .prologue(&init.prologue)
+        .and_then(|b| b.remote_public_key(init.remote.as_bytes()))
+        .map_err(|e| handshake_err(snow_detail(e)))?;
+    if let Some(pair) = init.local_private {
+        builder = builder
+            .local_private_key(pair.private_bytes())
+            .map_err(|e| handshake_err(snow_detail(e)))?;
+    }
+    let mut hs = builder
+        .build_initiator()
+        .map_err(|e| handshake_err(snow_detail(e)))?;
+
+    let mut s = &stream;
+    let mut buf = vec![0u8; MAX_RECORD];
+    s.write_all(&init.hello.encode())
+        .map_err(|e| io("sending the hello", e))?;
+    let n = hs
+        .write_message(&[], &mut buf)
+        .map_err(|e| handshake_err(snow_detail(e)))?;
+    write_record(&mut s, &buf[..n]).map_err(|e| io("sending the handshake", e))?;
+
+    let mut reply = Vec::new();
+    read_record(&mut s, &mut reply).map_err(|e| io("waiting for the handshake reply", e))?;
+    hs.read_message(&reply, &mut buf).map_err(|e| match e {
+        snow::Error::Decrypt => handshake_err(
+            "the reply failed authentication: the peer does not hold the pinned key, or its \
+             parties.toml differs"
+                .into(),
+        ),
+        other => handshake_err(snow_detail(other)),
+    })?;
+    let transport = hs
+        .into_stateless_transport_mode()
+        .map_err(|e| handshake_err(snow_detail(e)))?;
+    super::log(format_args!(
+        "connected to {label}: {} handshake in {:.2} ms",
+        &init.hello.from.pattern()[6..8],
+        started.elapsed().as_secs_f64() * 1e3
+    ));
+    SecureChannel::new(
+        stream,
+        transport,
+        init.peer,
+        label,
+        config.max_message_bytes(),
+        t.io,
+    )
+}
+
+/// Party `local` connects to party `peer` (KK). One attempt; see [`super::mesh`] for retries.
+pub fn connect_to_party(local: &LocalParty, peer: PartyId) -> Result<SecureChannel, NetError> {
+    let entry = local.config.party(peer);
+    let role = PeerRole::Party(peer);
+    let label = label_for(role, &entry.address);
+    let stream = connect_tcp(&entry.address, &label, local.config.timeouts().connect)?;
+    let hello = Hello {
+        from: PeerRole::Party(local.id),
+        to: peer,
+        config: local.config.hash(),
+    };
+    let init = Initiation {
+        hello,
+        prologue: hello.prologue(),
+        local_private: Some(&local.keypair),
+        remote: entry.public_key,
+        peer: role,
+        label,
+    };
+    initiate(stream, init, &local.config)
+}
+
+/// A client connects to party `target` (NK): it stays anonymous and pins the party's key.
+pub fn connect_client(config: &PartiesConfig, target: PartyId) -> Result<SecureChannel, NetError> {
+    let entry = config.party(target);
+    let role = PeerRole::Party(target);
+    let label = label_for(role, &entry.address);
+    let stream = connect_tcp(&entry.address, &label, config.timeouts().connect)?;
+    let hello = Hello {
+        from: PeerRole::Client,
+        to: target,
+        config: config.hash(),
+    };
+    let init = Initiation {
+        hello,
+        prologue: hello.prologue(),
+        local_private: None,
+        remote: entry.public_key,
+        peer: role,
+        label,
+    };
+    initiate(stream, init, config)
+}
+
+/// The model owner connects to party `target` (IK), proving it holds `owner`, the key that
+/// `owner_public_key` in the file names.
+pub fn connect_owner(
+    config: &PartiesConfig,
+    owner: &StaticKeypair,
+    target: PartyId,
+) -> Result<SecureChannel, NetError> {
+    match config.owner_public_key() {
+        Some(k) if *k == owner.public_key() => {}
+        other => {
+            return Err(NetError::OwnerKeyMismatch {
+                ours: owner.public_key(),
+                configured: other.map_or_else(|| "none".into(), PublicKey::to_hex),
+            })
+        }
+    }
+    let entry = config.party(target);
+    let role = PeerRole::Party(target);
+    let label = label_for(role, &entry.address);
+    let stream = connect_tcp(&entry.address, &label, config.timeouts().connect)?;
+    let hello = Hello {
+        from: PeerRole::Owner,
+        to: target,
+        config: config.hash(),
+    };
+    let init = Initiation {
+        hello,
+        prologue: hello.prologue(),
+        local_private: Some(owner),
+        remote: entry.public_key,
+        peer: role,
+        label,
+    };
+    initiate(stream, init, config)
+}
+
+/// Connects a client to all three parties, in id order.
+pub fn connect_client_to_all(config: &PartiesConfig) -> Result<[SecureChannel; 3], NetError> {
+    let [a, b, c] = PartyId::ALL;
+    Ok([
+        connect_client(config, a)?,
+        connect_client(config, b)?,
+        connect_client(config, c)?,
+    ])
+}
+
+/// Connects the model owner to all three parties, in id order.
+pub fn connect_owner_to_all(
+    config: &PartiesConfig,
+    owner: &StaticKeypair,
+) -> Result<[SecureChannel; 3], NetError> {
+    let [a, b, c] = PartyId::ALL;
+    Ok([
+        connect_owner(config, owner, a)?,
+        connect_owner(config, owner, b)?,
+        connect_owner(config, owner, c)?,
+    ])
+}
+
+/// Accepts one connection from `listener` and runs the responder handshake on it.
+pub fn accept(listener: &TcpListener, local: &LocalParty) -> Result<Inbound, NetError> {
+    let (stream, addr) = listener.accept().map_err(|source| NetError::Io {
+        peer: "listener".into(),
+        during: "accepting a connection",
+        source,
+    })?;
+    accept_stream(stream, addr, local)
+}
+
+/// Runs the responder side on an accepted stream. On success the peer's role is proven: a
+/// party by its pinned static key, the owner by `owner_public_key`; a client is anonymous.
+/// Every refusal is logged with its reason and returned.
+pub fn accept_stream(
+    stream: TcpStream,
+    addr: SocketAddr,
+    local: &LocalParty,
+) -> Result<Inbound, NetError> {
+    let result = respond(stream, addr, local);
+    if let Err(e) = &result {
+        super::log(format_args!("party {}: {e}", local.id));
+    }
+    result
+}
+
+fn respond(stream: TcpStream, addr: SocketAddr, local: &LocalParty) -> Result<Inbound, NetError> {
+    let t = local.config.timeouts();
+    let _ = stream.set_nodelay(true);
+    let anon = format!("connection from {addr}");
+    let io = |label: &str, during, e| NetError::from_io(label, during, t.handshake, e);
+    stream
+        .set_read_timeout(Some(t.handshake))
+        .map_err(|e| io(&anon, "setting timeouts", e))?;
+    stream
+        .set_write_timeout(Some(t.handshake))
+        .map_err(|e| io(&anon, "setting timeouts", e))?;
+    let started = Instant::now();
+
+    let mut s = &stream;
+    let mut raw = [0u8; HELLO_LEN];
+    s.read_exact(&mut raw)
+        .map_err(|e| io(&anon, "reading the hello", e))?;
+    let hello = Hello::decode(&raw).map_err(|reason| NetError::BadHello {
+        peer: anon.clone(),
+        reason,
+    })?;
+    let label = label_for(hello.from, addr);
+    if hello.to != local.id {
+        return Err(NetError::WrongParty {
+            peer: label,
+            wanted: hello.to,
+            me: local.id,
+        });
+    }
+    let ours = local.config.hash();
+    if hello.config != ours {
+        return Err(NetError::ConfigMismatch {
+            peer: label,
+            ours,
+            theirs: hello.config,
+        });
+    }
+    // The key the initiator must prove it holds, where the pattern pins one up front.
+    let pinned = match hello.from {
+        PeerRole::Party(id) if id == local.id => {
+            return Err(NetError::BadHello {
+                peer: label,
+                reason: "claims to be this party".into(),
+            })
+        }
+        PeerRole::Party(id) => Some(local.config.party(id).public_key),
+        PeerRole::Client => None,
+        PeerRole::Owner => {
+            if local.config.owner_public_key().is_none() {
+                return Err(NetError::NotAllowed {
+                    peer: label,
+                    reason: "parties.toml has no owner_public_key, so no model owner is accepted"
+                        .into(),
+                });
+            }
+            None
+        }
+    };
+
+    let handshake_err = |detail: String| NetError::Handshake {
+        peer: label.clone(),
+        detail,
+    };
+    let params = hello
+        .from
+        .pattern()
+        .parse()
+        .map_err(|e| handshake_err(snow_detail(e)))?;
+    let prologue = hello.prologue();
+    let mut builder = Builder::new(params)
+        .prologue(&prologue)
+        .and_then(|b| b.local_private_key(local.keypair.private_bytes()))
+        .map_err(|e| handshake_err(snow_detail(e)))?;
+    if let Some(key) = &pinned {
+        builder = builder
+            .remote_public_key(key.as_bytes())
+            .map_err(|e| handshake_err(snow_detail(e)))?;
+    }
+    let mut hs: HandshakeState = builder
+        .build_responder()
+        .map_err(|e| handshake_err(snow_detail(e)))?;
+
+    let mut msg = Vec::new();
+    read_record(&mut s, &mut msg).map_err(|e| io(&label, "reading the handshake", e))?;
+    let mut buf = vec![0u8; MAX_RECORD];
+    hs.read_message(&msg, &mut buf).map_err(|e| match e {
+        snow::Error::Decrypt => handshake_err(match hello.from {
+            PeerRole::Party(id) => format!(
+                "first message failed authentication: the peer does not hold party {id}'s pinned \
+                 key, or its prologue differs"
+            ),
+            _ => "first message failed authentication: the peer does not have this party's \
+                  pinned key, or its prologue differs"
+                .into(),
+        }),
+        other => handshake_err(snow_detail(other)),
+    })?;
+    if hello.from == PeerRole::Owner {
+        // IK reveals the initiator's static key in the first message; check it before replying.
+        let remote = hs
+            .get_remote_static()
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .ok_or_else(|| handshake_err("no static key from the owner".into()))?;
+        if local.config.owner_public_key().map(PublicKey::as_bytes) != Some(&remote) {
+            return Err(match PublicKey::from_bytes(remote) {
+                Ok(key) => NetError::UnknownKey { peer: label, key },
+                Err(e) => handshake_err(format!("the owner's static key is invalid: {e}")),
+            });
+        }
+    }
+    let n = hs
+        .write_message(&[], &mut buf)
+        .map_err(|e| handshake_err(snow_detail(e)))?;
+    write_record(&mut s, &buf[..n]).map_err(|e| io(&label, "sending the handshake reply", e))?;
+    let transport = hs
+        .into_stateless_transport_mode()
+        .map_err(|e| handshake_err(snow_detail(e)))?;
+    super::log(format_args!(
+        "party {}: accepted {label}: {} handshake in {:.2} ms",
+        local.id,
+        &hello.from.pattern()[6..8],
+        started.elapsed().as_secs_f64() * 1e3
+    ));
+    let channel = SecureChannel::new(
+        stream,
+        transport,
+        hello.from,
+        label,
+        local.config.max_message_bytes(),
+        t.io,
+    )?;
+    Ok(match hello.from {
+        PeerRole::Party(id) => Inbound::Party { id, channel },
+        PeerRole::Client => Inbound::Client(channel),
+        PeerRole::Owner => Inbound::Owner(channel),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::net::config::PartyEntry;
+    use std::thread;
+
+    /// Three parties on loopback port-0 listeners, plus an owner key.
+    pub(crate) struct Fixture {
+        pub parties: Vec<LocalParty>,
+        pub listeners: Vec<TcpListener>,
+        pub owner: StaticKeypair,
+    }
+
+    pub(crate) fn fixture() -> Fixture {
+        fixture_with(|c| c)
+    }
+
+    /// Like [`fixture`], letting the test adjust the parties' configuration (limits,
+    /// timeouts) before the parties are built.
+    pub(crate) fn fixture_with(adjust: impl Fn(PartiesConfig) -> PartiesConfig) -> Fixture {
+        let listeners: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let keys: Vec<StaticKeypair> = (0..3).map(|_| StaticKeypair::generate().unwrap()).collect();
+        let owner = StaticKeypair::generate().unwrap();
+        let entries = PartyId::ALL
+            .iter()
+            .map(|&id| PartyEntry {
+                id,
+                address: PartyAddress::parse(
+                    &listeners[id.index()].local_addr().unwrap().to_string(),
+                )
+                .unwrap(),
+                public_key: keys[id.index()].public_key(),
+            })
+            .collect();
+        let config = adjust(PartiesConfig::new(entries, Some(owner.public_key())).unwrap());
+        let parties = keys
+            .into_iter()
+            .zip(PartyId::ALL)
+            .map(|(k, id)| LocalParty::new(config.clone(), id, k).unwrap())
+            .collect();
+        Fixture {
+            parties,
+            listeners,
+            owner,
+        }
+    }
+
+    #[test]
+    fn hello_round_trips_and_rejects_garbage() {
+        let h = Hello {
+            from: PeerRole::Party(PartyId::ALL[2]),
+            to: PartyId::ALL[0],
+            config: ConfigHash([7; 32]),
+        };
+        assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
+        let c = Hello {
+            from: PeerRole::Client,
+            ..h
+        };
+        assert_eq!(Hello::decode(&c.encode()).unwrap(), c);
+        let mut bad = h.encode();
+        bad[0] = b'X';
+        assert!(Hello::decode(&bad).unwrap_err().contains("magic"));
+        let mut bad = h.encode();
+        bad[5] = 3;
+        assert!(Hello::decode(&bad).is_err());
+        let mut bad = c.encode();
+        bad[5] = 0;
+        assert!(Hello::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn party_client_and_owner_handshakes_exchange_data() {
+        let f = fixture();
+        let [l0, ..] = &f.listeners[..] else {
+            unreachable!()
+        };
+        let p0 = &f.parties[0];
+        thread::scope(|s| {
+            let server = s.spawn(|| {
+                let mut roles = Vec::new();
+                for _ in 0..3 {
+                    let inbound = accept(l0, p0).unwrap();
+                    roles.push(inbound.role());
+                    let mut ch = match inbound {
+                        Inbound::Party { channel, .. }
+                        | Inbound::Client(channel)
+                        | Inbound::Owner(channel) => channel,
+                    };
+                    let got = ch.recv().unwrap();
+                    ch.send(&[got.as_slice(), b"-ack"].concat()).unwrap();
+                    ch.close().unwrap();
+                }
+                roles
+            });
+            let config = p0.config();
+            let mut a = connect_to_party(&f.parties[2], PartyId::ALL[0]).unwrap();
+            a.send(b"party").unwrap();
+            assert_eq!(a.recv().unwrap(), b"party-ack");
+            let mut b = connect_client(config, PartyId::ALL[0]).unwrap();
+            b.send(b"client").unwrap();
+            assert_eq!(b.recv().unwrap(), b"client-ack");
+            let mut c = connect_owner(config, &f.owner, PartyId::ALL[0]).unwrap();
+            c.send(b"owner").unwrap();
+            assert_eq!(c.recv().unwrap(), b"owner-ack");
+            assert_eq!(
+                server.join().unwrap(),
+                vec![
+                    PeerRole::Party(PartyId::ALL[2]),
+                    PeerRole::Client,
+                    PeerRole::Owner
+                ]
+            );
+        });
+    }
+
+    /// Runs one server-side accept in a thread and one client-side closure; returns both.
+    fn face_off<T: Send>(
+        listener: &TcpListener,
+        local: &LocalParty,
+        client: impl FnOnce() -> T + Send,
+    ) -> (Result<Inbound, NetError>, T) {
+        thread::scope(|s| {
+            let server = s.spawn(|| accept(listener, local));
+            let c = client();
+            (server.join().unwrap(), c)
+        })
+    }
+
+    #[test]
+    fn impostor_party_with_unknown_key_is_refused() {
+        let f = fixture();
+        // Party 2's id with a fresh key that parties.toml does not pin.
+        let impostor_key = StaticKeypair::generate().unwrap();
+        let mut entries: Vec<PartyEntry> = f.parties[0].config().parties().to_vec();
+        entries[2].public_key = impostor_key.public_key();
+        let forged = PartiesConfig::new(entries, Some(f.owner.public_key())).unwrap();
+        let impostor = LocalParty::new(forged, PartyId::ALL[2], impostor_key).unwrap();
+        // Send the genuine config hash so the refusal comes from the handshake itself.
+        let (server, client) = face_off(&f.listeners[0], &f.parties[0], || {
+            let stream = TcpStream::connect(f.listeners[0].local_addr().unwrap()).unwrap();
+            let hello = Hello {
+                from: PeerRole::Party(PartyId::ALL[2]),
+                to: PartyId::ALL[0],
+                config: f.parties[0].config().hash(),
+            };
+            let init = Initiation {
+                hello,
+                prologue: hello.prologue(),
+                local_private: Some(&impostor.keypair),
+                remote: f.parties[0].config().party(PartyId::ALL[0]).public_key,
+                peer: PeerRole::Party(PartyId::ALL[0]),
+                label: "party 0".into(),
+            };
+            initiate(stream, init, f.parties[0].config())
+        });
+        let err = server.unwrap_err();
+        assert!(
+            matches!(&err, NetError::Handshake { detail, .. } if detail.contains("party 2's pinned key")),
+            "{err}"
+        );
+        assert!(matches!(
+            client.unwrap_err(),
+            NetError::RefusedByPeer { .. }
+        ));
+    }
+
+    #[test]
+    fn unknown_owner_key_is_refused() {
+        let f = fixture();
+        let stranger = StaticKeypair::generate().unwrap();
+        let (server, client) = face_off(&f.listeners[1], &f.parties[1], || {
+            let stream = TcpStream::connect(f.listeners[1].local_addr().unwrap()).unwrap();
+            let hello = Hello {
+                from: PeerRole::Owner,
+                to: PartyId::ALL[1],
+                config: f.parties[1].config().hash(),
+            };
+            let init = Initiation {
+                hello,
+                prologue: hello.prologue(),
+                local_private: Some(&stranger),
+                remote: f.parties[1].config().party(PartyId::ALL[1]).public_key,
+                peer: PeerRole::Party(PartyId::ALL[1]),
+                label: "party 1".into(),
+            };
+            initiate(stream, init, f.parties[1].config())
+        });
+        let err = server.unwrap_err();
+        assert!(
+            matches!(&err, NetError::UnknownKey { key, .. } if *key == stranger.public_key()),
+            "{err}"
+        );
+        assert!(client.is_err());
+        // The public helper refuses locally before connecting.
+        let local = connect_owner(f.parties[1].config(), &stranger, PartyId::ALL[1]).unwrap_err();
+        assert!(matches!(local, NetError::OwnerKeyMismatch { .. }));
+    }
+
+    #[test]
+    fn wrong_prologue_is_refused() {
+        let f = fixture();
+        for role in [
+            PeerRole::Party(PartyId::ALL[2]),
+            PeerRole::Client,
+            PeerRole::Owner,
+        ] {
+            let (server, client) = face_off(&f.listeners[0], &f.parties[0], || {
+                let stream = TcpStream::connect(f.listeners[0].local_addr().unwrap()).unwrap();
+                let hello = Hello {
+                    from: role,
+                    to: PartyId::ALL[0],
+                    config: f.parties[0].config().hash(),
+                };
+                // Same hello on the wire, but this side binds a different prologue, as a peer
+                // with a different notion of the session would.
+                let mut prologue = hello.prologue();
+                prologue[0] ^= 1;
+                let init = Initiation {
+                    hello,
+                    prologue,
+                    local_private: match role {
+                        PeerRole::Party(_) => Some(&f.parties[2].keypair),
+                        PeerRole::Owner => Some(&f.owner),
+                        PeerRole::Client => None,
+                    },
+                    remote: f.parties[0].config().party(PartyId::ALL[0]).public_key,
+                    peer: PeerRole::Party(PartyId::ALL[0]),
+                    label: "party 0".into(),
+                };
+                initiate(stream, init, f.parties[0].config())
+            });
+            let err = server.unwrap_err();
+            assert!(
+                matches!(&err, NetError::Handshake { detail, .. } if detail.contains("prologue")),
+                "{role}: {err}"
+            );
+            assert!(client.is_err());
+        }
+    }
+
+    #[test]
+    fn different_config_is_refused_with_reason() {
+        let f = fixture();
+        // Same parties, but this client's file names another owner key.
+        let entries: Vec<PartyEntry> = f.parties[0].config().parties().to_vec();
+        let other_owner = StaticKeypair::generate().unwrap();
+        let theirs = PartiesConfig::new(entries, Some(other_owner.public_key())).unwrap();
+        let (server, client) = face_off(&f.listeners[0], &f.parties[0], || {
+            connect_client(&theirs, PartyId::ALL[0])
+        });
+        assert!(matches!(
+            server.unwrap_err(),
+            NetError::ConfigMismatch { .. }
+        ));
+        assert!(matches!(
+            client.unwrap_err(),
+            NetError::RefusedByPeer { .. }
+        ));
+    }
+
+    #[test]
+    fn wrong_address_and_garbage_are_refused() {
+        let f = fixture();
+        // A client that believes it is talking to party 1 but reached party 0's port.
+        let mut entries: Vec<PartyEntry> = f.parties[0].config().parties().to_vec();
+        let addr0 = entries[0].address.clone();
+        entries[0].address = entries[1].address.clone();
+        entries[1].address = addr0;
+        let swapped = PartiesConfig::new(entries, Some(f.owner.public_key())).unwrap();
+        let (server, _) = face_off(&f.listeners[0], &f.parties[0], || {
+            connect_client(&swapped, PartyId::ALL[1])
+        });
+        assert!(matches!(server.unwrap_err(), NetError::WrongParty { .. }));
+
+        let (server, _) = face_off(&f.listeners[0], &f.parties[0], || {
+            let mut s = TcpStream::connect(f.listeners[0].local_addr().unwrap()).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: example\r\nAccept: */*\r\n\r\n")
+                .unwrap();
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink);
+        });
+        assert!(matches!(server.unwrap_err(), NetError::BadHello { .. }));
+    }
+
+    #[test]
+    fn local_party_rejects_a_key_that_is_not_pinned() {
+        let f = fixture();
+        let err = LocalParty::new(
+            f.parties[0].config().clone(),
+            PartyId::ALL[1],
+            StaticKeypair::generate().unwrap(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, NetError::KeyNotInConfig { .. }));
+    }
+}

@@ -1,0 +1,768 @@
+//! `train`, `evaluate`, `predict` (plaintext), `audit` and `sweep`: the training engine from the
+//! command line.
+
+use super::data::progress_printer;
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use privxray::data::Class;
+use privxray::model::spec::pneumonia_probability;
+use privxray::model::{ModelKind, Technique};
+use privxray::preprocess::{self, Preprocessed};
+use privxray::privacy::{self, AccountantKind, Delta, NoiseMultiplier};
+use privxray::train::dpsgd::{DpConfig, NoiseSeed, Sampling};
+use privxray::train::engine::model_from_checkpoint;
+use privxray::train::loss::ClassWeights;
+use privxray::train::optim::OptimizerConfig;
+use privxray::train::{
+    self, Metrics, Model, Seed, TrainConfig, TrainControl, TrainData, TrainingEvent,
+};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Seed of the train/validation split. Fixed so `audit` can rebuild who was a training member.
+pub const SPLIT_SEED: u64 = 17;
+/// Share of train/ held out for validation (early stopping, best checkpoint).
+pub const VAL_FRACTION: f64 = 0.1;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OptimizerArg {
+    Sgd,
+    Adam,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SamplingArg {
+    Poisson,
+    Shuffled,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TrainArgs {
+    /// Dataset root (train/ for training and validation; test/ and val/ merged for the final
+    /// evaluation), e.g. data/chest_xray or a `privxray synth` folder.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// dnn-max, dnn-av, vgg16-1 or vgg16-2.
+    #[arg(long)]
+    pub model: ModelKind,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Learning rate (default 1e-3 for Adam, 1e-2 for SGD).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, value_enum, default_value = "adam")]
+    pub optimizer: OptimizerArg,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Stop after this many epochs without a better validation accuracy (0: never).
+    #[arg(long, default_value_t = 5)]
+    pub patience: usize,
+    /// Where the best checkpoint (by validation accuracy) is written.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// JSON-lines event stream for scripts and `privxray plot`.
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// Width multiplier of the VGG16 models (1.0 is VGG16; small values fit a CPU).
+    #[arg(long, default_value_t = 1.0)]
+    pub width: f32,
+    /// Weight the loss by inverse class frequency (the set is 3:1 PNEUMONIA:NORMAL).
+    #[arg(long)]
+    pub class_weights: bool,
+    /// Seed of data order, dropout and initialisation (default: from the OS).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Continue from this checkpoint (a `-last` checkpoint keeps the optimizer state).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// ImageNet VGG16 weights (safetensors) for the convolutions of vgg16-1/vgg16-2.
+    #[arg(long)]
+    pub init_weights: Option<PathBuf>,
+    /// Folder for `-best` and `-last` checkpoints.
+    #[arg(long, default_value = "data/checkpoints")]
+    pub checkpoint_dir: PathBuf,
+    /// Train with DP-SGD.
+    #[arg(long)]
+    pub dp: bool,
+    #[arg(long, default_value_t = 1.0)]
+    pub noise_multiplier: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub clip_norm: f64,
+    #[arg(long, default_value_t = 1e-5)]
+    pub delta: f64,
+    /// Examples per microbatch (1: per-example clipping).
+    #[arg(long, default_value_t = 1)]
+    pub microbatch: usize,
+    #[arg(long, value_enum, default_value = "poisson")]
+    pub sampling: SamplingArg,
+    /// Fixed seed for the DP noise: reproducible but NOT SECURE.
+    #[arg(long)]
+    pub insecure_noise_seed: Option<u64>,
+    /// Print the final evaluation as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Loads and preprocesses a dataset for `technique`, with the cache in data/cache.
+pub fn load_dataset(root: &Path, technique: Technique) -> anyhow::Result<Preprocessed> {
+    let (set, summary) = preprocess::run(
+        root,
+        technique,
+        Some(Path::new("data/cache")),
+        &progress_printer("preprocessing"),
+    )?;
+    let synthetic = set.items.iter().all(|i| {
+        i.path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("SYNTH"))
+    });
+    eprintln!(
+        "data: {} ({} images, {}; {} skipped)",
+        root.display(),
+        summary.images,
+        if synthetic { "SYNTHETIC" } else { "real files" },
+        summary.skipped.len()
+    );
+    Ok(set)
+}
+
+/// The images at `idx` as training data.
+pub fn subset(set: &Preprocessed, idx: &[usize]) -> anyhow::Result<TrainData> {
+    let n = preprocess::image_len(set.technique);
+    let mut images = Vec::with_capacity(idx.len() * n);
+    let mut labels = Vec::with_capacity(idx.len());
+    for &i in idx {
+        images.extend(set.image(i).iter().map(|&v| v as f32 / 255.0));
+        labels.push(set.items[i].class.label());
+    }
+    Ok(TrainData::new(set.technique.input_shape(), images, labels)?)
+}
+
+/// Splits a dataset the way training does: (train, validation, evaluation).
+pub fn split(set: &Preprocessed) -> anyhow::Result<(TrainData, TrainData, TrainData)> {
+    let (tr, va) = set.train_validation_split(VAL_FRACTION, SPLIT_SEED);
+    let eval = set.evaluation_indices();
+    if tr.is_empty() {
+        bail!(
+            "{} has no training images (train/ is empty or missing)",
+            set.root.display()
+        );
+    }
+    Ok((subset(set, &tr)?, subset(set, &va)?, subset(set, &eval)?))
+}
+
+fn config_from(a: &TrainArgs, train_data: &TrainData) -> anyhow::Result<TrainConfig> {
+    let mut c = TrainConfig::new(a.model);
+    c.width = a.width;
+    c.epochs = a.epochs;
+    c.batch_size = a.batch_size;
+    c.optimizer = match a.optimizer {
+        OptimizerArg::Adam => OptimizerConfig::adam(a.lr.unwrap_or(1e-3)),
+        OptimizerArg::Sgd => OptimizerConfig::sgd(a.lr.unwrap_or(1e-2), a.momentum),
+    };
+    if a.class_weights {
+        c.class_weights = Some(ClassWeights::balanced(train_data.class_counts()));
+    }
+    c.patience = (a.patience > 0).then_some(a.patience);
+    c.seed = a.seed.map(Seed::Fixed).unwrap_or(Seed::Os);
+    c.checkpoint_dir = Some(a.checkpoint_dir.clone());
+    c.resume = a.resume.clone();
+    c.init_weights = a.init_weights.clone();
+    c.prefer_gpu = a.device == DeviceArg::Cuda;
+    if a.dp {
+        let mut dp = DpConfig::new(a.noise_multiplier, a.clip_norm)?;
+        dp.delta = a.delta;
+        dp.microbatch_size = a.microbatch;
+        dp.sampling = match a.sampling {
+            SamplingArg::Poisson => Sampling::Poisson,
+            SamplingArg::Shuffled => Sampling::Shuffled,
+        };
+        if let Some(s) = a.insecure_noise_seed {
+            eprintln!(
+                "WARNING: --insecure-noise-seed {s}: the DP noise is reproducible and NOT SECURE"
+            );
+            dp.noise_seed = NoiseSeed::InsecureFixed(s);
+        }
+        c.dp = Some(dp);
+    }
+    Ok(c)
+}
+
+fn describe(e: &TrainingEvent) -> Option<String> {
+    Some(match e {
+        TrainingEvent::Started {
+            model,
+            device,
+            train_images,
+            val_images,
+            epochs,
+            sampling,
+            dp,
+            ..
+        } => format!(
+            "training {model} on {device}: {train_images} train / {val_images} validation images, {epochs} epochs{}",
+            match dp {
+                Some(d) => format!(
+                    ", DP-SGD noise {} clip {} ({sampling} sampling)",
+                    d.noise_multiplier.get(),
+                    d.clip_norm.get()
+                ),
+                None => String::new(),
+            }
+        ),
+        TrainingEvent::Epoch {
+            epoch,
+            train_loss,
+            train_acc,
+            val_loss,
+            val_acc,
+            seconds,
+            eta_seconds,
+            epsilon,
+        } => format!(
+            "epoch {epoch}: train loss {train_loss:.4} acc {train_acc:.4} | val loss {val_loss:.4} acc {val_acc:.4} | {seconds:.1} s, eta {eta_seconds:.0} s{}",
+            epsilon.map(|e| format!(" | epsilon {e:.3}")).unwrap_or_default()
+        ),
+        TrainingEvent::EarlyStop { epoch, best_val_acc } => {
+            format!("early stop after epoch {epoch} (best validation accuracy {best_val_acc:.4})")
+        }
+        TrainingEvent::Stopped { epoch, step } => format!("stopped at epoch {epoch} step {step}"),
+        _ => return None,
+    })
+}
+
+/// Runs a training on its own thread, printing progress and writing the event stream.
+pub fn run_training(
+    config: TrainConfig,
+    tr: TrainData,
+    va: TrainData,
+    metrics: Option<&Path>,
+    quiet: bool,
+) -> anyhow::Result<train::TrainOutcome> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let control = TrainControl::new();
+    let handle = std::thread::spawn(move || train::train(config, &tr, &va, tx, control));
+    let mut sink = match metrics {
+        Some(p) => {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("opening metrics file {}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    for event in rx {
+        if let Some(f) = sink.as_mut() {
+            writeln!(f, "{}", serde_json::to_string(&event)?)?;
+        }
+        if !quiet {
+            if let Some(line) = describe(&event) {
+                eprintln!("{line}");
+            }
+        }
+    }
+    let outcome = handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("the training thread panicked"))??;
+    Ok(outcome)
+}
+
+fn copy_atomic(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    privxray::atomic::write_atomic(to, &bytes).with_context(|| format!("writing {}", to.display()))
+}
+
+pub fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
+    let set = load_dataset(&a.data, a.model.technique())?;
+    let (tr, va, eval) = split(&set)?;
+    let config = config_from(&a, &tr)?;
+    let outcome = run_training(config, tr, va, a.metrics.as_deref(), false)?;
+    let best = outcome
+        .best_checkpoint
+        .clone()
+        .context("training wrote no checkpoint")?;
+    if let Some(out) = &a.out {
+        copy_atomic(&best, out)?;
+        eprintln!("best checkpoint: {}", out.display());
+    } else {
+        eprintln!("best checkpoint: {}", best.display());
+    }
+    let (model, _, _) = model_from_checkpoint(&best, &candle_core::Device::Cpu)?;
+    if eval.is_empty() {
+        eprintln!("no test/ or val/ images: skipping the final evaluation");
+        return Ok(());
+    }
+    let m = train::evaluate(&model, &eval, 64)?;
+    print_metrics(&m, a.json, outcome.epsilon);
+    Ok(())
+}
+
+fn print_metrics(m: &Metrics, json: bool, epsilon: Option<f64>) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(m).unwrap_or_default());
+        return;
+    }
+    println!(
+        "test (test + val merged, {} images): accuracy {:.4}, loss {:.4}, precision {:.4}, recall/sensitivity {:.4}, specificity {:.4}, F1 {:.4}, ROC-AUC {}",
+        m.images,
+        m.accuracy,
+        m.loss,
+        m.precision,
+        m.recall,
+        m.specificity,
+        m.f1,
+        m.roc_auc.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into())
+    );
+    let [[tn, fp], [fn_, tp]] = m.confusion;
+    println!("confusion: [[tn {tn}, fp {fp}], [fn {fn_}, tp {tp}]]");
+    if let Some(e) = epsilon {
+        println!("privacy: epsilon {e:.3}");
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// A checkpoint written by `privxray train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Dataset root; test/ and val/ are merged (a folder with NORMAL/ and PNEUMONIA/ directly
+    /// is used whole).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn load_model(path: &Path) -> anyhow::Result<Model> {
+    let (model, _, _) = model_from_checkpoint(path, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading model {}", path.display()))?;
+    Ok(model)
+}
+
+pub fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<()> {
+    let model = load_model(&a.model)?;
+    let set = load_dataset(&a.data, model.kind().technique())?;
+    let eval = subset(&set, &set.evaluation_indices())?;
+    if eval.is_empty() {
+        bail!(
+            "{} has no test/ or val/ images to evaluate on",
+            a.data.display()
+        );
+    }
+    let m = train::evaluate(&model, &eval, 64)?;
+    print_metrics(&m, a.json, None);
+    Ok(())
+}
+
+/// One prediction, as `predict --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub image: String,
+    pub class: String,
+    pub probability: f64,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rounds: Option<u64>,
+}
+
+impl Prediction {
+    pub fn new(image: &Path, probability: f64, seconds: f64) -> Self {
+        let class = if probability >= 0.5 {
+            Class::Pneumonia
+        } else {
+            Class::Normal
+        };
+        Prediction {
+            image: image.display().to_string(),
+            class: class.to_string(),
+            probability,
+            seconds,
+            bytes: None,
+            rounds: None,
+        }
+    }
+}
+
+/// Loads and preprocesses images for a model's technique, naming the file on failure.
+pub fn load_inputs(images: &[PathBuf], t: Technique) -> anyhow::Result<Vec<Vec<f32>>> {
+    images
+        .iter()
+        .map(|p| {
+            preprocess::load_image(p, t)
+                .map(|px| preprocess::to_unit(&px))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        })
+        .collect()
+}
+
+/// Plaintext predictions with candle.
+pub fn predict_plain(model: &Model, images: &[PathBuf]) -> anyhow::Result<Vec<Prediction>> {
+    let inputs = load_inputs(images, model.kind().technique())?;
+    let shape = model.input_shape();
+    let mut out = Vec::with_capacity(images.len());
+    for (path, x) in images.iter().zip(inputs) {
+        let t0 = Instant::now();
+        let data = TrainData::new(shape, x, vec![0])?;
+        let (xb, _) = data.batch(&[0], &candle_core::Device::Cpu)?;
+        let logits = model.forward_with(&xb, None)?.to_vec2::<f32>()?;
+        let p = pneumonia_probability(&logits[0]) as f64;
+        out.push(Prediction::new(path, p, t0.elapsed().as_secs_f64()));
+    }
+    Ok(out)
+}
+
+pub fn print_predictions(preds: &[Prediction], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(preds)?);
+    } else {
+        for p in preds {
+            print!(
+                "{}: {} (probability of PNEUMONIA {:.4}) in {:.3} s",
+                p.image, p.class, p.probability, p.seconds
+            );
+            if let (Some(b), Some(r)) = (p.bytes, p.rounds) {
+                print!(", {:.1} MB between parties, {r} rounds", b as f64 / 1e6);
+            }
+            println!();
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// A checkpoint written by `privxray train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The dataset the model was trained on.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Per-example cross-entropy losses of `model` on `data`.
+pub fn per_example_losses(model: &Model, data: &TrainData) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(data.len());
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks(64) {
+        let (x, y) = data.batch(chunk, &candle_core::Device::Cpu)?;
+        let logits = model.forward_with(&x, None)?;
+        let nll = train::loss::per_example_nll(&logits, &y)?;
+        out.extend(nll.to_vec1::<f32>()?.into_iter().map(f64::from));
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Serialize)]
+struct AuditOutput {
+    #[serde(flatten)]
+    report: privacy::AuditReport,
+    epsilon: Option<f64>,
+    model: String,
+}
+
+pub fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
+    let (model, _, meta) = model_from_checkpoint(&a.model, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading model {}", a.model.display()))?;
+    let set = load_dataset(&a.data, model.kind().technique())?;
+    let (members, _, non_members) = split(&set)?;
+    if non_members.is_empty() {
+        bail!(
+            "{} has no test/ or val/ images to use as non-members",
+            a.data.display()
+        );
+    }
+    let report = privacy::loss_threshold_audit(
+        &per_example_losses(&model, &members)?,
+        &per_example_losses(&model, &non_members)?,
+    )?;
+    let out = AuditOutput {
+        report,
+        epsilon: meta.epsilon,
+        model: meta.model.to_string(),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "membership inference (loss threshold) on {}: attack AUC {:.4}, advantage {:.4} ({} members, {} non-members); epsilon {}",
+            out.model,
+            out.report.auc,
+            out.report.advantage,
+            out.report.members,
+            out.report.non_members,
+            out.epsilon.map(|e| format!("{e:.3}")).unwrap_or_else(|| "infinite (no DP)".into())
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct EpsilonArgs {
+    #[arg(long)]
+    pub dataset_size: u64,
+    #[arg(long)]
+    pub batch_size: u64,
+    /// Noise multiplier sigma (leave out with --target-epsilon).
+    #[arg(
+        long,
+        required_unless_present = "target_epsilon",
+        conflicts_with = "target_epsilon"
+    )]
+    pub noise_multiplier: Option<f64>,
+    #[arg(long)]
+    pub epochs: u64,
+    #[arg(long, default_value_t = 1e-5)]
+    pub delta: f64,
+    /// rdp (Renyi DP, Balle et al. 2020 conversion) or pld (privacy loss distributions, tighter).
+    #[arg(long, default_value = "rdp")]
+    pub accountant: AccountantKind,
+    /// Find the smallest noise multiplier that reaches this epsilon.
+    #[arg(long)]
+    pub target_epsilon: Option<f64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn epsilon_cmd(a: EpsilonArgs) -> anyhow::Result<()> {
+    let q = privacy::sample_rate(a.batch_size, a.dataset_size)?;
+    let steps = privacy::steps_for(a.dataset_size, a.batch_size, a.epochs)?;
+    let delta = Delta::new(a.delta)?;
+    if let Some(target) = a.target_epsilon {
+        let sigma = privacy::noise_multiplier_for_target(target, q, steps, delta, a.accountant)?;
+        let achieved = privacy::epsilon(a.accountant, q, sigma, steps, delta)?;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "noise_multiplier": sigma.get(),
+                    "epsilon": achieved.epsilon,
+                    "target_epsilon": target,
+                    "accountant": a.accountant,
+                    "steps": steps,
+                })
+            );
+        } else {
+            println!(
+                "noise multiplier {:.4} reaches epsilon {:.4} <= {target} ({} accountant, {steps} steps, delta {})",
+                sigma.get(),
+                achieved.epsilon,
+                a.accountant,
+                a.delta
+            );
+        }
+        return Ok(());
+    }
+    let sigma = NoiseMultiplier::new(a.noise_multiplier.unwrap_or(0.0))?;
+    let r = privacy::epsilon(a.accountant, q, sigma, steps, delta)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "epsilon {:.4} at delta {} ({} accountant{}, {steps} steps, q = {:.6})",
+            r.epsilon,
+            a.delta,
+            r.accountant,
+            r.best_order
+                .map(|o| format!(", best order {o}"))
+                .unwrap_or_default(),
+            q.get()
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Dataset root.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "dnn-max")]
+    pub model: ModelKind,
+    /// Comma-separated noise multipliers; 0 trains without DP.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub noise_multipliers: Vec<f64>,
+    #[arg(long, default_value_t = 1.0)]
+    pub clip_norm: f64,
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1e-5)]
+    pub delta: f64,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Folder for sweep.json, sweep.md and frontier.png.
+    #[arg(long, default_value = "data/sweep")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct SweepRow {
+    noise_multiplier: f64,
+    epsilon: Option<f64>,
+    accuracy: f64,
+    recall: f64,
+    specificity: f64,
+    epochs_run: usize,
+}
+
+pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
+    let set = load_dataset(&a.data, a.model.technique())?;
+    let (tr, va, eval) = split(&set)?;
+    if eval.is_empty() {
+        bail!(
+            "{} has no test/ or val/ images to measure accuracy on",
+            a.data.display()
+        );
+    }
+    let mut rows = Vec::new();
+    for &sigma in &a.noise_multipliers {
+        let args = TrainArgs {
+            data: a.data.clone(),
+            model: a.model,
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            lr: None,
+            optimizer: OptimizerArg::Adam,
+            momentum: 0.9,
+            patience: 0,
+            out: None,
+            metrics: None,
+            device: DeviceArg::Cpu,
+            width: 1.0,
+            class_weights: false,
+            seed: a.seed,
+            resume: None,
+            init_weights: None,
+            checkpoint_dir: a.out.join(format!("sigma-{sigma}")),
+            dp: sigma > 0.0,
+            noise_multiplier: sigma,
+            clip_norm: a.clip_norm,
+            delta: a.delta,
+            microbatch: 1,
+            sampling: SamplingArg::Poisson,
+            insecure_noise_seed: None,
+            json: false,
+        };
+        eprintln!("sweep: noise multiplier {sigma}");
+        let config = config_from(&args, &tr)?;
+        let outcome = run_training(config, tr.clone(), va.clone(), None, false)?;
+        let best = outcome
+            .best_checkpoint
+            .clone()
+            .context("training wrote no checkpoint")?;
+        let m = train::evaluate(&load_model(&best)?, &eval, 64)?;
+        let epsilon = if sigma > 0.0 {
+            match outcome.epsilon {
+                Some(e) => Some(e),
+                None => {
+                    // Poisson sampling at q = B/N for every step run.
+                    let n = tr.len() as u64;
+                    let q = privacy::sample_rate(a.batch_size as u64, n)?;
+                    let steps =
+                        privacy::steps_for(n, a.batch_size as u64, outcome.epochs_run as u64)?;
+                    Some(
+                        privacy::epsilon(
+                            AccountantKind::Rdp,
+                            q,
+                            NoiseMultiplier::new(sigma)?,
+                            steps,
+                            Delta::new(a.delta)?,
+                        )?
+                        .epsilon,
+                    )
+                }
+            }
+        } else {
+            None
+        };
+        rows.push(SweepRow {
+            noise_multiplier: sigma,
+            epsilon,
+            accuracy: m.accuracy,
+            recall: m.recall,
+            specificity: m.specificity,
+            epochs_run: outcome.epochs_run,
+        });
+    }
+    std::fs::create_dir_all(&a.out)?;
+    let mut md = String::from(
+        "| noise multiplier | epsilon | test accuracy | sensitivity | specificity | epochs |\n|---|---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        md.push_str(&format!(
+            "| {} | {} | {:.4} | {:.4} | {:.4} | {} |\n",
+            r.noise_multiplier,
+            r.epsilon
+                .map(|e| format!("{e:.3}"))
+                .unwrap_or_else(|| "inf (no DP)".into()),
+            r.accuracy,
+            r.recall,
+            r.specificity,
+            r.epochs_run
+        ));
+    }
+    print!("{md}");
+    privxray::atomic::write_atomic(&a.out.join("sweep.md"), md.as_bytes())?;
+    privxray::atomic::write_atomic(
+        &a.out.join("sweep.json"),
+        serde_json::to_string_pretty(&rows)?.as_bytes(),
+    )?;
+    let finite: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| r.epsilon.map(|e| (e, r.accuracy)))
+        .collect();
+    let right = finite.iter().map(|p| p.0).fold(1.0, f64::max) * 1.2;
+    let mut series = vec![privxray::plot::Series {
+        label: "DP-SGD".into(),
+        points: finite,
+    }];
+    let no_dp: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| r.epsilon.is_none())
+        .map(|r| (right, r.accuracy))
+        .collect();
+    if !no_dp.is_empty() {
+        series.push(privxray::plot::Series {
+            label: "no DP (epsilon infinite, drawn at right)".into(),
+            points: no_dp,
+        });
+    }
+    let chart = privxray::plot::Chart {
+        title: format!(
+            "{}: test accuracy against epsilon (delta {})",
+            a.model, a.delta
+        ),
+        x_label: "epsilon".into(),
+        y_label: "test accuracy".into(),
+        series,
+        points_only: true,
+    };
+    let png = a.out.join("frontier.png");
+    privxray::plot::write_png(&chart, &png, 900, 560)?;
+    eprintln!("wrote {}, sweep.md and sweep.json", png.display());
+    Ok(())
+}

@@ -1,0 +1,307 @@
+//! What the interface needs from the engine, as traits and small UI-side event enums, so the
+//! screens can be built and tested before (and independently of) the engine's training, privacy
+//! and secure-computation parts.
+//!
+//! Mapping notes for the glue code (engine name -> UI name):
+//! - `train::engine::TrainingEvent::Started { device, steps_per_epoch, epochs, train_images, .. }`
+//!   -> [`TrainUpdate::Started`]; `Step { epoch, step, loss, images_per_sec, epsilon }` ->
+//!   [`TrainUpdate::Step`]; `Epoch { .. }` -> [`TrainUpdate::Epoch`]; `DpSettingsChanged` ->
+//!   [`TrainUpdate::DpApplied`]; `Paused`/`Resumed` -> same; `Stopped` and `Finished` ->
+//!   [`TrainUpdate::Finished`] (with `stopped` set for the former); errors -> `Failed`.
+//! - `privacy::accountant::RdpAccountant::step(q, sigma, count)` once per [`DpSegment`], then
+//!   `.epsilon(delta).0` -> [`Accountant::epsilon`].
+//! - `privacy::audit::AuditReport { auc, advantage, .. }` -> [`AuditUpdate::Finished`].
+//! - party processes (src/mpc, src/net) -> [`PartyUpdate`].
+
+use super::event::AppSender;
+use privxray::model::ModelKind;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A backend refused or failed an operation; shown in the tab's status line.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0} is not available in this build")]
+    Unavailable(&'static str),
+    #[error("{0}")]
+    Failed(String),
+}
+
+macro_rules! bounded {
+    ($(#[$m:meta])* $name:ident, $lo:expr, $hi:expr, $what:literal) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+        pub struct $name(f64);
+        impl $name {
+            pub const MIN: f64 = $lo;
+            pub const MAX: f64 = $hi;
+            /// Accepts values in `[MIN, MAX]`; anything else (NaN included) is an error naming it.
+            pub fn new(v: f64) -> Result<Self, RangeError> {
+                if (Self::MIN..=Self::MAX).contains(&v) {
+                    Ok(Self(v))
+                } else {
+                    Err(RangeError { what: $what, value: v, min: Self::MIN, max: Self::MAX })
+                }
+            }
+            /// The nearest valid value, for sliders.
+            pub fn clamped(v: f64) -> Self {
+                if v.is_nan() { Self(Self::MIN) } else { Self(v.clamp(Self::MIN, Self::MAX)) }
+            }
+            pub fn get(self) -> f64 {
+                self.0
+            }
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[error("{what} must be between {min} and {max}, got {value}")]
+pub struct RangeError {
+    pub what: &'static str,
+    pub value: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+bounded!(
+    /// DP-SGD noise multiplier sigma (noise std / clip norm), as the slider allows it.
+    NoiseMultiplier, 0.1, 10.0, "noise multiplier"
+);
+bounded!(
+    /// DP-SGD per-example gradient clip norm C.
+    ClipNorm, 0.01, 100.0, "clip norm"
+);
+
+/// Settings of a training run chosen on the Train tab.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub model: ModelKind,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub dp: Option<DpSettings>,
+    /// The preprocessed dataset root and technique the Data tab produced.
+    pub data_root: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpSettings {
+    pub noise: NoiseMultiplier,
+    pub clip: ClipNorm,
+    /// Examples per microbatch whose summed gradient is clipped as one (1 = per-example).
+    pub microbatch: usize,
+    pub delta: f64,
+}
+
+/// One stretch of DP-SGD steps run at one noise multiplier.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpSegment {
+    pub noise: NoiseMultiplier,
+    pub steps: u64,
+}
+
+/// Epsilon after a sequence of DP-SGD segments (noise may change mid-run), all at sampling rate
+/// `sample_rate`, for `delta`. Called on every slider move, so it must be quick (milliseconds).
+pub trait Accountant: Send + Sync {
+    fn epsilon(
+        &self,
+        sample_rate: f64,
+        segments: &[DpSegment],
+        delta: f64,
+    ) -> Result<f64, BackendError>;
+}
+
+/// Events of a training run, sent by a [`TrainingBackend`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainUpdate {
+    Started {
+        device: String,
+        steps_per_epoch: usize,
+        epochs: usize,
+        train_images: usize,
+    },
+    Step {
+        epoch: usize,
+        step: usize,
+        loss: f64,
+        images_per_sec: f64,
+        /// The engine's own accountant figure, when it keeps one.
+        epsilon: Option<f64>,
+    },
+    Epoch(EpochPoint),
+    DpApplied {
+        noise: f64,
+        clip: f64,
+    },
+    Paused,
+    Resumed,
+    Finished(TrainOutcome),
+    Failed(String),
+}
+
+/// Metrics of one finished epoch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochPoint {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub eta_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOutcome {
+    pub stopped: bool,
+    pub epochs_run: usize,
+    pub best_val_acc: f64,
+    /// Accuracy on the evaluation set (test + val), when measured.
+    pub test_acc: Option<f64>,
+    pub epsilon: Option<f64>,
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Runs training on its own thread; events come back through the sender.
+pub trait TrainingBackend: Send {
+    /// "CUDA" or "CPU" (with detail), shown before a run starts.
+    fn device(&self) -> String;
+    fn start(&mut self, config: TrainConfig, events: AppSender) -> Result<(), BackendError>;
+    fn pause(&mut self);
+    fn resume(&mut self);
+    fn stop(&mut self);
+    /// Applies to the next steps of a running training.
+    fn set_dp(&mut self, noise: NoiseMultiplier, clip: ClipNorm);
+}
+
+/// Membership-inference audit of a finished model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuditUpdate {
+    Started { run: usize },
+    Finished { run: usize, auc: f64, advantage: f64 },
+    Failed { run: usize, reason: String },
+}
+
+pub trait AuditBackend: Send {
+    fn audit(
+        &mut self,
+        run: usize,
+        model: ModelKind,
+        checkpoint: &Path,
+        events: AppSender,
+    ) -> Result<(), BackendError>;
+}
+
+/// Writes the training curves to PNG files, returning the paths written.
+pub trait CurveExporter: Send {
+    fn export(
+        &self,
+        model: ModelKind,
+        epochs: &[EpochPoint],
+        steps: &[(f64, f64)],
+    ) -> Result<Vec<PathBuf>, BackendError>;
+}
+
+/// One of the three computing parties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartyId(u8);
+
+impl PartyId {
+    pub const ALL: [PartyId; 3] = [PartyId(0), PartyId(1), PartyId(2)];
+    pub fn new(i: u8) -> Option<PartyId> {
+        (i < 3).then_some(PartyId(i))
+    }
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for PartyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "P{}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PartyState {
+    #[default]
+    Stopped,
+    Starting,
+    Listening,
+    /// All peers connected and channel handshakes done.
+    Ready,
+    Exited(String),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PartyStatus {
+    pub state: PartyState,
+    pub address: Option<String>,
+    pub peers_connected: u8,
+    pub handshakes_done: u8,
+    pub requests_served: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub model_loaded: bool,
+}
+
+/// A prediction request: one preprocessed image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictRequest {
+    pub id: u64,
+    pub image: Vec<u8>,
+    pub shape: [usize; 3],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassProb {
+    /// 0 NORMAL, 1 PNEUMONIA.
+    pub class: u8,
+    pub probability: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PartyUpdate {
+    Status { party: PartyId, status: PartyStatus },
+    ModelShared { model: String },
+    Prediction {
+        id: u64,
+        private: ClassProb,
+        plaintext: Option<ClassProb>,
+        seconds: f64,
+        bytes: u64,
+    },
+    Failed(String),
+}
+
+/// The three parties (child processes or tasks). `shutdown` must stop them all; it is called
+/// when the interface exits.
+pub trait PartyBackend: Send {
+    fn launch(&mut self, events: AppSender) -> Result<(), BackendError>;
+    fn share_model(&mut self, model: ModelKind, checkpoint: &Path) -> Result<(), BackendError>;
+    fn predict(&mut self, request: PredictRequest) -> Result<(), BackendError>;
+    fn stop(&mut self, party: PartyId);
+    fn kill(&mut self, party: PartyId);
+    fn shutdown(&mut self);
+}
+
+/// Everything the interface drives. `None` shows "not available in this build" on the tab.
+pub struct Backends {
+    pub training: Option<Box<dyn TrainingBackend>>,
+    pub accountant: Option<Box<dyn Accountant>>,
+    pub audit: Option<Box<dyn AuditBackend>>,
+    pub exporter: Option<Box<dyn CurveExporter>>,
+    pub parties: Option<Box<dyn PartyBackend>>,
+}
+
+impl Backends {
+    pub fn none() -> Self {
+        Backends {
+            training: None,
+            accountant: None,
+            audit: None,
+            exporter: None,
+            parties: None,
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `privxray demo`: walks through the four tabs with captions, pressing the keys a user would.
+//! Each step waits for what it started (data ready, training finished, ...) or a time limit;
+//! Space or → skips a step, Esc leaves the demo and keeps the interface.
+
+use super::app::{App, TabId};
+use super::backend::PartyState;
+use super::privacy::AuditState;
+use super::train::{Field, RunState};
+use crossterm::event::{KeyCode, KeyEvent};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    Seconds,
+    DataReady,
+    TrainingDone,
+    AuditDone,
+    PartiesReady,
+    ModelShared,
+    Prediction,
+    Forever,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub tab: TabId,
+    pub caption: &'static str,
+    pub keys: Vec<KeyCode>,
+    pub wait: WaitFor,
+    /// Least and most time on this step, seconds.
+    pub min_s: f64,
+    pub max_s: f64,
+}
+
+pub struct Demo {
+    pub steps: Vec<Step>,
+    pub current: usize,
+    ticks: u64,
+    started: bool,
+}
+
+fn step(tab: TabId, caption: &'static str, keys: Vec<KeyCode>, wait: WaitFor, min_s: f64, max_s: f64) -> Step {
+    Step {
+        tab,
+        caption,
+        keys,
+        wait,
+        min_s,
+        max_s,
+    }
+}
+
+impl Demo {
+    pub fn new() -> Self {
+        use KeyCode::*;
+        // Focus the noise slider from the first field: five moves down.
+        let to_noise = vec![Down; Field::ALL.iter().position(|&f| f == Field::Noise).unwrap_or(0)];
+        let mut raise_noise = to_noise.clone();
+        raise_noise.extend([Char('+'); 6]);
+        let steps = vec![
+            step(TabId::Data, "1/4 Data: preprocessing with technique 1 (greyscale, 125x150, bilinear). Progress, throughput and ETA update live.", vec![Enter], WaitFor::DataReady, 3.0, 120.0),
+            step(TabId::Data, "Counts per split and class, skipped files with reasons, and previews drawn with half-block characters.", vec![], WaitFor::Seconds, 5.0, 5.0),
+            step(TabId::Train, "2/4 Train: DP-SGD settings. Moving the noise slider recomputes ε at once: more noise, smaller ε.", raise_noise, WaitFor::Seconds, 5.0, 5.0),
+            step(TabId::Train, "Training runs on its own thread: loss and accuracy per epoch, step loss, throughput, ETA, ε spent and projected.", vec![Char('s')], WaitFor::TrainingDone, 3.0, 180.0),
+            step(TabId::Privacy, "3/4 Privacy: each run is a point of accuracy against ε; a membership-inference audit tests the finished model.", vec![Char('a')], WaitFor::AuditDone, 3.0, 60.0),
+            step(TabId::Predict, "4/4 Private prediction: three parties start and connect with authenticated channels.", vec![Char('L')], WaitFor::PartiesReady, 3.0, 60.0),
+            step(TabId::Predict, "The trained model is secret-shared: no party sees the weights.", vec![Char('m')], WaitFor::ModelShared, 2.0, 60.0),
+            step(TabId::Predict, "An image is predicted on shares; the plaintext prediction is shown beside it.", vec![Enter], WaitFor::Prediction, 3.0, 120.0),
+            step(TabId::Predict, "Demo over: q quits, Esc leaves the demo and keeps the interface.", vec![], WaitFor::Forever, 0.0, f64::INFINITY),
+        ];
+        Demo {
+            steps,
+            current: 0,
+            ticks: 0,
+            started: false,
+        }
+    }
+
+    pub fn caption(&self) -> Option<&'static str> {
+        self.steps.get(self.current).map(|s| s.caption)
+    }
+
+    /// Ends the current step at the next tick.
+    pub fn skip(&mut self) {
+        if self.current + 1 < self.steps.len() {
+            self.current += 1;
+            self.ticks = 0;
+            self.started = false;
+        }
+    }
+
+    fn done(wait: WaitFor, app: &App) -> bool {
+        match wait {
+            WaitFor::Seconds => true,
+            WaitFor::Forever => false,
+            WaitFor::DataReady => app.data.ready().is_some() || matches!(app.data.job, super::data::JobState::Failed(_)),
+            WaitFor::TrainingDone => matches!(app.train.state, RunState::Finished(_) | RunState::Failed(_) | RunState::Idle),
+            WaitFor::AuditDone => app
+                .privacy
+                .runs
+                .last()
+                .is_none_or(|r| !matches!(r.audit, AuditState::Running)),
+            WaitFor::PartiesReady => {
+                app.backends.parties.is_none()
+                    || app.predict.parties.iter().all(|p| p.state == PartyState::Ready)
+            }
+            WaitFor::ModelShared => app.backends.parties.is_none() || app.predict.model.is_some(),
+            WaitFor::Prediction => app.predict.pending.is_empty(),
+        }
+    }
+
+    /// Advances on a tick; returns keys to press (with the tab to show first).
+    pub fn tick(&mut self, app: &App) -> Vec<(TabId, KeyEvent)> {
+        let Some(step) = self.steps.get(self.current).cloned() else {
+            return vec![];
+        };
+        if !self.started {
+            self.started = true;
+            self.ticks = 0;
+            let mut keys: Vec<(TabId, KeyEvent)> =
+                step.keys.iter().map(|&k| (step.tab, App::demo_press(k))).collect();
+            if keys.is_empty() {
+                // Still switch to the step's tab.
+                keys.push((step.tab, App::demo_press(KeyCode::Null)));
+            }
+            return keys;
+        }
+        self.ticks += 1;
+        let secs = self.ticks as f64 / app.fps.max(1.0);
+        if secs >= step.max_s || (secs >= step.min_s && Self::done(step.wait, app)) {
+            self.skip();
+        }
+        vec![]
+    }
+}
+
+impl Default for Demo {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,602 @@
+//! The Train tab: run settings, a DP panel with a live epsilon, run control, and live charts.
+
+use super::backend::{
+    Accountant, ClipNorm, DpSegment, DpSettings, EpochPoint, NoiseMultiplier, TrainConfig,
+    TrainOutcome, TrainUpdate,
+};
+use super::data::clock;
+use super::theme::Theme;
+use super::widgets::charts::{self, Series};
+use super::widgets::Slider;
+use privxray::model::ModelKind;
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Widget, Wrap};
+use std::path::PathBuf;
+
+pub const BATCH_SIZES: [usize; 7] = [8, 16, 32, 64, 128, 256, 512];
+pub const LEARNING_RATES: [f64; 7] = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1];
+pub const DELTAS: [f64; 5] = [1e-3, 1e-4, 1e-5, 1e-6, 1e-7];
+pub const NOISE_STEP: f64 = 0.05;
+pub const CLIP_STEP: f64 = 0.1;
+/// Slider ranges (the types allow wider values for the command line).
+pub const NOISE_RANGE: [f64; 2] = [0.1, 5.0];
+pub const CLIP_RANGE: [f64; 2] = [0.1, 10.0];
+pub const MAX_EPOCHS: usize = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Model,
+    Epochs,
+    Batch,
+    LearningRate,
+    Dp,
+    Noise,
+    Clip,
+    Microbatch,
+    Delta,
+}
+
+impl Field {
+    pub const ALL: [Field; 9] = [
+        Field::Model,
+        Field::Epochs,
+        Field::Batch,
+        Field::LearningRate,
+        Field::Dp,
+        Field::Noise,
+        Field::Clip,
+        Field::Microbatch,
+        Field::Delta,
+    ];
+    /// Fields a running training accepts changes to.
+    pub fn live(self) -> bool {
+        matches!(self, Field::Noise | Field::Clip)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum RunState {
+    #[default]
+    Idle,
+    Starting,
+    Running,
+    Paused,
+    Finished(TrainOutcome),
+    Failed(String),
+}
+
+impl RunState {
+    pub fn active(&self) -> bool {
+        matches!(self, RunState::Starting | RunState::Running | RunState::Paused)
+    }
+}
+
+/// What changing a field asks of the rest of the app.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Adjusted {
+    Nothing,
+    /// The DP parameters of a running training changed.
+    Dp(NoiseMultiplier, ClipNorm),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Epsilon {
+    /// No DP, or nothing to compute it from yet (with the reason).
+    Unknown(String),
+    Value { spent: f64, projected: f64 },
+    Error(String),
+}
+
+pub struct TrainTab {
+    pub model: ModelKind,
+    pub epochs: usize,
+    pub batch: usize,
+    pub learning_rate: f64,
+    pub dp_enabled: bool,
+    pub noise: NoiseMultiplier,
+    pub clip: ClipNorm,
+    pub microbatch: usize,
+    pub delta: f64,
+    pub focus: usize,
+    pub state: RunState,
+    pub device: String,
+    /// Training-set size from the Data tab (or the engine's Started event).
+    pub train_images: Option<usize>,
+    pub steps_per_epoch: Option<usize>,
+    pub history: Vec<EpochPoint>,
+    /// (global step, loss).
+    pub step_loss: Vec<(f64, f64)>,
+    pub position: Option<(usize, usize)>,
+    pub images_per_sec: f64,
+    /// Steps done per noise multiplier, in order: the accountant composes these.
+    pub segments: Vec<DpSegment>,
+    pub engine_epsilon: Option<f64>,
+    pub epsilon: Epsilon,
+    pub message: Option<(String, bool)>,
+}
+
+impl TrainTab {
+    pub fn new(device: String) -> Self {
+        TrainTab {
+            model: ModelKind::DnnAv,
+            epochs: 10,
+            batch: 64,
+            learning_rate: 1e-3,
+            dp_enabled: true,
+            noise: NoiseMultiplier::clamped(1.1),
+            clip: ClipNorm::clamped(1.0),
+            microbatch: 1,
+            delta: 1e-5,
+            focus: 0,
+            state: RunState::Idle,
+            device,
+            train_images: None,
+            steps_per_epoch: None,
+            history: Vec::new(),
+            step_loss: Vec::new(),
+            position: None,
+            images_per_sec: 0.0,
+            segments: Vec::new(),
+            engine_epsilon: None,
+            epsilon: Epsilon::Unknown("preprocess data first".into()),
+            message: None,
+        }
+    }
+
+    pub fn field(&self) -> Field {
+        Field::ALL[self.focus.min(Field::ALL.len() - 1)]
+    }
+
+    pub fn move_focus(&mut self, down: bool) {
+        let n = Field::ALL.len();
+        self.focus = if down {
+            (self.focus + 1) % n
+        } else {
+            (self.focus + n - 1) % n
+        };
+    }
+
+    pub fn config(&self, data_root: PathBuf) -> TrainConfig {
+        TrainConfig {
+            model: self.model,
+            epochs: self.epochs,
+            batch_size: self.batch,
+            learning_rate: self.learning_rate,
+            dp: self.dp_enabled.then_some(DpSettings {
+                noise: self.noise,
+                clip: self.clip,
+                microbatch: self.microbatch,
+                delta: self.delta,
+            }),
+            data_root,
+        }
+    }
+
+    /// Changes the focused field by one step up or down.
+    pub fn adjust(&mut self, up: bool) -> Adjusted {
+        let field = self.field();
+        if self.state.active() && !field.live() {
+            self.message = Some((
+                "only noise and clip can change while training runs".into(),
+                true,
+            ));
+            return Adjusted::Nothing;
+        }
+        if self.state.active() && !self.dp_enabled {
+            self.message = Some(("this run trains without DP".into(), true));
+            return Adjusted::Nothing;
+        }
+        self.message = None;
+        let step = |v: usize, choices: &[usize]| {
+            let i = choices.iter().position(|&c| c >= v).unwrap_or(0);
+            let j = if up {
+                (i + 1).min(choices.len() - 1)
+            } else {
+                i.saturating_sub(1)
+            };
+            choices[j]
+        };
+        let stepf = |v: f64, choices: &[f64]| {
+            let i = choices
+                .iter()
+                .position(|&c| (c - v).abs() <= v.abs() * 1e-9)
+                .unwrap_or(0);
+            let j = if up {
+                (i + 1).min(choices.len() - 1)
+            } else {
+                i.saturating_sub(1)
+            };
+            choices[j]
+        };
+        match field {
+            Field::Model => {
+                let all = ModelKind::ALL;
+                let i = all.iter().position(|&m| m == self.model).unwrap_or(0);
+                self.model = all[if up {
+                    (i + 1) % all.len()
+                } else {
+                    (i + all.len() - 1) % all.len()
+                }];
+            }
+            Field::Epochs => {
+                self.epochs = if up {
+                    (self.epochs + 1).min(MAX_EPOCHS)
+                } else {
+                    self.epochs.saturating_sub(1).max(1)
+                };
+            }
+            Field::Batch => {
+                self.batch = step(self.batch, &BATCH_SIZES);
+                self.microbatch = self.microbatch.min(self.batch);
+            }
+            Field::LearningRate => self.learning_rate = stepf(self.learning_rate, &LEARNING_RATES),
+            Field::Dp => self.dp_enabled = !self.dp_enabled,
+            Field::Noise => {
+                let d = if up { NOISE_STEP } else { -NOISE_STEP };
+                let v = round_to(self.noise.get() + d, NOISE_STEP);
+                self.noise = NoiseMultiplier::clamped(v.clamp(NOISE_RANGE[0], NOISE_RANGE[1]));
+            }
+            Field::Clip => {
+                let d = if up { CLIP_STEP } else { -CLIP_STEP };
+                let v = round_to(self.clip.get() + d, CLIP_STEP);
+                self.clip = ClipNorm::clamped(v.clamp(CLIP_RANGE[0], CLIP_RANGE[1]));
+            }
+            Field::Microbatch => {
+                self.microbatch = if up {
+                    (self.microbatch * 2).min(self.batch)
+                } else {
+                    (self.microbatch / 2).max(1)
+                };
+            }
+            Field::Delta => self.delta = stepf(self.delta, &DELTAS),
+        }
+        if self.state.active() && field.live() {
+            Adjusted::Dp(self.noise, self.clip)
+        } else {
+            Adjusted::Nothing
+        }
+    }
+
+    /// Steps the whole run will take.
+    pub fn total_steps(&self) -> Option<u64> {
+        let per_epoch = self
+            .steps_per_epoch
+            .or_else(|| self.train_images.map(|n| n.div_ceil(self.batch.max(1))))?;
+        Some(per_epoch as u64 * self.epochs as u64)
+    }
+
+    pub fn steps_done(&self) -> u64 {
+        self.segments.iter().map(|s| s.steps).sum()
+    }
+
+    /// Recomputes spent and projected epsilon: the steps done at the noise they ran with, then
+    /// the remaining steps at the current noise.
+    pub fn recompute_epsilon(&mut self, accountant: Option<&dyn Accountant>) {
+        self.epsilon = self.compute_epsilon(accountant);
+    }
+
+    fn compute_epsilon(&self, accountant: Option<&dyn Accountant>) -> Epsilon {
+        if !self.dp_enabled {
+            return Epsilon::Unknown("DP off: no guarantee (ε = ∞)".into());
+        }
+        let Some(acc) = accountant else {
+            return Epsilon::Unknown("no accountant in this build".into());
+        };
+        let (Some(n), Some(total)) = (self.train_images, self.total_steps()) else {
+            return Epsilon::Unknown("preprocess data first".into());
+        };
+        if n == 0 {
+            return Epsilon::Unknown("no training images".into());
+        }
+        let q = (self.batch as f64 / n as f64).min(1.0);
+        let done = self.steps_done();
+        let mut all = self.segments.clone();
+        all.push(DpSegment {
+            noise: self.noise,
+            steps: total.saturating_sub(done),
+        });
+        let spent = acc.epsilon(q, &self.segments, self.delta);
+        let projected = acc.epsilon(q, &all, self.delta);
+        match (spent, projected) {
+            (Ok(spent), Ok(projected)) => Epsilon::Value { spent, projected },
+            (Err(e), _) | (_, Err(e)) => Epsilon::Error(e.to_string()),
+        }
+    }
+
+    /// Clears curves for a new run.
+    pub fn begin_run(&mut self) {
+        self.state = RunState::Starting;
+        self.history.clear();
+        self.step_loss.clear();
+        self.segments.clear();
+        self.position = None;
+        self.images_per_sec = 0.0;
+        self.engine_epsilon = None;
+        self.message = None;
+    }
+
+    /// Applies an event; returns the finished outcome when the run ended.
+    pub fn apply(&mut self, update: TrainUpdate) -> Option<TrainOutcome> {
+        match update {
+            TrainUpdate::Started {
+                device,
+                steps_per_epoch,
+                epochs,
+                train_images,
+            } => {
+                self.device = device;
+                self.steps_per_epoch = Some(steps_per_epoch);
+                self.epochs = epochs;
+                self.train_images = Some(train_images);
+                self.state = RunState::Running;
+            }
+            TrainUpdate::Step {
+                epoch,
+                step,
+                loss,
+                images_per_sec,
+                epsilon,
+            } => {
+                if self.state == RunState::Starting {
+                    self.state = RunState::Running;
+                }
+                let per = self.steps_per_epoch.unwrap_or(1) as f64;
+                self.step_loss.push((epoch as f64 * per + step as f64, loss));
+                self.position = Some((epoch, step));
+                self.images_per_sec = images_per_sec;
+                self.engine_epsilon = epsilon;
+                if self.dp_enabled {
+                    match self.segments.last_mut() {
+                        Some(s) if s.noise == self.noise => s.steps += 1,
+                        _ => self.segments.push(DpSegment {
+                            noise: self.noise,
+                            steps: 1,
+                        }),
+                    }
+                }
+            }
+            TrainUpdate::Epoch(p) => self.history.push(p),
+            TrainUpdate::DpApplied { noise, clip } => {
+                self.message = Some((
+                    format!("applied σ {noise:.2}, C {clip:.2} to the next steps"),
+                    false,
+                ));
+            }
+            TrainUpdate::Paused => self.state = RunState::Paused,
+            TrainUpdate::Resumed => self.state = RunState::Running,
+            TrainUpdate::Finished(outcome) => {
+                self.state = RunState::Finished(outcome.clone());
+                return Some(outcome);
+            }
+            TrainUpdate::Failed(reason) => self.state = RunState::Failed(reason),
+        }
+        None
+    }
+
+    pub fn eta_seconds(&self) -> Option<f64> {
+        let total = self.total_steps()?;
+        let done = self.step_loss.len() as u64;
+        if self.images_per_sec <= 0.0 {
+            return None;
+        }
+        let steps_per_sec = self.images_per_sec / self.batch.max(1) as f64;
+        Some(total.saturating_sub(done) as f64 / steps_per_sec)
+    }
+}
+
+fn round_to(v: f64, step: f64) -> f64 {
+    (v / step).round() * step
+}
+
+pub fn fmt_eps(v: f64) -> String {
+    if v.is_infinite() {
+        "∞".into()
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+pub struct TrainView<'a> {
+    pub tab: &'a TrainTab,
+    pub theme: Theme,
+}
+
+impl Widget for TrainView<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let (t, theme) = (self.tab, self.theme);
+        let [left, right] =
+            Layout::horizontal([Constraint::Length(44), Constraint::Min(20)]).areas(area);
+        let [settings_area, run_area] =
+            Layout::vertical([Constraint::Length(14), Constraint::Min(5)]).areas(left);
+
+        let block = Block::bordered().title(" Settings ");
+        let inner = block.inner(settings_area);
+        block.render(settings_area, buf);
+        let rows = Layout::vertical(vec![Constraint::Length(1); 12]).split(inner);
+        let focus = t.field();
+        let style_for = |f: Field| {
+            if f == focus {
+                theme.selected()
+            } else if t.state.active() && !f.live() {
+                theme.dim()
+            } else {
+                Style::new()
+            }
+        };
+        let text_row = |f: Field, label: &str, value: String| {
+            Line::from(vec![
+                Span::styled(format!("{label:<14}"), style_for(f)),
+                Span::raw(value),
+            ])
+        };
+        text_row(Field::Model, "model", format!("‹ {} ›", t.model.name())).render(rows[0], buf);
+        text_row(Field::Epochs, "epochs", t.epochs.to_string()).render(rows[1], buf);
+        text_row(Field::Batch, "batch size", t.batch.to_string()).render(rows[2], buf);
+        text_row(Field::LearningRate, "learning rate", format!("{:e}", t.learning_rate))
+            .render(rows[3], buf);
+        text_row(
+            Field::Dp,
+            "DP-SGD",
+            if t.dp_enabled { "[x] on" } else { "[ ] off" }.into(),
+        )
+        .render(rows[5], buf);
+        let slider = |f: Field, label: &'static str, v: f64, range: [f64; 2], area: Rect| {
+            Slider {
+                label,
+                value: v,
+                min: range[0],
+                max: range[1],
+                text: format!("{v:.2}"),
+                label_width: 14,
+                style: if t.dp_enabled {
+                    style_for(f)
+                } else {
+                    theme.dim()
+                },
+                knob: theme.accent(),
+            }
+            .render(area, buf);
+        };
+        slider(Field::Noise, "noise σ", t.noise.get(), NOISE_RANGE, rows[6]);
+        slider(Field::Clip, "clip norm C", t.clip.get(), CLIP_RANGE, rows[7]);
+        text_row(Field::Microbatch, "microbatch", t.microbatch.to_string()).render(rows[8], buf);
+        text_row(Field::Delta, "delta δ", format!("{:e}", t.delta)).render(rows[9], buf);
+        let eps = match &t.epsilon {
+            Epsilon::Value { spent, projected } => Line::from(vec![
+                Span::raw("ε spent "),
+                Span::styled(fmt_eps(*spent), theme.bold()),
+                Span::raw(" · at end "),
+                Span::styled(fmt_eps(*projected), theme.accent()),
+            ]),
+            Epsilon::Unknown(why) => Line::styled(format!("ε: {why}"), theme.dim()),
+            Epsilon::Error(e) => Line::styled(format!("ε: {e}"), theme.error()),
+        };
+        eps.render(rows[11], buf);
+
+        // Run status.
+        let state = match &t.state {
+            RunState::Idle => Span::styled("idle: press s to start", theme.dim()),
+            RunState::Starting => Span::styled("starting…", theme.warn()),
+            RunState::Running => Span::styled("running", theme.ok()),
+            RunState::Paused => Span::styled("paused (p resumes)", theme.warn()),
+            RunState::Finished(o) if o.stopped => Span::styled("stopped", theme.warn()),
+            RunState::Finished(_) => Span::styled("finished", theme.ok()),
+            RunState::Failed(_) => Span::styled("failed", theme.error()),
+        };
+        let mut lines = vec![
+            Line::from(vec![Span::raw("state   "), state]),
+            Line::raw(format!("device  {}", t.device)),
+        ];
+        if let Some((epoch, step)) = t.position {
+            let per = t
+                .steps_per_epoch
+                .map(|s| s.to_string())
+                .unwrap_or("?".into());
+            lines.push(Line::raw(format!(
+                "epoch   {}/{} · step {}/{per}",
+                epoch + 1,
+                t.epochs,
+                step + 1
+            )));
+            lines.push(Line::raw(format!(
+                "speed   {:.1} images/s · ETA {}",
+                t.images_per_sec,
+                t.eta_seconds().map(clock).unwrap_or("--:--".into())
+            )));
+        }
+        match &t.state {
+            RunState::Finished(o) => {
+                let mut s = format!("best val acc {:.1}%", o.best_val_acc * 100.0);
+                if let Some(a) = o.test_acc {
+                    s.push_str(&format!(" · test {:.1}%", a * 100.0));
+                }
+                if let Some(e) = o.epsilon {
+                    s.push_str(&format!(" · ε {}", fmt_eps(e)));
+                }
+                lines.push(Line::styled(s, theme.ok()));
+            }
+            RunState::Failed(r) => lines.push(Line::styled(r.clone(), theme.error())),
+            _ => {}
+        }
+        if let Some((m, err)) = &t.message {
+            lines.push(Line::styled(
+                m.clone(),
+                if *err { theme.warn() } else { theme.dim() },
+            ));
+        }
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .block(Block::bordered().title(" Run "))
+            .render(run_area, buf);
+
+        // Charts.
+        let [loss_area, acc_area, step_area] = Layout::vertical([
+            Constraint::Ratio(1, 3),
+            Constraint::Ratio(1, 3),
+            Constraint::Ratio(1, 3),
+        ])
+        .areas(right);
+        let pts = |f: fn(&EpochPoint) -> f64| -> Vec<(f64, f64)> {
+            t.history
+                .iter()
+                .map(|p| ((p.epoch + 1) as f64, f(p)))
+                .collect()
+        };
+        let (tl, vl) = (pts(|p| p.train_loss), pts(|p| p.val_loss));
+        let (ta, va) = (pts(|p| p.train_acc), pts(|p| p.val_acc));
+        let axis = theme.dim();
+        let two = |a: &'static str, pa, b: &'static str, pb| {
+            [
+                Series {
+                    name: a,
+                    points: pa,
+                    style: theme.series(0),
+                    scatter: false,
+                },
+                Series {
+                    name: b,
+                    points: pb,
+                    style: theme.series(1),
+                    scatter: false,
+                },
+            ]
+        };
+        let loss_series = two("train", &tl, "val", &vl);
+        charts::chart(
+            Block::bordered().title(" Loss per epoch "),
+            &loss_series,
+            "epoch",
+            None,
+            axis,
+        )
+        .render(loss_area, buf);
+        let acc_series = two("train", &ta, "val", &va);
+        charts::chart(
+            Block::bordered().title(" Accuracy per epoch "),
+            &acc_series,
+            "epoch",
+            Some([0.0, 1.0]),
+            axis,
+        )
+        .render(acc_area, buf);
+        let step_series = [Series {
+            name: "loss",
+            points: &t.step_loss,
+            style: theme.series(2),
+            scatter: false,
+        }];
+        charts::chart(
+            Block::bordered().title(" Step loss "),
+            &step_series,
+            "step",
+            None,
+            axis,
+        )
+        .render(step_area, buf);
+    }
+}
