@@ -209,13 +209,14 @@ pub fn render(rng: &mut ChaCha8Rng, width: u32, height: u32, class: Class, viral
     if class == Class::Pneumonia {
         if viral {
             // Diffuse, patchy, often bilateral haze.
-            for _ in 0..rng.random_range(8..16) {
-                blobs.push(place(rng, (0.035, 0.08), (22.0, 45.0)));
+            for _ in 0..rng.random_range(6..12) {
+                blobs.push(place(rng, (0.05, 0.10), (18.0, 40.0)));
             }
         } else {
             // One or two focal consolidations of varying size.
+            // Lobar consolidation: one or two large patches.
             for _ in 0..rng.random_range(1..3) {
-                blobs.push(place(rng, (0.06, 0.14), (40.0, 95.0)));
+                blobs.push(place(rng, (0.10, 0.20), (35.0, 80.0)));
             }
         }
     }

@@ -11,8 +11,20 @@ use std::time::Instant;
 pub enum BenchCommand {
     /// Images/s of both preprocessing techniques on generated 1300x1000 JPEGs.
     Preprocess(PreprocessBench),
+    /// Noise channel throughput (six directions between three parties) and handshake time.
+    Net(NetBench),
     /// Training images/s (plain and DP-SGD, batch 32 and 64) and inference latency of dnn-max.
     Train(TrainBench),
+}
+
+#[derive(Debug, Args)]
+pub struct NetBench {
+    /// Bytes per message.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub message_bytes: usize,
+    /// Messages each party sends each peer.
+    #[arg(long, default_value_t = 32)]
+    pub rounds: usize,
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +52,15 @@ pub struct PreprocessBench {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Preprocess(b) => preprocess_bench(b),
+        BenchCommand::Net(b) => {
+            let r = privxray::net::bench::run(privxray::net::bench::BenchSettings {
+                message_bytes: b.message_bytes,
+                rounds: b.rounds,
+                handshakes: 20,
+            })?;
+            println!("{r}");
+            Ok(())
+        }
         BenchCommand::Train(b) => {
             let r = privxray::train::bench::run(b.steps, b.cuda)?;
             if b.json {

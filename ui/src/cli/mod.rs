@@ -2,6 +2,7 @@
 
 mod bench;
 mod data;
+mod keys;
 mod plot;
 mod predict;
 mod train;
@@ -41,6 +42,8 @@ pub enum Command {
     Sweep(train::SweepArgs),
     /// Accuracy and loss curves of a training run as PNGs.
     Plot(plot::PlotArgs),
+    /// Write a Noise static private key and print its public key.
+    Keygen(keys::KeygenArgs),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Audit(a)) => train::audit_cmd(a),
         Some(Command::Sweep(a)) => train::sweep_cmd(a),
         Some(Command::Plot(a)) => plot::run(a),
+        Some(Command::Keygen(a)) => keys::keygen(a),
         Some(Command::Bench(b)) => bench::run(b),
         None => data::default_job(),
     }

@@ -1,0 +1,22 @@
+//! `keygen`: a Noise static key for a party, the model owner or a client.
+
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where the private key goes (mode 0600, written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an existing key file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn keygen(a: KeygenArgs) -> anyhow::Result<()> {
+    let public = privxray::net::keys::keygen(&a.out, a.force)?;
+    // stdout carries only the public key, so scripts can paste it into parties.toml.
+    println!("{public}");
+    eprintln!("wrote private key {} (mode 0600)", a.out.display());
+    Ok(())
+}
