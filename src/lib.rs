@@ -5,6 +5,7 @@
 pub mod atomic;
 pub mod data;
 pub mod model;
+pub mod mpc;
 pub mod net;
 pub mod plot;
 pub mod preprocess;

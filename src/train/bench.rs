@@ -11,50 +11,57 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::time::Instant;
 
-/// Measured figures; images per second are over `steps` timed steps after one warm-up step.
+/// Measured figures. Each figure is the median over `steps` timed steps (after one warm-up
+/// step), which shrugs off interference from other processes better than the mean.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub model: String,
     pub device: String,
+    /// Threads of the rayon pool that runs our kernels (set with `RAYON_NUM_THREADS`); the
+    /// PyTorch equivalent is `torch.set_num_threads(threads)`.
     pub threads: usize,
+    /// Logical CPUs the OS reports.
+    pub available_cpus: usize,
     pub steps: usize,
     pub plain_images_per_sec_b32: f64,
     pub plain_images_per_sec_b64: f64,
     pub dp_images_per_sec_b32: f64,
     pub dp_images_per_sec_b64: f64,
+    /// DP-SGD throughput over plain throughput at batch 32.
+    pub dp_ratio_b32: f64,
     /// DP-SGD throughput over plain throughput at batch 64.
     pub dp_ratio_b64: f64,
+    /// Forward pass of one image, logits copied out.
     pub inference_ms_b1: f64,
+    /// What each figure measures, for comparison with PyTorch/Opacus runs.
+    pub protocol: String,
 }
 
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{} on {} ({} threads), {} timed steps",
-            self.model, self.device, self.threads, self.steps
+            "{} on {} ({} rayon threads, {} CPUs available), median of {} timed steps",
+            self.model, self.device, self.threads, self.available_cpus, self.steps
+        )?;
+        writeln!(f, "                  batch 32      batch 64")?;
+        writeln!(
+            f,
+            "plain training  {:8.1} img/s {:8.1} img/s",
+            self.plain_images_per_sec_b32, self.plain_images_per_sec_b64
         )?;
         writeln!(
             f,
-            "plain training  b32: {:8.1} img/s",
-            self.plain_images_per_sec_b32
+            "DP-SGD training {:8.1} img/s {:8.1} img/s",
+            self.dp_images_per_sec_b32, self.dp_images_per_sec_b64
         )?;
         writeln!(
             f,
-            "plain training  b64: {:8.1} img/s",
-            self.plain_images_per_sec_b64
+            "DP / plain      {:8.2}x       {:8.2}x",
+            self.dp_ratio_b32, self.dp_ratio_b64
         )?;
-        writeln!(
-            f,
-            "DP-SGD training b32: {:8.1} img/s",
-            self.dp_images_per_sec_b32
-        )?;
-        writeln!(
-            f,
-            "DP-SGD training b64: {:8.1} img/s ({:.2}x plain)",
-            self.dp_images_per_sec_b64, self.dp_ratio_b64
-        )?;
-        write!(f, "inference b1:        {:8.2} ms", self.inference_ms_b1)
+        writeln!(f, "inference b1    {:8.2} ms", self.inference_ms_b1)?;
+        write!(f, "{}", self.protocol)
     }
 }
 
@@ -70,13 +77,17 @@ fn random_batch(n: usize, device: &Device, rng: &mut impl Rng) -> Result<(Tensor
     ))
 }
 
+/// Median seconds of `steps` timed calls of `step`, after one warm-up call.
 fn time_steps(steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<f64> {
-    step()?; // warm-up: allocations, thread pool
-    let t = Instant::now();
-    for _ in 0..steps {
+    step()?; // warm-up: allocations, thread pool, scratch buffers
+    let mut times = Vec::with_capacity(steps.max(1));
+    for _ in 0..steps.max(1) {
+        let t = Instant::now();
         step()?;
+        times.push(t.elapsed().as_secs_f64());
     }
-    Ok(t.elapsed().as_secs_f64() / steps.max(1) as f64)
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 /// Runs the DNN-Max benchmark with `steps` timed steps per figure.
@@ -135,20 +146,29 @@ pub fn run(steps: usize, prefer_gpu: bool) -> Result<BenchReport> {
     let d32 = private(32, &mut rng)?;
     let d64 = private(64, &mut rng)?;
     let (x1, _) = random_batch(1, &device, &mut rng)?;
-    let infer = time_steps(steps.max(5), || {
+    let infer = time_steps(steps.max(20), || {
         model.forward_with(&x1, None)?.to_vec2::<f32>()?;
         Ok(())
     })?;
+    let threads = rayon::current_num_threads();
     Ok(BenchReport {
         model: ModelKind::DnnMax.name().into(),
         device: device_name,
-        threads: candle_core::utils::get_num_threads(),
+        threads,
+        available_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         steps,
         plain_images_per_sec_b32: p32,
         plain_images_per_sec_b64: p64,
         dp_images_per_sec_b32: d32,
         dp_images_per_sec_b64: d64,
+        dp_ratio_b32: d32 / p32,
         dp_ratio_b64: d64 / p64,
         inference_ms_b1: infer * 1e3,
+        protocol: format!(
+            "protocol: f32, 1x150x125 random images, one step = forward + backward + SGD \
+             momentum update (DP-SGD: per-example clipping at C = 1, noise multiplier 1, \
+             Poisson-style expected batch); PyTorch equivalent: torch.set_num_threads({threads}), \
+             same model, Opacus for DP"
+        ),
     })
 }

@@ -6,6 +6,7 @@
 //! whatever the crash point. The metadata stay cheap to read without the weights:
 //! [`read_meta`] reads only the header.
 
+use super::accounting::DpSegment;
 use super::dpsgd::DpConfig;
 use super::error::{Result, TrainError};
 use super::optim::OptimizerConfig;
@@ -52,6 +53,10 @@ pub struct CheckpointMeta {
     pub dp: Option<DpConfig>,
     /// Privacy spent so far (DP runs with an accountant).
     pub epsilon: Option<f64>,
+    /// Every DP release so far with its own parameters, replayed into the accountant on
+    /// resume (absent in checkpoints of plain runs).
+    #[serde(default)]
+    pub privacy_ledger: Vec<DpSegment>,
     pub history: Vec<EpochRecord>,
 }
 

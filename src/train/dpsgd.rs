@@ -1,75 +1,12 @@
 //! DP-SGD (Abadi et al. 2016): per-example gradients, each clipped to an L2 norm bound, summed,
 //! Gaussian noise added, divided by the expected batch size.
 //!
-//! The privacy parameter newtypes ([`NoiseMultiplier`], [`ClipNorm`]) are defined here for
-//! now; they are meant to move to `crate::privacy::params` once that module exists.
+//! The privacy parameters are the privacy module's validated newtypes, re-exported here.
 
 use super::error::{Result, TrainError};
+use crate::model::PlanLayer;
+pub use crate::privacy::params::{ClipNorm, Delta, NoiseMultiplier};
 use serde::{Deserialize, Serialize};
-
-/// sigma: noise standard deviation in units of the clip norm. Finite and >= 0.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
-#[serde(try_from = "f64", into = "f64")]
-pub struct NoiseMultiplier(f64);
-
-impl NoiseMultiplier {
-    pub fn new(v: f64) -> Result<Self> {
-        if v.is_finite() && v >= 0.0 {
-            Ok(Self(v))
-        } else {
-            Err(TrainError::Config(format!(
-                "noise multiplier {v}: expected a finite number >= 0"
-            )))
-        }
-    }
-    pub fn get(self) -> f64 {
-        self.0
-    }
-}
-
-impl TryFrom<f64> for NoiseMultiplier {
-    type Error = TrainError;
-    fn try_from(v: f64) -> Result<Self> {
-        Self::new(v)
-    }
-}
-impl From<NoiseMultiplier> for f64 {
-    fn from(v: NoiseMultiplier) -> f64 {
-        v.0
-    }
-}
-
-/// C: the L2 bound on each example's (or microbatch's) gradient. Finite and > 0.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
-#[serde(try_from = "f64", into = "f64")]
-pub struct ClipNorm(f64);
-
-impl ClipNorm {
-    pub fn new(v: f64) -> Result<Self> {
-        if v.is_finite() && v > 0.0 {
-            Ok(Self(v))
-        } else {
-            Err(TrainError::Config(format!(
-                "clip norm {v}: expected a finite number > 0"
-            )))
-        }
-    }
-    pub fn get(self) -> f64 {
-        self.0
-    }
-}
-
-impl TryFrom<f64> for ClipNorm {
-    type Error = TrainError;
-    fn try_from(v: f64) -> Result<Self> {
-        Self::new(v)
-    }
-}
-impl From<ClipNorm> for f64 {
-    fn from(v: ClipNorm) -> f64 {
-        v.0
-    }
-}
 
 /// How each step's examples are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +40,8 @@ pub struct DpConfig {
     /// Examples per microbatch (TF Privacy): each microbatch's mean gradient is clipped as a
     /// unit. 1 = per-example clipping.
     pub microbatch_size: usize,
-    /// The delta of (epsilon, delta)-DP reported by the accountant.
+    /// The delta of (epsilon, delta)-DP reported by the accountant, in (0, 1) (checked by
+    /// [`DpConfig::validate`]; see [`DpConfig::delta`]).
     pub delta: f64,
     pub noise_seed: NoiseSeed,
 }
@@ -125,14 +63,32 @@ impl DpConfig {
                 "microbatch size 0: expected at least 1".into(),
             ));
         }
-        if !(self.delta > 0.0 && self.delta < 1.0) {
-            return Err(TrainError::Config(format!(
-                "delta {}: expected a value in (0, 1)",
-                self.delta
-            )));
-        }
+        self.delta()?;
         Ok(())
     }
+    /// The validated delta.
+    pub fn delta(&self) -> Result<Delta> {
+        Ok(Delta::new(self.delta)?)
+    }
+}
+
+/// Checks that every layer of a plan keeps examples independent, as per-example clipping
+/// requires. Exhaustive on purpose: a new layer kind must be classified here. Batch
+/// normalisation, for one, mixes the examples of a batch (each output depends on the batch's
+/// statistics), so one example's influence is no longer bounded by its clipped gradient; it
+/// would have to be refused (or replaced by group normalisation) for DP-SGD.
+pub fn check_plan_for_dp(plan: &[PlanLayer]) -> Result<()> {
+    for layer in plan {
+        match layer {
+            PlanLayer::Conv { .. }
+            | PlanLayer::Relu
+            | PlanLayer::Pool(_)
+            | PlanLayer::Flatten
+            | PlanLayer::Dense { .. }
+            | PlanLayer::Dropout(_) => {}
+        }
+    }
+    Ok(())
 }
 
 use super::loss::{self, ClassWeights};
@@ -230,7 +186,12 @@ pub fn clipped_gradient_sums(
     let units = n / m;
     let mut caps = Vec::new();
     let mut h = x.clone();
-    for layer in model.layers() {
+    let mut fused = 0;
+    for (i, layer) in model.layers().iter().enumerate() {
+        if fused > 0 {
+            fused -= 1;
+            continue;
+        }
         h = match layer {
             NetLayer::Conv {
                 weight,
@@ -254,7 +215,9 @@ pub fn clipped_gradient_sums(
                         .broadcast_as((n, o, 1))?
                         .contiguous()?,
                 )?;
-                let y = ops::conv2d_per_example(&h, &w, &b, *kernel, *padding)?;
+                let (epilogue, n) = model.epilogue_after(i);
+                fused = n;
+                let y = ops::conv2d_per_example(&h, &w, &b, *kernel, *padding, epilogue)?;
                 caps.push(Captured::Conv { w, b });
                 y
             }

@@ -2,6 +2,7 @@
 //! best-by-validation-accuracy and resume checkpoints, early stopping, and a JSON-serialisable
 //! event stream. Meant to run on its own thread, steered through [`TrainControl`].
 
+use super::accounting::{AccountingMode, DpSegment, Ledger};
 use super::checkpoint::{self, CheckpointMeta, EpochRecord};
 use super::control::{Directive, TrainControl};
 use super::data::TrainData;
@@ -33,12 +34,7 @@ pub enum Seed {
     Fixed(u64),
 }
 
-/// Computes the privacy spent so far: implemented by the privacy module's accountant.
-pub trait PrivacyAccountant: Send {
-    /// epsilon after `steps` steps with sampling rate `q` and noise multiplier `sigma` at
-    /// `delta`.
-    fn epsilon(&self, steps: u64, q: f64, sigma: f64, delta: f64) -> f64;
-}
+pub use super::accounting::PrivacyAccountant;
 
 /// What to train and how.
 pub struct TrainConfig {
@@ -60,12 +56,13 @@ pub struct TrainConfig {
     /// ImageNet VGG16 weights for the convolutions (see [`model::load_vgg16_imagenet`]).
     pub init_weights: Option<PathBuf>,
     pub dp: Option<DpConfig>,
+    /// Turns DP steps into epsilon (default: the RDP accountant); `None`: no epsilon reported.
     pub accountant: Option<Box<dyn PrivacyAccountant>>,
     pub prefer_gpu: bool,
 }
 
 impl TrainConfig {
-    /// Defaults: 10 epochs, batch 32, Adam 1e-3, patience 3, OS seed, CPU.
+    /// Defaults: 10 epochs, batch 32, Adam 1e-3, patience 3, OS seed, CPU, RDP accountant.
     pub fn new(model: ModelKind) -> Self {
         Self {
             model,
@@ -81,7 +78,7 @@ impl TrainConfig {
             resume: None,
             init_weights: None,
             dp: None,
-            accountant: None,
+            accountant: Some(Box::new(crate::privacy::RdpAccountant::new())),
             prefer_gpu: false,
         }
     }
@@ -118,6 +115,9 @@ pub enum TrainingEvent {
         dp: Option<DpConfig>,
         /// "poisson" or "shuffled" for DP runs, "shuffled" otherwise.
         sampling: String,
+        /// How epsilon is accounted (DP runs with an accountant): with Poisson sampling the
+        /// subsampled Gaussian at q = B/N; with shuffled batches no amplification is assumed.
+        accounting: Option<String>,
     },
     Step {
         epoch: usize,
@@ -258,7 +258,7 @@ fn epoch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
 /// Trains per `config` on `data`, validating on `val` after every epoch; sends progress to
 /// `events` (a closed receiver is ignored) and obeys `control` between steps.
 pub fn train(
-    config: TrainConfig,
+    mut config: TrainConfig,
     data: &TrainData,
     val: &TrainData,
     events: Sender<TrainingEvent>,
@@ -333,12 +333,49 @@ pub fn train(
         if dp.is_none() {
             dp = r.meta.dp;
         }
+        if dp.is_some() && r.meta.dp.is_none() && r.meta.optimizer_step > 0 {
+            // Those weights saw the data without noise: no epsilon would be true.
+            return Err(TrainError::Checkpoint {
+                path: r.path.clone(),
+                reason: "was trained without DP-SGD; a DP run cannot continue from it".into(),
+            });
+        }
+    }
+    if dp.is_some() {
+        dpsgd::check_plan_for_dp(&kind.plan(width))?;
     }
 
     let n = data.len();
     let steps_per_epoch = n.div_ceil(config.batch_size);
     let sample_rate = (config.batch_size as f64 / n as f64).min(1.0);
     let mut noise_rng = dp.map(|d| dpsgd::noise_rng(d.noise_seed));
+    let mut ledger = match (&dp, config.accountant.take()) {
+        (Some(d), Some(acc)) => {
+            let mode = AccountingMode::new(d.sampling, sample_rate)?;
+            let previous = match &resumed {
+                Some(r) if r.meta.privacy_ledger.is_empty() && r.meta.optimizer_step > 0 => {
+                    // A checkpoint from before ledgers: its steps at its own settings.
+                    let rd = r.meta.dp.unwrap_or(*d);
+                    vec![match mode {
+                        AccountingMode::Poisson(q) => DpSegment {
+                            sample_rate: q,
+                            noise_multiplier: rd.noise_multiplier,
+                            steps: r.meta.optimizer_step,
+                        },
+                        AccountingMode::ShuffledNoAmplification => DpSegment {
+                            sample_rate: crate::privacy::SampleRate::new(1.0)?,
+                            noise_multiplier: rd.noise_multiplier,
+                            steps: r.meta.epoch as u64,
+                        },
+                    }]
+                }
+                Some(r) => r.meta.privacy_ledger.clone(),
+                None => Vec::new(),
+            };
+            Some(Ledger::new(mode, d.delta()?, &previous, acc)?)
+        }
+        _ => None,
+    };
     emit(TrainingEvent::Started {
         model: kind.name().into(),
         width,
@@ -355,16 +392,8 @@ pub fn train(
             _ => "shuffled",
         }
         .into(),
+        accounting: ledger.as_ref().map(|l| l.mode().describe()),
     });
-
-    let epsilon_now = |steps: u64, dp: &Option<DpConfig>| -> Option<f64> {
-        match (dp, &config.accountant) {
-            (Some(d), Some(acc)) => {
-                Some(acc.epsilon(steps, sample_rate, d.noise_multiplier.get(), d.delta))
-            }
-            _ => None,
-        }
-    };
     let ckpt_path = |tag: &str| {
         config
             .checkpoint_dir
@@ -433,6 +462,9 @@ pub fn train(
                         nr,
                     )?;
                     optimizer.step(&r.gradients)?;
+                    if let Some(l) = ledger.as_mut() {
+                        l.step(d.noise_multiplier);
+                    }
                     (r.loss, r.logits)
                 }
                 _ => {
@@ -480,14 +512,17 @@ pub fn train(
                 } else {
                     0.0
                 },
-                epsilon: epsilon_now(optimizer.steps(), &dp),
+                epsilon: ledger.as_ref().map(Ledger::epsilon),
             });
+        }
+        if let Some(l) = ledger.as_mut() {
+            l.end_epoch();
         }
         let vm = evaluate(&model, val, config.eval_batch_size)?;
         let seconds = t0.elapsed().as_secs_f64();
         epoch_seconds.push(seconds);
         epochs_run += 1;
-        let epsilon = epsilon_now(optimizer.steps(), &dp);
+        let epsilon = ledger.as_ref().map(Ledger::epsilon);
         let record = EpochRecord {
             epoch,
             train_loss: if seen > 0 {
@@ -537,6 +572,10 @@ pub fn train(
             seed,
             dp,
             epsilon,
+            privacy_ledger: ledger
+                .as_ref()
+                .map(|l| l.segments().to_vec())
+                .unwrap_or_default(),
             history: history.clone(),
         };
         let mut tensors: Vec<(String, Tensor)> = vars
@@ -575,8 +614,11 @@ pub fn train(
             }
         }
     }
+    if let Some(l) = ledger.as_mut() {
+        l.end_epoch(); // a run stopped mid-epoch
+    }
     let val_metrics = evaluate(&model, val, config.eval_batch_size)?;
-    let epsilon = epsilon_now(optimizer.steps(), &dp);
+    let epsilon = ledger.as_ref().map(Ledger::epsilon);
     if !stopped {
         emit(TrainingEvent::Finished {
             best_val_acc,

@@ -14,6 +14,8 @@ pub enum TrainError {
         expected: [usize; 3],
         got: [usize; 3],
     },
+    #[error("privacy parameter: {0}")]
+    Privacy(#[from] crate::privacy::PrivacyError),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("{path}: {source}")]

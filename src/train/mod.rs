@@ -1,6 +1,7 @@
 //! Training engine: candle models of the four architectures, the training loop (plain and
 //! DP-SGD), checkpoints, evaluation metrics and benchmarks.
 
+pub mod accounting;
 pub mod bench;
 pub mod checkpoint;
 pub mod control;

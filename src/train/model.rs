@@ -234,14 +234,23 @@ impl Model {
     ) -> Result<Tensor> {
         self.check_input(x)?;
         let mut x = x.clone();
-        for layer in &self.layers {
+        let mut fused = 0;
+        for (i, layer) in self.layers.iter().enumerate() {
+            if fused > 0 {
+                fused -= 1;
+                continue;
+            }
             x = match layer {
                 NetLayer::Conv {
                     weight,
                     bias,
                     padding,
                     ..
-                } => ops::conv2d(&x, weight, bias, *padding)?,
+                } => {
+                    let (epilogue, n) = self.epilogue_after(i);
+                    fused = n;
+                    ops::conv2d_fused(&x, weight, bias, *padding, epilogue)?
+                }
                 NetLayer::Relu => x.relu()?,
                 NetLayer::Pool(kind) => ops::pool2d(&x, *kind, POOL_SIZE)?,
                 NetLayer::Flatten => x.flatten_from(1)?,
@@ -255,6 +264,22 @@ impl Model {
             };
         }
         Ok(x)
+    }
+
+    /// The ReLU and pooling right after layer `i` (fused into the convolution at `i`), and how
+    /// many layers that covers.
+    pub(crate) fn epilogue_after(&self, i: usize) -> (ops::Epilogue, usize) {
+        let mut e = ops::Epilogue::NONE;
+        let mut next = i + 1;
+        if matches!(self.layers.get(next), Some(NetLayer::Relu)) {
+            e.relu = true;
+            next += 1;
+        }
+        if let Some(NetLayer::Pool(kind)) = self.layers.get(next) {
+            e.pool = Some((*kind, POOL_SIZE));
+            next += 1;
+        }
+        (e, next - i - 1)
     }
 
     /// Every trainable tensor by name, in plan order.

@@ -108,6 +108,11 @@ fn checkpoint_round_trips_bit_exactly() {
         seed: 7,
         dp: Some(DpConfig::new(1.1, 1.0).unwrap()),
         epsilon: Some(2.5),
+        privacy_ledger: vec![super::accounting::DpSegment {
+            sample_rate: crate::privacy::SampleRate::new(0.01).unwrap(),
+            noise_multiplier: dpsgd::NoiseMultiplier::new(1.1).unwrap(),
+            steps: 30,
+        }],
         history: vec![],
     };
     let tensors: Vec<_> = vars
@@ -523,4 +528,174 @@ fn dp_training_runs_with_poisson_sampling_and_live_setting_changes() {
     assert!(events
         .iter()
         .any(|e| matches!(e, TrainingEvent::Started { sampling, .. } if sampling == "poisson")));
+}
+
+/// Runs DP training on a thread and, on the first Step event, lowers the noise multiplier;
+/// returns the events in order.
+fn dp_run_with_a_mid_run_change(sampling: Sampling, epochs: usize) -> Vec<TrainingEvent> {
+    let kind = ModelKind::DnnAv;
+    let data = synthetic(kind, 16, 61);
+    let val = synthetic(kind, 4, 62);
+    let mut c = quick_config(kind, epochs);
+    let mut dp = DpConfig::new(2.0, 1.0).unwrap();
+    dp.sampling = sampling;
+    dp.noise_seed = NoiseSeed::InsecureFixed(3);
+    c.dp = Some(dp);
+    let control = TrainControl::new();
+    let (tx, rx) = mpsc::channel();
+    let ctl = control.clone();
+    let handle = std::thread::spawn(move || engine::train(c, &data, &val, tx, ctl));
+    let mut events = Vec::new();
+    for e in rx.iter() {
+        if matches!(e, TrainingEvent::Step { .. }) && events.len() < 3 {
+            control.set_noise_multiplier(dpsgd::NoiseMultiplier::new(0.8).unwrap());
+        }
+        events.push(e);
+    }
+    handle.join().unwrap().unwrap();
+    events
+}
+
+fn final_epsilon(events: &[TrainingEvent]) -> f64 {
+    events
+        .iter()
+        .find_map(|e| match e {
+            TrainingEvent::Finished { epsilon, .. } => *epsilon,
+            _ => None,
+        })
+        .expect("a finished event with epsilon")
+}
+
+/// Steps run at sigma 2.0 (before the change event) and at 0.8 (after).
+fn steps_around_the_change(events: &[TrainingEvent]) -> (u64, u64) {
+    let change = events
+        .iter()
+        .position(|e| matches!(e, TrainingEvent::DpSettingsChanged { .. }))
+        .expect("the change was applied");
+    let count = |s: &[TrainingEvent]| {
+        s.iter()
+            .filter(|e| matches!(e, TrainingEvent::Step { .. }))
+            .count() as u64
+    };
+    (count(&events[..change]), count(&events[change..]))
+}
+
+#[test]
+fn poisson_accounting_composes_each_step_with_its_own_noise() {
+    use crate::privacy::{Delta, NoiseMultiplier, RdpAccountant, SampleRate};
+    let events = dp_run_with_a_mid_run_change(Sampling::Poisson, 2);
+    let (before, after) = steps_around_the_change(&events);
+    assert!(before >= 1 && after >= 1, "{before} {after}");
+    let q = SampleRate::new(8.0 / 16.0).unwrap();
+    let delta = Delta::new(1e-5).unwrap();
+    let mut want = RdpAccountant::new();
+    want.step(q, NoiseMultiplier::new(2.0).unwrap(), before);
+    want.step(q, NoiseMultiplier::new(0.8).unwrap(), after);
+    let got = final_epsilon(&events);
+    assert!((got - want.epsilon(delta).0).abs() < 1e-9, "{got}");
+    // Counting every step at the first sigma would under-report.
+    let mut naive = RdpAccountant::new();
+    naive.step(q, NoiseMultiplier::new(2.0).unwrap(), before + after);
+    assert!(got > naive.epsilon(delta).0);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        TrainingEvent::Started { accounting: Some(a), .. } if a.contains("poisson")
+    )));
+}
+
+#[test]
+fn shuffled_accounting_claims_no_amplification() {
+    use crate::privacy::{Delta, NoiseMultiplier, RdpAccountant, SampleRate};
+    let events = dp_run_with_a_mid_run_change(Sampling::Shuffled, 2);
+    // Each epoch counts once, at q = 1 and its smallest sigma: 0.8 from the epoch in which
+    // the change (emitted just before a step) landed.
+    let change = events
+        .iter()
+        .position(|e| matches!(e, TrainingEvent::DpSettingsChanged { .. }))
+        .unwrap();
+    let first_epoch_end = events
+        .iter()
+        .position(|e| matches!(e, TrainingEvent::Epoch { .. }))
+        .unwrap();
+    let epochs_at_low: u32 = if change < first_epoch_end { 2 } else { 1 };
+    let delta = Delta::new(1e-5).unwrap();
+    let full = SampleRate::new(1.0).unwrap();
+    let mut want = RdpAccountant::new();
+    want.step(
+        full,
+        NoiseMultiplier::new(2.0).unwrap(),
+        u64::from(2 - epochs_at_low),
+    );
+    want.step(
+        full,
+        NoiseMultiplier::new(0.8).unwrap(),
+        u64::from(epochs_at_low),
+    );
+    let got = final_epsilon(&events);
+    assert!((got - want.epsilon(delta).0).abs() < 1e-9, "{got}");
+    // Independent bound: the classic RDP conversion of the full Gaussian releases,
+    // min over alpha of sum_e alpha / (2 sigma_e^2) + ln(1/delta) / (alpha - 1).
+    let per_alpha =
+        f64::from(epochs_at_low) / (2.0 * 0.64) + f64::from(2 - epochs_at_low) / (2.0 * 4.0);
+    let classic = (2..2000)
+        .map(|a| {
+            let a = f64::from(a) / 10.0 + 1.0;
+            a * per_alpha + (1e5f64).ln() / (a - 1.0)
+        })
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        got <= classic + 1e-9 && got > 0.5 * classic,
+        "{got} vs {classic}"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        TrainingEvent::Started { accounting: Some(a), .. } if a.contains("no amplification")
+    )));
+}
+
+#[test]
+fn dp_resume_continues_the_privacy_ledger() {
+    let kind = ModelKind::DnnAv;
+    let data = synthetic(kind, 16, 71);
+    let val = synthetic(kind, 4, 72);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |epochs| {
+        let mut c = quick_config(kind, epochs);
+        let mut dp = DpConfig::new(1.5, 1.0).unwrap();
+        dp.noise_seed = NoiseSeed::InsecureFixed(4);
+        c.dp = Some(dp);
+        c.checkpoint_dir = Some(dir.path().to_path_buf());
+        c
+    };
+    let (tx, _rx) = mpsc::channel();
+    let straight = engine::train(cfg(2), &data, &val, tx, TrainControl::new()).unwrap();
+    let (tx, _rx) = mpsc::channel();
+    let first = engine::train(cfg(1), &data, &val, tx, TrainControl::new()).unwrap();
+    let mut c2 = cfg(2);
+    c2.resume = first.last_checkpoint.clone();
+    let (tx, _rx) = mpsc::channel();
+    let resumed = engine::train(c2, &data, &val, tx, TrainControl::new()).unwrap();
+    let (a, b, f) = (
+        straight.epsilon.unwrap(),
+        resumed.epsilon.unwrap(),
+        first.epsilon.unwrap(),
+    );
+    assert!((a - b).abs() < 1e-9 && b > f, "{a} {b} {f}");
+    // A plain checkpoint cannot be continued privately.
+    let mut plain = quick_config(kind, 1);
+    plain.checkpoint_dir = Some(dir.path().join("plain"));
+    let (tx, _rx) = mpsc::channel();
+    let p = engine::train(plain, &data, &val, tx, TrainControl::new()).unwrap();
+    let mut c3 = cfg(2);
+    c3.resume = p.last_checkpoint;
+    let (tx, _rx) = mpsc::channel();
+    let e = engine::train(c3, &data, &val, tx, TrainControl::new()).unwrap_err();
+    assert!(e.to_string().contains("without DP-SGD"), "{e}");
+}
+
+#[test]
+fn dp_plan_check_accepts_every_model() {
+    for kind in ModelKind::ALL {
+        dpsgd::check_plan_for_dp(&kind.plan(width_for(kind))).unwrap();
+    }
 }

@@ -4,17 +4,19 @@
 //! Why our own: candle 0.11.1's `max_pool2d` backward scales every gradient by 1/4 (2x2 window),
 //! and both pooling backwards misalign rows when an input side is odd (DNN-Max has widths 123,
 //! 59 and 27). Its CPU convolution backward is also slow. On CPU we therefore use
-//! [`pool::Pool2d`] (a `CustomOp1` whose backward is a second custom op) and express a
-//! convolution as [`unfold::Im2Col`] followed by a batched matrix product, so candle's
-//! multithreaded GEMM does the arithmetic and autograd stays exact. On other devices the
-//! reference formulations (built from reshape/narrow/stack/matmul, whose candle backwards are
-//! correct) are used.
+//! [`pool::Pool2d`] (a `CustomOp1` whose backward is a second custom op) and
+//! [`conv::Conv2d`] (im2col into reused buffers + GEMM, ReLU fused, one-pass backward that
+//! skips the images' gradient and yields per-example weight gradients for DP-SGD). On other
+//! devices candle's own ops or the reference formulations (built from reshape/narrow/stack/
+//! matmul, whose candle backwards are correct) are used.
 
+pub mod conv;
 pub mod pool;
 pub mod unfold;
 
 use candle_core::{Device, Result, Tensor};
 
+pub use conv::Epilogue;
 pub use pool::PoolKind;
 
 /// 2-D pooling of an `(N, C, H, W)` tensor with a `size` x `size` window and stride `size`,
@@ -38,32 +40,108 @@ pub fn unfold(x: &Tensor, kernel: usize, padding: usize) -> Result<Tensor> {
 }
 
 /// Stride-1 convolution: `x (N, C, H, W)`, `weight (O, C, K, K)`, `bias (O)`.
-/// On CPU: unfold + one GEMM per example (candle's multithreaded kernel). Elsewhere: candle's
-/// own `conv2d`, whose backward is correct.
+/// On CPU: [`conv::Conv2d`] (im2col + GEMM kernels of our own). Elsewhere: candle's own
+/// `conv2d`, whose backward is correct.
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, padding: usize) -> Result<Tensor> {
+    conv2d_fused(x, weight, bias, padding, Epilogue::NONE)
+}
+
+/// `relu(conv2d(..))` in one kernel on CPU (no separate activation tensor or ReLU backward).
+pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: &Tensor, padding: usize) -> Result<Tensor> {
+    conv2d_fused(
+        x,
+        weight,
+        bias,
+        padding,
+        Epilogue {
+            relu: true,
+            pool: None,
+        },
+    )
+}
+
+/// Applies the epilogue's stages with separate ops (devices other than the CPU, references).
+fn epilogue_unfused(y: Tensor, e: Epilogue) -> Result<Tensor> {
+    let y = if e.relu { y.relu()? } else { y };
+    match e.pool {
+        Some((kind, size)) => pool2d(&y, kind, size),
+        None => Ok(y),
+    }
+}
+
+/// `pool(relu(conv2d(..)))`, each stage per `epilogue`, in one kernel on CPU: the full-size
+/// convolution output never becomes a tensor (nor do its gradients).
+pub fn conv2d_fused(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    epilogue: Epilogue,
+) -> Result<Tensor> {
+    let (o, _c, k, _) = weight.dims4()?;
+    match x.device() {
+        Device::Cpu => x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            conv::Conv2d::new(k, padding, epilogue),
+        ),
+        _ => epilogue_unfused(
+            x.conv2d(weight, padding, 1, 1, 1)?
+                .broadcast_add(&bias.reshape((1, o, 1, 1))?)?,
+            epilogue,
+        ),
+    }
+}
+
+/// Slow, obviously-right convolution from the reference unfold and a batched matrix product
+/// (plain candle ops), for tests.
+pub fn conv2d_reference(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+) -> Result<Tensor> {
     let (n, _c, h, w) = x.dims4()?;
     let (o, c, k, _) = weight.dims4()?;
     let (oh, ow) = (
         unfold::conv_out(h, k, padding)?,
         unfold::conv_out(w, k, padding)?,
     );
-    match x.device() {
-        Device::Cpu => {
-            let cols = unfold(x, k, padding)?;
-            let w2 = weight.reshape((o, c * k * k))?;
-            let y = w2.broadcast_matmul(&cols)?;
-            y.broadcast_add(&bias.reshape((1, o, 1))?)?
-                .reshape((n, o, oh, ow))
-        }
-        _ => x
-            .conv2d(weight, padding, 1, 1, 1)?
-            .broadcast_add(&bias.reshape((1, o, 1, 1))?),
-    }
+    let cols = unfold::unfold_reference(x, k, padding)?;
+    weight
+        .reshape((o, c * k * k))?
+        .broadcast_matmul(&cols)?
+        .broadcast_add(&bias.reshape((1, o, 1))?)?
+        .reshape((n, o, oh, ow))
 }
 
 /// Stride-1 convolution with one weight tensor per example, `weights (N, O, C*K*K)` and
 /// `biases (N, O, 1)`: the gradient of those tensors is the per-example gradient DP-SGD needs.
+/// The epilogue (ReLU, pooling) is fused on CPU.
 pub fn conv2d_per_example(
+    x: &Tensor,
+    weights: &Tensor,
+    biases: &Tensor,
+    kernel: usize,
+    padding: usize,
+    epilogue: Epilogue,
+) -> Result<Tensor> {
+    match x.device() {
+        Device::Cpu => x.contiguous()?.apply_op3(
+            &weights.contiguous()?,
+            &biases.contiguous()?,
+            conv::Conv2d::new(kernel, padding, epilogue),
+        ),
+        _ => epilogue_unfused(
+            conv2d_per_example_reference(x, weights, biases, kernel, padding)?,
+            epilogue,
+        ),
+    }
+}
+
+/// [`conv2d_per_example`] (without activation) from the reference unfold and a batched
+/// matrix product.
+pub fn conv2d_per_example_reference(
     x: &Tensor,
     weights: &Tensor,
     biases: &Tensor,
@@ -76,7 +154,7 @@ pub fn conv2d_per_example(
         unfold::conv_out(h, kernel, padding)?,
         unfold::conv_out(w, kernel, padding)?,
     );
-    let cols = unfold(x, kernel, padding)?;
+    let cols = unfold::unfold_reference(x, kernel, padding)?;
     weights
         .matmul(&cols)?
         .broadcast_add(biases)?

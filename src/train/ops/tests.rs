@@ -199,3 +199,140 @@ fn dense_relu_and_loss_match_finite_differences() {
         );
     }
 }
+
+/// Forward and every gradient of `fast` against `slow` (both given x, w, b Vars), with a
+/// random output weighting.
+fn compare_conv(
+    x0: &Tensor,
+    w0: &Tensor,
+    b0: &Tensor,
+    track_x: bool,
+    fast: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor,
+    slow: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor,
+    what: &str,
+) {
+    let x = Var::from_tensor(x0).unwrap();
+    let w = Var::from_tensor(w0).unwrap();
+    let b = Var::from_tensor(b0).unwrap();
+    let xin = if track_x {
+        x.as_tensor().clone()
+    } else {
+        x0.clone()
+    };
+    let yf = fast(&xin, &w, &b);
+    let ys = slow(&xin, &w, &b);
+    assert_close(&yf, &ys, 1e-5);
+    let r = randn(yf.dims(), 13);
+    let gf = yf.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    let gs = ys.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    for (name, v) in [("weight", &w), ("bias", &b)] {
+        let (a, e) = (gf.get(v).unwrap(), gs.get(v).unwrap());
+        assert_eq!(a.dims(), e.dims(), "{what}: {name}");
+        assert_close(a, e, 1e-4);
+    }
+    if track_x {
+        assert_close(gf.get(&x).unwrap(), gs.get(&x).unwrap(), 1e-4);
+    } else {
+        assert!(
+            gf.get(&x).is_none(),
+            "{what}: untracked input got a gradient"
+        );
+    }
+}
+
+/// Every epilogue: none, ReLU, pooling (max/avg, window 2 and 3) with and without ReLU.
+fn epilogues() -> Vec<Epilogue> {
+    let mut v = vec![Epilogue::NONE];
+    for relu in [false, true] {
+        for pool in [
+            None,
+            Some((PoolKind::Max, 2)),
+            Some((PoolKind::Avg, 2)),
+            Some((PoolKind::Max, 3)),
+        ] {
+            v.push(Epilogue { relu, pool });
+        }
+    }
+    v.dedup();
+    v
+}
+
+fn unfused(y: Tensor, e: Epilogue) -> Tensor {
+    let y = if e.relu { y.relu().unwrap() } else { y };
+    match e.pool {
+        Some((kind, s)) => pool::pool2d_reference(&y, kind, s).unwrap(),
+        None => y,
+    }
+}
+
+#[test]
+fn fast_conv_equals_reference_forward_and_backward() {
+    // Odd sides (dropped pooling rows/columns), padding 0 and 1, kernels 1 to 3, batch 1 (GEMM
+    // parallelism inside) and several (examples in parallel).
+    for (shape, o, k, p) in [
+        ([3, 2, 7, 5], 4, 3, 0),
+        ([1, 3, 6, 9], 5, 3, 1),
+        ([4, 1, 9, 8], 3, 3, 0),
+        ([2, 2, 4, 4], 2, 2, 1),
+        ([5, 3, 7, 7], 6, 1, 0),
+    ] {
+        let c = shape[1];
+        // Distinct values: no ties in pooling windows or at the ReLU kink.
+        let x = distinct(&shape, 21);
+        let w = randn(&[o, c, k, k], 22);
+        let b = randn(&[o], 23);
+        for e in epilogues() {
+            for track_x in [true, false] {
+                let what = format!("{shape:?} o={o} k={k} p={p} {e:?} track={track_x}");
+                compare_conv(
+                    &x,
+                    &w,
+                    &b,
+                    track_x,
+                    |x, w, b| conv2d_fused(x, w, b, p, e).unwrap(),
+                    |x, w, b| unfused(conv2d_reference(x, w, b, p).unwrap(), e),
+                    &what,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_per_example_conv_equals_reference_forward_and_backward() {
+    for (shape, o, k, p) in [([3, 2, 7, 5], 4, 3, 0), ([1, 3, 6, 9], 5, 3, 1)] {
+        let (n, c) = (shape[0], shape[1]);
+        let x = distinct(&shape, 31);
+        let w = randn(&[n, o, c * k * k], 32);
+        let b = randn(&[n, o, 1], 33);
+        for e in epilogues() {
+            for track_x in [true, false] {
+                let what = format!("{shape:?} {e:?} track={track_x}");
+                compare_conv(
+                    &x,
+                    &w,
+                    &b,
+                    track_x,
+                    |x, w, b| conv2d_per_example(x, w, b, k, p, e).unwrap(),
+                    |x, w, b| unfused(conv2d_per_example_reference(x, w, b, k, p).unwrap(), e),
+                    &what,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn conv_reference_matches_candle() {
+    let x = randn(&[2, 3, 7, 6], 41);
+    let w = randn(&[4, 3, 3, 3], 42);
+    let b = randn(&[4], 43);
+    for p in [0, 1] {
+        let theirs = x
+            .conv2d(&w, p, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
+            .unwrap();
+        assert_close(&conv2d_reference(&x, &w, &b, p).unwrap(), &theirs, 1e-5);
+    }
+}

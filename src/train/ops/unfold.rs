@@ -27,18 +27,18 @@ pub fn conv_out(side: usize, kernel: usize, padding: usize) -> Result<usize> {
 
 /// Geometry shared by both directions.
 #[derive(Debug, Clone, Copy)]
-struct Geom {
-    c: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    p: usize,
-    oh: usize,
-    ow: usize,
+pub(crate) struct Geom {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub p: usize,
+    pub oh: usize,
+    pub ow: usize,
 }
 
 impl Geom {
-    fn new(c: usize, h: usize, w: usize, k: usize, p: usize) -> Result<Self> {
+    pub fn new(c: usize, h: usize, w: usize, k: usize, p: usize) -> Result<Self> {
         Ok(Self {
             c,
             h,
@@ -49,10 +49,10 @@ impl Geom {
             ow: conv_out(w, k, p)?,
         })
     }
-    fn rows(&self) -> usize {
+    pub fn rows(&self) -> usize {
         self.c * self.k * self.k
     }
-    fn cols(&self) -> usize {
+    pub fn cols(&self) -> usize {
         self.oh * self.ow
     }
     /// Range of output columns `oj` whose input column `oj + kj - p` lies inside `0..w`.
@@ -71,7 +71,8 @@ pub struct Im2Col {
     pub padding: usize,
 }
 
-fn im2col_example(x: &[f32], g: &Geom, out: &mut [f32]) {
+/// One example's columns `(C*K*K, OH*OW)` into `out` (every element written).
+pub(crate) fn im2col_example(x: &[f32], g: &Geom, out: &mut [f32]) {
     let p_len = g.cols();
     for (r, row) in out.chunks_mut(p_len).enumerate() {
         let (ch, ki, kj) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
@@ -96,7 +97,8 @@ fn im2col_example(x: &[f32], g: &Geom, out: &mut [f32]) {
     }
 }
 
-fn col2im_example(cols: &[f32], g: &Geom, dx: &mut [f32]) {
+/// Adjoint of [`im2col_example`]: overwrites `dx` (one example) with the summed windows.
+pub(crate) fn col2im_example(cols: &[f32], g: &Geom, dx: &mut [f32]) {
     let p_len = g.cols();
     let kk = g.k * g.k;
     for (ch, plane) in dx.chunks_mut(g.h * g.w).enumerate() {

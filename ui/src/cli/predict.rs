@@ -1,8 +1,9 @@
 //! `predict`: plaintext with candle, or private with three parties (simulated in-process with
 //! `--simulate-mpc`, or real party processes with `--config`).
 
-use super::train::{load_model, predict_plain, print_predictions};
+use super::train::{load_inputs, load_model, predict_plain, print_predictions, Prediction};
 use clap::Args;
+use privxray::model::spec::pneumonia_probability;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -30,6 +31,36 @@ pub fn run(a: PredictArgs) -> anyhow::Result<()> {
         .clone()
         .ok_or_else(|| anyhow::anyhow!("--model FILE is required"))?;
     let model = load_model(&model_path)?;
-    let preds = predict_plain(&model, &a.images)?;
+    let preds = if a.simulate_mpc {
+        predict_simulated(&model, &a.images, a.batch)?
+    } else {
+        predict_plain(&model, &a.images)?
+    };
     print_predictions(&preds, a.json)
+}
+
+/// Private predictions with the three parties on threads of this process. Images go in batches
+/// of `batch`; each image reports its batch's wall time and rounds, and an equal part of its
+/// batch's traffic between the parties.
+pub fn predict_simulated(
+    model: &privxray::train::Model,
+    images: &[PathBuf],
+    batch: usize,
+) -> anyhow::Result<Vec<Prediction>> {
+    if batch == 0 {
+        anyhow::bail!("--batch must be at least 1");
+    }
+    let spec = model.to_spec()?;
+    let inputs = load_inputs(images, model.kind().technique())?;
+    let mut out = Vec::with_capacity(images.len());
+    for (paths, xs) in images.chunks(batch).zip(inputs.chunks(batch)) {
+        let r = privxray::mpc::simulate(&spec, xs, batch)?;
+        for (path, logits) in paths.iter().zip(&r.logits) {
+            let mut p = Prediction::new(path, pneumonia_probability(logits) as f64, r.seconds);
+            p.bytes = Some(r.bytes_between_parties / paths.len() as u64);
+            p.rounds = Some(r.rounds);
+            out.push(p);
+        }
+    }
+    Ok(out)
 }

@@ -1,0 +1,302 @@
+//! Layers over shares, on a whole batch at once (activations are `batch x C x H x W` or
+//! `batch x features`, row-major), so a layer costs the same rounds for one image or many.
+
+use super::context::Party;
+use super::error::{MpcError, Result};
+use super::matmul::{gemm_nt, transpose};
+use super::protocol::{max, mul, relu, reshare, trunc};
+use super::share::ArithShare;
+use super::transport::Transport;
+use rayon::prelude::*;
+
+/// Shape of a stride-1 convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub padding: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl ConvGeom {
+    pub fn out_hw(&self) -> (usize, usize) {
+        (
+            self.height + 2 * self.padding + 1 - self.kernel,
+            self.width + 2 * self.padding + 1 - self.kernel,
+        )
+    }
+    pub fn patch_len(&self) -> usize {
+        self.in_channels * self.kernel * self.kernel
+    }
+    pub fn in_len(&self) -> usize {
+        self.in_channels * self.height * self.width
+    }
+    pub fn out_len(&self) -> usize {
+        let (oh, ow) = self.out_hw();
+        self.out_channels * oh * ow
+    }
+}
+
+/// Builds the GEMM operand for a replicated product: row `o` is `[own_o | next_o]`, the two
+/// components of weight row `o` (each `k` long).
+pub fn concat_rows(own: &[u64], next: &[u64], rows: usize, k: usize) -> Vec<u64> {
+    let mut out = Vec::with_capacity(rows * 2 * k);
+    for r in 0..rows {
+        out.extend_from_slice(&own[r * k..(r + 1) * k]);
+        out.extend_from_slice(&next[r * k..(r + 1) * k]);
+    }
+    out
+}
+
+fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(MpcError::mismatch(what, expected, got))
+    }
+}
+
+/// Adds a per-channel shared bias to `batch x channels x per_channel` activations (local).
+fn add_channel_bias(x: &mut ArithShare, bias: &ArithShare, channels: usize, per_channel: usize) {
+    let (own, next) = x.parts_mut();
+    for (dst, src) in [(own, bias.own()), (next, bias.next())] {
+        for (i, run) in dst.chunks_mut(per_channel.max(1)).enumerate() {
+            let b = src[i % channels];
+            for v in run {
+                *v = v.wrapping_add(b);
+            }
+        }
+    }
+}
+
+/// Secure convolution: im2col, one local GEMM per image for the three cross terms
+/// (`W_i (X_i + X_{i+1}) + W_{i+1} X_i`, as one product with doubled depth), one resharing
+/// round for the whole batch, truncation by `frac_bits`, then the bias. 2 rounds.
+///
+/// `weight_cat` is [`concat_rows`] of the weight share (`out_channels x patch_len` each).
+pub fn conv<T: Transport>(
+    p: &mut Party<T>,
+    x: &ArithShare,
+    batch: usize,
+    g: &ConvGeom,
+    weight_cat: &[u64],
+    bias: &ArithShare,
+    frac_bits: u32,
+) -> Result<ArithShare> {
+    check_len("convolution input", batch * g.in_len(), x.len())?;
+    check_len(
+        "convolution weights",
+        g.out_channels * 2 * g.patch_len(),
+        weight_cat.len(),
+    )?;
+    check_len("convolution bias", g.out_channels, bias.len())?;
+    let (oh, ow) = g.out_hw();
+    let positions = oh * ow;
+    let k = g.patch_len();
+    let mut z = Vec::with_capacity(batch * g.out_len());
+    for b in 0..batch {
+        let range = b * g.in_len()..(b + 1) * g.in_len();
+        let own = &x.own()[range.clone()];
+        let next = &x.next()[range];
+        let sum: Vec<u64> = own
+            .iter()
+            .zip(next)
+            .map(|(a, c)| a.wrapping_add(*c))
+            .collect();
+        let mut patches = vec![0u64; positions * 2 * k];
+        patches
+            .par_chunks_mut(2 * k * ow)
+            .enumerate()
+            .for_each(|(i, rows)| {
+                for (j, row) in rows.chunks_mut(2 * k).enumerate() {
+                    let (left, right) = row.split_at_mut(k);
+                    im2col_patch(&sum, g, i, j, left);
+                    im2col_patch(own, g, i, j, right);
+                }
+            });
+        let c = gemm_nt(&patches, weight_cat, positions, g.out_channels, 2 * k)?;
+        z.extend_from_slice(&transpose(&c, positions, g.out_channels));
+    }
+    let y = reshare(p, z)?;
+    let mut y = trunc(p, &y, frac_bits)?;
+    add_channel_bias(&mut y, bias, g.out_channels, positions);
+    Ok(y)
+}
+
+/// One im2col row: the `in_channels x kernel x kernel` window at output position `(i, j)`,
+/// zero outside the image (padding).
+fn im2col_patch(x: &[u64], g: &ConvGeom, i: usize, j: usize, out: &mut [u64]) {
+    let (h, w, k, pad) = (g.height, g.width, g.kernel, g.padding);
+    let mut q = 0;
+    for ci in 0..g.in_channels {
+        let plane = &x[ci * h * w..(ci + 1) * h * w];
+        for ki in 0..k {
+            let yi = i + ki;
+            let row_ok = yi >= pad && yi - pad < h;
+            for kj in 0..k {
+                let xj = j + kj;
+                out[q] = if row_ok && xj >= pad && xj - pad < w {
+                    plane[(yi - pad) * w + xj - pad]
+                } else {
+                    0
+                };
+                q += 1;
+            }
+        }
+    }
+}
+
+/// Secure dense layer on `batch x in_features`: one GEMM for the cross terms, resharing,
+/// truncation, bias. 2 rounds.
+pub fn dense<T: Transport>(
+    p: &mut Party<T>,
+    x: &ArithShare,
+    batch: usize,
+    (in_features, out_features): (usize, usize),
+    weight_cat: &[u64],
+    bias: &ArithShare,
+    frac_bits: u32,
+) -> Result<ArithShare> {
+    check_len("dense input", batch * in_features, x.len())?;
+    check_len(
+        "dense weights",
+        out_features * 2 * in_features,
+        weight_cat.len(),
+    )?;
+    check_len("dense bias", out_features, bias.len())?;
+    let sum: Vec<u64> = x
+        .own()
+        .iter()
+        .zip(x.next())
+        .map(|(a, c)| a.wrapping_add(*c))
+        .collect();
+    let x_cat = concat_rows(&sum, x.own(), batch, in_features);
+    let c = gemm_nt(weight_cat, &x_cat, out_features, batch, 2 * in_features)?;
+    let y = reshare(p, transpose(&c, out_features, batch))?;
+    let mut y = trunc(p, &y, frac_bits)?;
+    add_channel_bias(&mut y, bias, out_features, 1);
+    Ok(y)
+}
+
+/// Per-channel `x * scale + shift` with shared scale and shift (batch normalisation that has
+/// no convolution to fold into). 2 rounds.
+pub fn channel_affine<T: Transport>(
+    p: &mut Party<T>,
+    x: &ArithShare,
+    (channels, per_channel): (usize, usize),
+    scale: &ArithShare,
+    shift: &ArithShare,
+    frac_bits: u32,
+) -> Result<ArithShare> {
+    check_len("affine scale", channels, scale.len())?;
+    check_len("affine shift", channels, shift.len())?;
+    let per_image = channels * per_channel;
+    if per_image == 0 || !x.len().is_multiple_of(per_image) {
+        return Err(MpcError::mismatch(
+            "affine input length",
+            format!("a multiple of {per_image}"),
+            x.len(),
+        ));
+    }
+    let mut wide = ArithShare::zeros(x.len());
+    add_channel_bias(&mut wide, scale, channels, per_channel);
+    let y = mul(p, x, &wide)?;
+    let mut y = trunc(p, &y, frac_bits)?;
+    add_channel_bias(&mut y, shift, channels, per_channel);
+    Ok(y)
+}
+
+/// Window element `(di, dj)` of every `size x size` pooling window, in output order.
+fn window(
+    x: &ArithShare,
+    (planes, h, w): (usize, usize, usize),
+    size: usize,
+    d: (usize, usize),
+) -> ArithShare {
+    let (oh, ow) = (h / size, w / size);
+    let pick = |src: &[u64]| -> Vec<u64> {
+        let mut out = Vec::with_capacity(planes * oh * ow);
+        for pl in 0..planes {
+            for i in 0..oh {
+                let row = &src[pl * h * w + (i * size + d.0) * w..];
+                out.extend((0..ow).map(|j| row[j * size + d.1]));
+            }
+        }
+        out
+    };
+    ArithShare::from_parts(pick(x.own()), pick(x.next()))
+}
+
+fn check_pool(x: &ArithShare, (planes, h, w): (usize, usize, usize), size: usize) -> Result<()> {
+    if size == 0 || h < size || w < size {
+        return Err(MpcError::mismatch(
+            "pooling window",
+            format!("1..={}", h.min(w)),
+            size,
+        ));
+    }
+    check_len("pooling input", planes * h * w, x.len())
+}
+
+/// Max pooling (`size x size`, stride `size`) as a tree of pairwise maxima: every level is one
+/// batched [`max`] over all windows; with `relu`, one more level against zero (ReLU commutes
+/// with max pooling, and after pooling there are `size^2` times fewer values to compare).
+/// `planes` is `batch x channels`.
+pub fn max_pool<T: Transport>(
+    p: &mut Party<T>,
+    x: &ArithShare,
+    dims: (usize, usize, usize),
+    size: usize,
+    with_relu: bool,
+) -> Result<ArithShare> {
+    check_pool(x, dims, size)?;
+    let mut level: Vec<ArithShare> = (0..size * size)
+        .map(|q| window(x, dims, size, (q / size, q % size)))
+        .collect();
+    while level.len() > 1 {
+        let pairs = level.len() / 2;
+        let n = level[0].len();
+        let left = ArithShare::concat(level.iter().step_by(2).take(pairs));
+        let right = ArithShare::concat(level.iter().skip(1).step_by(2).take(pairs));
+        let m = max(p, &left, &right)?;
+        let mut next: Vec<ArithShare> = (0..pairs).map(|t| m.slice(t * n..(t + 1) * n)).collect();
+        if level.len() % 2 == 1 {
+            if let Some(last) = level.pop() {
+                next.push(last);
+            }
+        }
+        level = next;
+    }
+    let pooled = level.pop().unwrap_or_else(|| ArithShare::zeros(0));
+    if with_relu {
+        relu(p, &pooled)
+    } else {
+        Ok(pooled)
+    }
+}
+
+/// Average pooling: local window sums, then division by `size^2` as a truncation when it is a
+/// power of two (1 round), otherwise a local product with the public constant `1 / size^2`
+/// followed by truncation by `frac_bits` (1 round).
+pub fn avg_pool<T: Transport>(
+    p: &mut Party<T>,
+    x: &ArithShare,
+    dims: (usize, usize, usize),
+    size: usize,
+    frac_bits: u32,
+) -> Result<ArithShare> {
+    check_pool(x, dims, size)?;
+    let mut sum = window(x, dims, size, (0, 0));
+    for q in 1..size * size {
+        sum = sum.add(&window(x, dims, size, (q / size, q % size)))?;
+    }
+    let area = (size * size) as u64;
+    if area.is_power_of_two() {
+        trunc(p, &sum, area.trailing_zeros())
+    } else {
+        let c = ((1u64 << frac_bits) as f64 / area as f64).round() as u64;
+        trunc(p, &sum.mul_public(c), frac_bits)
+    }
+}

@@ -1,0 +1,54 @@
+//! Three-party secure inference (semi-honest, honest majority) over the ring Z_2^64.
+//!
+//! The model owner secret-shares a [`NetworkSpec`](crate::model::NetworkSpec) with
+//! [`share_model`]; a client secret-shares an image with [`share_input`]; the three parties run
+//! [`infer`] over any [`Transport`] and send re-randomised output shares to the client, who alone
+//! learns the logits through [`reconstruct`]. No party ever sees the whole model, the image or
+//! any intermediate value.
+//!
+//! - [`fixed`]: fixed-point encoding (default 12 fractional bits, see [`FixedPoint`]).
+//! - [`party`]: party identities and ring neighbours.
+//! - [`share`]: 2-out-of-3 replicated shares (arithmetic and boolean) and a dealer for tests.
+//! - [`prg`]: pairwise ChaCha20 streams for zero-sharings and common randomness.
+//! - [`transport`]: the byte-message [`Transport`] trait and an in-memory implementation.
+//! - [`context`]: a party's protocol context ([`Party`]): transport, PRGs, byte and round counts.
+//! - [`matmul`]: multithreaded wrapping u64 matrix products, the hot loop.
+//! - [`bits`]: 64x64 bit-matrix transposition for bit-sliced boolean circuits.
+//! - [`protocol`]: multiplication, truncation, sign bit, ReLU and max.
+//! - [`layers`]: convolution, dense and pooling layers over shares.
+//! - [`model`]: compiling a spec into secure operations and sharing it ([`PartyModel`]).
+//! - [`client`]: input and output shares, [`share_input`] and [`reconstruct`].
+//! - [`codec`]: the little-endian byte format of everything that crosses the network.
+//! - [`network`]: [`infer`], one party's secure forward pass of a batch.
+//! - [`simulate`]: all three parties on threads in one process, and the benchmark.
+
+pub mod bits;
+pub mod client;
+pub mod codec;
+pub mod context;
+pub mod error;
+pub mod fixed;
+pub mod layers;
+pub mod matmul;
+pub mod model;
+pub mod network;
+pub mod party;
+pub mod prg;
+pub mod protocol;
+pub mod share;
+pub mod simulate;
+pub mod transport;
+
+#[cfg(test)]
+mod tests;
+
+pub use client::{reconstruct, share_input, share_input_os, InputShare, OutputShare};
+pub use context::{CommStats, Party};
+pub use error::MpcError;
+pub use fixed::FixedPoint;
+pub use model::{share_model, share_model_os, PartyModel};
+pub use network::infer;
+pub use party::PartyId;
+pub use share::{ArithShare, BitShare};
+pub use simulate::{bench_report, simulate, simulate_with, BenchReport, SimulationReport};
+pub use transport::{InMemoryTransport, Transport};

@@ -1,0 +1,303 @@
+//! The secure-computation primitives over replicated shares. All functions are batched: one
+//! call on a vector costs the same number of rounds as on one element.
+//!
+//! Round costs: [`mul`] 1, [`trunc`] 1, [`msb`] 8, [`select`] 3, [`relu`] and [`max`] 11 (per
+//! [`RELU_SLICE`] elements).
+
+use super::bits;
+use super::context::Party;
+use super::error::{MpcError, Result};
+use super::share::{zip_map, ArithShare, BitShare, BoolWords, PAR_MIN};
+use super::transport::Transport;
+use rayon::prelude::*;
+
+/// Turns this party's additive part `z` of a 3-out-of-3 sharing into a replicated share: add a
+/// fresh zero-sharing (so the part is uniformly random), pass it to the previous party and
+/// receive the next party's part. One round, one word per element sent by every party.
+pub fn reshare<T: Transport>(p: &mut Party<T>, z: Vec<u64>) -> Result<ArithShare> {
+    let alpha = p.prg().zero_arith(z.len());
+    let z = zip_map(&z, &alpha, u64::wrapping_add);
+    let next = p.pass_to_prev(&z)?;
+    Ok(ArithShare::from_parts(z, next))
+}
+
+/// Share of the element-wise ring product `x * y` (no fixed-point truncation): the three local
+/// cross terms `x_i y_i + x_i y_{i+1} + x_{i+1} y_i`, then [`reshare`].
+pub fn mul<T: Transport>(p: &mut Party<T>, x: &ArithShare, y: &ArithShare) -> Result<ArithShare> {
+    if x.len() != y.len() {
+        return Err(MpcError::mismatch(
+            "multiplication operand length",
+            x.len(),
+            y.len(),
+        ));
+    }
+    let cross = |e: usize| {
+        let (a, an, b, bn) = (x.own()[e], x.next()[e], y.own()[e], y.next()[e]);
+        a.wrapping_mul(b)
+            .wrapping_add(a.wrapping_mul(bn))
+            .wrapping_add(an.wrapping_mul(b))
+    };
+    let z = if x.len() < PAR_MIN {
+        (0..x.len()).map(cross).collect()
+    } else {
+        (0..x.len())
+            .into_par_iter()
+            .with_min_len(PAR_MIN / 4)
+            .map(cross)
+            .collect()
+    };
+    reshare(p, z)
+}
+
+/// Probabilistic truncation by `bits` (division by `2^bits`): one round, one word per element
+/// sent by parties 0 and 1 each (a three-party form of SecureML's local truncation).
+///
+/// The secret is first split in two with a fresh mask `r` known to parties 0 and 1:
+/// `A = x_0 + x_1 - r` (party 0) and `B = x_2 + r` (party 1). Party 0 computes
+/// `floor(A / 2^d)`, party 1 computes `-floor(-B / 2^d)`, and the two halves become a fresh
+/// replicated sharing (party 0 masks its half with a second common word).
+///
+/// Error bound: `A` is uniform whatever the input sharing looks like, so if `|x| < 2^l` the
+/// result is `floor(x / 2^d)` or `floor(x / 2^d) + 1` (an error below one unit in the last
+/// place) except with probability `|x| / 2^64 <= 2^(l - 64)`, when `A - x` wraps around the
+/// ring and the result is garbage. The `trunc_error_is_at_most_one_ulp` and
+/// `trunc_failure_rate_follows_the_bound` tests check both halves of that statement.
+pub fn trunc<T: Transport>(p: &mut Party<T>, x: &ArithShare, bits: u32) -> Result<ArithShare> {
+    if bits >= 64 {
+        return Err(MpcError::mismatch("truncation bits", "below 64", bits));
+    }
+    let n = x.len();
+    let id = p.id();
+    let out = match id.index() {
+        0 => {
+            let r = p.prg().common_with_next(2 * n);
+            let (mask, y1) = r.split_at(n);
+            let y0: Vec<u64> = (0..n)
+                .into_par_iter()
+                .with_min_len(PAR_MIN / 4)
+                .map(|e| {
+                    let a = x.own()[e].wrapping_add(x.next()[e]).wrapping_sub(mask[e]);
+                    (a >> bits).wrapping_sub(y1[e])
+                })
+                .collect();
+            p.send_words(id.prev(), &y0)?;
+            ArithShare::from_parts(y0, y1.to_vec())
+        }
+        1 => {
+            let r = p.prg().common_with_prev(2 * n);
+            let (mask, y1) = r.split_at(n);
+            let y2: Vec<u64> = (0..n)
+                .into_par_iter()
+                .with_min_len(PAR_MIN / 4)
+                .map(|e| {
+                    let b = x.next()[e].wrapping_add(mask[e]);
+                    (b.wrapping_neg() >> bits).wrapping_neg()
+                })
+                .collect();
+            p.send_words(id.next(), &y2)?;
+            ArithShare::from_parts(y1.to_vec(), y2)
+        }
+        _ => {
+            let y0 = p.recv_words(id.next(), n)?;
+            let y2 = p.recv_words(id.prev(), n)?;
+            ArithShare::from_parts(y2, y0)
+        }
+    };
+    p.end_round();
+    Ok(out)
+}
+
+/// Wire `(words, plane)`: plane `plane` (of `ch` words) of a bit-sliced boolean share.
+type Wire<'a> = (&'a BoolWords, usize);
+
+/// Boolean AND of pairs of bit planes (64 gates per word), all in one round: local cross terms
+/// plus a boolean zero-sharing, then the ring step. Output plane `q` is the AND of pair `q`.
+fn and_planes<T: Transport>(
+    p: &mut Party<T>,
+    ch: usize,
+    pairs: &[(Wire<'_>, Wire<'_>)],
+) -> Result<BoolWords> {
+    let mut z = p.prg().zero_bool(pairs.len() * ch);
+    let gate = |(out, ((x, i), (y, j))): (&mut [u64], &(Wire<'_>, Wire<'_>))| {
+        let (xo, xn) = x.range(*i * ch..(*i + 1) * ch);
+        let (yo, yn) = y.range(*j * ch..(*j + 1) * ch);
+        for (c, o) in out.iter_mut().enumerate() {
+            *o ^= (xo[c] & yo[c]) ^ (xo[c] & yn[c]) ^ (xn[c] & yo[c]);
+        }
+    };
+    if z.len() < PAR_MIN {
+        z.chunks_mut(ch.max(1)).zip(pairs).for_each(gate);
+    } else {
+        z.par_chunks_mut(ch.max(1)).zip(pairs).for_each(gate);
+    }
+    let next = p.pass_to_prev(&z)?;
+    Ok(BoolWords { own: z, next })
+}
+
+/// Share of the sign bit (most significant bit) of every element: 1 for negative values.
+///
+/// `x = v + w` with `v = x_0 + x_1` (known to party 0) and `w = x_2` (known to parties 1 and
+/// 2). Party 0 boolean-shares `v` (one round), both are bit-sliced, and the sign is
+/// `v_63 ^ w_63 ^ carry_63`, with the carry from a log-depth parallel-prefix tree over the
+/// (generate, propagate) pairs of bits 0..62: one AND round for `g = v & w`, then six levels.
+/// 8 rounds and about 64 + 3 * 181 bits of traffic per element.
+pub fn msb<T: Transport>(p: &mut Party<T>, x: &ArithShare) -> Result<BitShare> {
+    let n = x.len();
+    let ch = bits::chunks(n);
+    let words = 64 * ch;
+    let id = p.id();
+    let (v, w) = match id.index() {
+        0 => {
+            let sum = zip_map(x.own(), x.next(), u64::wrapping_add);
+            let r = p.prg().common_with_next(words);
+            let masked = zip_map(&bits::to_planes(&sum), &r, |a, b| a ^ b);
+            p.send_words(id.prev(), &masked)?;
+            (
+                BoolWords {
+                    own: masked,
+                    next: r,
+                },
+                BoolWords::zeros(words),
+            )
+        }
+        1 => {
+            let r = p.prg().common_with_prev(words);
+            (
+                BoolWords {
+                    own: r,
+                    next: vec![0; words],
+                },
+                BoolWords {
+                    own: vec![0; words],
+                    next: bits::to_planes(x.next()),
+                },
+            )
+        }
+        _ => {
+            let masked = p.recv_words(id.next(), words)?;
+            (
+                BoolWords {
+                    own: vec![0; words],
+                    next: masked,
+                },
+                BoolWords {
+                    own: bits::to_planes(x.own()),
+                    next: vec![0; words],
+                },
+            )
+        }
+    };
+    p.end_round();
+
+    let plane = |j: usize| j * ch..(j + 1) * ch;
+    let propagate = v.xor(&w);
+    let (p63o, p63n) = propagate.range(plane(63));
+    let (p63o, p63n) = (p63o.to_vec(), p63n.to_vec());
+    let low: Vec<_> = (0..63).map(|j| ((&v, j), (&w, j))).collect();
+    let mut gs = and_planes(p, ch, &low)?;
+    let mut ps = propagate;
+    // Node t of a level covers a contiguous run of bit positions, lowest first. Node 0 always
+    // contains bit 0, whose propagate is never needed (nothing carries into bit 0).
+    let mut m = 63;
+    while m > 1 {
+        let pairs = m / 2;
+        let mut operands = Vec::with_capacity(2 * pairs);
+        for t in 0..pairs {
+            operands.push(((&ps, 2 * t + 1), (&gs, 2 * t)));
+        }
+        for t in 1..pairs {
+            operands.push(((&ps, 2 * t + 1), (&ps, 2 * t)));
+        }
+        let prod = and_planes(p, ch, &operands)?;
+        let mut ng = BoolWords::default();
+        let mut np = BoolWords::default();
+        for t in 0..pairs {
+            let (ho, hn) = gs.range(plane(2 * t + 1));
+            let (po, pn) = prod.range(plane(t));
+            ng.own.extend(ho.iter().zip(po).map(|(a, b)| a ^ b));
+            ng.next.extend(hn.iter().zip(pn).map(|(a, b)| a ^ b));
+            if t == 0 {
+                np.extend_from((&vec![0; ch], &vec![0; ch]));
+            } else {
+                np.extend_from(prod.range(plane(pairs + t - 1)));
+            }
+        }
+        if m % 2 == 1 {
+            ng.extend_from(gs.range(plane(m - 1)));
+            np.extend_from(ps.range(plane(m - 1)));
+        }
+        gs = ng;
+        ps = np;
+        m = pairs + m % 2;
+    }
+    let own = p63o.iter().zip(&gs.own).map(|(a, b)| a ^ b).collect();
+    let next = p63n.iter().zip(&gs.next).map(|(a, b)| a ^ b).collect();
+    BitShare::new(own, next, n)
+}
+
+/// Share of `x * b` for a shared bit `b` per element (bit-to-arithmetic conversion fused with
+/// the product). With `b = b_0 ^ b_1 ^ b_2`, party 0 knows `t = b_0 ^ b_1` and parties 1 and 2
+/// know `b_2`: party 0 arithmetic-shares `t` (one round), `[b] = t + b_2 - 2 t b_2` (one
+/// multiplication) and the result is `[x] * [b]` (one multiplication). 3 rounds.
+pub fn select<T: Transport>(p: &mut Party<T>, x: &ArithShare, b: &BitShare) -> Result<ArithShare> {
+    let n = x.len();
+    if b.len() != n {
+        return Err(MpcError::mismatch("selection bits", n, b.len()));
+    }
+    let id = p.id();
+    let (t, b2) = match id.index() {
+        0 => {
+            let tw: Vec<u64> = b.own().iter().zip(b.next()).map(|(a, c)| a ^ c).collect();
+            let t = bits::unpack(&tw, n);
+            let r = p.prg().common_with_next(n);
+            let a0: Vec<u64> = t.iter().zip(&r).map(|(t, r)| t.wrapping_sub(*r)).collect();
+            p.send_words(id.prev(), &a0)?;
+            (ArithShare::from_parts(a0, r), ArithShare::zeros(n))
+        }
+        1 => {
+            let r = p.prg().common_with_prev(n);
+            (
+                ArithShare::from_parts(r, vec![0; n]),
+                ArithShare::from_parts(vec![0; n], bits::unpack(b.next(), n)),
+            )
+        }
+        _ => {
+            let a0 = p.recv_words(id.next(), n)?;
+            (
+                ArithShare::from_parts(vec![0; n], a0),
+                ArithShare::from_parts(bits::unpack(b.own(), n), vec![0; n]),
+            )
+        }
+    };
+    p.end_round();
+    let tb2 = mul(p, &t, &b2)?;
+    let bit = t.add(&b2)?.sub(&tb2.mul_public(2))?;
+    mul(p, x, &bit)
+}
+
+/// Largest number of elements one comparison circuit handles at once. The circuit's working
+/// set is about 40 words per element and party; beyond this, slices run one after the other
+/// (11 rounds each) so that memory stays bounded and buffers are reused instead of freshly
+/// mapped. Every layer of one image of the four models fits in one slice.
+pub const RELU_SLICE: usize = 1 << 21;
+
+/// Share of `max(x, 0)`: `x * (1 - sign(x))`. 11 rounds per [`RELU_SLICE`] elements.
+pub fn relu<T: Transport>(p: &mut Party<T>, x: &ArithShare) -> Result<ArithShare> {
+    if x.len() <= RELU_SLICE {
+        let positive = msb(p, x)?.not(p.id());
+        return select(p, x, &positive);
+    }
+    let mut out = ArithShare::zeros(0);
+    for start in (0..x.len()).step_by(RELU_SLICE) {
+        let part = x.slice(start..(start + RELU_SLICE).min(x.len()));
+        let positive = msb(p, &part)?.not(p.id());
+        out.extend(&select(p, &part, &positive)?);
+    }
+    Ok(out)
+}
+
+/// Share of the element-wise maximum: `b + relu(a - b)`. 11 rounds.
+pub fn max<T: Transport>(p: &mut Party<T>, a: &ArithShare, b: &ArithShare) -> Result<ArithShare> {
+    let d = relu(p, &a.sub(b)?)?;
+    b.add(&d)
+}

@@ -1,0 +1,252 @@
+//! All three parties (and the owner and client steps) in one process: threads connected by the
+//! in-memory transport. For tests, demonstrations and the benchmark.
+
+use super::client::{reconstruct, share_input_os, InputShare, OutputShare};
+use super::context::{CommStats, Party};
+use super::error::{MpcError, Result};
+use super::fixed::FixedPoint;
+use super::model::{share_model_os, PartyModel};
+use super::network::infer;
+use super::party::PartyId;
+use super::transport::{InMemoryTransport, Transport};
+use crate::model::NetworkSpec;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// What a simulated private prediction produced and cost.
+#[derive(Debug, Clone)]
+pub struct SimulationReport {
+    /// Logits of every image, reconstructed by the client.
+    pub logits: Vec<Vec<f32>>,
+    /// Wall-clock seconds of the secure inference of all images (the slowest party, from its
+    /// first to its last message; model sharing and key setup excluded).
+    pub seconds: f64,
+    /// Bytes sent between the parties during inference, all three together.
+    pub bytes_between_parties: u64,
+    /// Communication rounds per party during inference (all batches).
+    pub rounds: u64,
+    /// Inference traffic of each party.
+    pub per_party: [CommStats; 3],
+    /// Bytes of input shares the client sent plus output shares it received.
+    pub client_bytes: u64,
+    pub batch: usize,
+}
+
+/// [`simulate_with`] with the default fixed point and no added latency.
+pub fn simulate(spec: &NetworkSpec, images: &[Vec<f32>], batch: usize) -> Result<SimulationReport> {
+    simulate_with(spec, images, batch, FixedPoint::default(), Duration::ZERO)
+}
+
+/// Shares `spec` and every image (fresh OS randomness), runs the three parties on threads over
+/// [`InMemoryTransport`] in batches of `batch` images (the last batch may be smaller), and
+/// reconstructs the logits. `latency` delays every message, to model a network.
+pub fn simulate_with(
+    spec: &NetworkSpec,
+    images: &[Vec<f32>],
+    batch: usize,
+    fixed: FixedPoint,
+    latency: Duration,
+) -> Result<SimulationReport> {
+    if batch == 0 {
+        return Err(MpcError::mismatch("batch size", "at least 1", 0));
+    }
+    // Everything the parties receive goes through its byte format, as over a network.
+    let models = share_model_os(spec, fixed)?;
+    let models: Vec<PartyModel> = models
+        .iter()
+        .map(|m| PartyModel::from_bytes(&m.to_bytes()))
+        .collect::<Result<_>>()?;
+    let mut client_bytes = 0u64;
+    let mut inputs: [Vec<InputShare>; 3] = Default::default();
+    for image in images {
+        for (list, share) in inputs
+            .iter_mut()
+            .zip(share_input_os(image, spec.input, fixed)?)
+        {
+            let bytes = share.to_bytes();
+            client_bytes += bytes.len() as u64;
+            list.push(InputShare::from_bytes(&bytes)?);
+        }
+    }
+    let transports = InMemoryTransport::triple_with_latency(latency);
+    type PartyResult = Result<(Vec<OutputShare>, CommStats, Duration)>;
+    let results: Vec<PartyResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = transports
+            .into_iter()
+            .zip(models.iter().zip(&inputs))
+            .enumerate()
+            .map(|(i, (t, (model, inp)))| {
+                s.spawn(move || run_party(PartyId::ALL[i], t, model, inp, batch))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| {
+                h.join().unwrap_or_else(|_| {
+                    Err(MpcError::PartyFailed {
+                        party: PartyId::ALL[i],
+                        reason: "its thread panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    // Report the root cause: a party's own failure rather than a peer's "hung up".
+    if results.iter().any(|r| r.is_err()) {
+        let mut errs: Vec<MpcError> = results.into_iter().filter_map(|r| r.err()).collect();
+        let root = errs
+            .iter()
+            .position(|e| !matches!(e, MpcError::Transport { .. }))
+            .unwrap_or(0);
+        return Err(errs.swap_remove(root));
+    }
+    let mut outs: Vec<Vec<OutputShare>> = Vec::with_capacity(3);
+    let mut per_party = [CommStats::default(); 3];
+    let mut seconds = 0f64;
+    for (i, r) in results.into_iter().enumerate() {
+        let (o, stats, t) = r?;
+        per_party[i] = stats;
+        seconds = seconds.max(t.as_secs_f64());
+        outs.push(o);
+    }
+    let mut logits = Vec::with_capacity(images.len());
+    let [o0, o1, o2] = <[Vec<OutputShare>; 3]>::try_from(outs)
+        .map_err(|_| MpcError::mismatch("party results", 3, "fewer"))?;
+    for ((a, b), c) in o0.into_iter().zip(o1).zip(o2) {
+        let shares = [a, b, c];
+        for s in &shares {
+            client_bytes += s.to_bytes().len() as u64;
+        }
+        logits.push(reconstruct(&shares)?);
+    }
+    Ok(SimulationReport {
+        logits,
+        seconds,
+        bytes_between_parties: per_party.iter().map(|s| s.bytes_sent).sum(),
+        rounds: per_party.iter().map(|s| s.rounds).max().unwrap_or(0),
+        per_party,
+        client_bytes,
+        batch,
+    })
+}
+
+fn run_party<T: Transport>(
+    id: PartyId,
+    transport: T,
+    model: &PartyModel,
+    inputs: &[InputShare],
+    batch: usize,
+) -> Result<(Vec<OutputShare>, CommStats, Duration)> {
+    let mut party = Party::setup(id, transport)?;
+    let before = party.stats();
+    let start = Instant::now();
+    let mut out = Vec::with_capacity(inputs.len());
+    for chunk in inputs.chunks(batch) {
+        out.extend(infer(&mut party, model, chunk)?);
+    }
+    Ok((out, party.stats().since(&before), start.elapsed()))
+}
+
+/// One line of [`BenchReport`].
+#[derive(Debug, Clone)]
+pub struct BenchRow {
+    pub batch: usize,
+    pub seconds: f64,
+    pub bytes_between_parties: u64,
+    pub rounds: u64,
+    /// Mean plaintext f32 forward time per image ([`NetworkSpec::forward`]).
+    pub plaintext_seconds_per_image: f64,
+}
+
+impl BenchRow {
+    pub fn predictions_per_second(&self) -> f64 {
+        self.batch as f64 / self.seconds
+    }
+    pub fn bytes_per_image(&self) -> f64 {
+        self.bytes_between_parties as f64 / self.batch as f64
+    }
+}
+
+/// Secure-inference cost of one model at several batch sizes.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub model: String,
+    pub latency: Duration,
+    pub threads: usize,
+    pub rows: Vec<BenchRow>,
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "secure inference of {} (3 parties in one process, {} rayon threads, added one-way latency {:?})",
+            self.model, self.threads, self.latency
+        )?;
+        writeln!(
+            f,
+            "{:>5} {:>9} {:>9} {:>10} {:>12} {:>7} {:>12}",
+            "batch", "seconds", "s/image", "pred/s", "MB/image", "rounds", "plain s/img"
+        )?;
+        for r in &self.rows {
+            writeln!(
+                f,
+                "{:>5} {:>9.3} {:>9.3} {:>10.2} {:>12.1} {:>7} {:>12.4}",
+                r.batch,
+                r.seconds,
+                r.seconds / r.batch as f64,
+                r.predictions_per_second(),
+                r.bytes_per_image() / 1e6,
+                r.rounds,
+                r.plaintext_seconds_per_image
+            )?;
+        }
+        if let (Some(first), Some(last)) = (self.rows.first(), self.rows.last()) {
+            writeln!(
+                f,
+                "throughput of batch {} vs batch {}: {:.2}x",
+                last.batch,
+                first.batch,
+                last.predictions_per_second() / first.predictions_per_second()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `spec` securely on batches of the given sizes (one batch each, images in [0, 1] from a
+/// fixed seed: benchmark data, not secrets) and times the plaintext forward pass beside it.
+pub fn bench_report(
+    spec: &NetworkSpec,
+    batch_sizes: &[usize],
+    latency: Duration,
+) -> Result<BenchReport> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xbe9c);
+    let mut rows = Vec::new();
+    for &batch in batch_sizes {
+        let images: Vec<Vec<f32>> = (0..batch)
+            .map(|_| (0..spec.input_len()).map(|_| rng.random::<f32>()).collect())
+            .collect();
+        let start = Instant::now();
+        for im in &images {
+            spec.forward(im)?;
+        }
+        let plaintext_seconds_per_image = start.elapsed().as_secs_f64() / batch.max(1) as f64;
+        let rep = simulate_with(spec, &images, batch, FixedPoint::default(), latency)?;
+        rows.push(BenchRow {
+            batch,
+            seconds: rep.seconds,
+            bytes_between_parties: rep.bytes_between_parties,
+            rounds: rep.rounds,
+            plaintext_seconds_per_image,
+        });
+    }
+    Ok(BenchReport {
+        model: spec.name.clone(),
+        latency,
+        threads: rayon::current_num_threads(),
+        rows,
+    })
+}

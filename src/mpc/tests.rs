@@ -1,0 +1,624 @@
+//! Protocol and end-to-end tests: every secure result is compared with an independent plaintext
+//! computation (wrapping integer arithmetic, or `NetworkSpec::forward`).
+
+use super::context::Party;
+use super::error::Result;
+use super::fixed::FixedPoint;
+use super::layers::{avg_pool, max_pool};
+use super::protocol::{max, msb, mul, relu, trunc};
+use super::share::{deal, open, open_bits, BitShare};
+use super::transport::InMemoryTransport;
+use super::*;
+use crate::model::arch::random_spec;
+use crate::model::spec::pneumonia_probability;
+use crate::model::{Layer, ModelKind, NetworkSpec};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+/// Test data generator with a fixed seed (not for shares in production).
+fn test_rng(seed: u64) -> ChaCha20Rng {
+    ChaCha20Rng::seed_from_u64(seed)
+}
+
+/// Runs `f` as parties 0, 1 and 2 on three threads connected in memory.
+fn run3<R: Send>(f: impl Fn(&mut Party<InMemoryTransport>) -> Result<R> + Sync) -> [R; 3] {
+    let ts = InMemoryTransport::triple();
+    let out: Vec<R> = std::thread::scope(|s| {
+        let hs: Vec<_> = ts
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let f = &f;
+                s.spawn(move || {
+                    let mut p = Party::setup(PartyId::ALL[i], t)?;
+                    f(&mut p)
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("party thread").expect("party result"))
+            .collect()
+    });
+    out.try_into().unwrap_or_else(|_| unreachable!())
+}
+
+fn signed(v: &[u64]) -> Vec<i64> {
+    v.iter().map(|&x| x as i64).collect()
+}
+
+#[test]
+fn multiplication_matches_ring_product() {
+    let mut rng = test_rng(1);
+    let x: Vec<u64> = (0..1000).map(|_| rng.random()).collect();
+    let y: Vec<u64> = (0..1000).map(|_| rng.random()).collect();
+    let (xs, ys) = (deal(&x, &mut rng), deal(&y, &mut rng));
+    let z = run3(|p| mul(p, &xs[p.id().index()], &ys[p.id().index()]));
+    let want: Vec<u64> = x.iter().zip(&y).map(|(a, b)| a.wrapping_mul(*b)).collect();
+    assert_eq!(open(&z).unwrap(), want);
+}
+
+#[test]
+fn trunc_error_is_at_most_one_ulp() {
+    let mut rng = test_rng(2);
+    // |x| < 2^32: failure probability 2^-32 per element.
+    let x: Vec<u64> = (0..20_000)
+        .map(|_| rng.random_range(-(1i64 << 32)..(1i64 << 32)) as u64)
+        .collect();
+    let xs = deal(&x, &mut rng);
+    for bits in [2u32, 12, 20] {
+        let y = run3(|p| trunc(p, &xs[p.id().index()], bits));
+        for (got, want) in signed(&open(&y).unwrap()).iter().zip(signed(&x)) {
+            let exact = want >> bits; // floor division
+            assert!(
+                (0..=1).contains(&(got - exact)),
+                "{want} >> {bits}: got {got}, floor {exact}"
+            );
+        }
+    }
+}
+
+#[test]
+fn trunc_failure_rate_follows_the_bound() {
+    // With |x| = 2^60 the two halves wrap with probability |x| / 2^64 = 1/16.
+    let mut rng = test_rng(3);
+    let n = 20_000;
+    let x: Vec<u64> = (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                1u64 << 60
+            } else {
+                (1u64 << 60).wrapping_neg()
+            }
+        })
+        .collect();
+    let xs = deal(&x, &mut rng);
+    let y = run3(|p| trunc(p, &xs[p.id().index()], 12));
+    let failures = signed(&open(&y).unwrap())
+        .iter()
+        .zip(signed(&x))
+        .filter(|(got, want)| !(0..=1).contains(&(**got - (want >> 12))))
+        .count();
+    let expected = n as f64 / 16.0;
+    assert!(
+        (failures as f64) > 0.7 * expected && (failures as f64) < 1.3 * expected,
+        "{failures} failures, expected about {expected}"
+    );
+}
+
+#[test]
+fn sign_bit_on_edge_and_random_values() {
+    let mut rng = test_rng(4);
+    let mut x: Vec<u64> = vec![
+        0,
+        1,
+        u64::MAX, // -1
+        i64::MAX as u64,
+        i64::MIN as u64,
+        (i64::MIN + 1) as u64,
+        (i64::MAX - 1) as u64,
+        1 << 62,
+        (1u64 << 62).wrapping_neg(),
+    ];
+    x.extend((0..1000).map(|_| rng.random::<u64>()));
+    x.extend((0..100).map(|_| rng.random_range(-5i64..5) as u64));
+    let xs = deal(&x, &mut rng);
+    let b: [BitShare; 3] = run3(|p| msb(p, &xs[p.id().index()]));
+    let got = open_bits(&b).unwrap();
+    for (g, v) in got.iter().zip(&x) {
+        assert_eq!(*g, (v >> 63) == 1, "sign of {}", *v as i64);
+    }
+}
+
+#[test]
+fn relu_and_max_are_exact() {
+    let mut rng = test_rng(5);
+    let fp = FixedPoint::default();
+    let a: Vec<u64> = (0..777)
+        .map(|_| fp.constant(rng.random_range(-50.0..50.0)))
+        .collect();
+    let mut b: Vec<u64> = (0..777)
+        .map(|_| fp.constant(rng.random_range(-50.0..50.0)))
+        .collect();
+    b[0] = a[0]; // a tie
+    let (sa, sb) = (deal(&a, &mut rng), deal(&b, &mut rng));
+    let r = run3(|p| relu(p, &sa[p.id().index()]));
+    let m = run3(|p| max(p, &sa[p.id().index()], &sb[p.id().index()]));
+    let (r, m) = (signed(&open(&r).unwrap()), signed(&open(&m).unwrap()));
+    for i in 0..a.len() {
+        assert_eq!(r[i], (a[i] as i64).max(0));
+        assert_eq!(m[i], (a[i] as i64).max(b[i] as i64));
+    }
+}
+
+/// A batch of 2 images x 3 channels of 5x4 values, with pooling windows of 2 (odd height).
+fn pool_input(rng: &mut ChaCha20Rng) -> (Vec<i64>, (usize, usize, usize)) {
+    let dims = (2 * 3, 5, 4);
+    let x = (0..dims.0 * dims.1 * dims.2)
+        .map(|_| rng.random_range(-100_000i64..100_000))
+        .collect();
+    (x, dims)
+}
+
+fn pool_ref(
+    x: &[i64],
+    (planes, h, w): (usize, usize, usize),
+    s: usize,
+    f: impl Fn(&[i64]) -> i64,
+) -> Vec<i64> {
+    let mut out = Vec::new();
+    for pl in 0..planes {
+        for i in 0..h / s {
+            for j in 0..w / s {
+                let win: Vec<i64> = (0..s * s)
+                    .map(|q| x[pl * h * w + (i * s + q / s) * w + j * s + q % s])
+                    .collect();
+                out.push(f(&win));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn max_pool_with_and_without_relu() {
+    let mut rng = test_rng(6);
+    let (x, dims) = pool_input(&mut rng);
+    let xs = deal(&x.iter().map(|v| *v as u64).collect::<Vec<_>>(), &mut rng);
+    for relu in [false, true] {
+        let y = run3(|p| max_pool(p, &xs[p.id().index()], dims, 2, relu));
+        let want = pool_ref(&x, dims, 2, |w| {
+            let m = *w.iter().max().unwrap_or(&0);
+            if relu {
+                m.max(0)
+            } else {
+                m
+            }
+        });
+        assert_eq!(signed(&open(&y).unwrap()), want, "relu {relu}");
+    }
+    // A 3x3 window has an odd number of elements per tree level.
+    let y = run3(|p| max_pool(p, &xs[p.id().index()], dims, 3, false));
+    let want = pool_ref(&x, dims, 3, |w| *w.iter().max().unwrap_or(&0));
+    assert_eq!(signed(&open(&y).unwrap()), want);
+}
+
+#[test]
+fn avg_pool_within_one_ulp() {
+    let mut rng = test_rng(7);
+    let (x, dims) = pool_input(&mut rng);
+    let xs = deal(&x.iter().map(|v| *v as u64).collect::<Vec<_>>(), &mut rng);
+    let y = run3(|p| avg_pool(p, &xs[p.id().index()], dims, 2, 12));
+    let want = pool_ref(&x, dims, 2, |w| w.iter().sum::<i64>().div_euclid(4));
+    for (g, w) in signed(&open(&y).unwrap()).iter().zip(&want) {
+        assert!((0..=1).contains(&(g - w)), "got {g}, floor {w}");
+    }
+    // 3x3 goes through the public constant 1/9 and a truncation by the fractional bits.
+    let y = run3(|p| avg_pool(p, &xs[p.id().index()], dims, 3, 12));
+    let want = pool_ref(&x, dims, 3, |w| w.iter().sum::<i64>() / 9);
+    for (g, w) in signed(&open(&y).unwrap()).iter().zip(&want) {
+        // |error| <= sum * |1/9 - round(4096/9)/4096| + 1 ulp.
+        assert!((g - w).abs() <= 2 + w.abs() / 4000, "got {g}, want {w}");
+    }
+}
+
+// ---------------------------------------------------------------- networks against f32
+
+fn images(spec: &NetworkSpec, n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = test_rng(seed);
+    (0..n)
+        .map(|_| (0..spec.input_len()).map(|_| rng.random::<f32>()).collect())
+        .collect()
+}
+
+/// Runs `spec` securely and checks every logit against the f32 reference within `tol`.
+fn check_against_forward(
+    spec: &NetworkSpec,
+    imgs: &[Vec<f32>],
+    batch: usize,
+    tol: f32,
+) -> SimulationReport {
+    let rep = simulate(spec, imgs, batch).unwrap();
+    assert_eq!(rep.logits.len(), imgs.len());
+    for (im, got) in imgs.iter().zip(&rep.logits) {
+        let want = spec.forward(im).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= tol * (1.0 + w.abs()),
+                "{}: got {got:?}, want {want:?}",
+                spec.name
+            );
+        }
+    }
+    rep
+}
+
+/// Same predicted class on every image and pneumonia probability within 1e-2.
+fn check_predictions(spec: &NetworkSpec, imgs: &[Vec<f32>], batch: usize) -> SimulationReport {
+    let rep = simulate(spec, imgs, batch).unwrap();
+    for (im, got) in imgs.iter().zip(&rep.logits) {
+        let want = spec.forward(im).unwrap();
+        let (pg, pw) = (pneumonia_probability(got), pneumonia_probability(&want));
+        assert!(
+            (pg - pw).abs() < 1e-2,
+            "{}: probability {pg} vs {pw} ({got:?} vs {want:?})",
+            spec.name
+        );
+        // The reference must not be a near-tie, or the class check would test rounding only.
+        assert!(
+            (want[0] - want[1]).abs() > 0.05,
+            "{}: near-tie test image {want:?}",
+            spec.name
+        );
+        assert_eq!(got[0] > got[1], want[0] > want[1], "{}: class", spec.name);
+    }
+    rep
+}
+
+fn conv_layer(rng: &mut ChaCha20Rng, i: usize, o: usize, k: usize, padding: usize) -> Layer {
+    Layer::Conv2d {
+        in_channels: i,
+        out_channels: o,
+        kernel: k,
+        padding,
+        weight: (0..o * i * k * k)
+            .map(|_| rng.random_range(-0.5..0.5))
+            .collect(),
+        bias: (0..o).map(|_| rng.random_range(-0.2..0.2)).collect(),
+    }
+}
+
+fn dense_layer(rng: &mut ChaCha20Rng, i: usize, o: usize) -> Layer {
+    Layer::Dense {
+        in_features: i,
+        out_features: o,
+        weight: (0..o * i).map(|_| rng.random_range(-0.3..0.3)).collect(),
+        bias: (0..o).map(|_| rng.random_range(-0.2..0.2)).collect(),
+    }
+}
+
+#[test]
+fn convolution_with_and_without_padding() {
+    let mut rng = test_rng(8);
+    let spec = NetworkSpec {
+        name: "conv".into(),
+        input: [2, 9, 7],
+        layers: vec![
+            conv_layer(&mut rng, 2, 3, 3, 1),
+            conv_layer(&mut rng, 3, 5, 3, 0),
+        ],
+    };
+    check_against_forward(&spec, &images(&spec, 3, 9), 2, 2e-3);
+}
+
+#[test]
+fn dense_layers() {
+    let mut rng = test_rng(10);
+    let spec = NetworkSpec {
+        name: "dense".into(),
+        input: [1, 6, 5],
+        layers: vec![
+            Layer::Flatten,
+            dense_layer(&mut rng, 30, 17),
+            Layer::Relu,
+            dense_layer(&mut rng, 17, 2),
+        ],
+    };
+    check_against_forward(&spec, &images(&spec, 4, 11), 4, 2e-3);
+}
+
+#[test]
+fn every_layer_kind_runs() {
+    // BatchNorm after a convolution (folded) and after a ReLU (secure affine step), dropout,
+    // both poolings, ReLU before max pooling (reordered), flatten and dense.
+    let mut rng = test_rng(12);
+    let bn = |rng: &mut ChaCha20Rng, c: usize| Layer::BatchNorm2d {
+        gamma: (0..c).map(|_| rng.random_range(0.5..1.5)).collect(),
+        beta: (0..c).map(|_| rng.random_range(-0.3..0.3)).collect(),
+        mean: (0..c).map(|_| rng.random_range(-0.2..0.2)).collect(),
+        var: (0..c).map(|_| rng.random_range(0.5..2.0)).collect(),
+        eps: 1e-5,
+    };
+    let spec = NetworkSpec {
+        name: "all-layers".into(),
+        input: [1, 12, 10],
+        layers: vec![
+            conv_layer(&mut rng, 1, 4, 3, 1),
+            bn(&mut rng, 4),
+            Layer::Relu,
+            Layer::MaxPool2d { size: 2 },
+            conv_layer(&mut rng, 4, 4, 3, 0),
+            Layer::Relu,
+            bn(&mut rng, 4),
+            Layer::AvgPool2d { size: 2 },
+            Layer::Dropout { p: 0.5 },
+            Layer::Flatten,
+            dense_layer(&mut rng, 8, 6), // 4 channels x 2 x 1 after both poolings
+            Layer::Relu,
+            Layer::Dropout { p: 0.5 },
+            dense_layer(&mut rng, 6, 2),
+        ],
+    };
+    let models = share_model_os(&spec, FixedPoint::default()).unwrap();
+    let kinds: Vec<&str> = models[0].ops().iter().map(|o| o.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "conv",
+            "maxpool+relu",
+            "conv",
+            "relu",
+            "channel-affine",
+            "avgpool",
+            "dense",
+            "relu",
+            "dense"
+        ]
+    );
+    check_against_forward(&spec, &images(&spec, 3, 13), 3, 3e-3);
+}
+
+#[test]
+fn dnn_av_predictions_match_plaintext() {
+    let spec = random_spec(ModelKind::DnnAv, 1.0, 21);
+    check_predictions(&spec, &images(&spec, 2, 22), 2);
+}
+
+#[test]
+fn dnn_max_predictions_match_plaintext() {
+    let spec = random_spec(ModelKind::DnnMax, 1.0, 23);
+    let rep = check_predictions(&spec, &images(&spec, 2, 24), 1);
+    // Two batches of one image: the rounds of one inference, twice.
+    assert_eq!(rep.rounds % 2, 0);
+}
+
+#[test]
+fn vgg16_small_width_predictions_match_plaintext() {
+    let spec = random_spec(ModelKind::Vgg16_1, 1.0 / 16.0, 25);
+    check_predictions(&spec, &images(&spec, 2, 26), 2);
+}
+
+#[test]
+fn batching_shares_rounds() {
+    let mut rng = test_rng(14);
+    let spec = NetworkSpec {
+        name: "small".into(),
+        input: [1, 8, 8],
+        layers: vec![
+            conv_layer(&mut rng, 1, 2, 3, 0),
+            Layer::Relu,
+            Layer::MaxPool2d { size: 2 },
+            Layer::Flatten,
+            dense_layer(&mut rng, 18, 2),
+        ],
+    };
+    let imgs = images(&spec, 4, 15);
+    let one = check_against_forward(&spec, &imgs[..1], 1, 2e-3);
+    let four = check_against_forward(&spec, &imgs, 4, 2e-3);
+    assert_eq!(
+        one.rounds, four.rounds,
+        "a batch costs the rounds of one image"
+    );
+    assert!(four.bytes_between_parties > one.bytes_between_parties);
+}
+
+// ---------------------------------------------------------------- what one party sees
+
+#[test]
+fn input_shares_are_fresh_and_uniform() {
+    let fp = FixedPoint::default();
+    let image: Vec<f32> = (0..64 * 64).map(|i| (i % 7) as f32 / 7.0).collect();
+    let a = share_input_os(&image, [1, 64, 64], fp).unwrap();
+    let b = share_input_os(&image, [1, 64, 64], fp).unwrap();
+    for party in 0..3 {
+        let (sa, sb) = (a[party].share(), b[party].share());
+        // A new request gives the party entirely new values.
+        let same = sa
+            .own()
+            .iter()
+            .zip(sb.own())
+            .filter(|(x, y)| x == y)
+            .count();
+        assert_eq!(same, 0, "party {party} saw repeated share words");
+        // Bit balance and a chi-square test on byte values of everything the party holds.
+        let words: Vec<u64> = sa.own().iter().chain(sa.next()).copied().collect();
+        let ones: u64 = words.iter().map(|w| u64::from(w.count_ones())).sum();
+        let bits = 64.0 * words.len() as f64;
+        let z = (ones as f64 - bits / 2.0) / (bits / 4.0).sqrt();
+        assert!(z.abs() < 5.0, "bit balance z = {z}");
+        let mut counts = [0f64; 256];
+        for w in &words {
+            for byte in w.to_le_bytes() {
+                counts[byte as usize] += 1.0;
+            }
+        }
+        let expected = words.len() as f64 * 8.0 / 256.0;
+        let chi2: f64 = counts
+            .iter()
+            .map(|c| (c - expected).powi(2) / expected)
+            .sum();
+        // 255 degrees of freedom: mean 255, sd 22.6; 400 is beyond 6 sd.
+        assert!(chi2 < 400.0, "chi-square {chi2}");
+    }
+    // The image itself (a repeating pattern) would fail the same test badly.
+    let plain: Vec<u64> = fp.encode_slice(&image).unwrap();
+    let mut counts = [0f64; 256];
+    for w in &plain {
+        for byte in w.to_le_bytes() {
+            counts[byte as usize] += 1.0;
+        }
+    }
+    let expected = plain.len() as f64 * 8.0 / 256.0;
+    let chi2: f64 = counts
+        .iter()
+        .map(|c| (c - expected).powi(2) / expected)
+        .sum();
+    assert!(chi2 > 10_000.0, "control chi-square {chi2}");
+    // Shares still open to the image.
+    let opened = open(&[
+        a[0].share().clone(),
+        a[1].share().clone(),
+        a[2].share().clone(),
+    ])
+    .unwrap();
+    assert_eq!(opened, plain);
+}
+
+#[test]
+fn output_parts_are_rerandomised() {
+    let mut rng = test_rng(16);
+    let spec = NetworkSpec {
+        name: "tiny".into(),
+        input: [1, 4, 4],
+        layers: vec![Layer::Flatten, dense_layer(&mut rng, 16, 2)],
+    };
+    let models = share_model_os(&spec, FixedPoint::default()).unwrap();
+    let image = vec![0.5f32; 16];
+    let shares = share_input_os(&image, spec.input, FixedPoint::default()).unwrap();
+    let run = || {
+        run3(|p| {
+            let i = p.id().index();
+            infer(p, &models[i], std::slice::from_ref(&shares[i]))
+        })
+    };
+    let (first, second) = (run(), run());
+    let parts = |r: &[Vec<OutputShare>; 3]| -> [OutputShare; 3] {
+        std::array::from_fn(|i| r[i][0].clone())
+    };
+    let (l1, l2) = (
+        reconstruct(&parts(&first)).unwrap(),
+        reconstruct(&parts(&second)).unwrap(),
+    );
+    assert_eq!(l1, l2, "same input, same logits");
+    for i in 0..3 {
+        assert_ne!(
+            first[i][0].part(),
+            second[i][0].part(),
+            "party {i} sent the same part twice"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- byte formats
+
+#[test]
+fn shares_round_trip_through_bytes() {
+    let mut rng = test_rng(17);
+    let spec = random_spec(ModelKind::Vgg16_1, 1.0 / 32.0, 3);
+    let models = share_model(&spec, FixedPoint::default(), &mut rng).unwrap();
+    for m in &models {
+        assert_eq!(&PartyModel::from_bytes(&m.to_bytes()).unwrap(), m);
+    }
+    let inputs = share_input(
+        &images(&spec, 1, 18)[0],
+        spec.input,
+        FixedPoint::default(),
+        &mut rng,
+    )
+    .unwrap();
+    for s in &inputs {
+        assert_eq!(&InputShare::from_bytes(&s.to_bytes()).unwrap(), s);
+    }
+    let out = OutputShare::new(PartyId::ALL[2], FixedPoint::default(), vec![1, 2, u64::MAX]);
+    assert_eq!(OutputShare::from_bytes(&out.to_bytes()).unwrap(), out);
+}
+
+#[test]
+fn corrupt_bytes_are_errors_not_panics() {
+    let mut rng = test_rng(19);
+    let spec = random_spec(ModelKind::DnnAv, 1.0, 4);
+    let models = share_model(&spec, FixedPoint::default(), &mut rng).unwrap();
+    let bytes = models[1].to_bytes();
+    // Every truncation point, sampled.
+    for cut in (0..bytes.len())
+        .step_by(bytes.len() / 997 + 1)
+        .chain([bytes.len() - 1])
+    {
+        assert!(
+            PartyModel::from_bytes(&bytes[..cut]).is_err(),
+            "cut at {cut}"
+        );
+    }
+    let mut long = bytes.clone();
+    long.push(0);
+    assert!(matches!(
+        PartyModel::from_bytes(&long),
+        Err(MpcError::Decode { .. })
+    ));
+    let mut bad = bytes.clone();
+    bad[0] = b'X';
+    assert!(PartyModel::from_bytes(&bad).is_err());
+    // A wrong dimension is caught by the shape check, not by a crash later.
+    let input = share_input(&[0.0; 4], [1, 2, 2], FixedPoint::default(), &mut rng).unwrap();
+    let mut b = input[0].to_bytes();
+    b[7] = 3; // first shape dimension 1 -> 3
+    assert!(matches!(
+        InputShare::from_bytes(&b),
+        Err(MpcError::Mismatch { .. })
+    ));
+    // Huge declared counts are rejected before allocating.
+    let mut b = OutputShare::new(PartyId::ALL[0], FixedPoint::default(), vec![1]).to_bytes();
+    b[7..15].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(OutputShare::from_bytes(&b).is_err());
+}
+
+#[test]
+fn mismatched_requests_are_refused() {
+    let mut rng = test_rng(20);
+    let spec = NetworkSpec {
+        name: "tiny".into(),
+        input: [1, 4, 4],
+        layers: vec![Layer::Flatten, dense_layer(&mut rng, 16, 2)],
+    };
+    let models = share_model_os(&spec, FixedPoint::default()).unwrap();
+    let wrong_shape = share_input_os(&[0.0; 9], [1, 3, 3], FixedPoint::default()).unwrap();
+    let errs = run3(|p| {
+        let i = p.id().index();
+        Ok(infer(p, &models[i], std::slice::from_ref(&wrong_shape[i])).is_err())
+    });
+    assert_eq!(errs, [true; 3]);
+    let bad_shares = [
+        OutputShare::new(PartyId::ALL[0], FixedPoint::default(), vec![1]),
+        OutputShare::new(PartyId::ALL[0], FixedPoint::default(), vec![1]),
+        OutputShare::new(PartyId::ALL[2], FixedPoint::default(), vec![1]),
+    ];
+    assert!(reconstruct(&bad_shares).is_err());
+    assert!(share_input_os(&[f32::NAN; 16], [1, 4, 4], FixedPoint::default()).is_err());
+    // A layer with no outputs is refused when the model is shared, not at inference.
+    let empty = NetworkSpec {
+        name: "empty".into(),
+        input: [1, 4, 4],
+        layers: vec![Layer::Conv2d {
+            in_channels: 1,
+            out_channels: 0,
+            kernel: 3,
+            padding: 0,
+            weight: vec![],
+            bias: vec![],
+        }],
+    };
+    assert!(matches!(
+        share_model_os(&empty, FixedPoint::default()),
+        Err(MpcError::Mismatch { .. })
+    ));
+}
