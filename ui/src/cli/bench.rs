@@ -13,6 +13,9 @@ pub enum BenchCommand {
     Preprocess(PreprocessBench),
     /// Noise channel throughput (six directions between three parties) and handshake time.
     Net(NetBench),
+    /// Private inference of dnn-max (random weights) by three in-process parties: seconds,
+    /// bytes between parties and rounds for one image and a batch, beside plaintext inference.
+    Mpc(MpcBench),
     /// Training images/s (plain and DP-SGD, batch 32 and 64) and inference latency of dnn-max.
     Train(TrainBench),
 }
@@ -25,6 +28,16 @@ pub struct NetBench {
     /// Messages each party sends each peer.
     #[arg(long, default_value_t = 32)]
     pub rounds: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct MpcBench {
+    /// Batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    pub batches: Vec<usize>,
+    /// Added one-way latency per message in milliseconds (models a network).
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +74,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             println!("{r}");
             Ok(())
         }
+        BenchCommand::Mpc(b) => mpc_bench(b),
         BenchCommand::Train(b) => {
             let r = privxray::train::bench::run(b.steps, b.cuda)?;
             if b.json {
@@ -118,4 +132,30 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("privxray-bench-{}", std::process::id()));
     std::fs::create_dir_all(&d)?;
     Ok(d)
+}
+
+fn mpc_bench(b: MpcBench) -> anyhow::Result<()> {
+    use privxray::model::{arch::random_spec, ModelKind};
+    let spec = random_spec(ModelKind::DnnMax, 1.0, 7);
+    let report = privxray::mpc::bench_report(
+        &spec,
+        &b.batches,
+        std::time::Duration::from_millis(b.latency_ms),
+    )?;
+    println!("{report}");
+    // Plaintext inference with the training engine (candle), batch 1, for comparison.
+    let device = candle_core::Device::Cpu;
+    let (model, _) = privxray::train::Model::init(ModelKind::DnnMax, 1.0, 7, &device)?;
+    let x = candle_core::Tensor::zeros((1, 1, 150, 125), candle_core::DType::F32, &device)?;
+    model.forward_with(&x, None)?;
+    let runs = 20;
+    let t0 = Instant::now();
+    for _ in 0..runs {
+        model.forward_with(&x, None)?;
+    }
+    println!(
+        "plaintext dnn-max inference with candle, batch 1: {:.2} ms",
+        t0.elapsed().as_secs_f64() * 1e3 / runs as f64
+    );
+    Ok(())
 }
