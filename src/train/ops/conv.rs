@@ -254,13 +254,38 @@ pub struct Conv2d {
     mask: Mutex<Vec<u8>>,
 }
 
+/// Mask buffers of dropped [`Conv2d`] ops, reused by new ones: the first layer's mask is tens
+/// of megabytes, which the allocator would otherwise hand back to the OS and fault in (zeroed)
+/// again every step.
+static SPARE_MASKS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Enough for every convolution of a VGG16 forward.
+const MAX_SPARE_MASKS: usize = 16;
+
 impl Conv2d {
     pub fn new(kernel: usize, padding: usize, epilogue: Epilogue) -> Self {
+        let mask = SPARE_MASKS
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop())
+            .unwrap_or_default();
         Self {
             kernel,
             padding,
             epilogue,
-            mask: Mutex::new(Vec::new()),
+            mask: Mutex::new(mask),
+        }
+    }
+}
+
+impl Drop for Conv2d {
+    fn drop(&mut self) {
+        let mask = std::mem::take(self.mask.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if mask.capacity() > 0 {
+            if let Ok(mut spare) = SPARE_MASKS.lock() {
+                if spare.len() < MAX_SPARE_MASKS {
+                    spare.push(mask);
+                }
+            }
         }
     }
 }
@@ -425,7 +450,7 @@ impl CustomOp3 for Conv2d {
             .lock()
             .map_err(|_| candle_core::Error::Msg("conv2d mask lock poisoned".into()))?;
         let mask_len = if e.needs_mask() { d.y_len() } else { 0 };
-        mask.clear();
+        // Every byte is rewritten below (pooling clears each example's part first).
         mask.resize(d.n * mask_len, 0);
         let parallel = d.n > 1;
         let par = inner_parallelism(parallel);
