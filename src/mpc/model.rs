@@ -401,7 +401,7 @@ pub fn share_model<R: CryptoRng + ?Sized>(
     for op in plain {
         let per_party: [SecureOp; 3] = match op {
             PlainOp::Conv { geom, weight, bias } => {
-                let [w0, w1, w2] = share(encode64(fixed, &weight)?);
+                let [w0, w1, w2] = share(encode64(fixed.weights(), &weight)?);
                 let [b0, b1, b2] = share(encode64(fixed, &bias)?);
                 [(w0, b0), (w1, b1), (w2, b2)].map(|(weight, bias)| SecureOp::Conv {
                     geom,
@@ -415,7 +415,7 @@ pub fn share_model<R: CryptoRng + ?Sized>(
                 weight,
                 bias,
             } => {
-                let [w0, w1, w2] = share(fixed.encode_slice(&weight)?);
+                let [w0, w1, w2] = share(fixed.weights().encode_slice(&weight)?);
                 let [b0, b1, b2] = share(fixed.encode_slice(&bias)?);
                 [(w0, b0), (w1, b1), (w2, b2)].map(|(weight, bias)| SecureOp::Dense {
                     in_features,

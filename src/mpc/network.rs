@@ -48,6 +48,8 @@ pub fn infer<T: Transport>(
     }
     let batch = inputs.len();
     let f = model.fixed().frac_bits();
+    // Products with weights carry the weights' extra fractional bits until truncated.
+    let fw = model.fixed().weights().frac_bits();
     let mut x = ArithShare::concat(inputs.iter().map(|i| i.share()));
     for op in model.ops() {
         x = match op {
@@ -58,7 +60,7 @@ pub fn infer<T: Transport>(
                     geom.out_channels,
                     geom.patch_len(),
                 );
-                conv(p, &x, batch, geom, &w, bias, f)?
+                conv(p, &x, batch, geom, &w, bias, fw)?
             }
             SecureOp::Dense {
                 in_features,
@@ -67,7 +69,7 @@ pub fn infer<T: Transport>(
                 bias,
             } => {
                 let w = concat_rows(weight.own(), weight.next(), *out_features, *in_features);
-                dense(p, &x, batch, (*in_features, *out_features), &w, bias, f)?
+                dense(p, &x, batch, (*in_features, *out_features), &w, bias, fw)?
             }
             SecureOp::ChannelAffine {
                 channels,

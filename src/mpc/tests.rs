@@ -509,7 +509,11 @@ fn output_parts_are_rerandomised() {
         reconstruct(&parts(&first)).unwrap(),
         reconstruct(&parts(&second)).unwrap(),
     );
-    assert_eq!(l1, l2, "same input, same logits");
+    // Probabilistic truncation may round either way: equal up to one unit in the last place.
+    let ulp = 1.0 / FixedPoint::default().scale() as f32;
+    for (a, b) in l1.iter().zip(&l2) {
+        assert!((a - b).abs() <= ulp * 1.01, "same input, logits {a} vs {b}");
+    }
     for i in 0..3 {
         assert_ne!(
             first[i][0].part(),
