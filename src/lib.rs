@@ -7,6 +7,7 @@ pub mod data;
 pub mod model;
 pub mod mpc;
 pub mod net;
+pub mod party;
 pub mod plot;
 pub mod preprocess;
 pub mod privacy;

@@ -3,7 +3,8 @@
 //! Encoding (all integers little-endian): one tag byte, then the fields in order.
 //! - byte strings: `u64` length, then the bytes;
 //! - `shape`: one rank byte (at most [`MAX_RANK`]), then one `u32` per dimension;
-//! - text: `u32` length (at most [`MAX_TEXT`]), then UTF-8 bytes.
+//! - text: `u32` length (at most [`MAX_TEXT`]), then UTF-8 bytes;
+//! - flags: one byte, 0 or 1.
 //!
 //! The decoder checks every length against the bytes actually present before using it, so a
 //! hostile length never causes an allocation or a panic, and it rejects trailing bytes.
@@ -20,6 +21,12 @@ const TAG_PREDICT_REQUEST: u8 = 2;
 const TAG_PREDICT_RESPONSE: u8 = 3;
 const TAG_ERROR: u8 = 4;
 const TAG_MPC: u8 = 5;
+const TAG_MODEL_INFO_REQUEST: u8 = 6;
+const TAG_MODEL_INFO: u8 = 7;
+const TAG_SCHEDULE: u8 = 8;
+const TAG_HEARTBEAT: u8 = 9;
+const TAG_READY: u8 = 10;
+const TAG_REQUEST_STATS: u8 = 11;
 
 /// One protocol message. Share bytes are opaque here; the MPC engine defines their layout.
 #[derive(Clone, PartialEq, Eq)]
@@ -41,6 +48,34 @@ pub enum Message {
     Error { text: String },
     /// Party <-> party: one payload of the secure-computation protocol.
     Mpc { payload: Vec<u8> },
+    /// Client -> party: which model is shared (so the client can preprocess and encode).
+    ModelInfoRequest,
+    /// Party -> client or owner: the public description of the shared model. The owner gets it
+    /// as the acknowledgement of [`Message::ShareModel`].
+    ModelInfo {
+        name: String,
+        /// Input tensor shape (CHW).
+        shape: Shape,
+        /// Fractional bits of the fixed-point encoding the model share uses.
+        frac_bits: u8,
+        /// Number of outputs (logits) per image.
+        output_len: u32,
+    },
+    /// Party 0 -> parties 1 and 2: serve this request next.
+    Schedule { request_id: u64 },
+    /// Party 0 -> parties 1 and 2 when idle: keeps the mesh checked and alive.
+    Heartbeat,
+    /// Party <-> party after a schedule or heartbeat: whether this party holds a usable share
+    /// of the request (always `accept` for a heartbeat).
+    Ready { request_id: u64, accept: bool },
+    /// Party -> client, right after [`Message::PredictResponse`]: what the request cost this
+    /// party (bytes it sent to the other parties, rounds, computation time).
+    RequestStats {
+        request_id: u64,
+        bytes_sent: u64,
+        rounds: u64,
+        micros: u64,
+    },
 }
 
 impl Message {
@@ -52,6 +87,12 @@ impl Message {
             Message::PredictResponse { .. } => "PredictResponse",
             Message::Error { .. } => "Error",
             Message::Mpc { .. } => "Mpc",
+            Message::ModelInfoRequest => "ModelInfoRequest",
+            Message::ModelInfo { .. } => "ModelInfo",
+            Message::Schedule { .. } => "Schedule",
+            Message::Heartbeat => "Heartbeat",
+            Message::Ready { .. } => "Ready",
+            Message::RequestStats { .. } => "RequestStats",
         }
     }
 
@@ -69,11 +110,7 @@ impl Message {
             } => {
                 out.push(TAG_PREDICT_REQUEST);
                 out.extend_from_slice(&request_id.to_le_bytes());
-                // `Shape` guarantees rank <= MAX_RANK, so the rank fits its byte.
-                out.push(shape.rank() as u8);
-                for d in shape.dims() {
-                    out.extend_from_slice(&d.to_le_bytes());
-                }
+                put_shape(&mut out, shape);
                 put_bytes(&mut out, input_share);
             }
             Message::PredictResponse {
@@ -86,13 +123,45 @@ impl Message {
             }
             Message::Error { text } => {
                 out.push(TAG_ERROR);
-                let bytes = truncate_text(text).as_bytes();
-                out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-                out.extend_from_slice(bytes);
+                put_text(&mut out, text);
             }
             Message::Mpc { payload } => {
                 out.push(TAG_MPC);
                 put_bytes(&mut out, payload);
+            }
+            Message::ModelInfoRequest => out.push(TAG_MODEL_INFO_REQUEST),
+            Message::ModelInfo {
+                name,
+                shape,
+                frac_bits,
+                output_len,
+            } => {
+                out.push(TAG_MODEL_INFO);
+                put_text(&mut out, name);
+                put_shape(&mut out, shape);
+                out.push(*frac_bits);
+                out.extend_from_slice(&output_len.to_le_bytes());
+            }
+            Message::Schedule { request_id } => {
+                out.push(TAG_SCHEDULE);
+                out.extend_from_slice(&request_id.to_le_bytes());
+            }
+            Message::Heartbeat => out.push(TAG_HEARTBEAT),
+            Message::Ready { request_id, accept } => {
+                out.push(TAG_READY);
+                out.extend_from_slice(&request_id.to_le_bytes());
+                out.push(u8::from(*accept));
+            }
+            Message::RequestStats {
+                request_id,
+                bytes_sent,
+                rounds,
+                micros,
+            } => {
+                out.push(TAG_REQUEST_STATS);
+                for v in [request_id, bytes_sent, rounds, micros] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
             }
         }
         out
@@ -109,6 +178,12 @@ impl Message {
                 Message::PredictResponse { output_share, .. } => output_share.len(),
                 Message::Error { text } => text.len(),
                 Message::Mpc { payload } => payload.len(),
+                Message::ModelInfo { name, shape, .. } => 4 + name.len() + 1 + 4 * shape.rank() + 5,
+                Message::ModelInfoRequest
+                | Message::Schedule { .. }
+                | Message::Heartbeat
+                | Message::Ready { .. }
+                | Message::RequestStats { .. } => 24,
             }
     }
 
@@ -121,17 +196,7 @@ impl Message {
             },
             TAG_PREDICT_REQUEST => {
                 let request_id = r.u64("request_id")?;
-                let rank = usize::from(r.u8("rank")?);
-                if rank > MAX_RANK {
-                    return Err(DecodeError::RankTooLarge {
-                        rank,
-                        max: MAX_RANK,
-                    });
-                }
-                let dims = (0..rank)
-                    .map(|_| r.u32("shape"))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let shape = Shape::new(dims)?;
+                let shape = r.shape()?;
                 let input_share = r.byte_string("input_share")?;
                 Message::PredictRequest {
                     request_id,
@@ -143,19 +208,34 @@ impl Message {
                 request_id: r.u64("request_id")?,
                 output_share: r.byte_string("output_share")?,
             },
-            TAG_ERROR => {
-                let len = r.u32("text length")? as usize;
-                if len > MAX_TEXT {
-                    return Err(DecodeError::TextTooLong { len, max: MAX_TEXT });
-                }
-                let raw = r.take(len, "text")?;
-                let text = std::str::from_utf8(raw)
-                    .map_err(|_| DecodeError::BadUtf8)?
-                    .to_owned();
-                Message::Error { text }
-            }
+            TAG_ERROR => Message::Error { text: r.text()? },
             TAG_MPC => Message::Mpc {
                 payload: r.byte_string("payload")?,
+            },
+            TAG_MODEL_INFO_REQUEST => Message::ModelInfoRequest,
+            TAG_MODEL_INFO => Message::ModelInfo {
+                name: r.text()?,
+                shape: r.shape()?,
+                frac_bits: r.u8("frac_bits")?,
+                output_len: r.u32("output_len")?,
+            },
+            TAG_SCHEDULE => Message::Schedule {
+                request_id: r.u64("request_id")?,
+            },
+            TAG_HEARTBEAT => Message::Heartbeat,
+            TAG_READY => Message::Ready {
+                request_id: r.u64("request_id")?,
+                accept: match r.u8("accept")? {
+                    0 => false,
+                    1 => true,
+                    other => return Err(DecodeError::BadFlag(other)),
+                },
+            },
+            TAG_REQUEST_STATS => Message::RequestStats {
+                request_id: r.u64("request_id")?,
+                bytes_sent: r.u64("bytes_sent")?,
+                rounds: r.u64("rounds")?,
+                micros: r.u64("micros")?,
             },
             other => return Err(DecodeError::UnknownTag(other)),
         };
@@ -194,6 +274,32 @@ impl fmt::Debug for Message {
             }
             Message::Error { text } => write!(f, "Error({text:?})"),
             Message::Mpc { payload } => write!(f, "Mpc({} bytes)", payload.len()),
+            // Public metadata only: model architecture, ids and counters.
+            Message::ModelInfoRequest => f.write_str("ModelInfoRequest"),
+            Message::ModelInfo {
+                name,
+                shape,
+                frac_bits,
+                output_len,
+            } => write!(
+                f,
+                "ModelInfo({name:?}, shape {:?}, {frac_bits} fractional bits, {output_len} outputs)",
+                shape.dims()
+            ),
+            Message::Schedule { request_id } => write!(f, "Schedule(id {request_id})"),
+            Message::Heartbeat => f.write_str("Heartbeat"),
+            Message::Ready { request_id, accept } => {
+                write!(f, "Ready(id {request_id}, accept {accept})")
+            }
+            Message::RequestStats {
+                request_id,
+                bytes_sent,
+                rounds,
+                micros,
+            } => write!(
+                f,
+                "RequestStats(id {request_id}, {bytes_sent} bytes, {rounds} rounds, {micros} us)"
+            ),
         }
     }
 }
@@ -247,6 +353,20 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+fn put_text(out: &mut Vec<u8>, text: &str) {
+    let bytes = truncate_text(text).as_bytes();
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_shape(out: &mut Vec<u8>, shape: &Shape) {
+    // `Shape` guarantees rank <= MAX_RANK, so the rank fits its byte.
+    out.push(shape.rank() as u8);
+    for d in shape.dims() {
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("unknown message tag {0}")]
@@ -265,6 +385,8 @@ pub enum DecodeError {
     TextTooLong { len: usize, max: usize },
     #[error("error text is not valid UTF-8")]
     BadUtf8,
+    #[error("flag byte {0} is neither 0 nor 1")]
+    BadFlag(u8),
 }
 
 struct Reader<'a> {
@@ -303,6 +425,31 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.array(field)?))
+    }
+
+    fn text(&mut self) -> Result<String, DecodeError> {
+        let len = self.u32("text length")? as usize;
+        if len > MAX_TEXT {
+            return Err(DecodeError::TextTooLong { len, max: MAX_TEXT });
+        }
+        let raw = self.take(len, "text")?;
+        Ok(std::str::from_utf8(raw)
+            .map_err(|_| DecodeError::BadUtf8)?
+            .to_owned())
+    }
+
+    fn shape(&mut self) -> Result<Shape, DecodeError> {
+        let rank = usize::from(self.u8("rank")?);
+        if rank > MAX_RANK {
+            return Err(DecodeError::RankTooLarge {
+                rank,
+                max: MAX_RANK,
+            });
+        }
+        let dims = (0..rank)
+            .map(|_| self.u32("shape"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Shape::new(dims)
     }
 
     fn byte_string(&mut self, field: &'static str) -> Result<Vec<u8>, DecodeError> {
@@ -399,6 +546,45 @@ mod tests {
     }
 
     #[test]
+    fn party_control_layouts_match_the_documented_format() {
+        let info = Message::ModelInfo {
+            name: "dnn".into(),
+            shape: Shape::new(vec![1, 150, 125]).unwrap(),
+            frac_bits: 12,
+            output_len: 2,
+        };
+        let mut want = vec![7u8];
+        want.extend(3u32.to_le_bytes());
+        want.extend(b"dnn");
+        want.push(3);
+        for d in [1u32, 150, 125] {
+            want.extend(d.to_le_bytes());
+        }
+        want.push(12);
+        want.extend(2u32.to_le_bytes());
+        assert_eq!(info.encode(), want);
+        assert_eq!(Message::decode(&want).unwrap(), info);
+
+        let mut ready = vec![10u8];
+        ready.extend(9u64.to_le_bytes());
+        ready.push(1);
+        assert_eq!(
+            Message::decode(&ready).unwrap(),
+            Message::Ready {
+                request_id: 9,
+                accept: true
+            }
+        );
+        *ready.last_mut().unwrap() = 2;
+        assert_eq!(Message::decode(&ready), Err(DecodeError::BadFlag(2)));
+        assert_eq!(Message::decode(&[9]).unwrap(), Message::Heartbeat);
+        assert_eq!(
+            Message::decode(&[9, 0]),
+            Err(DecodeError::TrailingBytes { count: 1 })
+        );
+    }
+
+    #[test]
     fn every_strict_prefix_is_rejected() {
         let m = Message::PredictRequest {
             request_id: 7,
@@ -459,6 +645,31 @@ mod tests {
             }),
             ".{0,100}".prop_map(|text| Message::Error { text }),
             bytes().prop_map(|payload| Message::Mpc { payload }),
+            Just(Message::ModelInfoRequest),
+            (
+                ".{0,40}",
+                proptest::collection::vec(any::<u32>(), 0..=MAX_RANK),
+                any::<u8>(),
+                any::<u32>()
+            )
+                .prop_map(|(name, dims, frac_bits, output_len)| Message::ModelInfo {
+                    name,
+                    shape: Shape::new(dims).expect("rank within MAX_RANK"),
+                    frac_bits,
+                    output_len
+                }),
+            any::<u64>().prop_map(|request_id| Message::Schedule { request_id }),
+            Just(Message::Heartbeat),
+            (any::<u64>(), any::<bool>())
+                .prop_map(|(request_id, accept)| Message::Ready { request_id, accept }),
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+                |(request_id, bytes_sent, rounds, micros)| Message::RequestStats {
+                    request_id,
+                    bytes_sent,
+                    rounds,
+                    micros
+                }
+            ),
         ]
     }
 
@@ -471,7 +682,7 @@ mod tests {
         }
 
         #[test]
-        fn tagged_random_bodies_never_panic(tag in 0u8..8, body in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn tagged_random_bodies_never_panic(tag in 0u8..14, body in proptest::collection::vec(any::<u8>(), 0..64)) {
             let mut bytes = vec![tag];
             bytes.extend(body);
             let _ = Message::decode(&bytes);

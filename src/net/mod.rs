@@ -9,6 +9,7 @@
 //!   large messages into several Noise messages.
 //! - [`message`]: the typed messages of the prediction protocol and their binary encoding.
 //! - [`mesh`]: builds the three-party mesh (two channels per party).
+//! - [`transport`]: [`NoiseTransport`], the secure-computation engine's transport over the mesh.
 //! - [`bench`]: loopback throughput and handshake-time measurement.
 //!
 //! Logging goes to stderr and only ever names sizes, timings, peers and reasons, never payloads.
@@ -21,6 +22,7 @@ pub mod handshake;
 pub mod keys;
 pub mod mesh;
 pub mod message;
+pub mod transport;
 
 pub use channel::SecureChannel;
 pub use config::{PartiesConfig, PartyId};
@@ -29,6 +31,7 @@ pub use handshake::{Inbound, LocalParty, PeerRole};
 pub use keys::{PublicKey, StaticKeypair};
 pub use mesh::Mesh;
 pub use message::Message;
+pub use transport::NoiseTransport;
 
 /// Writes one line of network log to stderr. Callers pass only metadata (peer, sizes, timings,
 /// reasons); payload bytes never reach the log.

@@ -1,7 +1,9 @@
 //! The `privxray` binary: the terminal interface with no subcommand, headless subcommands
 //! otherwise. Errors reach the user as one clear message on stderr and a non-zero exit.
 
+mod backends;
 mod cli;
+mod tui;
 
 use clap::Parser;
 

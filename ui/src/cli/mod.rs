@@ -2,10 +2,13 @@
 
 mod bench;
 mod data;
+mod interface;
 mod keys;
+mod party;
 mod plot;
 mod predict;
-mod train;
+mod stderr_log;
+pub(crate) mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +47,12 @@ pub enum Command {
     Plot(plot::PlotArgs),
     /// Write a Noise static private key and print its public key.
     Keygen(keys::KeygenArgs),
+    /// Run one of the three secure-computation parties (serves until stopped).
+    Party(party::PartyArgs),
+    /// Secret-share a trained model to the three parties (as the model owner).
+    ShareModel(party::ShareModelArgs),
+    /// Open the terminal interface in demo mode: a guided tour of the four tabs.
+    Demo,
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -61,7 +70,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Sweep(a)) => train::sweep_cmd(a),
         Some(Command::Plot(a)) => plot::run(a),
         Some(Command::Keygen(a)) => keys::keygen(a),
+        Some(Command::Party(a)) => party::party_cmd(a),
+        Some(Command::ShareModel(a)) => party::share_model_cmd(a),
         Some(Command::Bench(b)) => bench::run(b),
-        None => data::default_job(),
+        Some(Command::Demo) => interface::open(true),
+        None => interface::default_entry(),
     }
 }

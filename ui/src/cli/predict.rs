@@ -17,6 +17,12 @@ pub struct PredictArgs {
     /// Images processed together by --simulate-mpc (shares rounds between images).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Ask the three party processes of this parties.toml (private prediction over Noise).
+    #[arg(long, conflicts_with_all = ["model", "simulate_mpc"])]
+    pub config: Option<PathBuf>,
+    /// With --config: how long to wait for each party's answer (default: timeouts.io_ms).
+    #[arg(long, requires = "config")]
+    pub timeout_ms: Option<u64>,
     /// Print a JSON array, one object per image.
     #[arg(long)]
     pub json: bool,
@@ -26,6 +32,10 @@ pub struct PredictArgs {
 }
 
 pub fn run(a: PredictArgs) -> anyhow::Result<()> {
+    if let Some(config) = &a.config {
+        let timeout = a.timeout_ms.map(std::time::Duration::from_millis);
+        return super::party::predict_remote(config, &a.images, a.json, timeout);
+    }
     let model_path = a
         .model
         .clone()

@@ -179,7 +179,10 @@ impl App {
             return vec![];
         }
         if self.help {
-            if matches!(k.code, KeyCode::Esc | KeyCode::Char('?') | KeyCode::Char('q')) {
+            if matches!(
+                k.code,
+                KeyCode::Esc | KeyCode::Char('?') | KeyCode::Char('q')
+            ) {
                 self.help = false;
             }
             return vec![];
@@ -241,7 +244,10 @@ impl App {
             KeyCode::Char('k') | KeyCode::Up if !d.is_running() => {
                 d.selected = d.selected.saturating_sub(1)
             }
-            KeyCode::Char('t') | KeyCode::Left | KeyCode::Right | KeyCode::Char('h')
+            KeyCode::Char('t')
+            | KeyCode::Left
+            | KeyCode::Right
+            | KeyCode::Char('h')
             | KeyCode::Char('l')
                 if !d.is_running() =>
             {
@@ -310,7 +316,7 @@ impl App {
                         true,
                     ));
                 }
-                Some(r) => out.push(Action::StartTraining(t.config(r.data.root.clone()))),
+                Some(r) => out.push(Action::StartTraining(t.config(r))),
             },
             KeyCode::Char('p') => match t.state {
                 RunState::Running => out.push(Action::PauseTraining),
@@ -469,7 +475,13 @@ impl App {
                     .runs
                     .get(self.privacy.selected)
                     .filter(|r| r.checkpoint.is_some())
-                    .or_else(|| self.privacy.runs.iter().rev().find(|r| r.checkpoint.is_some()))
+                    .or_else(|| {
+                        self.privacy
+                            .runs
+                            .iter()
+                            .rev()
+                            .find(|r| r.checkpoint.is_some())
+                    })
                     .and_then(|r| r.checkpoint.clone().map(|c| (r.model, c)));
                 let result = match (self.backends.parties.as_mut(), run) {
                     (None, _) => Err(unavailable("private prediction")),

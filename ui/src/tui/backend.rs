@@ -13,6 +13,7 @@
 //! - `privacy::audit::AuditReport { auc, advantage, .. }` -> [`AuditUpdate::Finished`].
 //! - party processes (src/mpc, src/net) -> [`PartyUpdate`].
 
+use super::data::DataReady;
 use super::event::AppSender;
 use privxray::model::ModelKind;
 use std::fmt;
@@ -82,6 +83,19 @@ pub struct TrainConfig {
     pub dp: Option<DpSettings>,
     /// The preprocessed dataset root and technique the Data tab produced.
     pub data_root: PathBuf,
+    /// The preprocessed images themselves (every folder of the source, merged), so the
+    /// backend trains on exactly what the Data tab shows.
+    pub data: Option<SharedData>,
+}
+
+/// A finished preprocessing job handed to a backend. Two are equal when they are the same job.
+#[derive(Debug, Clone)]
+pub struct SharedData(pub std::sync::Arc<DataReady>);
+
+impl PartialEq for SharedData {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -176,9 +190,18 @@ pub trait TrainingBackend: Send {
 /// Membership-inference audit of a finished model.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuditUpdate {
-    Started { run: usize },
-    Finished { run: usize, auc: f64, advantage: f64 },
-    Failed { run: usize, reason: String },
+    Started {
+        run: usize,
+    },
+    Finished {
+        run: usize,
+        auc: f64,
+        advantage: f64,
+    },
+    Failed {
+        run: usize,
+        reason: String,
+    },
 }
 
 pub trait AuditBackend: Send {
@@ -262,8 +285,13 @@ pub struct ClassProb {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum PartyUpdate {
-    Status { party: PartyId, status: PartyStatus },
-    ModelShared { model: String },
+    Status {
+        party: PartyId,
+        status: PartyStatus,
+    },
+    ModelShared {
+        model: String,
+    },
     Prediction {
         id: u64,
         private: ClassProb,

@@ -10,7 +10,7 @@ use privxray::preprocess::{self, Preprocessed, Progress, Summary};
 use privxray::synth::{self, SynthOptions};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::text::{Line, Span};
+use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Gauge, Paragraph, Row, Table, Widget, Wrap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -243,7 +243,7 @@ pub fn previews(ready: &DataReady, n: usize) -> Vec<Preview> {
         };
         out.push(Preview {
             image,
-            caption: format!("{} ({}, {tag})", d.items[i].class, d.items[i].split),
+            caption: format!("{}\n{} {tag}", d.items[i].class, d.items[i].split),
         });
     }
     out
@@ -382,9 +382,14 @@ impl Widget for DataView<'_> {
             Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
                 .areas(area);
         let src_h = tab.choices() as u16 + 4;
+        // A failure shows its whole message (the expected layout included).
+        let prog_h = match &tab.job {
+            JobState::Failed(reason) => (reason.lines().count() as u16 + 3).min(10),
+            _ => 4,
+        };
         let [src_area, prog_area, counts_area] = Layout::vertical([
             Constraint::Length(src_h),
-            Constraint::Length(4),
+            Constraint::Length(prog_h),
             Constraint::Min(3),
         ])
         .areas(left);
@@ -399,7 +404,10 @@ impl Widget for DataView<'_> {
             } else {
                 ratatui::style::Style::new()
             };
-            lines.push(Line::from(Span::styled(format!("{}. {}", i + 1, s.label), style)));
+            lines.push(Line::from(Span::styled(
+                format!("{}. {}", i + 1, s.label),
+                style,
+            )));
         }
         let custom = if tab.editing {
             format!("{}. folder: {}▏", tab.sources.len() + 1, tab.custom)
@@ -501,7 +509,7 @@ impl Widget for DataView<'_> {
                 .render(info_area, buf);
             }
             JobState::Failed(reason) => {
-                Paragraph::new(Line::styled(format!("failed: {reason}"), theme.error()))
+                Paragraph::new(Text::styled(format!("failed: {reason}"), theme.error()))
                     .wrap(Wrap { trim: true })
                     .render(inner, buf);
             }
@@ -547,7 +555,7 @@ impl Widget for DataView<'_> {
         )
         .header(Row::new(["folder", "origin", "split", "NORMAL", "PNEUMONIA"]).style(theme.bold()))
         .block(Block::bordered().title(" Counts "));
-        table.render(counts_area, buf);
+        Widget::render(table, counts_area, buf);
 
         // Preview and skipped.
         let [prev_area, skip_area] =
@@ -573,7 +581,7 @@ impl Widget for DataView<'_> {
                 } else {
                     theme.ok()
                 };
-                Paragraph::new(Line::styled(p.caption.clone(), style))
+                Paragraph::new(Text::styled(p.caption.clone(), style))
                     .wrap(Wrap { trim: true })
                     .centered()
                     .render(cap, buf);
@@ -586,7 +594,15 @@ impl Widget for DataView<'_> {
                     .skipped
                     .iter()
                     .skip(tab.skipped_scroll)
-                    .map(|s| Line::raw(s.to_string()))
+                    .map(|s| {
+                        // Relative to its source folder: shorter, and the folder is in Counts.
+                        let rel = r
+                            .parts
+                            .iter()
+                            .find_map(|p| s.path.strip_prefix(&p.summary.root).ok())
+                            .unwrap_or(&s.path);
+                        Line::raw(format!("{}: {}", rel.display(), s.reason))
+                    })
                     .collect()
             })
             .unwrap_or_default();

@@ -38,7 +38,14 @@ pub struct Demo {
     started: bool,
 }
 
-fn step(tab: TabId, caption: &'static str, keys: Vec<KeyCode>, wait: WaitFor, min_s: f64, max_s: f64) -> Step {
+fn step(
+    tab: TabId,
+    caption: &'static str,
+    keys: Vec<KeyCode>,
+    wait: WaitFor,
+    min_s: f64,
+    max_s: f64,
+) -> Step {
     Step {
         tab,
         caption,
@@ -53,7 +60,13 @@ impl Demo {
     pub fn new() -> Self {
         use KeyCode::*;
         // Focus the noise slider from the first field: five moves down.
-        let to_noise = vec![Down; Field::ALL.iter().position(|&f| f == Field::Noise).unwrap_or(0)];
+        let to_noise = vec![
+            Down;
+            Field::ALL
+                .iter()
+                .position(|&f| f == Field::Noise)
+                .unwrap_or(0)
+        ];
         let mut raise_noise = to_noise.clone();
         raise_noise.extend([Char('+'); 6]);
         let steps = vec![
@@ -92,8 +105,14 @@ impl Demo {
         match wait {
             WaitFor::Seconds => true,
             WaitFor::Forever => false,
-            WaitFor::DataReady => app.data.ready().is_some() || matches!(app.data.job, super::data::JobState::Failed(_)),
-            WaitFor::TrainingDone => matches!(app.train.state, RunState::Finished(_) | RunState::Failed(_) | RunState::Idle),
+            WaitFor::DataReady => {
+                app.data.ready().is_some()
+                    || matches!(app.data.job, super::data::JobState::Failed(_))
+            }
+            WaitFor::TrainingDone => matches!(
+                app.train.state,
+                RunState::Finished(_) | RunState::Failed(_) | RunState::Idle
+            ),
             WaitFor::AuditDone => app
                 .privacy
                 .runs
@@ -101,7 +120,11 @@ impl Demo {
                 .is_none_or(|r| !matches!(r.audit, AuditState::Running)),
             WaitFor::PartiesReady => {
                 app.backends.parties.is_none()
-                    || app.predict.parties.iter().all(|p| p.state == PartyState::Ready)
+                    || app
+                        .predict
+                        .parties
+                        .iter()
+                        .all(|p| p.state == PartyState::Ready)
             }
             WaitFor::ModelShared => app.backends.parties.is_none() || app.predict.model.is_some(),
             WaitFor::Prediction => app.predict.pending.is_empty(),
@@ -116,8 +139,11 @@ impl Demo {
         if !self.started {
             self.started = true;
             self.ticks = 0;
-            let mut keys: Vec<(TabId, KeyEvent)> =
-                step.keys.iter().map(|&k| (step.tab, App::demo_press(k))).collect();
+            let mut keys: Vec<(TabId, KeyEvent)> = step
+                .keys
+                .iter()
+                .map(|&k| (step.tab, App::demo_press(k)))
+                .collect();
             if keys.is_empty() {
                 // Still switch to the step's tab.
                 keys.push((step.tab, App::demo_press(KeyCode::Null)));

@@ -9,7 +9,9 @@ use privxray::data::Class;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph, Row, StatefulWidget, Table, Widget, Wrap};
+use ratatui::widgets::{
+    Block, List, ListItem, ListState, Paragraph, Row, StatefulWidget, Table, Widget, Wrap,
+};
 use std::sync::Arc;
 
 /// Images offered for prediction (from the evaluation split).
@@ -175,7 +177,12 @@ impl PredictTab {
 
     pub fn apply(&mut self, update: PartyUpdate) {
         match update {
-            PartyUpdate::Status { party, status } => self.parties[party.index()] = status,
+            PartyUpdate::Status { party, status } => {
+                if let PartyState::Failed(why) = &status.state {
+                    self.message = Some((format!("{party} failed: {why}"), true));
+                }
+                self.parties[party.index()] = status;
+            }
             PartyUpdate::ModelShared { model } => {
                 self.message = Some((format!("model {model} shared among the parties"), false));
                 self.model = Some(model);
@@ -250,7 +257,7 @@ impl Widget for PredictView<'_> {
                 }
             })
             .collect();
-        Table::new(
+        let parties = Table::new(
             rows,
             [
                 Constraint::Length(3),
@@ -266,7 +273,15 @@ impl Widget for PredictView<'_> {
         )
         .header(
             Row::new([
-                "", "state", "address", "peers", "handshake", "model", "served", "in", "out",
+                "",
+                "state",
+                "address",
+                "peers",
+                "handshake",
+                "model",
+                "served",
+                "in",
+                "out",
             ])
             .style(theme.bold()),
         )
@@ -274,8 +289,8 @@ impl Widget for PredictView<'_> {
             " Parties · selected {} · model {} ",
             t.selected_party_id(),
             t.model.as_deref().unwrap_or("none")
-        )))
-        .render(parties_area, buf);
+        )));
+        Widget::render(parties, parties_area, buf);
 
         let [list_area, img_area, result_area] = Layout::horizontal([
             Constraint::Length(30),
@@ -292,8 +307,7 @@ impl Widget for PredictView<'_> {
         let list = List::new(items)
             .highlight_style(theme.selected())
             .block(Block::bordered().title(" Image "));
-        let mut state =
-            ListState::default().with_selected((!empty).then_some(t.selected_image));
+        let mut state = ListState::default().with_selected((!empty).then_some(t.selected_image));
         StatefulWidget::render(list, list_area, buf, &mut state);
         if empty {
             let inner = Block::bordered().inner(list_area);
@@ -315,7 +329,8 @@ impl Widget for PredictView<'_> {
 
         let mut lines: Vec<Line> = Vec::new();
         if let Some(r) = t.results.last() {
-            let verdict = |p: &ClassProb| format!("{} {:.1}%", class_name(p.class), p.probability * 100.0);
+            let verdict =
+                |p: &ClassProb| format!("{} {:.1}%", class_name(p.class), p.probability * 100.0);
             lines.push(Line::from(vec![
                 Span::raw("private    "),
                 Span::styled(verdict(&r.private), theme.bold()),
@@ -327,8 +342,16 @@ impl Widget for PredictView<'_> {
                 Some(_) => Span::styled(" (DISAGREES)", theme.error()),
                 None => Span::raw(""),
             };
-            lines.push(Line::from(vec![Span::raw("plaintext  "), Span::raw(plain), agree]));
-            lines.push(Line::raw(format!("truth      {} ({})", r.truth.folder(), r.caption)));
+            lines.push(Line::from(vec![
+                Span::raw("plaintext  "),
+                Span::raw(plain),
+                agree,
+            ]));
+            lines.push(Line::raw(format!(
+                "truth      {} ({})",
+                r.truth.folder(),
+                r.caption
+            )));
             lines.push(Line::raw(""));
         } else {
             lines.push(Line::styled(

@@ -10,7 +10,7 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Paragraph, Row, Table, TableState, StatefulWidget, Widget, Wrap};
+use ratatui::widgets::{Block, Paragraph, Row, StatefulWidget, Table, TableState, Widget, Wrap};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -116,7 +116,7 @@ impl Widget for PrivacyView<'_> {
                     AuditState::NotRun => "-".to_string(),
                     AuditState::Running => "running…".to_string(),
                     AuditState::Done { auc, advantage } => {
-                        format!("AUC {auc:.3} adv {advantage:.3}")
+                        format!("AUC {auc:.2} adv {advantage:.2}")
                     }
                     AuditState::Failed(_) => "failed".to_string(),
                 };
@@ -146,7 +146,8 @@ impl Widget for PrivacyView<'_> {
         .header(Row::new(["#", "model", "ε", "accuracy", "membership audit"]).style(theme.bold()))
         .row_highlight_style(theme.selected())
         .block(Block::bordered().title(" Runs "));
-        let mut state = TableState::default().with_selected((!t.runs.is_empty()).then_some(t.selected));
+        let mut state =
+            TableState::default().with_selected((!t.runs.is_empty()).then_some(t.selected));
         StatefulWidget::render(table, table_area, buf, &mut state);
         if t.runs.is_empty() {
             let inner = Rect {

@@ -45,9 +45,9 @@ impl Tui {
         // From here on, a failure must undo what was done.
         let setup = (|| {
             execute!(stdout(), EnterAlternateScreen, Hide)?;
-            let mut terminal = Terminal::new(CrosstermBackend::new(stdout()))?;
-            terminal.clear()?;
-            Ok(terminal)
+            // No `Terminal::clear`: it queries the cursor position, which some terminals never
+            // answer. The alternate screen starts blank and the first frame draws every cell.
+            Terminal::new(CrosstermBackend::new(stdout()))
         })();
         match setup {
             Ok(terminal) => Ok(Tui {

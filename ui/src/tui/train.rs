@@ -1,10 +1,10 @@
 //! The Train tab: run settings, a DP panel with a live epsilon, run control, and live charts.
 
 use super::backend::{
-    Accountant, ClipNorm, DpSegment, DpSettings, EpochPoint, NoiseMultiplier, TrainConfig,
-    TrainOutcome, TrainUpdate,
+    Accountant, ClipNorm, DpSegment, DpSettings, EpochPoint, NoiseMultiplier, SharedData,
+    TrainConfig, TrainOutcome, TrainUpdate,
 };
-use super::data::clock;
+use super::data::{clock, DataReady};
 use super::theme::Theme;
 use super::widgets::charts::{self, Series};
 use super::widgets::Slider;
@@ -14,7 +14,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Widget, Wrap};
-use std::path::PathBuf;
+use std::sync::Arc;
 
 pub const BATCH_SIZES: [usize; 7] = [8, 16, 32, 64, 128, 256, 512];
 pub const LEARNING_RATES: [f64; 7] = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1];
@@ -70,7 +70,10 @@ pub enum RunState {
 
 impl RunState {
     pub fn active(&self) -> bool {
-        matches!(self, RunState::Starting | RunState::Running | RunState::Paused)
+        matches!(
+            self,
+            RunState::Starting | RunState::Running | RunState::Paused
+        )
     }
 }
 
@@ -86,7 +89,10 @@ pub enum Adjusted {
 pub enum Epsilon {
     /// No DP, or nothing to compute it from yet (with the reason).
     Unknown(String),
-    Value { spent: f64, projected: f64 },
+    Value {
+        spent: f64,
+        projected: f64,
+    },
     Error(String),
 }
 
@@ -159,7 +165,7 @@ impl TrainTab {
         };
     }
 
-    pub fn config(&self, data_root: PathBuf) -> TrainConfig {
+    pub fn config(&self, data: &Arc<DataReady>) -> TrainConfig {
         TrainConfig {
             model: self.model,
             epochs: self.epochs,
@@ -171,7 +177,8 @@ impl TrainTab {
                 microbatch: self.microbatch,
                 delta: self.delta,
             }),
-            data_root,
+            data_root: data.data.root.clone(),
+            data: Some(SharedData(data.clone())),
         }
     }
 
@@ -344,7 +351,8 @@ impl TrainTab {
                     self.state = RunState::Running;
                 }
                 let per = self.steps_per_epoch.unwrap_or(1) as f64;
-                self.step_loss.push((epoch as f64 * per + step as f64, loss));
+                self.step_loss
+                    .push((epoch as f64 * per + step as f64, loss));
                 self.position = Some((epoch, step));
                 self.images_per_sec = images_per_sec;
                 self.engine_epsilon = epsilon;
@@ -437,15 +445,19 @@ impl Widget for TrainView<'_> {
         text_row(Field::Model, "model", format!("‹ {} ›", t.model.name())).render(rows[0], buf);
         text_row(Field::Epochs, "epochs", t.epochs.to_string()).render(rows[1], buf);
         text_row(Field::Batch, "batch size", t.batch.to_string()).render(rows[2], buf);
-        text_row(Field::LearningRate, "learning rate", format!("{:e}", t.learning_rate))
-            .render(rows[3], buf);
+        text_row(
+            Field::LearningRate,
+            "learning rate",
+            format!("{:e}", t.learning_rate),
+        )
+        .render(rows[3], buf);
         text_row(
             Field::Dp,
             "DP-SGD",
             if t.dp_enabled { "[x] on" } else { "[ ] off" }.into(),
         )
         .render(rows[5], buf);
-        let slider = |f: Field, label: &'static str, v: f64, range: [f64; 2], area: Rect| {
+        let mut slider = |f: Field, label: &'static str, v: f64, range: [f64; 2], area: Rect| {
             Slider {
                 label,
                 value: v,
@@ -463,7 +475,13 @@ impl Widget for TrainView<'_> {
             .render(area, buf);
         };
         slider(Field::Noise, "noise σ", t.noise.get(), NOISE_RANGE, rows[6]);
-        slider(Field::Clip, "clip norm C", t.clip.get(), CLIP_RANGE, rows[7]);
+        slider(
+            Field::Clip,
+            "clip norm C",
+            t.clip.get(),
+            CLIP_RANGE,
+            rows[7],
+        );
         text_row(Field::Microbatch, "microbatch", t.microbatch.to_string()).render(rows[8], buf);
         text_row(Field::Delta, "delta δ", format!("{:e}", t.delta)).render(rows[9], buf);
         let eps = match &t.epsilon {

@@ -22,7 +22,7 @@ pub fn tab_keys(tab: TabId) -> &'static [(&'static str, &'static str)] {
             ("t ←/→", "technique"),
             ("e", "type folder"),
             ("Enter", "preprocess"),
-            ("PgUp/PgDn", "skipped list"),
+            ("PgUp/Dn", "skipped"),
         ],
         TabId::Train => &[
             ("j/k", "field"),
@@ -109,9 +109,12 @@ impl Widget for &App {
         }
 
         if let Some(caption) = self.demo.as_ref().and_then(|d| d.caption()) {
-            Paragraph::new(Line::styled(format!("DEMO ▶ {caption}"), theme.warn().patch(theme.bold())))
-                .wrap(Wrap { trim: true })
-                .render(caption_area, buf);
+            Paragraph::new(Line::styled(
+                format!("DEMO ▶ {caption}"),
+                theme.warn().patch(theme.bold()),
+            ))
+            .wrap(Wrap { trim: true })
+            .render(caption_area, buf);
         }
 
         let mut spans = Vec::new();
@@ -125,7 +128,10 @@ impl Widget for &App {
                 .collect()
         };
         for (k, what) in keys {
-            spans.push(Span::styled(format!(" {k}"), theme.accent().patch(theme.bold())));
+            spans.push(Span::styled(
+                format!(" {k}"),
+                theme.accent().patch(theme.bold()),
+            ));
             spans.push(Span::raw(format!(" {what} ")));
         }
         Line::from(spans).render(footer, buf);
@@ -146,7 +152,14 @@ fn render_too_small(area: Rect, buf: &mut Buffer) {
     Paragraph::new(msg)
         .wrap(Wrap { trim: true })
         .centered()
-        .render(Rect { y, height: h, ..area }, buf);
+        .render(
+            Rect {
+                y,
+                height: h,
+                ..area
+            },
+            buf,
+        );
 }
 
 fn render_help(app: &App, body: Rect, buf: &mut Buffer) {
@@ -155,7 +168,10 @@ fn render_help(app: &App, body: Rect, buf: &mut Buffer) {
     let row = |k: &str, v: &str| Line::raw(format!("  {k:<12} {v}"));
     lines.extend(GLOBAL_KEYS.iter().map(|(k, v)| row(k, v)));
     lines.push(Line::raw("  j/k = ↓/↑  h/l = ←/→"));
-    lines.push(Line::styled(format!("{} tab", app.tab.title()), app.theme.bold()));
+    lines.push(Line::styled(
+        format!("{} tab", app.tab.title()),
+        app.theme.bold(),
+    ));
     lines.extend(tab_keys(app.tab).iter().map(|(k, v)| row(k, v)));
     lines.push(Line::raw(""));
     lines.push(Line::styled("? or Esc closes this help", app.theme.dim()));

@@ -1,5 +1,6 @@
 //! Helpers for line and scatter charts over ratatui's `Chart`.
 
+use ratatui::layout::Constraint;
 use ratatui::style::Style;
 use ratatui::symbols::Marker;
 use ratatui::text::Span;
@@ -70,7 +71,11 @@ pub fn chart<'a>(
         .map(|s| {
             Dataset::default()
                 .name(s.name)
-                .marker(if s.scatter { Marker::Dot } else { Marker::Braille })
+                .marker(if s.scatter {
+                    Marker::Dot
+                } else {
+                    Marker::Braille
+                })
                 .graph_type(if s.scatter {
                     GraphType::Scatter
                 } else {
@@ -82,6 +87,8 @@ pub fn chart<'a>(
         .collect();
     Chart::new(datasets)
         .block(block)
+        // Always show which line is which, even in small charts.
+        .hidden_legend_constraints((Constraint::Ratio(1, 1), Constraint::Ratio(1, 1)))
         .x_axis(
             Axis::default()
                 .title(x_title)
@@ -103,7 +110,12 @@ mod tests {
 
     #[test]
     fn bounds_skip_non_finite_and_pad_flat() {
-        let pts = [(1.0, 0.5), (3.0, 0.5), (f64::NAN, 9.0), (2.0, f64::INFINITY)];
+        let pts = [
+            (1.0, 0.5),
+            (3.0, 0.5),
+            (f64::NAN, 9.0),
+            (2.0, f64::INFINITY),
+        ];
         let s = [Series {
             name: "a",
             points: &pts,

@@ -127,11 +127,8 @@ impl Widget for HalfBlockImage<'_> {
                     continue;
                 };
                 if self.color {
-                    cell.set_char('▀').set_style(
-                        Style::new()
-                            .fg(grey_colour(top))
-                            .bg(grey_colour(bottom)),
-                    );
+                    cell.set_char('▀')
+                        .set_style(Style::new().fg(grey_colour(top)).bg(grey_colour(bottom)));
                 } else {
                     let mean = ((top as u16 + bottom as u16) / 2) as u8;
                     cell.set_char(grey_char(mean)).set_style(Style::new());
@@ -163,8 +160,14 @@ mod tests {
         .render(buf.area, &mut buf);
         let c0 = &buf[(0, 0)];
         let c1 = &buf[(1, 0)];
-        assert_eq!((c0.symbol(), c0.fg, c0.bg), ("▀", Color::Black, Color::Gray));
-        assert_eq!((c1.symbol(), c1.fg, c1.bg), ("▀", Color::White, Color::DarkGray));
+        assert_eq!(
+            (c0.symbol(), c0.fg, c0.bg),
+            ("▀", Color::Black, Color::Gray)
+        );
+        assert_eq!(
+            (c1.symbol(), c1.fg, c1.bg),
+            ("▀", Color::White, Color::DarkGray)
+        );
     }
 
     #[test]

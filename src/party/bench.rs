@@ -1,0 +1,268 @@
+//! The cost of the network and of encryption: the same secure inference run twice, by three
+//! threads over the in-memory transport ([`crate::mpc::simulate_with`]) and by three threads
+//! over real TCP on loopback with Noise channels ([`NoiseTransport`]), with fresh keys.
+
+use std::fmt;
+use std::net::TcpListener;
+use std::time::Instant;
+
+use super::PartyError;
+use crate::model::NetworkSpec;
+use crate::mpc::{
+    infer, reconstruct, share_input_os, share_model_os, simulate_with, FixedPoint, InputShare,
+    OutputShare, Party,
+};
+use crate::net::config::{PartyAddress, PartyEntry};
+use crate::net::{
+    LocalParty, Mesh, NetError, NoiseTransport, PartiesConfig, PartyId, StaticKeypair,
+};
+
+/// One batch size measured both ways.
+#[derive(Clone, Debug)]
+pub struct LoopbackRow {
+    pub batch: usize,
+    pub simulated_seconds: f64,
+    pub noise_seconds: f64,
+    /// Engine payload bytes between the parties (identical in both runs).
+    pub bytes_between_parties: u64,
+    /// Application bytes on the Noise channels, message framing included.
+    pub wire_bytes: u64,
+    pub rounds: u64,
+    /// Largest difference between the two runs' logits (both are exact up to fixed point).
+    pub max_logit_difference: f32,
+}
+
+/// Secure inference in process against over loopback Noise TCP.
+#[derive(Clone, Debug)]
+pub struct LoopbackReport {
+    pub model: String,
+    pub mesh_seconds: f64,
+    pub rows: Vec<LoopbackRow>,
+}
+
+impl fmt::Display for LoopbackReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "secure inference of {}: in-memory threads vs three parties on Noise TCP loopback \
+             (mesh formed in {:.1} ms)",
+            self.model,
+            self.mesh_seconds * 1e3
+        )?;
+        writeln!(
+            f,
+            "{:>5} {:>11} {:>11} {:>9} {:>12} {:>12} {:>7}",
+            "batch", "in-mem s", "noise s", "overhead", "MB payload", "MB on wire", "rounds"
+        )?;
+        for r in &self.rows {
+            writeln!(
+                f,
+                "{:>5} {:>11.3} {:>11.3} {:>8.1}% {:>12.2} {:>12.2} {:>7}",
+                r.batch,
+                r.simulated_seconds,
+                r.noise_seconds,
+                (r.noise_seconds / r.simulated_seconds - 1.0) * 100.0,
+                r.bytes_between_parties as f64 / 1e6,
+                r.wire_bytes as f64 / 1e6,
+                r.rounds
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Three parties with fresh keys on loopback port-0 listeners, meshed.
+fn loopback_mesh() -> Result<(Vec<NoiseTransport>, f64), PartyError> {
+    let bind_err = |source| NetError::Bind {
+        address: "127.0.0.1:0".into(),
+        source,
+    };
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(bind_err))
+        .collect::<Result<_, _>>()?;
+    let keys: Vec<StaticKeypair> = (0..3)
+        .map(|_| StaticKeypair::generate())
+        .collect::<Result<_, _>>()
+        .map_err(|e| PartyError::Prediction(format!("key generation failed: {e}")))?;
+    let mut entries = Vec::with_capacity(3);
+    for (id, (l, k)) in PartyId::ALL.into_iter().zip(listeners.iter().zip(&keys)) {
+        let addr = l.local_addr().map_err(bind_err)?.to_string();
+        entries.push(PartyEntry {
+            id,
+            address: PartyAddress::parse(&addr)
+                .map_err(|reason| PartyError::Prediction(format!("address {addr}: {reason}")))?,
+            public_key: k.public_key(),
+        });
+    }
+    let config = PartiesConfig::new(entries, None)
+        .map_err(|e| PartyError::Prediction(format!("loopback configuration: {e}")))?;
+    let locals: Vec<LocalParty> = keys
+        .into_iter()
+        .zip(PartyId::ALL)
+        .map(|(k, id)| LocalParty::new(config.clone(), id, k))
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    let meshes: Vec<Result<NoiseTransport, NetError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = locals
+            .iter()
+            .zip(&listeners)
+            .map(|(local, listener)| {
+                s.spawn(move || NoiseTransport::from_mesh(Mesh::establish(local, listener)?))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(NetError::Mesh("a party thread panicked".into())))
+            })
+            .collect()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((meshes.into_iter().collect::<Result<_, _>>()?, seconds))
+}
+
+/// Output shares, bytes sent, rounds, the transport (for the next batch) and seconds.
+type PartyRun = (Vec<OutputShare>, u64, u64, NoiseTransport, f64);
+
+fn run_party(
+    t: NoiseTransport,
+    model: &crate::mpc::PartyModel,
+    inputs: &[InputShare],
+) -> Result<PartyRun, PartyError> {
+    let id = t.mpc_id();
+    let mut party = Party::setup(id, t)?;
+    let before = party.stats();
+    let started = Instant::now();
+    let out = infer(&mut party, model, inputs)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let spent = party.stats().since(&before);
+    Ok((
+        out,
+        spent.bytes_sent,
+        spent.rounds,
+        party.into_transport(),
+        seconds,
+    ))
+}
+
+/// Runs `spec` on one batch of each size both ways (images from a fixed seed: benchmark data,
+/// not secrets) and reports time, bytes and rounds side by side.
+pub fn loopback_report(
+    spec: &NetworkSpec,
+    batch_sizes: &[usize],
+) -> Result<LoopbackReport, PartyError> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x10ab);
+    let fixed = FixedPoint::default();
+    let (mut transports, mesh_seconds) = loopback_mesh()?;
+    let models = share_model_os(spec, fixed)?;
+    let mut rows = Vec::new();
+    for &batch in batch_sizes {
+        let images: Vec<Vec<f32>> = (0..batch.max(1))
+            .map(|_| (0..spec.input_len()).map(|_| rng.random::<f32>()).collect())
+            .collect();
+        let simulated = simulate_with(spec, &images, images.len(), fixed, Default::default())?;
+        let mut inputs: [Vec<InputShare>; 3] = Default::default();
+        for image in &images {
+            for (list, s) in inputs
+                .iter_mut()
+                .zip(share_input_os(image, spec.input, fixed)?)
+            {
+                list.push(s);
+            }
+        }
+        let wire_before: u64 = transports.iter().map(|t| t.wire_traffic().0).sum();
+        let results: Vec<Result<PartyRun, PartyError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = transports
+                .drain(..)
+                .zip(models.iter().zip(&inputs))
+                .map(|(t, (m, inp))| s.spawn(move || run_party(t, m, inp)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(PartyError::Prediction("a party thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut outs = Vec::with_capacity(3);
+        let (mut bytes, mut rounds, mut seconds) = (0u64, 0u64, 0f64);
+        for r in results {
+            let (o, b, rd, t, secs) = r?;
+            outs.push(o);
+            bytes += b;
+            rounds = rounds.max(rd);
+            seconds = seconds.max(secs);
+            transports.push(t);
+        }
+        let wire_after: u64 = transports.iter().map(|t| t.wire_traffic().0).sum();
+        let mut worst = 0f32;
+        for (i, want) in simulated.logits.iter().enumerate() {
+            let shares: [OutputShare; 3] = std::array::from_fn(|p| outs[p][i].clone());
+            for (g, w) in reconstruct(&shares)?.iter().zip(want) {
+                worst = worst.max((g - w).abs());
+            }
+        }
+        rows.push(LoopbackRow {
+            batch: images.len(),
+            simulated_seconds: simulated.seconds,
+            noise_seconds: seconds,
+            bytes_between_parties: bytes,
+            wire_bytes: wire_after - wire_before,
+            rounds,
+            max_logit_difference: worst,
+        });
+    }
+    Ok(LoopbackReport {
+        model: spec.name.clone(),
+        mesh_seconds,
+        rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::arch::random_spec;
+    use crate::model::ModelKind;
+
+    #[test]
+    fn loopback_run_agrees_with_the_simulation_and_counts_the_same_bytes() {
+        let spec = random_spec(ModelKind::Vgg16_1, 1.0 / 32.0, 9);
+        let r = loopback_report(&spec, &[1, 2]).unwrap();
+        for row in &r.rows {
+            let sim = simulate_with(
+                &spec,
+                &vec![vec![0.5; spec.input_len()]; row.batch],
+                row.batch,
+                FixedPoint::default(),
+                Default::default(),
+            )
+            .unwrap();
+            // Same protocol, same traffic: the transport must not change what is sent.
+            assert_eq!(row.bytes_between_parties, sim.bytes_between_parties);
+            assert_eq!(row.rounds, sim.rounds);
+            assert!(row.wire_bytes > row.bytes_between_parties);
+            assert!(row.max_logit_difference < 5e-2, "{row:?}");
+        }
+    }
+}
+
+/// Figures for the report: `cargo test --release -p privxray --lib party::bench -- --ignored
+/// --nocapture` (dnn-max with random weights, batches of 1 and 4).
+#[cfg(test)]
+mod figures {
+    use super::*;
+    use crate::model::arch::random_spec;
+    use crate::model::ModelKind;
+
+    #[test]
+    #[ignore = "benchmark: prints figures, takes a few seconds"]
+    fn dnn_max_over_noise_loopback() {
+        let spec = random_spec(ModelKind::DnnMax, 1.0, 1);
+        println!("{}", loopback_report(&spec, &[1, 4]).unwrap());
+    }
+}

@@ -1,0 +1,320 @@
+//! The two outside roles: the client, who secret-shares an image to the three parties and
+//! reconstructs the logits from their output shares, and the model owner, who secret-shares a
+//! network. Both talk to the three parties at once (one thread per party), so a slow or dead
+//! party is reported within one timeout, by name.
+
+use std::time::{Duration, Instant};
+
+use rand::TryRngCore;
+
+use super::PartyError;
+use crate::model::{NetworkSpec, Technique};
+use crate::mpc::{reconstruct, share_input_os, share_model_os, FixedPoint, MpcError, OutputShare};
+use crate::net::config::Timeouts;
+use crate::net::handshake::{connect_client_to_all, connect_owner_to_all};
+use crate::net::message::Shape;
+use crate::net::{Message, PartiesConfig, PartyId, SecureChannel, StaticKeypair};
+
+/// The public description of the model the parties share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteModel {
+    pub name: String,
+    /// CHW.
+    pub input_shape: [usize; 3],
+    pub fixed: FixedPoint,
+    pub output_len: usize,
+}
+
+impl RemoteModel {
+    fn from_message(party: PartyId, message: Message) -> Result<Self, PartyError> {
+        match message {
+            Message::ModelInfo {
+                name,
+                shape,
+                frac_bits,
+                output_len,
+            } => {
+                let dims: Vec<usize> = shape.dims().iter().map(|&d| d as usize).collect();
+                let input_shape: [usize; 3] =
+                    dims.as_slice()
+                        .try_into()
+                        .map_err(|_| PartyError::Protocol {
+                            party,
+                            expected: "a model input of rank 3 (CHW)",
+                            got: format!("shape {dims:?}"),
+                        })?;
+                Ok(Self {
+                    name,
+                    input_shape,
+                    fixed: FixedPoint::new(u32::from(frac_bits))?,
+                    output_len: output_len as usize,
+                })
+            }
+            other => Err(unexpected(party, "ModelInfo", other)),
+        }
+    }
+
+    /// The preprocessing technique whose output has this model's input shape.
+    pub fn technique(&self) -> Option<Technique> {
+        [Technique::T1, Technique::T2]
+            .into_iter()
+            .find(|t| t.input_shape() == self.input_shape)
+    }
+}
+
+fn unexpected(party: PartyId, expected: &'static str, got: Message) -> PartyError {
+    match got {
+        Message::Error { text } => PartyError::Refused { party, text },
+        other => PartyError::Protocol {
+            party,
+            expected,
+            got: format!("{other:?}"),
+        },
+    }
+}
+
+/// One private prediction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemotePrediction {
+    pub logits: Vec<f32>,
+    /// Wall time from sending the shares to holding all three output shares.
+    pub seconds: f64,
+    /// Bytes the three parties sent each other for this request, as they reported.
+    pub bytes_between_parties: u64,
+    /// Communication rounds of the request (the largest count a party reported).
+    pub rounds: u64,
+}
+
+/// Sends `requests[i]` to party `i` and collects `replies` messages from each, all three in
+/// parallel. Stops reading from a party after an `Error` message.
+fn exchange(
+    channels: &mut [SecureChannel; 3],
+    requests: [Message; 3],
+    replies: usize,
+) -> [Result<Vec<Message>, PartyError>; 3] {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = channels
+            .iter_mut()
+            .zip(requests)
+            .zip(PartyId::ALL)
+            .map(|((ch, req), party)| {
+                s.spawn(move || -> Result<Vec<Message>, PartyError> {
+                    ch.send_message(&req)?;
+                    let mut got = Vec::with_capacity(replies);
+                    while got.len() < replies {
+                        match ch.recv_message()? {
+                            Message::Error { text } => {
+                                return Err(PartyError::Refused { party, text })
+                            }
+                            m => got.push(m),
+                        }
+                    }
+                    Ok(got)
+                })
+            })
+            .collect();
+        let mut out = handles.into_iter().map(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(PartyError::Prediction(
+                    "a connection thread panicked".into(),
+                ))
+            })
+        });
+        std::array::from_fn(|_| {
+            out.next()
+                .unwrap_or_else(|| Err(PartyError::Prediction("missing result".into())))
+        })
+    })
+}
+
+/// The single reply of a one-reply exchange.
+fn first(replies: Vec<Message>) -> Result<Message, PartyError> {
+    replies
+        .into_iter()
+        .next()
+        .ok_or_else(|| PartyError::Prediction("no reply".into()))
+}
+
+/// Joins per-party failures into one error that names every party that failed.
+fn collect<T>(results: [Result<T, PartyError>; 3]) -> Result<[T; 3], PartyError> {
+    match results {
+        [Ok(a), Ok(b), Ok(c)] => Ok([a, b, c]),
+        results => {
+            let failures: Vec<String> = results
+                .into_iter()
+                .zip(PartyId::ALL)
+                .filter_map(|(r, p)| {
+                    r.err().map(|e| match e {
+                        PartyError::Refused { text, .. } => text,
+                        e => format!("party {p}: {e}"),
+                    })
+                })
+                .collect();
+            Err(PartyError::Prediction(failures.join("; ")))
+        }
+    }
+}
+
+fn agree(models: [RemoteModel; 3]) -> Result<RemoteModel, PartyError> {
+    let [a, b, c] = models;
+    if a != b || a != c {
+        return Err(PartyError::ModelMismatch(format!(
+            "party 0 has {a:?}, party 1 {b:?}, party 2 {c:?}; share the model again"
+        )));
+    }
+    Ok(a)
+}
+
+/// A client connected to the three parties.
+pub struct RemoteClient {
+    channels: [SecureChannel; 3],
+    model: RemoteModel,
+    /// Set after a failed request: replies may still be in flight, so the connections are
+    /// no longer in step.
+    failed: bool,
+}
+
+impl RemoteClient {
+    /// Connects (Noise NK, pinning each party's key) and asks the three parties which model
+    /// they share. `timeout` bounds every wait for a party's answer.
+    pub fn connect(config: &PartiesConfig, timeout: Duration) -> Result<Self, PartyError> {
+        let timeouts = Timeouts {
+            io: timeout,
+            ..*config.timeouts()
+        };
+        let config = config.clone().with_timeouts(timeouts);
+        let mut channels = connect_client_to_all(&config)?;
+        let replies = exchange(
+            &mut channels,
+            std::array::from_fn(|_| Message::ModelInfoRequest),
+            1,
+        );
+        let models = collect(replies.map(|r| r.and_then(first)))?;
+        let [a, b, c] = models;
+        let models = [
+            RemoteModel::from_message(PartyId::ALL[0], a)?,
+            RemoteModel::from_message(PartyId::ALL[1], b)?,
+            RemoteModel::from_message(PartyId::ALL[2], c)?,
+        ];
+        Ok(Self {
+            channels,
+            model: agree(models)?,
+            failed: false,
+        })
+    }
+
+    pub fn model(&self) -> &RemoteModel {
+        &self.model
+    }
+
+    /// Secret-shares `image` (CHW values of the model's input shape), has the parties compute
+    /// and reconstructs the logits. Only this client ever sees the input or the output.
+    pub fn predict(&mut self, image: &[f32]) -> Result<RemotePrediction, PartyError> {
+        if self.failed {
+            return Err(PartyError::Prediction(
+                "the connections are unusable after an earlier failed request; reconnect".into(),
+            ));
+        }
+        let shape = self.model.input_shape;
+        let shares = share_input_os(image, shape, self.model.fixed)?;
+        let request_id = rand::rngs::OsRng
+            .try_next_u64()
+            .map_err(|e| MpcError::Randomness(e.to_string()))?;
+        let dims = Shape::new(shape.iter().map(|&d| d as u32).collect())
+            .map_err(|e| PartyError::Prediction(e.to_string()))?;
+        let requests = shares.map(|s| Message::PredictRequest {
+            request_id,
+            shape: dims.clone(),
+            input_share: s.to_bytes(),
+        });
+        let started = Instant::now();
+        let replies = exchange(&mut self.channels, requests, 2);
+        let seconds = started.elapsed().as_secs_f64();
+        let parsed = collect(
+            replies
+                .into_iter()
+                .zip(PartyId::ALL)
+                .map(|(r, party)| r.and_then(|v| parse_reply(party, request_id, v)))
+                .collect::<Vec<_>>()
+                .try_into()
+                .unwrap_or_else(|_| {
+                    std::array::from_fn(|_| Err(PartyError::Prediction("missing reply".into())))
+                }),
+        );
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                self.failed = true;
+                return Err(e);
+            }
+        };
+        let bytes_between_parties = parsed.iter().map(|(_, b, _)| b).sum();
+        let rounds = parsed.iter().map(|(_, _, r)| *r).max().unwrap_or(0);
+        let [(a, _, _), (b, _, _), (c, _, _)] = parsed;
+        let logits = reconstruct(&[a, b, c])?;
+        Ok(RemotePrediction {
+            logits,
+            seconds,
+            bytes_between_parties,
+            rounds,
+        })
+    }
+}
+
+/// Checks one party's `PredictResponse` and `RequestStats`: its output share, the bytes it
+/// sent and its rounds.
+fn parse_reply(
+    party: PartyId,
+    request_id: u64,
+    replies: Vec<Message>,
+) -> Result<(OutputShare, u64, u64), PartyError> {
+    let mut it = replies.into_iter();
+    let share = match it.next() {
+        Some(Message::PredictResponse {
+            request_id: id,
+            output_share,
+        }) if id == request_id => OutputShare::from_bytes(&output_share)?,
+        Some(other) => return Err(unexpected(party, "PredictResponse", other)),
+        None => return Err(PartyError::Prediction(format!("party {party}: no reply"))),
+    };
+    if share.party().get() != party.get() {
+        return Err(PartyError::Protocol {
+            party,
+            expected: "its own output share",
+            got: format!("party {}'s", share.party()),
+        });
+    }
+    match it.next() {
+        Some(Message::RequestStats {
+            request_id: id,
+            bytes_sent,
+            rounds,
+            ..
+        }) if id == request_id => Ok((share, bytes_sent, rounds)),
+        Some(other) => Err(unexpected(party, "RequestStats", other)),
+        None => Err(PartyError::Prediction(format!("party {party}: no stats"))),
+    }
+}
+
+/// The model owner's step: secret-shares `spec` (fresh OS randomness) and sends each party its
+/// share over Noise IK (the parties check `owner` against `owner_public_key`). Returns the
+/// model as the parties acknowledged it.
+pub fn share_model_remote(
+    config: &PartiesConfig,
+    owner: &StaticKeypair,
+    spec: &NetworkSpec,
+    fixed: FixedPoint,
+) -> Result<RemoteModel, PartyError> {
+    let shares = share_model_os(spec, fixed)?;
+    let mut channels = connect_owner_to_all(config, owner)?;
+    let requests = shares.map(|s| Message::ShareModel {
+        share: s.to_bytes(),
+    });
+    let replies = exchange(&mut channels, requests, 1);
+    let [a, b, c] = collect(replies.map(|r| r.and_then(first)))?;
+    agree([
+        RemoteModel::from_message(PartyId::ALL[0], a)?,
+        RemoteModel::from_message(PartyId::ALL[1], b)?,
+        RemoteModel::from_message(PartyId::ALL[2], c)?,
+    ])
+}

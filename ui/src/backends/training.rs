@@ -1,0 +1,355 @@
+//! Training on the real engine: `privxray::train::train` on a std thread, its events mapped to
+//! the interface's [`TrainUpdate`]s, steered through a [`TrainControl`] (pause, resume, stop,
+//! and the DP sliders, which the engine applies from its next step). When the run ends, the
+//! best checkpoint is evaluated on the merged test and val sets.
+
+use super::TrainedOn;
+use crate::cli::train::split;
+use crate::tui::backend::{
+    BackendError, ClipNorm, EpochPoint, NoiseMultiplier, TrainConfig, TrainOutcome, TrainUpdate,
+    TrainingBackend,
+};
+use crate::tui::data::DataReady;
+use crate::tui::event::{AppEvent, AppSender};
+use anyhow::Context;
+use privxray::model::ModelKind;
+use privxray::train::dpsgd::DpConfig;
+use privxray::train::engine::model_from_checkpoint;
+use privxray::train::optim::OptimizerConfig;
+use privxray::train::{self, Seed, TrainControl, TrainingEvent};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Width multiplier of the VGG16 models when training on the CPU: full VGG16 on 224x224x3
+/// images takes hours per epoch there. The device line says so when it applies.
+pub const CPU_VGG_WIDTH: f32 = 0.25;
+
+/// Trains with the engine; one run at a time.
+pub struct EngineTraining {
+    control: Option<TrainControl>,
+    trained_on: TrainedOn,
+    checkpoint_root: PathBuf,
+    device: String,
+    gpu: bool,
+}
+
+impl EngineTraining {
+    /// Runs write their checkpoints under `checkpoint_root/<model>-<time>/`.
+    pub fn new(checkpoint_root: PathBuf, trained_on: TrainedOn) -> Self {
+        let (device, description) = train::device::select(true);
+        EngineTraining {
+            control: None,
+            trained_on,
+            checkpoint_root,
+            device: description,
+            gpu: !device.is_cpu(),
+        }
+    }
+
+    fn width(&self, model: ModelKind) -> f32 {
+        let vgg = matches!(model, ModelKind::Vgg16_1 | ModelKind::Vgg16_2);
+        if vgg && !self.gpu {
+            CPU_VGG_WIDTH
+        } else {
+            1.0
+        }
+    }
+}
+
+/// The engine's configuration for the interface's settings.
+pub fn engine_config(
+    c: &TrainConfig,
+    width: f32,
+    checkpoint_dir: PathBuf,
+) -> Result<train::TrainConfig, BackendError> {
+    let mut e = train::TrainConfig::new(c.model);
+    e.width = width;
+    e.epochs = c.epochs;
+    e.batch_size = c.batch_size;
+    e.optimizer = OptimizerConfig::adam(c.learning_rate);
+    // The user chose the number of epochs and can stop the run: no early stopping.
+    e.patience = None;
+    e.seed = Seed::Os;
+    e.checkpoint_dir = Some(checkpoint_dir);
+    e.prefer_gpu = true;
+    if let Some(dp) = &c.dp {
+        let mut d = DpConfig::new(dp.noise.get(), dp.clip.get())
+            .map_err(|err| BackendError::Failed(err.to_string()))?;
+        d.delta = dp.delta;
+        d.microbatch_size = dp.microbatch;
+        d.validate()
+            .map_err(|err| BackendError::Failed(err.to_string()))?;
+        e.dp = Some(d);
+    }
+    Ok(e)
+}
+
+/// The interface's event for an engine event; `None` for those the screens do not show.
+pub fn to_update(event: TrainingEvent) -> Option<TrainUpdate> {
+    Some(match event {
+        TrainingEvent::Started {
+            device,
+            width,
+            steps_per_epoch,
+            epochs,
+            train_images,
+            model,
+            ..
+        } => TrainUpdate::Started {
+            device: if width != 1.0 && model.starts_with("vgg") {
+                format!("{device}, {model} at width {width}")
+            } else {
+                device
+            },
+            steps_per_epoch,
+            epochs,
+            train_images,
+        },
+        TrainingEvent::Step {
+            epoch,
+            step,
+            loss,
+            images_per_sec,
+            epsilon,
+        } => TrainUpdate::Step {
+            epoch,
+            step,
+            loss,
+            images_per_sec,
+            epsilon,
+        },
+        TrainingEvent::Epoch {
+            epoch,
+            train_loss,
+            train_acc,
+            val_loss,
+            val_acc,
+            eta_seconds,
+            ..
+        } => TrainUpdate::Epoch(EpochPoint {
+            epoch,
+            train_loss,
+            train_acc,
+            val_loss,
+            val_acc,
+            eta_seconds,
+        }),
+        TrainingEvent::DpSettingsChanged {
+            noise_multiplier,
+            clip_norm,
+        } => TrainUpdate::DpApplied {
+            noise: noise_multiplier,
+            clip: clip_norm,
+        },
+        TrainingEvent::Paused => TrainUpdate::Paused,
+        TrainingEvent::Resumed => TrainUpdate::Resumed,
+        // The outcome (stopped or finished) is sent once the checkpoint has been evaluated.
+        TrainingEvent::Checkpoint { .. }
+        | TrainingEvent::EarlyStop { .. }
+        | TrainingEvent::Stopped { .. }
+        | TrainingEvent::Finished { .. } => return None,
+    })
+}
+
+impl TrainingBackend for EngineTraining {
+    fn device(&self) -> String {
+        self.device.clone()
+    }
+
+    fn start(&mut self, config: TrainConfig, events: AppSender) -> Result<(), BackendError> {
+        let data = config.data.clone().ok_or_else(|| {
+            BackendError::Failed("no preprocessed data: preprocess on the Data tab first".into())
+        })?;
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let dir = self
+            .checkpoint_root
+            .join(format!("{}-{stamp}", config.model.name()));
+        let engine = engine_config(&config, self.width(config.model), dir)?;
+        let control = TrainControl::new();
+        self.control = Some(control.clone());
+        let trained_on = self.trained_on.clone();
+        std::thread::Builder::new()
+            .name("tui-training".into())
+            .spawn(move || {
+                let update = match train_and_evaluate(engine, data.0, &control, &events, trained_on)
+                {
+                    Ok(outcome) => TrainUpdate::Finished(outcome),
+                    Err(e) => TrainUpdate::Failed(format!("{e:#}")),
+                };
+                events.send(AppEvent::Train(update));
+            })
+            .map_err(|e| BackendError::Failed(format!("starting the training thread: {e}")))?;
+        Ok(())
+    }
+
+    fn pause(&mut self) {
+        if let Some(c) = &self.control {
+            c.pause();
+        }
+    }
+
+    fn resume(&mut self) {
+        if let Some(c) = &self.control {
+            c.resume();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(c) = &self.control {
+            c.stop();
+        }
+    }
+
+    fn set_dp(&mut self, noise: NoiseMultiplier, clip: ClipNorm) {
+        let Some(c) = &self.control else { return };
+        // The slider types are narrower than the engine's, so these conversions always succeed.
+        if let Ok(n) = train::dpsgd::NoiseMultiplier::new(noise.get()) {
+            c.set_noise_multiplier(n);
+        }
+        if let Ok(v) = train::dpsgd::ClipNorm::new(clip.get()) {
+            c.set_clip_norm(v);
+        }
+    }
+}
+
+fn train_and_evaluate(
+    engine: train::TrainConfig,
+    data: Arc<DataReady>,
+    control: &TrainControl,
+    events: &AppSender,
+    trained_on: TrainedOn,
+) -> anyhow::Result<TrainOutcome> {
+    let (tr, va, eval) = split(&data.data)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread_control = control.clone();
+    let handle = std::thread::Builder::new()
+        .name("tui-train-engine".into())
+        .spawn(move || train::train(engine, &tr, &va, tx, thread_control))
+        .context("starting the engine thread")?;
+    for event in rx {
+        if !events.is_open() {
+            // The interface has gone: nobody will see the rest.
+            control.stop();
+        }
+        if let Some(u) = to_update(event) {
+            events.send(AppEvent::Train(u));
+        }
+    }
+    let outcome = handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("the training thread panicked"))??;
+    let checkpoint = outcome.best_checkpoint.clone();
+    let test_acc = match &checkpoint {
+        Some(path) if !eval.is_empty() => {
+            let (model, _, _) = model_from_checkpoint(path, &candle_core::Device::Cpu)
+                .with_context(|| format!("loading {}", path.display()))?;
+            Some(train::evaluate(&model, &eval, 64)?.accuracy)
+        }
+        _ => None,
+    };
+    if let Some(path) = &checkpoint {
+        trained_on.record(path.clone(), data);
+    }
+    Ok(TrainOutcome {
+        stopped: outcome.stopped,
+        epochs_run: outcome.epochs_run,
+        best_val_acc: outcome.best_val_acc,
+        test_acc,
+        epsilon: outcome.epsilon,
+        checkpoint,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::backend::{DpSettings, NoiseMultiplier as Sigma};
+
+    fn started(model: &str, width: f32) -> TrainingEvent {
+        TrainingEvent::Started {
+            model: model.into(),
+            width,
+            device: "cpu (2 threads)".into(),
+            train_images: 90,
+            val_images: 10,
+            steps_per_epoch: 3,
+            epochs: 2,
+            start_epoch: 0,
+            batch_size: 32,
+            dp: None,
+            sampling: "shuffled".into(),
+            accounting: None,
+        }
+    }
+
+    #[test]
+    fn events_map_to_the_screens_and_a_narrow_vgg_says_so() {
+        match to_update(started("vgg16-1", 0.25)) {
+            Some(TrainUpdate::Started {
+                device,
+                steps_per_epoch: 3,
+                epochs: 2,
+                train_images: 90,
+            }) => assert_eq!(device, "cpu (2 threads), vgg16-1 at width 0.25"),
+            other => panic!("{other:?}"),
+        }
+        match to_update(started("dnn-av", 1.0)) {
+            Some(TrainUpdate::Started { device, .. }) => assert_eq!(device, "cpu (2 threads)"),
+            other => panic!("{other:?}"),
+        }
+        let e = to_update(TrainingEvent::DpSettingsChanged {
+            noise_multiplier: 2.0,
+            clip_norm: 0.5,
+        });
+        assert_eq!(
+            e,
+            Some(TrainUpdate::DpApplied {
+                noise: 2.0,
+                clip: 0.5
+            })
+        );
+        // The outcome comes after the checkpoint is evaluated, not from these.
+        assert_eq!(
+            to_update(TrainingEvent::Stopped { epoch: 1, step: 2 }),
+            None
+        );
+    }
+
+    #[test]
+    fn the_interface_settings_become_the_engine_config() {
+        let c = TrainConfig {
+            model: ModelKind::DnnMax,
+            epochs: 3,
+            batch_size: 16,
+            learning_rate: 3e-3,
+            dp: Some(DpSettings {
+                noise: Sigma::new(1.3).unwrap(),
+                clip: ClipNorm::new(0.7).unwrap(),
+                microbatch: 4,
+                delta: 1e-6,
+            }),
+            data_root: PathBuf::from("x"),
+            data: None,
+        };
+        let e = engine_config(&c, 1.0, PathBuf::from("ck")).unwrap();
+        assert_eq!(
+            (e.model, e.epochs, e.batch_size),
+            (ModelKind::DnnMax, 3, 16)
+        );
+        assert_eq!(e.patience, None);
+        let dp = e.dp.expect("DP settings");
+        assert_eq!(dp.noise_multiplier.get(), 1.3);
+        assert_eq!(dp.clip_norm.get(), 0.7);
+        assert_eq!((dp.microbatch_size, dp.delta), (4, 1e-6));
+        // The engine refuses an empty microbatch; the error reaches the tab, not a panic.
+        let mut bad = c.clone();
+        if let Some(d) = bad.dp.as_mut() {
+            d.microbatch = 0;
+        }
+        assert!(engine_config(&bad, 1.0, PathBuf::from("ck")).is_err());
+    }
+}

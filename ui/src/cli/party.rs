@@ -1,0 +1,111 @@
+//! `party`, `share-model` and `predict --config`: private prediction with three party
+//! processes on Noise-encrypted TCP.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use privxray::model::spec::pneumonia_probability;
+use privxray::mpc::FixedPoint;
+use privxray::net::{LocalParty, PartiesConfig, PartyId, StaticKeypair};
+use privxray::party::{self, RemoteClient, ShareFile};
+
+use super::train::{load_inputs, load_model, print_predictions, Prediction};
+
+#[derive(Debug, Args)]
+pub struct PartyArgs {
+    /// This party's id: 0, 1 or 2.
+    #[arg(long)]
+    pub id: u8,
+    /// The shared parties.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// This party's private key (from `privxray keygen`). The model share is kept beside it,
+    /// in KEY.model-share.
+    #[arg(long)]
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ShareModelArgs {
+    /// A checkpoint written by `privxray train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The shared parties.toml (its owner_public_key must be this key's public key).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The model owner's private key.
+    #[arg(long)]
+    pub key: PathBuf,
+}
+
+fn load_config(path: &Path) -> anyhow::Result<PartiesConfig> {
+    Ok(PartiesConfig::load(path)?)
+}
+
+fn load_key(path: &Path) -> anyhow::Result<StaticKeypair> {
+    StaticKeypair::load(path).with_context(|| format!("loading key {}", path.display()))
+}
+
+/// Runs one party until the process is stopped.
+pub fn party_cmd(a: PartyArgs) -> anyhow::Result<()> {
+    let id = PartyId::new(a.id)
+        .with_context(|| format!("--id {} is not a party id: expected 0, 1 or 2", a.id))?;
+    let config = load_config(&a.config)?;
+    let local = LocalParty::new(config, id, load_key(&a.key)?)?;
+    party::serve(local, ShareFile::beside_key(&a.key))?;
+    Ok(())
+}
+
+/// Secret-shares a trained model to the three parties.
+pub fn share_model_cmd(a: ShareModelArgs) -> anyhow::Result<()> {
+    let config = load_config(&a.config)?;
+    let owner = load_key(&a.key)?;
+    let model = load_model(&a.model)?;
+    let spec = model.to_spec()?;
+    let shared = party::share_model_remote(&config, &owner, &spec, FixedPoint::default())?;
+    println!(
+        "shared {} (input {:?}, {} fractional bits) with parties 0, 1 and 2",
+        shared.name,
+        shared.input_shape,
+        shared.fixed.frac_bits()
+    );
+    Ok(())
+}
+
+/// The client of `predict --config`: preprocesses each image for the shared model, has the
+/// three parties classify it privately and prints the predictions. `timeout` bounds every wait
+/// for a party (default: the configuration's `timeouts.io_ms`).
+pub fn predict_remote(
+    config: &Path,
+    images: &[PathBuf],
+    json: bool,
+    timeout: Option<Duration>,
+) -> anyhow::Result<()> {
+    let config = load_config(config)?;
+    let timeout = timeout.unwrap_or(config.timeouts().io);
+    if timeout.is_zero() {
+        anyhow::bail!("--timeout-ms must be at least 1");
+    }
+    let mut client = RemoteClient::connect(&config, timeout)?;
+    let model = client.model().clone();
+    let technique = model.technique().with_context(|| {
+        format!(
+            "the shared model takes input {:?}, which no preprocessing technique produces",
+            model.input_shape
+        )
+    })?;
+    let inputs = load_inputs(images, technique)?;
+    let mut preds = Vec::with_capacity(images.len());
+    for (path, x) in images.iter().zip(&inputs) {
+        let r = client
+            .predict(x)
+            .with_context(|| format!("{}: private prediction", path.display()))?;
+        let mut p = Prediction::new(path, f64::from(pneumonia_probability(&r.logits)), r.seconds);
+        p.bytes = Some(r.bytes_between_parties);
+        p.rounds = Some(r.rounds);
+        preds.push(p);
+    }
+    print_predictions(&preds, json)
+}

@@ -1,0 +1,168 @@
+//! Shared helpers of the interface tests: an app with recording backends, event feeding,
+//! real preprocessing of the bundled samples, and rendering to a TestBackend.
+
+use crate::tui::app::App;
+use crate::tui::backend::{
+    BackendError, Backends, ClipNorm, NoiseMultiplier, PartyBackend, PartyId, PredictRequest,
+    TrainConfig, TrainingBackend,
+};
+use crate::tui::data::{DataSource, PreprocessUpdate};
+use crate::tui::event::{AppEvent, AppSender, Event, EventQueue};
+use crate::tui::sim::ApproxAccountant;
+use crate::tui::theme::Theme;
+use privxray::model::ModelKind;
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Calls the app made on its backends, in order.
+pub type Calls = Arc<Mutex<Vec<String>>>;
+
+pub struct RecordingTraining(pub Calls);
+
+impl TrainingBackend for RecordingTraining {
+    fn device(&self) -> String {
+        "CPU (test)".into()
+    }
+    fn start(&mut self, c: TrainConfig, _e: AppSender) -> Result<(), BackendError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("start {} {}", c.model.name(), c.epochs));
+        Ok(())
+    }
+    fn pause(&mut self) {
+        self.0.lock().unwrap().push("pause".into());
+    }
+    fn resume(&mut self) {
+        self.0.lock().unwrap().push("resume".into());
+    }
+    fn stop(&mut self) {
+        self.0.lock().unwrap().push("stop".into());
+    }
+    fn set_dp(&mut self, n: NoiseMultiplier, c: ClipNorm) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("set_dp {:.2} {:.2}", n.get(), c.get()));
+    }
+}
+
+pub struct RecordingParties(pub Calls);
+
+impl PartyBackend for RecordingParties {
+    fn launch(&mut self, _e: AppSender) -> Result<(), BackendError> {
+        self.0.lock().unwrap().push("launch".into());
+        Ok(())
+    }
+    fn share_model(&mut self, m: ModelKind, p: &Path) -> Result<(), BackendError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("share {} {}", m.name(), p.display()));
+        Ok(())
+    }
+    fn predict(&mut self, r: PredictRequest) -> Result<(), BackendError> {
+        self.0.lock().unwrap().push(format!("predict {}", r.id));
+        Ok(())
+    }
+    fn stop(&mut self, p: PartyId) {
+        self.0.lock().unwrap().push(format!("stop {p}"));
+    }
+    fn kill(&mut self, p: PartyId) {
+        self.0.lock().unwrap().push(format!("kill {p}"));
+    }
+    fn shutdown(&mut self) {
+        self.0.lock().unwrap().push("shutdown".into());
+    }
+}
+
+/// The bundled real samples (PRIVXRAY_SAMPLES overrides, for out-of-tree builds).
+pub fn samples() -> PathBuf {
+    std::env::var_os("PRIVXRAY_SAMPLES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/samples"))
+}
+
+pub struct Harness {
+    pub app: App,
+    pub queue: EventQueue,
+    pub calls: Calls,
+}
+
+pub fn harness() -> Harness {
+    let queue = EventQueue::new();
+    let calls: Calls = Arc::default();
+    let backends = Backends {
+        training: Some(Box::new(RecordingTraining(calls.clone()))),
+        accountant: Some(Box::new(ApproxAccountant)),
+        audit: None,
+        exporter: None,
+        parties: Some(Box::new(RecordingParties(calls.clone()))),
+    };
+    let sources = vec![
+        DataSource::folder(samples(), "bundled real samples"),
+        DataSource::folder("no/such/folder", "no/such/folder (missing)"),
+    ];
+    let app = App::new(
+        sources,
+        None,
+        backends,
+        queue.sender(),
+        Theme { color: true },
+    );
+    Harness { app, queue, calls }
+}
+
+impl Harness {
+    pub fn app_event(&mut self, e: AppEvent) {
+        self.app.handle_event(Event::App(e));
+    }
+
+    /// Waits (up to 60 s) for the preprocessing job started by Enter on the Data tab, fixing
+    /// the measured times so snapshots are stable, and applies every event.
+    pub fn finish_preprocessing(&mut self) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let next = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(1), self.queue.next()).await
+            });
+            let Ok(Some(event)) = next else {
+                assert!(Instant::now() < deadline, "preprocessing did not finish");
+                continue;
+            };
+            match event {
+                Event::App(AppEvent::Preprocess(PreprocessUpdate::Finished(mut ready))) => {
+                    let r = Arc::get_mut(&mut ready).expect("sole owner of the result");
+                    for p in &mut r.parts {
+                        p.summary.seconds = 0.5;
+                    }
+                    self.app_event(AppEvent::Preprocess(PreprocessUpdate::Finished(ready)));
+                    return;
+                }
+                Event::App(AppEvent::Preprocess(PreprocessUpdate::Failed(e))) => {
+                    self.app_event(AppEvent::Preprocess(PreprocessUpdate::Failed(e)));
+                    return;
+                }
+                // Progress carries wall-clock times: not applied, keeps the state deterministic.
+                _ => {}
+            }
+        }
+    }
+
+    pub fn render(&self, w: u16, h: u16) -> Terminal<TestBackend> {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        t.draw(|f| f.render_widget(&self.app, f.area())).unwrap();
+        t
+    }
+
+    pub fn screen(&self) -> String {
+        self.render(100, 30).backend().to_string()
+    }
+}

@@ -1,0 +1,244 @@
+//! Key handling: tab switching, help, quitting, and the DP sliders driving the epsilon shown
+//! and a running training.
+
+#[allow(dead_code)]
+#[path = "../src/tui/mod.rs"]
+mod tui;
+#[allow(dead_code)]
+mod tui_common;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use tui::app::TabId;
+use tui::backend::{Accountant, DpSegment, NoiseMultiplier, TrainUpdate};
+use tui::event::{AppEvent, Event};
+use tui::sim::ApproxAccountant;
+use tui::train::{Epsilon, Field};
+use tui_common::{harness, Harness};
+
+fn press(h: &mut Harness, code: KeyCode) {
+    h.app
+        .handle_event(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+}
+
+#[test]
+fn tab_cycles_and_numbers_jump() {
+    let mut h = harness();
+    assert_eq!(h.app.tab, TabId::Data);
+    let mut seen = vec![];
+    for _ in 0..4 {
+        press(&mut h, KeyCode::Tab);
+        seen.push(h.app.tab);
+    }
+    assert_eq!(
+        seen,
+        [TabId::Train, TabId::Privacy, TabId::Predict, TabId::Data]
+    );
+    press(&mut h, KeyCode::BackTab);
+    assert_eq!(h.app.tab, TabId::Predict);
+    press(&mut h, KeyCode::Char('3'));
+    assert_eq!(h.app.tab, TabId::Privacy);
+}
+
+#[test]
+fn question_mark_toggles_help_and_esc_closes_it() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('?'));
+    assert!(h.app.help);
+    assert!(h.screen().contains(" Help "));
+    press(&mut h, KeyCode::Char('?'));
+    assert!(!h.app.help);
+    press(&mut h, KeyCode::Char('?'));
+    // Keys other than ?/Esc/q do not leak through the help overlay.
+    press(&mut h, KeyCode::Tab);
+    assert_eq!(h.app.tab, TabId::Data);
+    press(&mut h, KeyCode::Esc);
+    assert!(!h.app.help);
+    assert!(!h.screen().contains(" Help "));
+}
+
+#[test]
+fn q_quits_and_stops_children() {
+    let mut h = harness();
+    assert!(!h.app.quit);
+    press(&mut h, KeyCode::Char('q'));
+    assert!(h.app.quit);
+    h.app.shutdown();
+    h.app.shutdown();
+    // Parties are shut down exactly once.
+    let calls = h.calls.lock().unwrap();
+    assert_eq!(calls.iter().filter(|c| *c == "shutdown").count(), 1);
+}
+
+#[test]
+fn ctrl_c_quits() {
+    let mut h = harness();
+    h.app.handle_event(Event::Key(KeyEvent::new(
+        KeyCode::Char('c'),
+        KeyModifiers::CONTROL,
+    )));
+    assert!(h.app.quit);
+}
+
+#[test]
+fn typing_a_folder_does_not_trigger_shortcuts() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('e'));
+    for c in "q2?".chars() {
+        press(&mut h, KeyCode::Char(c));
+    }
+    assert!(!h.app.quit && !h.app.help);
+    assert_eq!(h.app.tab, TabId::Data);
+    assert_eq!(h.app.data.custom, "q2?");
+    press(&mut h, KeyCode::Enter);
+    assert!(!h.app.data.editing);
+}
+
+fn to_field(h: &mut Harness, f: Field) {
+    while h.app.train.field() != f {
+        press(h, KeyCode::Char('j'));
+    }
+}
+
+/// The epsilon the screen shows as "at end", from the accountant itself.
+fn projected(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
+    ApproxAccountant
+        .epsilon(
+            q,
+            &[DpSegment {
+                noise: NoiseMultiplier::new(sigma).unwrap(),
+                steps,
+            }],
+            delta,
+        )
+        .unwrap()
+}
+
+#[test]
+fn noise_slider_changes_value_and_epsilon_within_the_frame() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('2'));
+    // 6400 training images, batch 64: q = 0.01, 100 steps per epoch, 10 epochs.
+    h.app.train.train_images = Some(6400);
+    h.app.recompute_epsilon();
+    to_field(&mut h, Field::Noise);
+    let before = h.app.train.noise.get();
+    let eps_before = projected(0.01, before, 1000, 1e-5);
+    assert!(h.screen().contains(&format!("at end {eps_before:.2}")));
+
+    press(&mut h, KeyCode::Char('+'));
+    press(&mut h, KeyCode::Right);
+    press(&mut h, KeyCode::Char('l'));
+    let after = h.app.train.noise.get();
+    assert!(
+        (after - (before + 0.15)).abs() < 1e-9,
+        "{before} -> {after}"
+    );
+    let eps_after = projected(0.01, after, 1000, 1e-5);
+    assert!(eps_after < eps_before);
+    let screen = h.screen();
+    assert!(screen.contains(&format!("{after:.2}")), "{screen}");
+    assert!(
+        screen.contains(&format!("at end {eps_after:.2}")),
+        "{screen}"
+    );
+
+    press(&mut h, KeyCode::Char('-'));
+    assert!((h.app.train.noise.get() - (after - 0.05)).abs() < 1e-9);
+}
+
+#[test]
+fn noise_slider_stops_at_its_range() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('2'));
+    to_field(&mut h, Field::Noise);
+    for _ in 0..200 {
+        press(&mut h, KeyCode::Char('-'));
+    }
+    assert_eq!(h.app.train.noise.get(), tui::train::NOISE_RANGE[0]);
+}
+
+#[test]
+fn slider_during_training_reaches_the_backend_and_splits_the_accounting() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('2'));
+    h.app.train.train_images = Some(6400);
+    h.app.train.begin_run();
+    h.app
+        .handle_event(Event::App(AppEvent::Train(TrainUpdate::Started {
+            device: "CPU".into(),
+            steps_per_epoch: 100,
+            epochs: 10,
+            train_images: 6400,
+        })));
+    let sigma0 = h.app.train.noise.get();
+    let step = |h: &mut Harness, i: usize| {
+        h.app
+            .handle_event(Event::App(AppEvent::Train(TrainUpdate::Step {
+                epoch: 0,
+                step: i,
+                loss: 0.5,
+                images_per_sec: 100.0,
+                epsilon: None,
+            })))
+    };
+    for i in 0..30 {
+        step(&mut h, i);
+    }
+    to_field(&mut h, Field::Noise);
+    press(&mut h, KeyCode::Char('+'));
+    let sigma1 = h.app.train.noise.get();
+    assert_eq!(
+        h.calls.lock().unwrap().last().unwrap(),
+        &format!("set_dp {sigma1:.2} 1.00")
+    );
+    for i in 30..50 {
+        step(&mut h, i);
+    }
+    h.app.recompute_epsilon();
+    let seg = |s: f64, n| DpSegment {
+        noise: NoiseMultiplier::new(s).unwrap(),
+        steps: n,
+    };
+    let spent = ApproxAccountant
+        .epsilon(0.01, &[seg(sigma0, 30), seg(sigma1, 20)], 1e-5)
+        .unwrap();
+    let end = ApproxAccountant
+        .epsilon(0.01, &[seg(sigma0, 30), seg(sigma1, 970)], 1e-5)
+        .unwrap();
+    match &h.app.train.epsilon {
+        Epsilon::Value {
+            spent: s,
+            projected: p,
+        } => {
+            assert!(
+                (s - spent).abs() < 1e-12 && (p - end).abs() < 1e-12,
+                "{s} {p}"
+            );
+        }
+        other => panic!("expected a value, got {other:?}"),
+    }
+    // Fields other than noise and clip are locked while running.
+    to_field(&mut h, Field::Epochs);
+    press(&mut h, KeyCode::Char('+'));
+    assert_eq!(h.app.train.epochs, 10);
+}
+
+#[test]
+fn pause_resume_stop_keys() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('2'));
+    h.app.train.begin_run();
+    h.app
+        .handle_event(Event::App(AppEvent::Train(TrainUpdate::Started {
+            device: "CPU".into(),
+            steps_per_epoch: 10,
+            epochs: 2,
+            train_images: 100,
+        })));
+    press(&mut h, KeyCode::Char('p'));
+    h.app
+        .handle_event(Event::App(AppEvent::Train(TrainUpdate::Paused)));
+    press(&mut h, KeyCode::Char('p'));
+    press(&mut h, KeyCode::Char('x'));
+    assert_eq!(*h.calls.lock().unwrap(), ["pause", "resume", "stop"]);
+}

@@ -1,0 +1,388 @@
+//! Snapshot tests of every tab in its main states (empty, running, finished, error), drawn on
+//! ratatui's TestBackend at 100x30, plus the help overlay, demo caption and the too-small
+//! message. Data comes from really preprocessing the bundled samples; the other tabs are driven
+//! by the same events their backends send.
+
+#[allow(dead_code)]
+#[path = "../src/tui/mod.rs"]
+mod tui;
+#[allow(dead_code)]
+mod tui_common;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use privxray::model::ModelKind;
+use std::path::PathBuf;
+use tui::app::TabId;
+use tui::backend::{
+    AuditUpdate, ClassProb, EpochPoint, PartyId, PartyState, PartyStatus, PartyUpdate,
+    TrainOutcome, TrainUpdate,
+};
+use tui::data::PreprocessUpdate;
+use tui::event::{AppEvent, Event};
+use tui::privacy::{AuditState, RunRecord};
+use tui_common::{harness, Harness};
+
+fn press(h: &mut Harness, code: KeyCode) {
+    h.app
+        .handle_event(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+}
+
+fn with_data() -> Harness {
+    let mut h = harness();
+    press(&mut h, KeyCode::Enter);
+    h.finish_preprocessing();
+    assert!(h.app.data.ready().is_some(), "{:?}", h.app.data.job);
+    h
+}
+
+#[test]
+fn data_empty() {
+    insta::assert_snapshot!("data_empty", harness().screen());
+}
+
+#[test]
+fn data_running() {
+    let mut h = harness();
+    h.app_event(AppEvent::Preprocess(PreprocessUpdate::Progress {
+        part: 0,
+        parts: 2,
+        progress: privxray::preprocess::Progress {
+            done: 120,
+            total: 480,
+            cached: 20,
+        },
+        elapsed: 2.0,
+    }));
+    let s = h.screen();
+    // 120 images in 2 s: 60 images/s, 360 left: 6 s.
+    assert!(
+        s.contains("60.0 images/s · ETA 0:06 · 20 from cache"),
+        "{s}"
+    );
+    insta::assert_snapshot!("data_running", s);
+}
+
+#[test]
+fn data_finished_with_real_samples() {
+    let h = with_data();
+    let ready = h.app.data.ready().unwrap();
+    // The bundled samples: 4 NORMAL and 4 PNEUMONIA radiographs in one folder.
+    let counts = ready.data.counts();
+    assert_eq!(counts.values().sum::<usize>(), 8);
+    assert_eq!(h.app.data.previews.len(), 4);
+    insta::assert_snapshot!("data_finished", h.screen());
+}
+
+#[test]
+fn data_error_for_missing_folder() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('j'));
+    press(&mut h, KeyCode::Enter);
+    h.finish_preprocessing();
+    let s = h.screen();
+    assert!(s.contains("no/such/folder does not"), "{s}");
+    insta::assert_snapshot!("data_error", s);
+}
+
+fn epoch(e: usize, val_acc: f64) -> EpochPoint {
+    EpochPoint {
+        epoch: e,
+        train_loss: 0.7 / (e as f64 + 1.0),
+        train_acc: val_acc + 0.02,
+        val_loss: 0.8 / (e as f64 + 1.0),
+        val_acc,
+        eta_seconds: 30.0,
+    }
+}
+
+fn running(h: &mut Harness) {
+    press(h, KeyCode::Char('2'));
+    press(h, KeyCode::Char('s'));
+    for u in [
+        TrainUpdate::Started {
+            device: "CPU (test)".into(),
+            steps_per_epoch: 4,
+            epochs: 10,
+            train_images: 8,
+        },
+        TrainUpdate::Step {
+            epoch: 0,
+            step: 0,
+            loss: 0.69,
+            images_per_sec: 64.0,
+            epsilon: None,
+        },
+    ] {
+        h.app_event(AppEvent::Train(u));
+    }
+    for e in 0..3 {
+        for s in 0..4 {
+            h.app_event(AppEvent::Train(TrainUpdate::Step {
+                epoch: e,
+                step: s,
+                loss: 0.7 - 0.05 * (e * 4 + s) as f64,
+                images_per_sec: 64.0,
+                epsilon: None,
+            }));
+        }
+        h.app_event(AppEvent::Train(TrainUpdate::Epoch(epoch(
+            e,
+            0.6 + 0.1 * e as f64,
+        ))));
+    }
+}
+
+#[test]
+fn train_empty() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('2'));
+    insta::assert_snapshot!("train_empty", h.screen());
+}
+
+#[test]
+fn train_running() {
+    let mut h = with_data();
+    running(&mut h);
+    assert_eq!(h.calls.lock().unwrap()[0], "start dnn-av 10");
+    insta::assert_snapshot!("train_running", h.screen());
+}
+
+#[test]
+fn train_finished() {
+    let mut h = with_data();
+    running(&mut h);
+    h.app_event(AppEvent::Train(TrainUpdate::Finished(TrainOutcome {
+        stopped: false,
+        epochs_run: 3,
+        best_val_acc: 0.8,
+        test_acc: Some(0.78),
+        epsilon: Some(2.5),
+        checkpoint: Some(PathBuf::from("runs/dnn-av/best.safetensors")),
+    })));
+    assert_eq!(h.app.privacy.runs.len(), 1);
+    insta::assert_snapshot!("train_finished", h.screen());
+}
+
+#[test]
+fn train_error() {
+    let mut h = with_data();
+    running(&mut h);
+    h.app_event(AppEvent::Train(TrainUpdate::Failed(
+        "CUDA out of memory at batch 64".into(),
+    )));
+    insta::assert_snapshot!("train_error", h.screen());
+}
+
+#[test]
+fn train_refuses_technique_mismatch() {
+    let mut h = with_data();
+    press(&mut h, KeyCode::Char('2'));
+    // vgg16-2 is three fields' worth of model changes away: dnn-av -> dnn-max -> vgg16-1 -> vgg16-2.
+    for _ in 0..3 {
+        press(&mut h, KeyCode::Char('l'));
+    }
+    assert_eq!(h.app.train.model, ModelKind::Vgg16_2);
+    press(&mut h, KeyCode::Char('s'));
+    assert!(h.calls.lock().unwrap().is_empty());
+    let s = h.screen();
+    assert!(s.contains("vgg16-2 needs technique 2"), "{s}");
+}
+
+fn run(model: ModelKind, eps: Option<f64>, acc: f64) -> RunRecord {
+    RunRecord {
+        model,
+        epsilon: eps,
+        delta: eps.map(|_| 1e-5),
+        accuracy: acc,
+        accuracy_is_test: true,
+        checkpoint: Some(PathBuf::from("runs/x.safetensors")),
+        audit: AuditState::NotRun,
+    }
+}
+
+fn privacy_runs(h: &mut Harness) {
+    press(h, KeyCode::Char('3'));
+    h.app.privacy.add(run(ModelKind::DnnAv, None, 0.91));
+    h.app.privacy.add(run(ModelKind::DnnAv, Some(8.0), 0.86));
+    h.app.privacy.add(run(ModelKind::DnnMax, Some(1.0), 0.74));
+}
+
+#[test]
+fn privacy_empty() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('3'));
+    insta::assert_snapshot!("privacy_empty", h.screen());
+}
+
+#[test]
+fn privacy_running_audit() {
+    let mut h = harness();
+    privacy_runs(&mut h);
+    h.app_event(AppEvent::Audit(AuditUpdate::Started { run: 2 }));
+    insta::assert_snapshot!("privacy_running", h.screen());
+}
+
+#[test]
+fn privacy_finished_audit() {
+    let mut h = harness();
+    privacy_runs(&mut h);
+    h.app_event(AppEvent::Audit(AuditUpdate::Finished {
+        run: 2,
+        auc: 0.512,
+        advantage: 0.031,
+    }));
+    let s = h.screen();
+    // Bound (e^1 - 1 + 1e-5) / (e^1 + 1) = 0.462.
+    assert!(s.contains("ε-DP bound on advantage 0.462"), "{s}");
+    insta::assert_snapshot!("privacy_finished", s);
+}
+
+#[test]
+fn privacy_error() {
+    let mut h = harness();
+    privacy_runs(&mut h);
+    // No audit backend in the harness: pressing a reports it.
+    press(&mut h, KeyCode::Char('a'));
+    insta::assert_snapshot!("privacy_error", h.screen());
+}
+
+fn status(state: PartyState, peers: u8, served: u64) -> PartyStatus {
+    PartyStatus {
+        state,
+        address: Some("127.0.0.1:7100".into()),
+        peers_connected: peers,
+        handshakes_done: peers,
+        requests_served: served,
+        bytes_in: 1_500_000 * served,
+        bytes_out: 1_400_000 * served,
+        model_loaded: served > 0,
+    }
+}
+
+#[test]
+fn predict_empty() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('4'));
+    insta::assert_snapshot!("predict_empty", h.screen());
+}
+
+fn ready_parties(h: &mut Harness, served: u64) {
+    for p in PartyId::ALL {
+        h.app_event(AppEvent::Party(PartyUpdate::Status {
+            party: p,
+            status: status(PartyState::Ready, 2, served),
+        }));
+    }
+    h.app_event(AppEvent::Party(PartyUpdate::ModelShared {
+        model: "dnn-av".into(),
+    }));
+}
+
+#[test]
+fn predict_running() {
+    let mut h = with_data();
+    press(&mut h, KeyCode::Char('4'));
+    press(&mut h, KeyCode::Char('L'));
+    ready_parties(&mut h, 0);
+    press(&mut h, KeyCode::Char('j'));
+    press(&mut h, KeyCode::Enter);
+    assert_eq!(*h.calls.lock().unwrap(), ["launch", "predict 0"]);
+    insta::assert_snapshot!("predict_running", h.screen());
+}
+
+#[test]
+fn predict_finished() {
+    let mut h = with_data();
+    press(&mut h, KeyCode::Char('4'));
+    ready_parties(&mut h, 1);
+    press(&mut h, KeyCode::Enter);
+    h.app_event(AppEvent::Party(PartyUpdate::Prediction {
+        id: 0,
+        private: ClassProb {
+            class: 1,
+            probability: 0.912,
+        },
+        plaintext: Some(ClassProb {
+            class: 1,
+            probability: 0.914,
+        }),
+        seconds: 1.25,
+        bytes: 3_400_000,
+    }));
+    let s = h.screen();
+    assert!(s.contains("PNEUMONIA 91.2%"), "{s}");
+    insta::assert_snapshot!("predict_finished", s);
+}
+
+#[test]
+fn predict_error() {
+    let mut h = with_data();
+    press(&mut h, KeyCode::Char('4'));
+    h.app_event(AppEvent::Party(PartyUpdate::Status {
+        party: PartyId::ALL[1],
+        status: status(
+            PartyState::Failed("handshake: unknown static key".into()),
+            1,
+            0,
+        ),
+    }));
+    // Predicting before the parties are ready is refused with a message.
+    press(&mut h, KeyCode::Enter);
+    assert!(!h
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|c| c.starts_with("predict")));
+    insta::assert_snapshot!("predict_error", h.screen());
+}
+
+#[test]
+fn help_overlay() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('2'));
+    press(&mut h, KeyCode::Char('?'));
+    insta::assert_snapshot!("help_train", h.screen());
+}
+
+#[test]
+fn demo_caption() {
+    let mut h = harness();
+    h.app.demo = Some(tui::demo::Demo::new());
+    h.app.handle_event(Event::Tick);
+    assert_eq!(h.app.tab, TabId::Data);
+    insta::assert_snapshot!("demo_first_step", h.screen());
+}
+
+#[test]
+fn too_small_terminal() {
+    let h = harness();
+    let t = h.render(79, 23);
+    let s = t.backend().to_string();
+    assert!(s.contains("79x23"), "{s}");
+    insta::assert_snapshot!("too_small", s);
+    // 80x24 is enough: the tab bar shows.
+    let ok = h.render(80, 24).backend().to_string();
+    assert!(ok.contains("1 Data") && !ok.contains("too small"), "{ok}");
+}
+
+/// Benchmark, not a check: prints the time to draw each tab at 200x50.
+/// `cargo test --release --test tui_screens -- --ignored --nocapture render_time`
+#[test]
+#[ignore]
+fn render_time_200x50() {
+    let mut h = with_data();
+    running(&mut h);
+    privacy_runs(&mut h);
+    let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(200, 50)).unwrap();
+    for tab in TabId::ALL {
+        h.app.tab = tab;
+        let n = 200;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            t.draw(|f| f.render_widget(&h.app, f.area())).unwrap();
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
+        println!("{:<20} {ms:.3} ms/frame at 200x50", tab.title());
+    }
+}
