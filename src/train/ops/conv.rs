@@ -11,6 +11,7 @@
 //! example) and returns them as one flat tensor that [`Conv2d::bwd`] splits. The input
 //! gradient is skipped when the input is not tracked (the images of the first layer).
 
+use super::contiguous_f32;
 use super::pool::PoolKind;
 use super::unfold::{col2im_example, im2col_example, Geom};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
@@ -120,19 +121,6 @@ fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) ->
         }
         Err(_) => f(&mut vec![0.0; a], &mut vec![0.0; b]),
     })
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        bail!("{what}: expected f32 storage")
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!(
-            "{what}: expected a contiguous tensor, got strides {:?}",
-            l.stride()
-        ),
-    }
 }
 
 /// Shapes of one convolution call, checked once.
@@ -440,9 +428,9 @@ impl CustomOp3 for Conv2d {
         let d = Dims::new(l1, l2, l3, self.kernel, self.padding)?;
         let e = self.epilogue;
         let (ph, pw) = e.out_hw(d.g.oh, d.g.ow)?;
-        let x = contiguous(s1, l1, "conv2d input")?;
-        let w = contiguous(s2, l2, "conv2d weight")?;
-        let b = contiguous(s3, l3, "conv2d bias")?;
+        let x = contiguous_f32(s1, l1, "conv2d input")?;
+        let w = contiguous_f32(s2, l2, "conv2d weight")?;
+        let b = contiguous_f32(s3, l3, "conv2d bias")?;
         let out_len = d.o * ph * pw;
         let mut y = vec![0f32; d.n * out_len];
         let mut mask = self
@@ -652,7 +640,7 @@ fn backward_example(
 
 fn cpu_f32<'a>(s: &'a Storage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     match s {
-        Storage::Cpu(c) => contiguous(c, l, what),
+        Storage::Cpu(c) => contiguous_f32(c, l, what),
         _ => bail!("{what}: expected a CPU tensor"),
     }
 }
@@ -669,7 +657,7 @@ impl CustomOp1 for Conv2dBackward<'_> {
         let d = Dims::new(xl, wl, bl, self.kernel, self.padding)?;
         let x = cpu_f32(&xs, xl, "conv2d backward input")?;
         let w = cpu_f32(&ws, wl, "conv2d backward weight")?;
-        let dy = contiguous(s, l, "conv2d backward gradient")?;
+        let dy = contiguous_f32(s, l, "conv2d backward gradient")?;
         let e = self.epilogue;
         let (ph, pw) = e.out_hw(d.g.oh, d.g.ow)?;
         if l.dims() != [d.n, d.o, ph, pw] {

@@ -14,7 +14,21 @@ pub mod conv;
 pub mod pool;
 pub mod unfold;
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{bail, CpuStorage, Device, Layout, Result, Tensor};
+
+/// The f32 values of a contiguous CPU tensor; custom ops only accept those.
+pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        bail!("{what}: expected f32 storage")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!(
+            "{what}: expected a contiguous tensor, got strides {:?}",
+            l.stride()
+        ),
+    }
+}
 
 pub use conv::Epilogue;
 pub use pool::PoolKind;

@@ -1,5 +1,6 @@
 //! 2-D max/average pooling with a correct backward (see the module docs of `ops` for why).
 
+use super::contiguous_f32;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -8,19 +9,6 @@ use serde::{Deserialize, Serialize};
 pub enum PoolKind {
     Max,
     Avg,
-}
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        bail!("{what}: expected f32 storage")
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!(
-            "{what}: expected a contiguous tensor, got strides {:?}",
-            l.stride()
-        ),
-    }
 }
 
 fn nchw(l: &Layout, what: &str) -> Result<[usize; 4]> {
@@ -75,7 +63,7 @@ impl CustomOp1 for Pool2d {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l, "pool2d")?;
+        let x = contiguous_f32(s, l, "pool2d")?;
         let [n, c, h, w] = nchw(l, "pool2d")?;
         let (oh, ow) = self.out_hw(h, w)?;
         let size = self.size;
@@ -136,8 +124,8 @@ impl CustomOp2 for Pool2dBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, "pool2d backward (input)")?;
-        let g = f32_slice(s2, l2, "pool2d backward (gradient)")?;
+        let x = contiguous_f32(s1, l1, "pool2d backward (input)")?;
+        let g = contiguous_f32(s2, l2, "pool2d backward (gradient)")?;
         let [n, c, h, w] = nchw(l1, "pool2d backward")?;
         let (oh, ow) = Pool2d {
             kind: self.kind,

@@ -1,21 +1,9 @@
 //! Convolution unfolding (im2col) and its adjoint (col2im), so that a convolution becomes one
 //! GEMM per example and both of its gradients are GEMMs too.
 
+use super::contiguous_f32;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        bail!("{what}: expected f32 storage")
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!(
-            "{what}: expected a contiguous tensor, got strides {:?}",
-            l.stride()
-        ),
-    }
-}
 
 /// Output side of a stride-1 convolution, or an error naming the sizes.
 pub fn conv_out(side: usize, kernel: usize, padding: usize) -> Result<usize> {
