@@ -352,46 +352,45 @@ fn initiate(
 
 /// Party `local` connects to party `peer` (KK). One attempt; see [`super::mesh`] for retries.
 pub fn connect_to_party(local: &LocalParty, peer: PartyId) -> Result<SecureChannel, NetError> {
-    let entry = local.config.party(peer);
-    let role = PeerRole::Party(peer);
-    let label = label_for(role, &entry.address);
-    let stream = connect_tcp(&entry.address, &label, local.config.timeouts().connect)?;
-    let hello = Hello {
-        from: PeerRole::Party(local.id),
-        to: peer,
-        config: local.config.hash(),
-    };
-    let init = Initiation {
-        hello,
-        prologue: hello.prologue(),
-        local_private: Some(&local.keypair),
-        remote: entry.public_key,
-        peer: role,
-        label,
-    };
-    initiate(stream, init, &local.config)
+    connect_as(
+        &local.config,
+        PeerRole::Party(local.id),
+        Some(&local.keypair),
+        peer,
+    )
 }
 
-/// A client connects to party `target` (NK): it stays anonymous and pins the party's key.
-pub fn connect_client(config: &PartiesConfig, target: PartyId) -> Result<SecureChannel, NetError> {
+/// The initiator's side of every pattern: TCP to party `target`, then the handshake as `from`,
+/// pinning the target's configured key (with `local_private` as our static key, if any).
+fn connect_as(
+    config: &PartiesConfig,
+    from: PeerRole,
+    local_private: Option<&StaticKeypair>,
+    target: PartyId,
+) -> Result<SecureChannel, NetError> {
     let entry = config.party(target);
     let role = PeerRole::Party(target);
     let label = label_for(role, &entry.address);
     let stream = connect_tcp(&entry.address, &label, config.timeouts().connect)?;
     let hello = Hello {
-        from: PeerRole::Client,
+        from,
         to: target,
         config: config.hash(),
     };
     let init = Initiation {
         hello,
         prologue: hello.prologue(),
-        local_private: None,
+        local_private,
         remote: entry.public_key,
         peer: role,
         label,
     };
     initiate(stream, init, config)
+}
+
+/// A client connects to party `target` (NK): it stays anonymous and pins the party's key.
+pub fn connect_client(config: &PartiesConfig, target: PartyId) -> Result<SecureChannel, NetError> {
+    connect_as(config, PeerRole::Client, None, target)
 }
 
 /// The model owner connects to party `target` (IK), proving it holds `owner`, the key that
@@ -410,24 +409,7 @@ pub fn connect_owner(
             })
         }
     }
-    let entry = config.party(target);
-    let role = PeerRole::Party(target);
-    let label = label_for(role, &entry.address);
-    let stream = connect_tcp(&entry.address, &label, config.timeouts().connect)?;
-    let hello = Hello {
-        from: PeerRole::Owner,
-        to: target,
-        config: config.hash(),
-    };
-    let init = Initiation {
-        hello,
-        prologue: hello.prologue(),
-        local_private: Some(owner),
-        remote: entry.public_key,
-        peer: role,
-        label,
-    };
-    initiate(stream, init, config)
+    connect_as(config, PeerRole::Owner, Some(owner), target)
 }
 
 /// Connects a client to all three parties, in id order.
