@@ -67,7 +67,7 @@ impl Subtype {
 }
 
 /// The dataset's splits. A folder holding NORMAL/ and PNEUMONIA/ directly (such as one split
-/// copied on its own) is read as [`Split::Val`]'s layout under the name `Single`.
+/// copied on its own, like assets/samples) is [`Split::Single`], used whole for evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Split {
     Train,
