@@ -4,7 +4,8 @@
 # driver (libcuda) and the runtime libraries (libcudart, libcublas/Lt, libcurand) of the same
 # major version; PyTorch's CUDA 13 wheels provide them.
 #
-#   scripts/build-cuda.sh            # -> target/release/privxray with --features cuda
+#   scripts/build-cuda.sh            # -> target/cuda/release/privxray with --features cuda
+#   scripts/build-cuda.sh ARGS...    # cargo ARGS... in the same environment
 #
 # Knobs: CUDA_COMPUTE_CAP (default 90: H100/H200, so nvidia-smi is not needed at build time),
 # CUDA_WHEELS (default target/cuda-wheels), PYTHON (default python3).
@@ -51,15 +52,24 @@ export CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-${nvcc_version}00}
 # that defines every driver symbol cudarc declares. The stub lives in target/ and never ships;
 # at run time the real driver's libcuda.so.1 is loaded instead.
 cargo fetch --quiet
-cudarc=$(find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -maxdepth 1 -type d -name 'cudarc-*' | sort -V | tail -1)
+cudarc=$(find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -mindepth 2 -maxdepth 2 -type d -name 'cudarc-*' | sort -V | tail -1)
 stub=$root/target/cuda-stub
 mkdir -p "$stub"
 grep -rhoE 'pub (unsafe )?fn (cu[A-Z][A-Za-z0-9_]*)' "$cudarc/src/driver/sys" \
   | sed -E 's/.*fn //' | sort -u | sed 's/.*/int &(void) { return 999; }/' > "$stub/libcuda.c"
-cc -shared -fPIC -o "$stub/libcuda.so" "$stub/libcuda.c"
+# The soname makes the binary ask for libcuda.so.1, the name the driver installs.
+cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub/libcuda.so" "$stub/libcuda.c"
 ln -sf libcuda.so "$stub/libcuda.so.1"
 export RUSTFLAGS="${RUSTFLAGS:-} -L native=$stub -L native=$toolkit/lib64"
 
+# Its own target folder: the stub link flags would otherwise invalidate the CPU build's cache.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target/cuda}
+if [ $# -gt 0 ]; then
+  # Any other cargo command in the same environment, e.g. a CUDA test binary:
+  #   scripts/build-cuda.sh test --release --features cuda -p privxray --lib --no-run
+  cargo "$@"
+  exit
+fi
 cargo build --release --features cuda -p privxray-ui
-echo "built target/release/privxray with CUDA (compute capability $CUDA_COMPUTE_CAP)"
-echo "on the GPU machine: LD_LIBRARY_PATH=<dir with libcudart.so.13, libcublas*.so.13, libcurand.so.10> target/release/privxray train --device cuda ..."
+echo "built $CARGO_TARGET_DIR/release/privxray with CUDA (compute capability $CUDA_COMPUTE_CAP)"
+echo "on the GPU machine: LD_LIBRARY_PATH=<dir with libcudart.so.13, libcublas*.so.13, libcurand.so.10> privxray train --device cuda ..."

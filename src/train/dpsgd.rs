@@ -136,7 +136,9 @@ pub struct PrivateStep {
 /// Clipped per-unit gradients summed over a batch, before noise.
 #[derive(Debug)]
 pub struct ClippedSums {
-    /// Sum over units (examples or microbatches) of `min(1, C/|g_u|) g_u`, per parameter.
+    /// Sum over units (examples or microbatches) of `min(1, C/|g_u|) (w_u / w_max) g_u`, per
+    /// parameter, where `g_u` is the unit's unweighted gradient and `w_u` its class weight
+    /// (1 without class weights).
     pub sums: Vec<Tensor>,
     /// `|g_u|` (whole-model L2 norm) of each unit before clipping.
     pub unit_norms: Vec<f32>,
@@ -244,8 +246,12 @@ pub fn clipped_gradient_sums(
     let nll = loss::per_example_nll(&logits, labels)?;
     let w = loss::example_weights(labels, class_weights)?;
     let per_example = nll.mul(&w)?;
+    // Class weights act after the clip, not inside the loss: when (as usual under DP) every
+    // gradient is clipped, a weight inside the loss is normalised away and the 3:1 majority
+    // wins every step. Each unit's clipped gradient is instead scaled by its weight over the
+    // largest weight (at most 1), so no unit contributes more than C and the sensitivity holds.
     // TF Privacy's microbatch loss is the microbatch mean; per-example (m = 1) is the same.
-    let objective = (per_example.sum_all()? / m as f64)?;
+    let objective = (nll.sum_all()? / m as f64)?;
     let grads = objective.backward()?;
 
     // Per-unit gradients (or, for dense layers with m = 1, the factors of their norms).
@@ -307,6 +313,14 @@ pub fn clipped_gradient_sums(
         .recip()?
         .affine(clip.get(), 0.0)?
         .clamp(0f32, 1f32)?;
+    let factors = match class_weights {
+        None => factors,
+        Some(cw) => {
+            let w_max = f64::from(cw.get()[0].max(cw.get()[1]));
+            let unit_w = (w.reshape((units, m))?.mean(1)? / w_max)?;
+            factors.mul(&unit_w)?
+        }
+    };
     let mut sums = Vec::with_capacity(2 * per_layer.len());
     for ug in &per_layer {
         match ug {

@@ -455,6 +455,44 @@ fn clipping_bounds_every_contribution() {
     assert!(norm(&r.sums) <= 6.0 * clip * (1.0 + 1e-4));
 }
 
+/// With class weights, each clipped gradient is scaled by its weight over the largest weight:
+/// the largest-weight class contributes exactly C when clipped, the other class C * w / w_max,
+/// so the sensitivity stays C and the weighting survives clipping (inside the loss, clipping
+/// would normalise it away).
+#[test]
+fn class_weights_act_after_the_clip_and_keep_the_bound() {
+    let kind = ModelKind::DnnMax;
+    let (model, _vm) = Model::init(kind, 1.0, 31, &Device::Cpu).unwrap();
+    let data = synthetic(kind, 6, 32);
+    let (x, y) = data.batch(&[0, 1, 2, 3, 4, 5], &Device::Cpu).unwrap();
+    let labels = y.to_vec1::<u32>().unwrap();
+    assert!(
+        labels.contains(&0) && labels.contains(&1),
+        "test needs both classes"
+    );
+    let clip = 1e-3;
+    let cw = crate::train::loss::ClassWeights::new(2.0, 0.5).unwrap();
+    for i in 0..6 {
+        let r = dpsgd::clipped_gradient_sums(
+            &model,
+            &x.narrow(0, i, 1).unwrap(),
+            &y.narrow(0, i, 1).unwrap(),
+            Some(cw),
+            ClipNorm::new(clip).unwrap(),
+            1,
+            None,
+        )
+        .unwrap();
+        let expected = clip * if labels[i] == 0 { 1.0 } else { 0.25 };
+        let n = norm(&r.sums);
+        assert!(
+            (n - expected).abs() <= expected * 1e-3,
+            "example {i} (label {}): norm {n}, expected {expected}",
+            labels[i]
+        );
+    }
+}
+
 #[test]
 fn dp_sgd_without_noise_and_with_a_huge_clip_is_plain_sgd() {
     let kind = ModelKind::DnnMax;

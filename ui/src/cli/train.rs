@@ -174,7 +174,15 @@ fn config_from(a: &TrainArgs, train_data: &TrainData) -> anyhow::Result<TrainCon
         OptimizerArg::Sgd => OptimizerConfig::sgd(a.lr.unwrap_or(1e-2), a.momentum),
     };
     if a.class_weights {
-        c.class_weights = Some(ClassWeights::balanced(train_data.class_counts()));
+        let counts = train_data.class_counts();
+        c.class_weights = Some(ClassWeights::balanced(counts));
+        if a.dp {
+            eprintln!(
+                "note: the class weights come from the training set's class counts ({} NORMAL, \
+                 {} PNEUMONIA); DP-SGD does not protect those two numbers",
+                counts[0], counts[1]
+            );
+        }
     }
     c.patience = (a.patience > 0).then_some(a.patience);
     c.seed = a.seed.map(Seed::Fixed).unwrap_or(Seed::Os);
