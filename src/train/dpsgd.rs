@@ -31,6 +31,20 @@ pub enum NoiseSeed {
     InsecureFixed(u64),
 }
 
+/// How the clip norm bounds each unit's gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Clipping {
+    /// The gradient over all parameters is clipped to C (Abadi et al.; TF Privacy).
+    #[default]
+    Flat,
+    /// Each of the L parameterised layers (weight and bias together) is clipped to C/sqrt(L)
+    /// on its own (Opacus's "per_layer"; McMahan et al. 2018), so the whole gradient still has
+    /// norm at most C. A layer with small gradients is no longer drowned by one with large
+    /// ones: in DNN-Max the 905k-weight dense layer's gradient dwarfs the convolutions'.
+    PerLayer,
+}
+
 /// DP-SGD settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct DpConfig {
@@ -44,6 +58,9 @@ pub struct DpConfig {
     /// [`DpConfig::validate`]; see [`DpConfig::delta`]).
     pub delta: f64,
     pub noise_seed: NoiseSeed,
+    /// Absent in checkpoints written before per-layer clipping existed: flat.
+    #[serde(default)]
+    pub clipping: Clipping,
 }
 
 impl DpConfig {
@@ -55,6 +72,7 @@ impl DpConfig {
             microbatch_size: 1,
             delta: 1e-5,
             noise_seed: NoiseSeed::Os,
+            clipping: Clipping::Flat,
         })
     }
     pub fn validate(&self) -> Result<()> {
@@ -174,6 +192,7 @@ pub fn clipped_gradient_sums(
     labels: &Tensor,
     class_weights: Option<ClassWeights>,
     clip: ClipNorm,
+    clipping: Clipping,
     microbatch: usize,
     mut dropout_rng: Option<&mut dyn RngCore>,
 ) -> Result<ClippedSums> {
@@ -260,7 +279,7 @@ pub fn clipped_gradient_sums(
         DenseFactored { g: Tensor, a: Tensor },
     }
     let mut per_layer = Vec::with_capacity(caps.len());
-    let mut sq = Tensor::zeros(units, DType::F32, x.device())?;
+    let mut layer_sq = Vec::with_capacity(caps.len());
     let grad_of = |v: &Var| -> Result<Tensor> {
         match grads.get(v.as_tensor()) {
             Some(g) => Ok(g.clone()),
@@ -295,34 +314,56 @@ pub fn clipped_gradient_sums(
                 }
             }
         };
-        sq = match &ug {
+        layer_sq.push(match &ug {
             UnitGrads::Full(gw, gb) => {
-                (sq + gw.sqr()?.flatten_from(1)?.sum(1)?)? + gb.sqr()?.flatten_from(1)?.sum(1)?
+                (gw.sqr()?.flatten_from(1)?.sum(1)? + gb.sqr()?.flatten_from(1)?.sum(1)?)?
             }
             UnitGrads::DenseFactored { g, a } => {
                 let ga = g.sqr()?.sum(1)?;
                 let aa = (a.sqr()?.sum(1)? + 1.0)?;
-                sq + ga.mul(&aa)?
+                ga.mul(&aa)?
             }
-        }?;
+        });
         per_layer.push(ug);
     }
+    let mut sq = Tensor::zeros(units, DType::F32, x.device())?;
+    for l in &layer_sq {
+        sq = (sq + l)?;
+    }
     let norms = sq.sqrt()?;
-    // c_u = min(1, C / |g_u|)
-    let factors = (norms.clone() + 1e-12)?
-        .recip()?
-        .affine(clip.get(), 0.0)?
-        .clamp(0f32, 1f32)?;
-    let factors = match class_weights {
-        None => factors,
+    // c = min(1, bound / |g|), then the class weight over the largest weight.
+    let unit_w = match class_weights {
+        None => None,
         Some(cw) => {
             let w_max = f64::from(cw.get()[0].max(cw.get()[1]));
-            let unit_w = (w.reshape((units, m))?.mean(1)? / w_max)?;
-            factors.mul(&unit_w)?
+            Some((w.reshape((units, m))?.mean(1)? / w_max)?)
+        }
+    };
+    let clip_factors = |norm: &Tensor, bound: f64| -> Result<Tensor> {
+        let f = (norm + 1e-12)?
+            .recip()?
+            .affine(bound, 0.0)?
+            .clamp(0f32, 1f32)?;
+        Ok(match &unit_w {
+            None => f,
+            Some(uw) => f.mul(uw)?,
+        })
+    };
+    let layer_factors: Vec<Tensor> = match clipping {
+        Clipping::Flat => {
+            let f = clip_factors(&norms, clip.get())?;
+            vec![f; per_layer.len()]
+        }
+        Clipping::PerLayer => {
+            let bound = clip.get() / (per_layer.len().max(1) as f64).sqrt();
+            layer_sq
+                .iter()
+                .map(|l| clip_factors(&l.sqrt()?, bound))
+                .collect::<Result<_>>()?
         }
     };
     let mut sums = Vec::with_capacity(2 * per_layer.len());
-    for ug in &per_layer {
+    for (ug, factors) in per_layer.iter().zip(&layer_factors) {
         match ug {
             UnitGrads::Full(gw, gb) => {
                 let fw = factors.reshape((units, 1, 1))?;
@@ -395,6 +436,7 @@ pub fn private_gradients(
             &labels.narrow(0, start, len)?,
             class_weights,
             dp.clip_norm,
+            dp.clipping,
             m,
             Some(&mut *dropout_rng),
         )?;

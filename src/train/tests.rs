@@ -359,6 +359,7 @@ fn per_example_norms_and_clipped_sums_equal_the_batch_1_reference() {
             &y,
             None,
             ClipNorm::new(clip).unwrap(),
+            dpsgd::Clipping::Flat,
             1,
             None,
         )
@@ -388,6 +389,7 @@ fn per_example_norms_and_clipped_sums_equal_the_batch_1_reference() {
             &y,
             None,
             ClipNorm::new(clip).unwrap(),
+            dpsgd::Clipping::Flat,
             2,
             None,
         )
@@ -438,6 +440,7 @@ fn clipping_bounds_every_contribution() {
             &y.narrow(0, i, 1).unwrap(),
             None,
             ClipNorm::new(clip).unwrap(),
+            dpsgd::Clipping::Flat,
             1,
             None,
         )
@@ -449,9 +452,17 @@ fn clipping_bounds_every_contribution() {
         );
     }
     // The whole batch sum is bounded by B * C.
-    let r =
-        dpsgd::clipped_gradient_sums(&model, &x, &y, None, ClipNorm::new(clip).unwrap(), 1, None)
-            .unwrap();
+    let r = dpsgd::clipped_gradient_sums(
+        &model,
+        &x,
+        &y,
+        None,
+        ClipNorm::new(clip).unwrap(),
+        dpsgd::Clipping::Flat,
+        1,
+        None,
+    )
+    .unwrap();
     assert!(norm(&r.sums) <= 6.0 * clip * (1.0 + 1e-4));
 }
 
@@ -479,6 +490,7 @@ fn class_weights_act_after_the_clip_and_keep_the_bound() {
             &y.narrow(0, i, 1).unwrap(),
             Some(cw),
             ClipNorm::new(clip).unwrap(),
+            dpsgd::Clipping::Flat,
             1,
             None,
         )
@@ -489,6 +501,54 @@ fn class_weights_act_after_the_clip_and_keep_the_bound() {
             (n - expected).abs() <= expected * 1e-3,
             "example {i} (label {}): norm {n}, expected {expected}",
             labels[i]
+        );
+    }
+}
+
+/// Per-layer clipping: each parameterised layer of each example is clipped to C/sqrt(L) on its
+/// own (so the whole is at most C), and a layer below its bound is left as it is.
+#[test]
+fn per_layer_clipping_bounds_each_layer() {
+    let kind = ModelKind::DnnMax;
+    let (model, _vm) = Model::init(kind, 1.0, 31, &Device::Cpu).unwrap();
+    let data = synthetic(kind, 3, 33);
+    let (x, y) = data.batch(&[0, 1, 2], &Device::Cpu).unwrap();
+    let refs = reference_per_example(&model, &x, &y);
+    let layers = model.named_parameters().len() / 2; // weight and bias per layer
+    let layer_norm = |g: &[Tensor], l: usize| norm(&g[2 * l..2 * l + 2]);
+    for i in 0..3 {
+        // A bound between the example's smallest and largest layer norms: some layers clip,
+        // some do not.
+        let norms: Vec<f64> = (0..layers).map(|l| layer_norm(&refs[i], l)).collect();
+        let lo = norms.iter().cloned().fold(f64::MAX, f64::min);
+        let hi = norms.iter().cloned().fold(0.0, f64::max);
+        let bound = (lo * hi).sqrt();
+        let clip = bound * (layers as f64).sqrt();
+        let r = dpsgd::clipped_gradient_sums(
+            &model,
+            &x.narrow(0, i, 1).unwrap(),
+            &y.narrow(0, i, 1).unwrap(),
+            None,
+            ClipNorm::new(clip).unwrap(),
+            dpsgd::Clipping::PerLayer,
+            1,
+            None,
+        )
+        .unwrap();
+        assert!(norm(&r.sums) <= clip * (1.0 + 1e-4));
+        let mut clipped = 0;
+        for (l, &n) in norms.iter().enumerate() {
+            let expected = n.min(bound);
+            clipped += usize::from(n > bound);
+            let g = layer_norm(&r.sums, l);
+            assert!(
+                (g - expected).abs() <= expected * 2e-3 + 1e-12,
+                "example {i} layer {l}: norm {g}, expected {expected} (raw {n}, bound {bound})"
+            );
+        }
+        assert!(
+            clipped > 0 && clipped < layers,
+            "test needs clipped and unclipped layers"
         );
     }
 }

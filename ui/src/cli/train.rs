@@ -9,7 +9,7 @@ use privxray::model::spec::pneumonia_probability;
 use privxray::model::{ModelKind, Technique};
 use privxray::preprocess::{self, Preprocessed};
 use privxray::privacy::{self, AccountantKind, Delta, NoiseMultiplier};
-use privxray::train::dpsgd::{DpConfig, NoiseSeed, Sampling};
+use privxray::train::dpsgd::{Clipping, DpConfig, NoiseSeed, Sampling};
 use privxray::train::engine::model_from_checkpoint;
 use privxray::train::loss::ClassWeights;
 use privxray::train::optim::OptimizerConfig;
@@ -36,6 +36,14 @@ pub enum OptimizerArg {
 pub enum DeviceArg {
     Cpu,
     Cuda,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ClippingArg {
+    /// The gradient over all parameters is clipped to C.
+    Flat,
+    /// Each layer is clipped to C/sqrt(layers) on its own.
+    PerLayer,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -108,6 +116,9 @@ pub struct TrainArgs {
     pub microbatch: usize,
     #[arg(long, value_enum, default_value = "poisson")]
     pub sampling: SamplingArg,
+    /// flat (all parameters together) or per-layer.
+    #[arg(long, value_enum, default_value = "flat")]
+    pub clipping: ClippingArg,
     /// Fixed seed for the DP noise: reproducible but NOT SECURE.
     #[arg(long)]
     pub insecure_noise_seed: Option<u64>,
@@ -198,6 +209,10 @@ fn config_from(a: &TrainArgs, train_data: &TrainData) -> anyhow::Result<TrainCon
             SamplingArg::Poisson => Sampling::Poisson,
             SamplingArg::Shuffled => Sampling::Shuffled,
         };
+        dp.clipping = match a.clipping {
+            ClippingArg::Flat => Clipping::Flat,
+            ClippingArg::PerLayer => Clipping::PerLayer,
+        };
         if let Some(s) = a.insecure_noise_seed {
             eprintln!(
                 "WARNING: --insecure-noise-seed {s}: the DP noise is reproducible and NOT SECURE"
@@ -224,9 +239,13 @@ fn describe(e: &TrainingEvent) -> Option<String> {
             "training {model} on {device}: {train_images} train / {val_images} validation images, {epochs} epochs{}",
             match dp {
                 Some(d) => format!(
-                    ", DP-SGD noise {} clip {} ({sampling} sampling)",
+                    ", DP-SGD noise {} clip {}{} ({sampling} sampling)",
                     d.noise_multiplier.get(),
-                    d.clip_norm.get()
+                    d.clip_norm.get(),
+                    match d.clipping {
+                        Clipping::Flat => "",
+                        Clipping::PerLayer => " per layer",
+                    }
                 ),
                 None => String::new(),
             }
@@ -672,6 +691,7 @@ pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
             delta: a.delta,
             microbatch: 1,
             sampling: SamplingArg::Poisson,
+            clipping: ClippingArg::Flat,
             insecure_noise_seed: None,
             json: false,
         };
