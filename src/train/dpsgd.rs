@@ -186,6 +186,7 @@ enum Captured {
 /// layers get a zero probe on their output; with per-example clipping their gradient norm is
 /// `|g| * sqrt(|a|^2 + 1)` (weight and bias) and the clipped sum is `(c*g)^T a`, never forming
 /// per-example matrices.
+#[allow(clippy::too_many_arguments)]
 pub fn clipped_gradient_sums(
     model: &Model,
     x: &Tensor,

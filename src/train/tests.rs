@@ -483,7 +483,7 @@ fn class_weights_act_after_the_clip_and_keep_the_bound() {
     );
     let clip = 1e-3;
     let cw = crate::train::loss::ClassWeights::new(2.0, 0.5).unwrap();
-    for i in 0..6 {
+    for (i, &label) in labels.iter().enumerate() {
         let r = dpsgd::clipped_gradient_sums(
             &model,
             &x.narrow(0, i, 1).unwrap(),
@@ -495,12 +495,11 @@ fn class_weights_act_after_the_clip_and_keep_the_bound() {
             None,
         )
         .unwrap();
-        let expected = clip * if labels[i] == 0 { 1.0 } else { 0.25 };
+        let expected = clip * if label == 0 { 1.0 } else { 0.25 };
         let n = norm(&r.sums);
         assert!(
             (n - expected).abs() <= expected * 1e-3,
-            "example {i} (label {}): norm {n}, expected {expected}",
-            labels[i]
+            "example {i} (label {label}): norm {n}, expected {expected}"
         );
     }
 }
@@ -516,10 +515,10 @@ fn per_layer_clipping_bounds_each_layer() {
     let refs = reference_per_example(&model, &x, &y);
     let layers = model.named_parameters().len() / 2; // weight and bias per layer
     let layer_norm = |g: &[Tensor], l: usize| norm(&g[2 * l..2 * l + 2]);
-    for i in 0..3 {
+    for (i, ref_i) in refs.iter().enumerate() {
         // A bound between the example's smallest and largest layer norms: some layers clip,
         // some do not.
-        let norms: Vec<f64> = (0..layers).map(|l| layer_norm(&refs[i], l)).collect();
+        let norms: Vec<f64> = (0..layers).map(|l| layer_norm(ref_i, l)).collect();
         let lo = norms.iter().cloned().fold(f64::MAX, f64::min);
         let hi = norms.iter().cloned().fold(0.0, f64::max);
         let bound = (lo * hi).sqrt();
