@@ -13,7 +13,7 @@
 
 use super::contiguous_f32;
 use super::pool::PoolKind;
-use super::unfold::{col2im_example, im2col_example, Geom};
+use super::unfold::{col2im_example, im2col_example, im2col_example_par, Geom};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -372,7 +372,10 @@ fn forward_example(
     let (r, p) = (d.g.rows(), d.g.cols());
     let z_len = if e.pool.is_some() { d.o * p } else { 0 };
     with_scratch(r * p, z_len, |cols, zbuf| {
-        im2col_example(x, &d.g, cols);
+        match par {
+            Parallelism::None => im2col_example(x, &d.g, cols),
+            _ => im2col_example_par(x, &d.g, cols),
+        }
         // Without pooling the convolution output is written in place of y.
         let z: &mut [f32] = if e.pool.is_some() { zbuf } else { &mut *y };
         for (row, bias) in z.chunks_mut(p).zip(b) {

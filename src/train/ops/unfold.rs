@@ -61,26 +61,40 @@ pub struct Im2Col {
 
 /// One example's columns `(C*K*K, OH*OW)` into `out` (every element written).
 pub(crate) fn im2col_example(x: &[f32], g: &Geom, out: &mut [f32]) {
-    let p_len = g.cols();
-    for (r, row) in out.chunks_mut(p_len).enumerate() {
-        let (ch, ki, kj) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
-        let plane = &x[ch * g.h * g.w..(ch + 1) * g.h * g.w];
-        let (lo, hi) = g.valid_cols(kj);
-        for oi in 0..g.oh {
-            let dst = &mut row[oi * g.ow..(oi + 1) * g.ow];
-            let yi = oi + ki;
-            if yi < g.p || yi - g.p >= g.h {
-                dst.fill(0.0);
-                continue;
-            }
-            let src = &plane[(yi - g.p) * g.w..(yi - g.p + 1) * g.w];
-            dst[..lo].fill(0.0);
-            dst[hi..].fill(0.0);
-            if hi > lo {
-                // input column = oj + kj - p
-                let s0 = lo + kj - g.p;
-                dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
-            }
+    for (r, row) in out.chunks_mut(g.cols()).enumerate() {
+        im2col_row(x, g, r, row);
+    }
+}
+
+/// [`im2col_example`] with its rows spread over the rayon pool: for a batch of one, where the
+/// examples themselves cannot be spread (a single-threaded im2col of DNN-Max's second
+/// convolution writes 4.9 MB while the GEMM after it runs on every core).
+pub(crate) fn im2col_example_par(x: &[f32], g: &Geom, out: &mut [f32]) {
+    use rayon::prelude::*;
+    out.par_chunks_mut(g.cols().max(1))
+        .enumerate()
+        .for_each(|(r, row)| im2col_row(x, g, r, row));
+}
+
+/// Row `r` (channel, kernel row, kernel column) of one example's columns.
+fn im2col_row(x: &[f32], g: &Geom, r: usize, row: &mut [f32]) {
+    let (ch, ki, kj) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
+    let plane = &x[ch * g.h * g.w..(ch + 1) * g.h * g.w];
+    let (lo, hi) = g.valid_cols(kj);
+    for oi in 0..g.oh {
+        let dst = &mut row[oi * g.ow..(oi + 1) * g.ow];
+        let yi = oi + ki;
+        if yi < g.p || yi - g.p >= g.h {
+            dst.fill(0.0);
+            continue;
+        }
+        let src = &plane[(yi - g.p) * g.w..(yi - g.p + 1) * g.w];
+        dst[..lo].fill(0.0);
+        dst[hi..].fill(0.0);
+        if hi > lo {
+            // input column = oj + kj - p
+            let s0 = lo + kj - g.p;
+            dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
         }
     }
 }
