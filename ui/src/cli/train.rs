@@ -641,6 +641,17 @@ pub struct SweepArgs {
     pub delta: f64,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Learning rate (default 1e-3 for Adam, 1e-2 for SGD).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, value_enum, default_value = "adam")]
+    pub optimizer: OptimizerArg,
+    /// Class weights (applied after the clip under DP; see `train --help`).
+    #[arg(long)]
+    pub class_weights: bool,
+    /// flat (all parameters together) or per-layer.
+    #[arg(long, value_enum, default_value = "flat")]
+    pub clipping: ClippingArg,
     /// Folder for sweep.json, sweep.md and frontier.png.
     #[arg(long, default_value = "data/sweep")]
     pub out: PathBuf,
@@ -672,15 +683,15 @@ pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
             model: a.model,
             epochs: a.epochs,
             batch_size: a.batch_size,
-            lr: None,
-            optimizer: OptimizerArg::Adam,
+            lr: a.lr,
+            optimizer: a.optimizer,
             momentum: 0.9,
             patience: 0,
             out: None,
             metrics: None,
             device: DeviceArg::Cpu,
             width: 1.0,
-            class_weights: false,
+            class_weights: a.class_weights,
             seed: a.seed,
             resume: None,
             init_weights: None,
@@ -691,7 +702,7 @@ pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
             delta: a.delta,
             microbatch: 1,
             sampling: SamplingArg::Poisson,
-            clipping: ClippingArg::Flat,
+            clipping: a.clipping,
             insecure_noise_seed: None,
             json: false,
         };
