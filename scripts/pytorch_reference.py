@@ -48,12 +48,10 @@ def batch(n, device):
     return x, y
 
 
-def plain(b, steps, device):
-    torch.manual_seed(1)
-    model = dnn_max().to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
+def images_per_sec(model, opt, b, steps, device):
+    """Training throughput of `model` with `opt` on one fixed batch of `b` images."""
     x, y = batch(b, device)
+    loss_fn = nn.CrossEntropyLoss()
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -63,6 +61,13 @@ def plain(b, steps, device):
             torch.cuda.synchronize()
 
     return b / median_seconds(steps, step)
+
+
+def plain(b, steps, device):
+    torch.manual_seed(1)
+    model = dnn_max().to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    return images_per_sec(model, opt, b, steps, device)
 
 
 def private(b, steps, device, mode):
@@ -78,16 +83,7 @@ def private(b, steps, device, mode):
         module=model, optimizer=opt, data_loader=loader, noise_multiplier=1.0,
         max_grad_norm=1.0, poisson_sampling=False, grad_sample_mode=mode,
     )
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    return b / median_seconds(steps, step)
+    return images_per_sec(model, opt, b, steps, device)
 
 
 def main():

@@ -3,6 +3,7 @@
 //! owns the interface and the `privxray` binary.
 
 pub mod atomic;
+mod bytes;
 pub mod data;
 pub mod model;
 pub mod mpc;

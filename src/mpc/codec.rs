@@ -13,6 +13,7 @@ use super::layers::ConvGeom;
 use super::model::{PartyModel, SecureOp};
 use super::party::PartyId;
 use super::share::ArithShare;
+use crate::bytes::{Cursor, Short};
 
 const VERSION: u8 = 1;
 const MAGIC_MODEL: &[u8; 4] = b"PXMS";
@@ -60,8 +61,7 @@ impl Writer {
 
 struct Reader<'a> {
     what: &'static str,
-    data: &'a [u8],
-    pos: usize,
+    cur: Cursor<'a>,
 }
 
 impl<'a> Reader<'a> {
@@ -71,34 +71,27 @@ impl<'a> Reader<'a> {
             reason: reason.into(),
         }
     }
+    fn short(&self, s: Short) -> MpcError {
+        self.err(format!(
+            "needs {} more bytes at offset {}, only {} left",
+            s.needed, s.offset, s.available
+        ))
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let left = self.data.len() - self.pos;
-        if n > left {
-            return Err(self.err(format!(
-                "needs {n} more bytes at offset {}, only {left} left",
-                self.pos
-            )));
-        }
-        let s = &self.data[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
+        self.cur.take(n).map_err(|s| self.short(s))
     }
     fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
+        self.cur.u8().map_err(|s| self.short(s))
     }
     fn u32(&mut self) -> Result<usize> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        Ok(self.cur.u32().map_err(|s| self.short(s))? as usize)
     }
     fn u64(&mut self) -> Result<u64> {
-        let b = self.take(8)?;
-        Ok(u64::from_le_bytes([
-            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
-        ]))
+        self.cur.u64().map_err(|s| self.short(s))
     }
     fn words(&mut self) -> Result<Vec<u64>> {
         let n = self.u64()?;
-        let left = (self.data.len() - self.pos) as u64;
+        let left = self.cur.remaining() as u64;
         if n > left / 8 {
             return Err(self.err(format!("declares {n} words but only {left} bytes are left")));
         }
@@ -118,7 +111,10 @@ impl<'a> Reader<'a> {
         what: &'static str,
         magic: &[u8; 4],
     ) -> Result<(Self, PartyId, FixedPoint)> {
-        let mut r = Reader { what, data, pos: 0 };
+        let mut r = Reader {
+            what,
+            cur: Cursor::new(data),
+        };
         let m = r.take(4)?;
         if m != magic {
             return Err(r.err(format!("magic {m:?}, expected {magic:?}")));
@@ -132,8 +128,8 @@ impl<'a> Reader<'a> {
         Ok((r, party, fixed))
     }
     fn finish(&self) -> Result<()> {
-        if self.pos != self.data.len() {
-            return Err(self.err(format!("{} trailing bytes", self.data.len() - self.pos)));
+        if self.cur.remaining() != 0 {
+            return Err(self.err(format!("{} trailing bytes", self.cur.remaining())));
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! The decoder checks every length against the bytes actually present before using it, so a
 //! hostile length never causes an allocation or a panic, and it rejects trailing bytes.
 
+use crate::bytes::{Cursor, Short};
 use std::fmt;
 
 /// Largest tensor rank a request may declare.
@@ -188,7 +189,9 @@ impl Message {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = Reader {
+            cur: Cursor::new(bytes),
+        };
         let tag = r.u8("tag")?;
         let message = match tag {
             TAG_SHARE_MODEL => Message::ShareModel {
@@ -239,7 +242,7 @@ impl Message {
             },
             other => return Err(DecodeError::UnknownTag(other)),
         };
-        let trailing = bytes.len() - r.pos;
+        let trailing = r.cur.remaining();
         if trailing != 0 {
             return Err(DecodeError::TrailingBytes { count: trailing });
         }
@@ -390,41 +393,32 @@ pub enum DecodeError {
 }
 
 struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+    cur: Cursor<'a>,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        let available = self.bytes.len() - self.pos;
-        if n > available {
-            return Err(DecodeError::Truncated {
-                field,
-                needed: n as u64,
-                available,
-            });
+    fn short(field: &'static str) -> impl Fn(Short) -> DecodeError {
+        move |s| DecodeError::Truncated {
+            field,
+            needed: s.needed as u64,
+            available: s.available,
         }
-        let out = &self.bytes[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(out)
     }
 
-    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N, field)?);
-        Ok(a)
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        self.cur.take(n).map_err(Self::short(field))
     }
 
     fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
-        Ok(self.array::<1>(field)?[0])
+        self.cur.u8().map_err(Self::short(field))
     }
 
     fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.array(field)?))
+        self.cur.u32().map_err(Self::short(field))
     }
 
     fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.array(field)?))
+        self.cur.u64().map_err(Self::short(field))
     }
 
     fn text(&mut self) -> Result<String, DecodeError> {
@@ -454,7 +448,7 @@ impl<'a> Reader<'a> {
 
     fn byte_string(&mut self, field: &'static str) -> Result<Vec<u8>, DecodeError> {
         let len = self.u64(field)?;
-        let available = self.bytes.len() - self.pos;
+        let available = self.cur.remaining();
         // Compare in u64 first: a hostile length must not wrap when narrowed to usize.
         if len > available as u64 {
             return Err(DecodeError::Truncated {
