@@ -20,10 +20,6 @@ impl<'a> Cursor<'a> {
     pub fn new(data: &'a [u8]) -> Self {
         Cursor { data, pos: 0 }
     }
-    /// Bytes read so far.
-    pub fn pos(&self) -> usize {
-        self.pos
-    }
     /// Bytes not read yet.
     pub fn remaining(&self) -> usize {
         self.data.len() - self.pos
@@ -88,6 +84,6 @@ mod tests {
                 offset: 1
             })
         );
-        assert_eq!(c.pos(), 1);
+        assert_eq!(c.remaining(), 2);
     }
 }
