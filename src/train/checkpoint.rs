@@ -58,6 +58,10 @@ pub struct CheckpointMeta {
     #[serde(default)]
     pub privacy_ledger: Vec<DpSegment>,
     pub history: Vec<EpochRecord>,
+    /// Layers kept at their initial weights ([`crate::train::Model::freeze`]); absent in
+    /// checkpoints written before freezing existed: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frozen: Vec<String>,
 }
 
 fn ck_err(path: &Path, reason: impl Into<String>) -> TrainError {

@@ -149,6 +149,41 @@ pub struct PrivateStep {
     pub loss: f64,
     /// The batch's logits (`None` for an empty batch).
     pub logits: Option<Tensor>,
+    /// How the clip bit this step, for choosing C (`None` for an empty batch). A diagnostic for
+    /// the data holder's log, computed from the raw norms: it is not itself privatised, so it
+    /// belongs beside the training run, never in the released model.
+    pub clip_stats: Option<ClipStats>,
+}
+
+/// Per-step statistics of the units' gradient norms before clipping (flat L2 over all layers).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClipStats {
+    /// Share of units whose norm exceeded C (and so were scaled down).
+    pub clipped_fraction: f64,
+    /// Median unit norm.
+    pub median_norm: f64,
+}
+
+impl ClipStats {
+    /// Statistics of `norms` against the bound `clip`; `None` when there are no units.
+    pub fn of(norms: &[f32], clip: f64) -> Option<Self> {
+        if norms.is_empty() {
+            return None;
+        }
+        let mut v: Vec<f64> = norms.iter().map(|&x| f64::from(x)).collect();
+        v.sort_by(f64::total_cmp);
+        let mid = v.len() / 2;
+        let median_norm = if v.len() % 2 == 1 {
+            v[mid]
+        } else {
+            (v[mid - 1] + v[mid]) / 2.0
+        };
+        let clipped = v.iter().filter(|&&x| x > clip).count();
+        Some(ClipStats {
+            clipped_fraction: clipped as f64 / v.len() as f64,
+            median_norm,
+        })
+    }
 }
 
 /// Clipped per-unit gradients summed over a batch, before noise.
@@ -185,7 +220,8 @@ enum Captured {
 /// copy *is* the per-example gradient, at the cost of the ordinary weight-gradient GEMMs. Dense
 /// layers get a zero probe on their output; with per-example clipping their gradient norm is
 /// `|g| * sqrt(|a|^2 + 1)` (weight and bias) and the clipped sum is `(c*g)^T a`, never forming
-/// per-example matrices.
+/// per-example matrices. Frozen layers ([`Model::freeze`]) run as in the plain forward pass and
+/// count towards neither the norms nor the sums (theirs are zeros).
 #[allow(clippy::too_many_arguments)]
 pub fn clipped_gradient_sums(
     model: &Model,
@@ -207,6 +243,8 @@ pub fn clipped_gradient_sums(
     }
     let units = n / m;
     let mut caps = Vec::new();
+    // Per parameterised layer, in order: its index in `caps`, or None when frozen.
+    let mut slots: Vec<Option<usize>> = Vec::new();
     let mut h = x.clone();
     let mut fused = 0;
     for (i, layer) in model.layers().iter().enumerate() {
@@ -215,6 +253,27 @@ pub fn clipped_gradient_sums(
             continue;
         }
         h = match layer {
+            NetLayer::Conv {
+                name,
+                weight,
+                bias,
+                padding,
+                ..
+            } if model.is_frozen(name) => {
+                // No per-example copy: nothing of this layer is trained, only its input
+                // gradient flows on to the layers before it.
+                let (epilogue, n) = model.epilogue_after(i);
+                fused = n;
+                slots.push(None);
+                ops::conv2d_fused(&h, &weight.detach(), &bias.detach(), *padding, epilogue)?
+            }
+            NetLayer::Dense {
+                name, weight, bias, ..
+            } if model.is_frozen(name) => {
+                slots.push(None);
+                h.matmul(&weight.detach().t()?)?
+                    .broadcast_add(&bias.detach())?
+            }
             NetLayer::Conv {
                 weight,
                 bias,
@@ -240,6 +299,7 @@ pub fn clipped_gradient_sums(
                 let (epilogue, n) = model.epilogue_after(i);
                 fused = n;
                 let y = ops::conv2d_per_example(&h, &w, &b, *kernel, *padding, epilogue)?;
+                slots.push(Some(caps.len()));
                 caps.push(Captured::Conv { w, b });
                 y
             }
@@ -250,6 +310,7 @@ pub fn clipped_gradient_sums(
                     .broadcast_add(&bias.detach())?;
                 let probe = Var::zeros(z.shape(), DType::F32, z.device())?;
                 let z = z.add(probe.as_tensor())?;
+                slots.push(Some(caps.len()));
                 caps.push(Captured::Dense { input, probe });
                 z
             }
@@ -363,8 +424,9 @@ pub fn clipped_gradient_sums(
                 .collect::<Result<_>>()?
         }
     };
-    let mut sums = Vec::with_capacity(2 * per_layer.len());
+    let mut trained = Vec::with_capacity(per_layer.len());
     for (ug, factors) in per_layer.iter().zip(&layer_factors) {
+        let mut sums = Vec::with_capacity(2);
         match ug {
             UnitGrads::Full(gw, gb) => {
                 let fw = factors.reshape((units, 1, 1))?;
@@ -378,14 +440,20 @@ pub fn clipped_gradient_sums(
                 sums.push(cg.sum(0)?);
             }
         }
+        trained.push(sums);
     }
-    // Reshape to the parameters' own shapes.
+    // In parameter order and shapes; a frozen layer's sums are zeros.
     let params = model.named_parameters();
-    let sums = sums
-        .into_iter()
-        .zip(&params)
-        .map(|(s, (_, p))| s.reshape(p.shape()))
-        .collect::<candle_core::Result<Vec<_>>>()?;
+    let mut sums = Vec::with_capacity(params.len());
+    for (layer, slot) in slots.iter().enumerate() {
+        for part in 0..2 {
+            let p = &params[2 * layer + part].1;
+            sums.push(match slot {
+                Some(c) => trained[*c][part].reshape(p.shape())?,
+                None => p.zeros_like()?,
+            });
+        }
+    }
     Ok(ClippedSums {
         sums,
         unit_norms: norms.to_vec1::<f32>()?,
@@ -420,7 +488,9 @@ pub fn private_gradients(
         .layers()
         .iter()
         .map(|l| match l {
-            NetLayer::Conv { weight, bias, .. } => weight.elem_count() + bias.elem_count(),
+            NetLayer::Conv {
+                name, weight, bias, ..
+            } if !model.is_frozen(name) => weight.elem_count() + bias.elem_count(),
             _ => 0,
         })
         .sum();
@@ -428,6 +498,7 @@ pub fn private_gradients(
     let mut sums: Option<Vec<Tensor>> = None;
     let (mut lsum, mut wsum) = (0f64, 0f64);
     let mut logits = Vec::new();
+    let mut norms = Vec::new();
     let mut start = 0;
     while start < usable {
         let len = chunk.min(usable - start);
@@ -452,12 +523,19 @@ pub fn private_gradients(
         lsum += r.weighted_loss_sum;
         wsum += r.weight_sum;
         logits.push(r.logits);
+        norms.extend_from_slice(&r.unit_norms);
         start += len;
     }
     let std = dp.noise_multiplier.get() * dp.clip_norm.get();
     let denom = (expected_batch / m as f64).max(1.0);
     let mut gradients = Vec::with_capacity(params.len());
+    let trainable = model.trainable_mask();
     for (i, (_, p)) in params.iter().enumerate() {
+        if !trainable[i] {
+            // Frozen: no gradient, so no noise and no privacy spent on it.
+            gradients.push(p.zeros_like()?);
+            continue;
+        }
         let noise_t = Tensor::from_vec(
             gaussian_noise(p.elem_count(), std, noise)?,
             p.shape(),
@@ -485,5 +563,6 @@ pub fn private_gradients(
         gradients,
         loss: if wsum > 0.0 { lsum / wsum } else { 0.0 },
         logits,
+        clip_stats: ClipStats::of(&norms, dp.clip_norm.get()),
     })
 }

@@ -56,6 +56,9 @@ pub struct TrainConfig {
     /// ImageNet VGG16 weights for the convolutions (see [`model::load_vgg16_imagenet`]).
     pub init_weights: Option<PathBuf>,
     pub dp: Option<DpConfig>,
+    /// Layers kept at their initial (or `init_weights`) values, e.g. `fc1` ([`Model::freeze`]).
+    /// Empty on resume: the checkpoint's choice holds.
+    pub frozen: Vec<String>,
     /// Turns DP steps into epsilon (default: the RDP accountant); `None`: no epsilon reported.
     pub accountant: Option<Box<dyn PrivacyAccountant>>,
     pub prefer_gpu: bool,
@@ -78,6 +81,7 @@ impl TrainConfig {
             resume: None,
             init_weights: None,
             dp: None,
+            frozen: Vec::new(),
             accountant: Some(Box::new(crate::privacy::RdpAccountant::new())),
             prefer_gpu: false,
         }
@@ -118,6 +122,9 @@ pub enum TrainingEvent {
         /// How epsilon is accounted (DP runs with an accountant): with Poisson sampling the
         /// subsampled Gaussian at q = B/N; with shuffled batches no amplification is assumed.
         accounting: Option<String>,
+        /// Layers kept at their initial weights.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        frozen: Vec<String>,
     },
     Step {
         epoch: usize,
@@ -125,6 +132,13 @@ pub enum TrainingEvent {
         loss: f64,
         images_per_sec: f64,
         epsilon: Option<f64>,
+        /// DP runs: share of this step's examples (or microbatches) whose gradient norm
+        /// exceeded the clip norm. Not privatised; see [`dpsgd::ClipStats`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clipped_fraction: Option<f64>,
+        /// DP runs: median per-unit gradient norm before clipping.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        median_grad_norm: Option<f64>,
     },
     Epoch {
         epoch: usize,
@@ -310,7 +324,21 @@ pub fn train(
             },
         ),
     };
-    let (model, varmap) = Model::init(kind, width, seed, &device)?;
+    let (mut model, varmap) = Model::init(kind, width, seed, &device)?;
+    let frozen = match &resumed {
+        Some(r) if config.frozen.is_empty() => r.meta.frozen.clone(),
+        Some(r) if config.frozen != r.meta.frozen => {
+            return Err(TrainError::Checkpoint {
+                path: r.path.clone(),
+                reason: format!(
+                    "was trained with frozen layers {:?}; resume cannot change them to {:?}",
+                    r.meta.frozen, config.frozen
+                ),
+            })
+        }
+        _ => config.frozen.clone(),
+    };
+    model.freeze(&frozen)?;
     if let Some(p) = &config.init_weights {
         if resumed.is_none() {
             model::load_vgg16_imagenet(&varmap, kind, p)?;
@@ -318,6 +346,7 @@ pub fn train(
     }
     let vars = model_vars(&model, &varmap)?;
     let mut optimizer = Optimizer::new(config.optimizer, vars.clone())?;
+    optimizer.set_trainable(&model.trainable_mask())?;
     let mut history = Vec::new();
     let mut best_val_acc = f64::NEG_INFINITY;
     let mut since_best = 0usize;
@@ -393,6 +422,7 @@ pub fn train(
         }
         .into(),
         accounting: ledger.as_ref().map(|l| l.mode().describe()),
+        frozen: model.frozen().to_vec(),
     });
     let ckpt_path = |tag: &str| {
         config
@@ -448,7 +478,7 @@ pub fn train(
             }
             let ts = Instant::now();
             let (x, y) = data.batch(batch, &device)?;
-            let (loss_v, logits) = match (&dp, noise_rng.as_mut()) {
+            let (loss_v, logits, clip_stats) = match (&dp, noise_rng.as_mut()) {
                 (Some(d), Some(nr)) => {
                     let expected = (sample_rate * n as f64).max(1.0);
                     let r = dpsgd::private_gradients(
@@ -465,7 +495,7 @@ pub fn train(
                     if let Some(l) = ledger.as_mut() {
                         l.step(d.noise_multiplier);
                     }
-                    (r.loss, r.logits)
+                    (r.loss, r.logits, r.clip_stats)
                 }
                 _ => {
                     if batch.is_empty() {
@@ -482,7 +512,7 @@ pub fn train(
                         })
                         .collect::<candle_core::Result<_>>()?;
                     optimizer.step(&g)?;
-                    (f64::from(loss.to_scalar::<f32>()?), Some(logits))
+                    (f64::from(loss.to_scalar::<f32>()?), Some(logits), None)
                 }
             };
             if !loss_v.is_finite() {
@@ -513,6 +543,8 @@ pub fn train(
                     0.0
                 },
                 epsilon: ledger.as_ref().map(Ledger::epsilon),
+                clipped_fraction: clip_stats.map(|c| c.clipped_fraction),
+                median_grad_norm: clip_stats.map(|c| c.median_norm),
             });
         }
         if let Some(l) = ledger.as_mut() {
@@ -577,6 +609,7 @@ pub fn train(
                 .map(|l| l.segments().to_vec())
                 .unwrap_or_default(),
             history: history.clone(),
+            frozen: model.frozen().to_vec(),
         };
         let mut tensors: Vec<(String, Tensor)> = vars
             .iter()

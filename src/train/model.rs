@@ -45,6 +45,8 @@ pub struct Model {
     width: f32,
     input: [usize; 3],
     layers: Vec<NetLayer>,
+    /// Names of the parameterised layers kept at their initial (or loaded) weights.
+    frozen: Vec<String>,
 }
 
 /// Pooling windows are 2x2 in every plan.
@@ -181,7 +183,67 @@ impl Model {
             width,
             input: kind.technique().input_shape(),
             layers,
+            frozen: Vec::new(),
         })
+    }
+
+    /// Names of the parameterised layers (`conv1`..., `fc1`...), in order.
+    pub fn layer_names(&self) -> Vec<&str> {
+        self.layers
+            .iter()
+            .filter_map(|l| match l {
+                NetLayer::Conv { name, .. } | NetLayer::Dense { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Keeps the named layers at their current weights: training leaves them alone, and DP-SGD
+    /// neither clips nor noises them. Their weights are then data-independent (a seeded random
+    /// initialisation or public pretrained weights), so they cost no privacy, and the noise
+    /// falls only on what is trained. Replaces any earlier choice.
+    pub fn freeze(&mut self, names: &[String]) -> Result<()> {
+        let known = self.layer_names();
+        for n in names {
+            if !known.contains(&n.as_str()) {
+                return Err(TrainError::Config(format!(
+                    "cannot freeze {n:?}: {} has layers {}",
+                    self.kind,
+                    known.join(", ")
+                )));
+            }
+        }
+        if known.iter().all(|k| names.iter().any(|n| n == k)) {
+            return Err(TrainError::Config(format!(
+                "freezing every layer of {} leaves nothing to train",
+                self.kind
+            )));
+        }
+        let mut frozen: Vec<String> = known
+            .into_iter()
+            .filter(|k| names.iter().any(|n| n == k))
+            .map(String::from)
+            .collect();
+        frozen.dedup();
+        self.frozen = frozen;
+        Ok(())
+    }
+
+    /// The frozen layers' names, in layer order.
+    pub fn frozen(&self) -> &[String] {
+        &self.frozen
+    }
+
+    pub fn is_frozen(&self, layer: &str) -> bool {
+        self.frozen.iter().any(|f| f == layer)
+    }
+
+    /// Per entry of [`Model::named_parameters`]: whether training updates it.
+    pub fn trainable_mask(&self) -> Vec<bool> {
+        self.named_parameters()
+            .iter()
+            .map(|(n, _)| !self.is_frozen(n.split('.').next().unwrap_or("")))
+            .collect()
     }
 
     /// A freshly initialised model and the `VarMap` that owns its trainable variables.

@@ -84,6 +84,8 @@ pub struct Optimizer {
     m: Vec<Option<Tensor>>,
     /// Second moment (Adam).
     v: Vec<Option<Tensor>>,
+    /// Variables the optimizer never updates (frozen layers).
+    frozen: Vec<bool>,
 }
 
 impl Optimizer {
@@ -96,7 +98,22 @@ impl Optimizer {
             vars,
             m: vec![None; n],
             v: vec![None; n],
+            frozen: vec![false; n],
         })
+    }
+
+    /// Marks which variables stay fixed (`trainable[i]` false): their gradients are ignored and
+    /// they keep no state.
+    pub fn set_trainable(&mut self, trainable: &[bool]) -> Result<()> {
+        if trainable.len() != self.vars.len() {
+            return Err(TrainError::Config(format!(
+                "trainable mask of {} entries for {} variables",
+                trainable.len(),
+                self.vars.len()
+            )));
+        }
+        self.frozen = trainable.iter().map(|t| !t).collect();
+        Ok(())
     }
 
     pub fn config(&self) -> OptimizerConfig {
@@ -121,6 +138,9 @@ impl Optimizer {
         self.step += 1;
         let t = self.step as i32;
         for (i, ((_, var), g)) in self.vars.iter().zip(grads).enumerate() {
+            if self.frozen[i] {
+                continue;
+            }
             // candle's gradients of variables still carry the op graph of the step that made
             // them (a dense layer's weight gradient references the layer's input activation).
             // Kept in the momentum state, that graph would chain every step's activations

@@ -114,6 +114,7 @@ fn checkpoint_round_trips_bit_exactly() {
             steps: 30,
         }],
         history: vec![],
+        frozen: vec!["fc1".into()],
     };
     let tensors: Vec<_> = vars
         .iter()
@@ -794,5 +795,199 @@ fn dp_resume_continues_the_privacy_ledger() {
 fn dp_plan_check_accepts_every_model() {
     for kind in ModelKind::ALL {
         dpsgd::check_plan_for_dp(&kind.plan(width_for(kind))).unwrap();
+    }
+}
+
+#[test]
+fn clip_stats_count_clipped_units_and_take_the_median() {
+    use super::dpsgd::ClipStats;
+    assert_eq!(ClipStats::of(&[], 1.0), None);
+    let s = ClipStats::of(&[3.0, 0.5, 2.0], 1.0).unwrap();
+    assert_eq!(s.median_norm, 2.0);
+    assert!((s.clipped_fraction - 2.0 / 3.0).abs() < 1e-12);
+    // Even count: the mean of the middle two; a norm equal to C is not clipped.
+    let s = ClipStats::of(&[4.0, 1.0, 0.25, 1.0], 1.0).unwrap();
+    assert_eq!(s.median_norm, 1.0);
+    assert_eq!(s.clipped_fraction, 0.25);
+}
+
+/// The step events of a DP run report how the clip acted: with a bound far above every
+/// gradient nothing is clipped, with a tiny one everything is, and the median is the same
+/// either way (it is measured before the clip).
+#[test]
+fn dp_step_events_report_the_clip() {
+    let kind = ModelKind::DnnAv;
+    let run = |clip: f64| {
+        let data = synthetic(kind, 16, 71);
+        let val = synthetic(kind, 4, 72);
+        let mut c = quick_config(kind, 1);
+        let mut dp = DpConfig::new(0.5, clip).unwrap();
+        dp.sampling = Sampling::Shuffled;
+        dp.noise_seed = NoiseSeed::InsecureFixed(5);
+        c.dp = Some(dp);
+        let (tx, rx) = mpsc::channel();
+        engine::train(c, &data, &val, tx, TrainControl::new()).unwrap();
+        rx.try_iter()
+            .find_map(|e| match e {
+                TrainingEvent::Step {
+                    clipped_fraction,
+                    median_grad_norm,
+                    ..
+                } => Some((clipped_fraction.unwrap(), median_grad_norm.unwrap())),
+                _ => None,
+            })
+            .expect("a step event")
+    };
+    let (none, m1) = run(1e4);
+    let (all, m2) = run(1e-6);
+    assert_eq!(none, 0.0);
+    assert_eq!(all, 1.0);
+    assert!(m1 > 1e-6 && m1 < 1e4, "{m1}");
+    assert!((m1 - m2).abs() <= 1e-4 * m1, "{m1} {m2}");
+}
+
+/// A frozen layer is outside DP-SGD: the per-example norms are those of the trained layers
+/// alone (checked against the batch-1 reference with the frozen layer's gradient left out),
+/// and its noisy gradient is exactly zero, so no noise and no privacy is spent on it.
+#[test]
+fn frozen_layers_are_neither_clipped_nor_noised() {
+    for (kind, frozen) in [(ModelKind::DnnMax, "conv2"), (ModelKind::Vgg16_1, "fc1")] {
+        let (mut model, _vm) = Model::init(kind, width_for(kind), 31, &Device::Cpu).unwrap();
+        let data = synthetic(kind, 4, 32);
+        let (x, y) = data.batch(&[0, 1, 2, 3], &Device::Cpu).unwrap();
+        let refs = reference_per_example(&model, &x, &y);
+        model.freeze(&[frozen.to_string()]).unwrap();
+        let mask = model.trainable_mask();
+        assert_eq!(mask.iter().filter(|t| !**t).count(), 2, "{kind}");
+        let trained: Vec<Vec<Tensor>> = refs
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .zip(&mask)
+                    .filter(|(_, t)| **t)
+                    .map(|(g, _)| g.clone())
+                    .collect()
+            })
+            .collect();
+        let r = dpsgd::clipped_gradient_sums(
+            &model,
+            &x,
+            &y,
+            None,
+            ClipNorm::new(1e6).unwrap(),
+            dpsgd::Clipping::Flat,
+            1,
+            None,
+        )
+        .unwrap();
+        let mut left_out = 0.0;
+        for ((a, g), full) in r.unit_norms.iter().zip(&trained).zip(&refs) {
+            let b = norm(g);
+            assert!((f64::from(*a) - b).abs() <= 1e-4 * b, "{kind}: {a} vs {b}");
+            left_out += norm(full).powi(2) - b * b;
+        }
+        // The frozen layer's share was real, so leaving it out changed the norms.
+        assert!(left_out > 1e-6, "{kind}: {left_out}");
+        let mut dp = DpConfig::new(1.0, 1.0).unwrap();
+        dp.noise_seed = NoiseSeed::InsecureFixed(9);
+        let step = dpsgd::private_gradients(
+            &model,
+            &x,
+            &y,
+            None,
+            &dp,
+            4.0,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
+            &mut dpsgd::noise_rng(dp.noise_seed),
+        )
+        .unwrap();
+        for ((g, t), (name, _)) in step
+            .gradients
+            .iter()
+            .zip(&mask)
+            .zip(model.named_parameters())
+        {
+            let peak = g
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            if *t {
+                assert!(peak > 0.0, "{kind} {name}: trained layer got no noise");
+            } else {
+                assert_eq!(peak, 0.0, "{kind} {name}: frozen layer got a gradient");
+            }
+        }
+    }
+}
+
+#[test]
+fn freezing_names_real_layers_and_leaves_something_to_train() {
+    let (mut model, _vm) = Model::init(ModelKind::DnnMax, 1.0, 1, &Device::Cpu).unwrap();
+    let e = model.freeze(&["fc9".into()]).unwrap_err().to_string();
+    assert!(
+        e.contains("fc9") && e.contains("conv1, conv2, conv3, fc1, fc2"),
+        "{e}"
+    );
+    let all: Vec<String> = ["conv1", "conv2", "conv3", "fc1", "fc2"]
+        .map(String::from)
+        .to_vec();
+    assert!(model.freeze(&all).is_err());
+    model.freeze(&["fc1".into(), "conv1".into()]).unwrap();
+    assert_eq!(model.frozen(), ["conv1", "fc1"]);
+}
+
+/// Plain and DP training leave a frozen layer bit-for-bit at its initial weights while the
+/// others move; the checkpoint records the choice and resume keeps it (and refuses to change
+/// it).
+#[test]
+fn training_leaves_frozen_layers_untouched() {
+    let kind = ModelKind::DnnAv;
+    let (init, _vm) = Model::init(kind, 1.0, 11, &Device::Cpu).unwrap();
+    let before = init.named_parameters();
+    for dp in [None, Some(DpConfig::new(1.0, 1.0).unwrap())] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = synthetic(kind, 16, 81);
+        let val = synthetic(kind, 4, 82);
+        let mut c = quick_config(kind, 1);
+        c.frozen = vec!["conv2".into()];
+        c.dp = dp;
+        c.checkpoint_dir = Some(dir.path().to_path_buf());
+        let (tx, _rx) = mpsc::channel();
+        let out = engine::train(c, &data, &val, tx, TrainControl::new()).unwrap();
+        for ((name, b), (_, a)) in before.iter().zip(out.model.named_parameters()) {
+            let same = (b - &a)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                == 0.0;
+            assert_eq!(
+                same,
+                name.starts_with("conv2."),
+                "{name} (dp {})",
+                dp.is_some()
+            );
+        }
+        let last = out.last_checkpoint.unwrap();
+        assert_eq!(checkpoint::read_meta(&last).unwrap().frozen, ["conv2"]);
+        // Resume keeps the frozen layers; asking for others is refused.
+        let mut r = quick_config(kind, 2);
+        r.resume = Some(last.clone());
+        r.checkpoint_dir = Some(dir.path().to_path_buf());
+        let (tx, _rx) = mpsc::channel();
+        let out = engine::train(r, &data, &val, tx, TrainControl::new()).unwrap();
+        assert_eq!(out.model.frozen(), ["conv2"]);
+        let mut r = quick_config(kind, 3);
+        r.resume = Some(last);
+        r.frozen = vec!["fc1".into()];
+        let (tx, _rx) = mpsc::channel();
+        let e = engine::train(r, &data, &val, tx, TrainControl::new()).unwrap_err();
+        assert!(e.to_string().contains("frozen"), "{e}");
     }
 }

@@ -179,6 +179,7 @@ fn slider_during_training_reaches_the_backend_and_splits_the_accounting() {
                 loss: 0.5,
                 images_per_sec: 100.0,
                 epsilon: None,
+                clipping: None,
             })))
     };
     for i in 0..30 {

@@ -111,6 +111,7 @@ fn running(h: &mut Harness) {
             loss: 0.69,
             images_per_sec: 64.0,
             epsilon: None,
+            clipping: None,
         },
     ] {
         h.app_event(AppEvent::Train(u));
@@ -123,6 +124,7 @@ fn running(h: &mut Harness) {
                 loss: 0.7 - 0.05 * (e * 4 + s) as f64,
                 images_per_sec: 64.0,
                 epsilon: None,
+                clipping: Some((0.75, 2.5 - 0.1 * (e * 4 + s) as f64)),
             }));
         }
         h.app_event(AppEvent::Train(TrainUpdate::Epoch(epoch(

@@ -112,12 +112,15 @@ pub fn to_update(event: TrainingEvent) -> Option<TrainUpdate> {
             loss,
             images_per_sec,
             epsilon,
+            clipped_fraction,
+            median_grad_norm,
         } => TrainUpdate::Step {
             epoch,
             step,
             loss,
             images_per_sec,
             epsilon,
+            clipping: clipped_fraction.zip(median_grad_norm),
         },
         TrainingEvent::Epoch {
             epoch,
@@ -283,6 +286,7 @@ mod tests {
             dp: None,
             sampling: "shuffled".into(),
             accounting: None,
+            frozen: Vec::new(),
         }
     }
 

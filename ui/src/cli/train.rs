@@ -99,6 +99,11 @@ pub struct TrainArgs {
     /// ImageNet VGG16 weights (safetensors) for the convolutions of vgg16-1/vgg16-2.
     #[arg(long)]
     pub init_weights: Option<PathBuf>,
+    /// Layers to keep at their initial weights, comma-separated (conv1..., fc1...): with
+    /// --init-weights, fine-tuning only the head; under DP-SGD, noise only on what is trained
+    /// (dnn-max's fc1 holds 905k of its 961k weights).
+    #[arg(long, value_delimiter = ',')]
+    pub freeze: Vec<String>,
     /// Folder for `-best` and `-last` checkpoints.
     #[arg(long, default_value = "data/checkpoints")]
     pub checkpoint_dir: PathBuf,
@@ -200,6 +205,7 @@ fn config_from(a: &TrainArgs, train_data: &TrainData) -> anyhow::Result<TrainCon
     c.checkpoint_dir = Some(a.checkpoint_dir.clone());
     c.resume = a.resume.clone();
     c.init_weights = a.init_weights.clone();
+    c.frozen = a.freeze.clone();
     c.prefer_gpu = a.device == DeviceArg::Cuda;
     if a.dp {
         let mut dp = DpConfig::new(a.noise_multiplier, a.clip_norm)?;
@@ -234,9 +240,15 @@ fn describe(e: &TrainingEvent) -> Option<String> {
             epochs,
             sampling,
             dp,
+            frozen,
             ..
         } => format!(
-            "training {model} on {device}: {train_images} train / {val_images} validation images, {epochs} epochs{}",
+            "training {model} on {device}: {train_images} train / {val_images} validation images, {epochs} epochs{}{}",
+            if frozen.is_empty() {
+                String::new()
+            } else {
+                format!(", frozen {}", frozen.join(", "))
+            },
             match dp {
                 Some(d) => format!(
                     ", DP-SGD noise {} clip {}{} ({sampling} sampling)",
@@ -652,6 +664,9 @@ pub struct SweepArgs {
     /// flat (all parameters together) or per-layer.
     #[arg(long, value_enum, default_value = "flat")]
     pub clipping: ClippingArg,
+    /// Layers kept at their initial weights in every run, as `train --freeze`.
+    #[arg(long, value_delimiter = ',')]
+    pub freeze: Vec<String>,
     /// Folder for sweep.json, sweep.md and frontier.png.
     #[arg(long, default_value = "data/sweep")]
     pub out: PathBuf,
@@ -695,6 +710,7 @@ pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
             seed: a.seed,
             resume: None,
             init_weights: None,
+            freeze: a.freeze.clone(),
             checkpoint_dir: a.out.join(format!("sigma-{sigma}")),
             dp: sigma > 0.0,
             noise_multiplier: sigma,

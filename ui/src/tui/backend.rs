@@ -141,6 +141,8 @@ pub enum TrainUpdate {
         images_per_sec: f64,
         /// The engine's own accountant figure, when it keeps one.
         epsilon: Option<f64>,
+        /// DP runs: (share of examples whose gradient was clipped, median gradient norm).
+        clipping: Option<(f64, f64)>,
     },
     Epoch(EpochPoint),
     DpApplied {

@@ -120,6 +120,8 @@ pub struct TrainTab {
     /// Steps done per noise multiplier, in order: the accountant composes these.
     pub segments: Vec<DpSegment>,
     pub engine_epsilon: Option<f64>,
+    /// Last DP step's (clipped share, median gradient norm): tells whether C is set well.
+    pub clipping: Option<(f64, f64)>,
     pub epsilon: Epsilon,
     pub message: Option<(String, bool)>,
 }
@@ -147,6 +149,7 @@ impl TrainTab {
             images_per_sec: 0.0,
             segments: Vec::new(),
             engine_epsilon: None,
+            clipping: None,
             epsilon: Epsilon::Unknown("preprocess data first".into()),
             message: None,
         }
@@ -322,6 +325,7 @@ impl TrainTab {
         self.position = None;
         self.images_per_sec = 0.0;
         self.engine_epsilon = None;
+        self.clipping = None;
         self.message = None;
     }
 
@@ -346,6 +350,7 @@ impl TrainTab {
                 loss,
                 images_per_sec,
                 epsilon,
+                clipping,
             } => {
                 if self.state == RunState::Starting {
                     self.state = RunState::Running;
@@ -356,6 +361,7 @@ impl TrainTab {
                 self.position = Some((epoch, step));
                 self.images_per_sec = images_per_sec;
                 self.engine_epsilon = epsilon;
+                self.clipping = clipping;
                 if self.dp_enabled {
                     match self.segments.last_mut() {
                         Some(s) if s.noise == self.noise => s.steps += 1,
@@ -525,6 +531,12 @@ impl Widget for TrainView<'_> {
                 "speed   {:.1} images/s · ETA {}",
                 t.images_per_sec,
                 t.eta_seconds().map(clock).unwrap_or("--:--".into())
+            )));
+        }
+        if let Some((share, median)) = t.clipping {
+            lines.push(Line::raw(format!(
+                "clipped {:.0}% · median |g| {median:.2}",
+                share * 100.0
             )));
         }
         match &t.state {
