@@ -318,22 +318,19 @@ fn norm(ts: &[Tensor]) -> f64 {
         .sqrt()
 }
 
+/// Largest absolute entry.
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 fn rel_close(a: &Tensor, b: &Tensor, tol: f32, what: &str) {
-    let d = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let s = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = max_abs(&(a - b).unwrap());
+    let s = max_abs(b);
     assert!(
         d <= tol * s.max(1e-6),
         "{what}: max difference {d}, scale {s}"
@@ -907,13 +904,7 @@ fn frozen_layers_are_neither_clipped_nor_noised() {
             .zip(&mask)
             .zip(model.named_parameters())
         {
-            let peak = g
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let peak = max_abs(g);
             if *t {
                 assert!(peak > 0.0, "{kind} {name}: trained layer got no noise");
             } else {
@@ -958,15 +949,7 @@ fn training_leaves_frozen_layers_untouched() {
         let (tx, _rx) = mpsc::channel();
         let out = engine::train(c, &data, &val, tx, TrainControl::new()).unwrap();
         for ((name, b), (_, a)) in before.iter().zip(out.model.named_parameters()) {
-            let same = (b - &a)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                == 0.0;
+            let same = max_abs(&(b - &a).unwrap()) == 0.0;
             assert_eq!(
                 same,
                 name.starts_with("conv2."),
