@@ -219,13 +219,11 @@ impl Model {
                 self.kind
             )));
         }
-        let mut frozen: Vec<String> = known
+        self.frozen = known
             .into_iter()
             .filter(|k| names.iter().any(|n| n == k))
             .map(String::from)
             .collect();
-        frozen.dedup();
-        self.frozen = frozen;
         Ok(())
     }
 
@@ -240,9 +238,10 @@ impl Model {
 
     /// Per entry of [`Model::named_parameters`]: whether training updates it.
     pub fn trainable_mask(&self) -> Vec<bool> {
-        self.named_parameters()
-            .iter()
-            .map(|(n, _)| !self.is_frozen(n.split('.').next().unwrap_or("")))
+        // Weight and bias of each parameterised layer, as `named_parameters` lists them.
+        self.layer_names()
+            .into_iter()
+            .flat_map(|n| [!self.is_frozen(n); 2])
             .collect()
     }
 

@@ -318,6 +318,29 @@ fn norm(ts: &[Tensor]) -> f64 {
         .sqrt()
 }
 
+/// [`dpsgd::clipped_gradient_sums`] without dropout.
+fn clip_sums(
+    model: &Model,
+    x: &Tensor,
+    y: &Tensor,
+    class_weights: Option<loss::ClassWeights>,
+    clip: f64,
+    clipping: dpsgd::Clipping,
+    microbatch: usize,
+) -> dpsgd::ClippedSums {
+    dpsgd::clipped_gradient_sums(
+        model,
+        x,
+        y,
+        class_weights,
+        ClipNorm::new(clip).unwrap(),
+        clipping,
+        microbatch,
+        None,
+    )
+    .unwrap()
+}
+
 /// Largest absolute entry.
 fn max_abs(t: &Tensor) -> f32 {
     t.abs()
@@ -351,17 +374,7 @@ fn per_example_norms_and_clipped_sums_equal_the_batch_1_reference() {
         let mut sorted = ref_norms.clone();
         sorted.sort_by(f64::total_cmp);
         let clip = (sorted[1] + sorted[2]) / 2.0;
-        let r = dpsgd::clipped_gradient_sums(
-            &model,
-            &x,
-            &y,
-            None,
-            ClipNorm::new(clip).unwrap(),
-            dpsgd::Clipping::Flat,
-            1,
-            None,
-        )
-        .unwrap();
+        let r = clip_sums(&model, &x, &y, None, clip, dpsgd::Clipping::Flat, 1);
         for (a, b) in r.unit_norms.iter().zip(&ref_norms) {
             assert!(
                 (f64::from(*a) - b).abs() <= 1e-4 * b,
@@ -381,17 +394,7 @@ fn per_example_norms_and_clipped_sums_equal_the_batch_1_reference() {
             rel_close(&r.sums[pi], &want.unwrap(), 1e-4, &format!("{kind} {name}"));
         }
         // Microbatches of 2: the mean gradient of each pair is clipped as a unit.
-        let r2 = dpsgd::clipped_gradient_sums(
-            &model,
-            &x,
-            &y,
-            None,
-            ClipNorm::new(clip).unwrap(),
-            dpsgd::Clipping::Flat,
-            2,
-            None,
-        )
-        .unwrap();
+        let r2 = clip_sums(&model, &x, &y, None, clip, dpsgd::Clipping::Flat, 2);
         let pairs: Vec<Vec<Tensor>> = (0..2)
             .map(|u| {
                 refs[2 * u]
@@ -432,17 +435,15 @@ fn clipping_bounds_every_contribution() {
     );
     // Each example alone: its clipped gradient has norm exactly C.
     for i in 0..6 {
-        let r = dpsgd::clipped_gradient_sums(
+        let r = clip_sums(
             &model,
             &x.narrow(0, i, 1).unwrap(),
             &y.narrow(0, i, 1).unwrap(),
             None,
-            ClipNorm::new(clip).unwrap(),
+            clip,
             dpsgd::Clipping::Flat,
             1,
-            None,
-        )
-        .unwrap();
+        );
         let n = norm(&r.sums);
         assert!(
             n <= clip * (1.0 + 1e-4) && n >= clip * (1.0 - 1e-3),
@@ -450,17 +451,7 @@ fn clipping_bounds_every_contribution() {
         );
     }
     // The whole batch sum is bounded by B * C.
-    let r = dpsgd::clipped_gradient_sums(
-        &model,
-        &x,
-        &y,
-        None,
-        ClipNorm::new(clip).unwrap(),
-        dpsgd::Clipping::Flat,
-        1,
-        None,
-    )
-    .unwrap();
+    let r = clip_sums(&model, &x, &y, None, clip, dpsgd::Clipping::Flat, 1);
     assert!(norm(&r.sums) <= 6.0 * clip * (1.0 + 1e-4));
 }
 
@@ -482,17 +473,15 @@ fn class_weights_act_after_the_clip_and_keep_the_bound() {
     let clip = 1e-3;
     let cw = crate::train::loss::ClassWeights::new(2.0, 0.5).unwrap();
     for (i, &label) in labels.iter().enumerate() {
-        let r = dpsgd::clipped_gradient_sums(
+        let r = clip_sums(
             &model,
             &x.narrow(0, i, 1).unwrap(),
             &y.narrow(0, i, 1).unwrap(),
             Some(cw),
-            ClipNorm::new(clip).unwrap(),
+            clip,
             dpsgd::Clipping::Flat,
             1,
-            None,
-        )
-        .unwrap();
+        );
         let expected = clip * if label == 0 { 1.0 } else { 0.25 };
         let n = norm(&r.sums);
         assert!(
@@ -521,17 +510,15 @@ fn per_layer_clipping_bounds_each_layer() {
         let hi = norms.iter().cloned().fold(0.0, f64::max);
         let bound = (lo * hi).sqrt();
         let clip = bound * (layers as f64).sqrt();
-        let r = dpsgd::clipped_gradient_sums(
+        let r = clip_sums(
             &model,
             &x.narrow(0, i, 1).unwrap(),
             &y.narrow(0, i, 1).unwrap(),
             None,
-            ClipNorm::new(clip).unwrap(),
+            clip,
             dpsgd::Clipping::PerLayer,
             1,
-            None,
-        )
-        .unwrap();
+        );
         assert!(norm(&r.sums) <= clip * (1.0 + 1e-4));
         let mut clipped = 0;
         for (l, &n) in norms.iter().enumerate() {
@@ -866,17 +853,7 @@ fn frozen_layers_are_neither_clipped_nor_noised() {
                     .collect()
             })
             .collect();
-        let r = dpsgd::clipped_gradient_sums(
-            &model,
-            &x,
-            &y,
-            None,
-            ClipNorm::new(1e6).unwrap(),
-            dpsgd::Clipping::Flat,
-            1,
-            None,
-        )
-        .unwrap();
+        let r = clip_sums(&model, &x, &y, None, 1e6, dpsgd::Clipping::Flat, 1);
         let mut left_out = 0.0;
         for ((a, g), full) in r.unit_norms.iter().zip(&trained).zip(&refs) {
             let b = norm(g);
