@@ -9,7 +9,7 @@
 //! - [`fixed`]: fixed-point encoding (default 12 fractional bits, see [`FixedPoint`]).
 //! - [`party`]: party identities and ring neighbours.
 //! - [`share`]: 2-out-of-3 replicated shares (arithmetic and boolean) and a dealer for tests.
-//! - [`prg`]: pairwise ChaCha20 streams for zero-sharings and common randomness.
+//! - [`prg`]: pairwise ChaCha12 streams for zero-sharings and common randomness.
 //! - [`transport`]: the byte-message [`Transport`] trait and an in-memory implementation.
 //! - [`context`]: a party's protocol context ([`Party`]): transport, PRGs, byte and round counts.
 //! - [`matmul`]: multithreaded wrapping u64 matrix products, the hot loop.
