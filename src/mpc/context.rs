@@ -83,10 +83,7 @@ impl<T: Transport> Party<T> {
     }
 
     pub(crate) fn send_words(&mut self, to: PartyId, words: &[u64]) -> Result<()> {
-        let mut bytes = Vec::with_capacity(words.len() * 8);
-        for w in words {
-            bytes.extend_from_slice(&w.to_le_bytes());
-        }
+        let bytes = words_to_le_bytes(words);
         self.stats.bytes_sent += bytes.len() as u64;
         self.stats.messages_sent += 1;
         self.transport.send(to, bytes)
@@ -103,10 +100,7 @@ impl<T: Transport> Party<T> {
                 got: bytes.len(),
             });
         }
-        Ok(bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-            .collect())
+        Ok(le_bytes_to_words(&bytes))
     }
 
     pub(crate) fn end_round(&mut self) {
@@ -120,5 +114,44 @@ impl<T: Transport> Party<T> {
         let got = self.recv_words(self.id.next(), words.len())?;
         self.end_round();
         Ok(got)
+    }
+}
+
+// The wire order is little-endian on every host; on little-endian hosts (all the ones we build
+// for) that is the memory layout, so each direction is one copy.
+#[cfg(target_endian = "little")]
+fn words_to_le_bytes(words: &[u64]) -> Vec<u8> {
+    bytemuck::cast_slice::<u64, u8>(words).to_vec()
+}
+
+#[cfg(target_endian = "little")]
+fn le_bytes_to_words(bytes: &[u8]) -> Vec<u64> {
+    bytemuck::pod_collect_to_vec::<u8, u64>(bytes)
+}
+
+#[cfg(target_endian = "big")]
+fn words_to_le_bytes(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+#[cfg(target_endian = "big")]
+fn le_bytes_to_words(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("chunks of 8")))
+        .collect()
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    #[test]
+    fn words_travel_as_little_endian_bytes() {
+        let words = [0x0102_0304_0506_0708u64, u64::MAX, 0];
+        let bytes = words_to_le_bytes(&words);
+        assert_eq!(&bytes[..8], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(bytes.len(), 24);
+        assert_eq!(le_bytes_to_words(&bytes), words);
     }
 }
