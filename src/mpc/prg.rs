@@ -122,11 +122,7 @@ fn draw(rng: &mut Stream, n: usize) -> Vec<u64> {
 /// Hands `f` each `DRAW_CHUNK`-word chunk of `out` with a clone of `rng` positioned where a
 /// sequential draw of `out.len()` words would be at that chunk, in parallel, then advances
 /// `rng` past all of them. `f` must consume exactly its chunk's length in words.
-fn for_each_chunk(
-    rng: &mut Stream,
-    out: &mut [u64],
-    f: impl Fn(&mut [u64], &mut Stream) + Sync,
-) {
+fn for_each_chunk(rng: &mut Stream, out: &mut [u64], f: impl Fn(&mut [u64], &mut Stream) + Sync) {
     if out.len() <= DRAW_CHUNK {
         f(out, rng);
         return;
@@ -191,9 +187,15 @@ mod tests {
         let arith: Vec<Vec<u64>> = p.iter_mut().map(|g| g.zero_arith(n)).collect();
         let boolean: Vec<Vec<u64>> = p.iter_mut().map(|g| g.zero_bool(n)).collect();
         for i in 0..n {
-            let s = arith[0][i].wrapping_add(arith[1][i]).wrapping_add(arith[2][i]);
+            let s = arith[0][i]
+                .wrapping_add(arith[1][i])
+                .wrapping_add(arith[2][i]);
             assert_eq!(s, 0, "arithmetic word {i}");
-            assert_eq!(boolean[0][i] ^ boolean[1][i] ^ boolean[2][i], 0, "boolean word {i}");
+            assert_eq!(
+                boolean[0][i] ^ boolean[1][i] ^ boolean[2][i],
+                0,
+                "boolean word {i}"
+            );
         }
         // Every stream advanced by exactly 2n words: neighbours still agree afterwards.
         assert_eq!(p[0].common_with_next(5), p[1].common_with_prev(5));

@@ -234,7 +234,13 @@ pub fn bench_report(
     // allocator maps for the first time (batch 1 measured 2.3x slower cold than warm).
     let warm_up = batch_sizes.iter().copied().max().unwrap_or(0);
     if warm_up > 0 {
-        simulate_with(spec, &batch_of(warm_up), warm_up, FixedPoint::default(), Duration::ZERO)?;
+        simulate_with(
+            spec,
+            &batch_of(warm_up),
+            warm_up,
+            FixedPoint::default(),
+            Duration::ZERO,
+        )?;
     }
     let mut rows = Vec::new();
     for &batch in batch_sizes {

@@ -62,6 +62,10 @@ pub struct CheckpointMeta {
     /// checkpoints written before freezing existed: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frozen: Vec<String>,
+    /// Decay of the weight average the run releases ([`crate::train::ema`]); `-best` holds the
+    /// average, `-last` the last iterate with the average beside it as `ema.*` tensors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<crate::train::ema::EmaDecay>,
 }
 
 fn ck_err(path: &Path, reason: impl Into<String>) -> TrainError {

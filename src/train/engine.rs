@@ -8,6 +8,7 @@ use super::control::{Directive, TrainControl};
 use super::data::TrainData;
 use super::device;
 use super::dpsgd::{self, DpConfig, NoiseSeed, Sampling};
+use super::ema::{EmaDecay, WeightAverage};
 use super::error::{Result, TrainError};
 use super::loss::{self, ClassWeights};
 use super::metrics::Metrics;
@@ -59,6 +60,9 @@ pub struct TrainConfig {
     /// Layers kept at their initial (or `init_weights`) values, e.g. `fc1` ([`Model::freeze`]).
     /// Empty on resume: the checkpoint's choice holds.
     pub frozen: Vec<String>,
+    /// Release an exponential moving average of the weights (validated, checkpointed as
+    /// `-best`) instead of the last iterate. `None` on resume: the checkpoint's choice holds.
+    pub ema: Option<EmaDecay>,
     /// Turns DP steps into epsilon (default: the RDP accountant); `None`: no epsilon reported.
     pub accountant: Option<Box<dyn PrivacyAccountant>>,
     pub prefer_gpu: bool,
@@ -82,6 +86,7 @@ impl TrainConfig {
             init_weights: None,
             dp: None,
             frozen: Vec::new(),
+            ema: None,
             accountant: Some(Box::new(crate::privacy::RdpAccountant::new())),
             prefer_gpu: false,
         }
@@ -125,6 +130,9 @@ pub enum TrainingEvent {
         /// Layers kept at their initial weights.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         frozen: Vec<String>,
+        /// Decay of the released weight average, if the run averages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ema: Option<EmaDecay>,
     },
     Step {
         epoch: usize,
@@ -145,10 +153,14 @@ pub enum TrainingEvent {
         train_loss: f64,
         train_acc: f64,
         val_loss: f64,
+        /// Of the weights the run releases: the average when it averages.
         val_acc: f64,
         seconds: f64,
         eta_seconds: f64,
         epsilon: Option<f64>,
+        /// Runs that average: validation accuracy of the last iterate, for comparison.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        raw_val_acc: Option<f64>,
     },
     Checkpoint {
         path: PathBuf,
@@ -347,6 +359,9 @@ pub fn train(
     let vars = model_vars(&model, &varmap)?;
     let mut optimizer = Optimizer::new(config.optimizer, vars.clone())?;
     optimizer.set_trainable(&model.trainable_mask())?;
+    let ema_decay = config
+        .ema
+        .or_else(|| resumed.as_ref().and_then(|r| r.meta.ema));
     let mut history = Vec::new();
     let mut best_val_acc = f64::NEG_INFINITY;
     let mut since_best = 0usize;
@@ -373,6 +388,18 @@ pub fn train(
     if dp.is_some() {
         dpsgd::check_plan_for_dp(&kind.plan(width))?;
     }
+    // Started after the weights are restored: a resume without a stored average (a checkpoint
+    // of a run that did not average) starts it at the resumed weights.
+    let mut ema = match ema_decay {
+        Some(d) => {
+            let mut a = WeightAverage::start(d, &vars, &model.trainable_mask())?;
+            if let Some(r) = &resumed {
+                a.load_state(&r.tensors, &vars)?;
+            }
+            Some(a)
+        }
+        None => None,
+    };
 
     let n = data.len();
     let steps_per_epoch = n.div_ceil(config.batch_size);
@@ -423,6 +450,7 @@ pub fn train(
         .into(),
         accounting: ledger.as_ref().map(|l| l.mode().describe()),
         frozen: model.frozen().to_vec(),
+        ema: ema_decay,
     });
     let ckpt_path = |tag: &str| {
         config
@@ -480,6 +508,12 @@ pub fn train(
             let (x, y) = data.batch(batch, &device)?;
             let (loss_v, logits, clip_stats) = match (&dp, noise_rng.as_mut()) {
                 (Some(d), Some(nr)) => {
+                    // Each step's noise comes from its own ChaCha stream, numbered by the
+                    // optimizer step. With a fixed (research) seed a resumed run would
+                    // otherwise draw the first steps' noise again, and noise used twice can be
+                    // subtracted out; this way it continues exactly as a straight run would.
+                    nr.set_stream(optimizer.steps());
+                    nr.set_word_pos(0);
                     let expected = (sample_rate * n as f64).max(1.0);
                     let r = dpsgd::private_gradients(
                         &model,
@@ -492,6 +526,9 @@ pub fn train(
                         nr,
                     )?;
                     optimizer.step(&r.gradients)?;
+                    if let Some(a) = ema.as_mut() {
+                        a.update(&vars)?;
+                    }
                     if let Some(l) = ledger.as_mut() {
                         l.step(d.noise_multiplier);
                     }
@@ -512,6 +549,9 @@ pub fn train(
                         })
                         .collect::<candle_core::Result<_>>()?;
                     optimizer.step(&g)?;
+                    if let Some(a) = ema.as_mut() {
+                        a.update(&vars)?;
+                    }
                     (f64::from(loss.to_scalar::<f32>()?), Some(logits), None)
                 }
             };
@@ -550,7 +590,36 @@ pub fn train(
         if let Some(l) = ledger.as_mut() {
             l.end_epoch();
         }
+        // With averaging, the last iterate is evaluated for comparison, then the average is
+        // swapped in: it is what the epoch reports and what `-best` holds.
+        let raw_val_acc = match &ema {
+            Some(_) => Some(evaluate(&model, val, config.eval_batch_size)?.accuracy),
+            None => None,
+        };
+        let iterate = match &ema {
+            Some(a) => Some(a.swap_in(&vars)?),
+            None => None,
+        };
         let vm = evaluate(&model, val, config.eval_batch_size)?;
+        // A deep copy when the variables are about to be restored (`Var::set` writes in place,
+        // and a plain clone shares the storage).
+        let released: Vec<(String, Tensor)> = vars
+            .iter()
+            .map(|(n, v)| {
+                let t = v.as_tensor();
+                Ok((
+                    n.clone(),
+                    if iterate.is_some() {
+                        t.copy()?
+                    } else {
+                        t.clone()
+                    },
+                ))
+            })
+            .collect::<candle_core::Result<_>>()?;
+        if let Some(raw) = iterate {
+            WeightAverage::restore(&vars, raw)?;
+        }
         let seconds = t0.elapsed().as_secs_f64();
         epoch_seconds.push(seconds);
         epochs_run += 1;
@@ -582,6 +651,7 @@ pub fn train(
             seconds,
             eta_seconds: mean_secs * (config.epochs - epoch - 1) as f64,
             epsilon,
+            raw_val_acc,
         });
         history.push(record);
         let improved = vm.accuracy > best_val_acc;
@@ -610,14 +680,11 @@ pub fn train(
                 .unwrap_or_default(),
             history: history.clone(),
             frozen: model.frozen().to_vec(),
+            ema: ema_decay,
         };
-        let mut tensors: Vec<(String, Tensor)> = vars
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-            .collect();
         if improved {
             if let Some(p) = ckpt_path("best") {
-                checkpoint::save(&p, &meta, &tensors)?;
+                checkpoint::save(&p, &meta, &released)?;
                 emit(TrainingEvent::Checkpoint {
                     path: p.clone(),
                     val_acc: vm.accuracy,
@@ -627,7 +694,15 @@ pub fn train(
             }
         }
         if let Some(p) = ckpt_path("last") {
+            // The last iterate (not the average) with everything needed to continue.
+            let mut tensors: Vec<(String, Tensor)> = vars
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+                .collect();
             tensors.extend(optimizer.state_tensors());
+            if let Some(a) = &ema {
+                tensors.extend(a.state_tensors(&vars));
+            }
             checkpoint::save(&p, &meta, &tensors)?;
             emit(TrainingEvent::Checkpoint {
                 path: p.clone(),
@@ -649,6 +724,10 @@ pub fn train(
     }
     if let Some(l) = ledger.as_mut() {
         l.end_epoch(); // a run stopped mid-epoch
+    }
+    // The outcome's model holds what the run releases.
+    if let Some(a) = &ema {
+        a.swap_in(&vars)?;
     }
     let val_metrics = evaluate(&model, val, config.eval_batch_size)?;
     let epsilon = ledger.as_ref().map(Ledger::epsilon);

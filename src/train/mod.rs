@@ -8,6 +8,7 @@ pub mod control;
 pub mod data;
 pub mod device;
 pub mod dpsgd;
+pub mod ema;
 pub mod engine;
 pub mod error;
 pub mod loss;

@@ -115,6 +115,7 @@ fn checkpoint_round_trips_bit_exactly() {
         }],
         history: vec![],
         frozen: vec!["fc1".into()],
+        ema: None,
     };
     let tensors: Vec<_> = vars
         .iter()
@@ -949,5 +950,102 @@ fn training_leaves_frozen_layers_untouched() {
         let (tx, _rx) = mpsc::channel();
         let e = engine::train(r, &data, &val, tx, TrainControl::new()).unwrap_err();
         assert!(e.to_string().contains("frozen"), "{e}");
+    }
+}
+
+/// `--ema`: the released weights are the average of the iterates by the recurrence, `-last`
+/// keeps it beside the last iterate, and a run resumed twice releases what a straight run does
+/// (which also shows a resumed DP run with a fixed noise seed draws fresh noise, not the first
+/// steps' noise again).
+#[test]
+fn the_weight_average_is_released_and_survives_resume() {
+    use super::ema::EmaDecay;
+    let kind = ModelKind::DnnAv;
+    let data = synthetic(kind, 8, 81);
+    let val = synthetic(kind, 4, 82);
+    let dir = tempfile::tempdir().unwrap();
+    let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+    let cfg = |epochs: usize, sub: &str, resume: Option<std::path::PathBuf>| {
+        let mut c = quick_config(kind, epochs);
+        let mut dp = DpConfig::new(1.0, 1.0).unwrap();
+        dp.noise_seed = NoiseSeed::InsecureFixed(5);
+        c.dp = Some(dp);
+        c.ema = Some(EmaDecay::new(0.5).unwrap());
+        c.checkpoint_dir = Some(dir.path().join(sub));
+        c.resume = resume;
+        c
+    };
+    let run = |c: TrainConfig| {
+        let (tx, _rx) = mpsc::channel();
+        engine::train(c, &data, &val, tx, TrainControl::new()).unwrap()
+    };
+    // One step per epoch (8 images, batch 8): each epoch's `-last` holds one iterate.
+    let mut iterates = Vec::new();
+    let (m0, vm0) = Model::init(kind, width_for(kind), 11, &Device::Cpu).unwrap();
+    let names: Vec<String> = model_vars(&m0, &vm0)
+        .unwrap()
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect();
+    iterates.push(
+        model_vars(&m0, &vm0)
+            .unwrap()
+            .iter()
+            .map(|(_, v)| flat(v.as_tensor()))
+            .collect::<Vec<_>>(),
+    );
+    let mut resume = None;
+    let mut last = None;
+    for epochs in 1..=3 {
+        let out = run(cfg(epochs, &format!("chain{epochs}"), resume.take()));
+        let path = out.last_checkpoint.clone().unwrap();
+        let ck = checkpoint::load(&path, &Device::Cpu).unwrap();
+        iterates.push(names.iter().map(|n| flat(&ck.tensors[n])).collect());
+        resume = Some(path);
+        last = Some((out, ck));
+    }
+    let (chained, ck) = last.unwrap();
+    // d = 0.5 from the initial weights: 1/8 w0 + 1/8 w1 + 1/4 w2 + 1/2 w3.
+    let coef = [0.125f32, 0.125, 0.25, 0.5];
+    let params = |m: &Model| -> std::collections::HashMap<String, Vec<f32>> {
+        m.named_parameters()
+            .iter()
+            .map(|(n, t)| (n.clone(), flat(t)))
+            .collect()
+    };
+    let by_name = params(&chained.model);
+    let released: Vec<Vec<f32>> = names.iter().map(|n| by_name[n].clone()).collect();
+    let mut moved = 0f32;
+    for (i, name) in names.iter().enumerate() {
+        let want: Vec<f32> = (0..iterates[0][i].len())
+            .map(|j| (0..4).map(|k| coef[k] * iterates[k][i][j]).sum())
+            .collect();
+        let stored = flat(&ck.tensors[&format!("ema.{name}")]);
+        for j in 0..want.len() {
+            assert!(
+                (released[i][j] - want[j]).abs() < 1e-5,
+                "{name}[{j}] released"
+            );
+            assert!((stored[j] - want[j]).abs() < 1e-5, "{name}[{j}] in -last");
+            moved = moved.max((want[j] - iterates[3][i][j]).abs());
+        }
+    }
+    assert!(
+        moved > 1e-4,
+        "the average equals the last iterate: nothing was averaged"
+    );
+    assert_eq!(ck.meta.ema.map(EmaDecay::get), Some(0.5));
+
+    // A straight 3-epoch run releases the same weights.
+    let straight = run(cfg(3, "straight", None));
+    let s = params(&straight.model);
+    for (i, name) in names.iter().enumerate() {
+        let got = &s[name];
+        for j in 0..got.len() {
+            assert!(
+                (got[j] - released[i][j]).abs() < 1e-5,
+                "{name}[{j}] straight vs resumed"
+            );
+        }
     }
 }

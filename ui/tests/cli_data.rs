@@ -52,6 +52,13 @@ fn bad_arguments_fail_cleanly() {
     let o = run(&["synth", "--out", "/tmp/x", "--count", "0"]);
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("--count must be at least 1"));
+    let o = run(&["train", "--data", ".", "--model", "dnn-max", "--ema", "1.5"]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("--ema") && err.contains("(0, 1)") && err.contains("1.5"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -287,6 +287,7 @@ mod tests {
             sampling: "shuffled".into(),
             accounting: None,
             frozen: Vec::new(),
+            ema: None,
         }
     }
 
