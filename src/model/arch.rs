@@ -83,6 +83,26 @@ impl ModelKind {
         }
     }
 
+    /// Names of the layers with weights, in order (`conv1`, `conv2`, ..., `fc1`, ...): what
+    /// checkpoints, `--freeze` and the interface call them.
+    pub fn layer_names(self) -> Vec<String> {
+        let (mut convs, mut dense) = (0, 0);
+        self.plan(1.0)
+            .iter()
+            .filter_map(|l| match l {
+                PlanLayer::Conv { .. } => {
+                    convs += 1;
+                    Some(format!("conv{convs}"))
+                }
+                PlanLayer::Dense { .. } => {
+                    dense += 1;
+                    Some(format!("fc{dense}"))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The layer plan at the given width multiplier (ignored by the DNN models).
     pub fn plan(self, width: f32) -> Vec<PlanLayer> {
         match self {

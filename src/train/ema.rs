@@ -141,11 +141,13 @@ impl WeightAverage {
             }
             match tensors.get(&format!("{PREFIX}{name}")) {
                 Some(t) if t.dims() == v.dims() => loaded.push(Some(t.clone())),
-                Some(t) => return Err(TrainError::Config(format!(
+                Some(t) => {
+                    return Err(TrainError::Config(format!(
                     "checkpoint weight average {PREFIX}{name} has shape {:?}, the model needs {:?}",
                     t.dims(),
                     v.dims()
-                ))),
+                )))
+                }
                 None => return Ok(false),
             }
         }

@@ -1049,3 +1049,11 @@ fn the_weight_average_is_released_and_survives_resume() {
         }
     }
 }
+
+#[test]
+fn the_kinds_layer_names_are_the_models() {
+    for kind in ModelKind::ALL {
+        let (m, _) = Model::init(kind, width_for(kind), 1, &Device::Cpu).unwrap();
+        assert_eq!(kind.layer_names(), m.layer_names(), "{kind}");
+    }
+}

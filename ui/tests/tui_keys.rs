@@ -243,3 +243,44 @@ fn pause_resume_stop_keys() {
     press(&mut h, KeyCode::Char('x'));
     assert_eq!(*h.calls.lock().unwrap(), ["pause", "resume", "stop"]);
 }
+
+#[test]
+fn freeze_and_weight_average_cycle_through_their_choices() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('2'));
+    to_field(&mut h, Field::Freeze);
+    assert_eq!(h.app.train.freeze, None);
+    let names = h.app.train.model.layer_names();
+    let mut seen = Vec::new();
+    for _ in 0..names.len() {
+        press(&mut h, KeyCode::Char('+'));
+        seen.push(h.app.train.freeze.clone().unwrap());
+    }
+    assert_eq!(seen, names, "each of the model's layers in order");
+    press(&mut h, KeyCode::Char('+'));
+    assert_eq!(h.app.train.freeze, None, "wraps to none");
+    press(&mut h, KeyCode::Char('-'));
+    assert_eq!(
+        h.app.train.freeze.as_deref(),
+        names.last().map(|s| s.as_str())
+    );
+
+    to_field(&mut h, Field::Ema);
+    assert_eq!(h.app.train.ema, None);
+    press(&mut h, KeyCode::Char('+'));
+    assert_eq!(h.app.train.ema, Some(0.9));
+    press(&mut h, KeyCode::Char('+'));
+    press(&mut h, KeyCode::Char('+'));
+    press(&mut h, KeyCode::Char('+'));
+    assert_eq!(h.app.train.ema, Some(0.99), "stops at the largest decay");
+    press(&mut h, KeyCode::Char('-'));
+    assert_eq!(h.app.train.ema, Some(0.95));
+
+    // A layer the next model lacks is dropped when the model changes.
+    h.app.train.freeze = Some("conv13".into());
+    h.app.train.model = privxray::model::ModelKind::Vgg16_1;
+    to_field(&mut h, Field::Model);
+    press(&mut h, KeyCode::Char('-'));
+    assert_eq!(h.app.train.model, privxray::model::ModelKind::DnnMax);
+    assert_eq!(h.app.train.freeze, None);
+}

@@ -14,6 +14,7 @@ use crate::tui::event::{AppEvent, AppSender};
 use anyhow::Context;
 use privxray::model::ModelKind;
 use privxray::train::dpsgd::DpConfig;
+use privxray::train::ema::EmaDecay;
 use privxray::train::engine::model_from_checkpoint;
 use privxray::train::optim::OptimizerConfig;
 use privxray::train::{self, Seed, TrainControl, TrainingEvent};
@@ -73,6 +74,12 @@ pub fn engine_config(
     e.seed = Seed::Os;
     e.checkpoint_dir = Some(checkpoint_dir);
     e.prefer_gpu = true;
+    e.frozen = c.frozen.clone();
+    e.ema = c
+        .ema
+        .map(EmaDecay::new)
+        .transpose()
+        .map_err(|err| BackendError::Failed(err.to_string()))?;
     if let Some(dp) = &c.dp {
         let mut d = DpConfig::new(dp.noise.get(), dp.clip.get())
             .map_err(|err| BackendError::Failed(err.to_string()))?;
@@ -337,10 +344,14 @@ mod tests {
                 microbatch: 4,
                 delta: 1e-6,
             }),
+            frozen: vec!["fc1".into()],
+            ema: Some(0.95),
             data_root: PathBuf::from("x"),
             data: None,
         };
         let e = engine_config(&c, 1.0, PathBuf::from("ck")).unwrap();
+        assert_eq!(e.frozen, ["fc1"]);
+        assert_eq!(e.ema.map(EmaDecay::get), Some(0.95));
         assert_eq!(
             (e.model, e.epochs, e.batch_size),
             (ModelKind::DnnMax, 3, 16)

@@ -81,6 +81,10 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub learning_rate: f64,
     pub dp: Option<DpSettings>,
+    /// Layers kept at their initial weights.
+    pub frozen: Vec<String>,
+    /// Decay of the released weight average; `None`: the last iterate.
+    pub ema: Option<f64>,
     /// The preprocessed dataset root and technique the Data tab produced.
     pub data_root: PathBuf,
     /// The preprocessed images themselves (every folder of the source, merged), so the

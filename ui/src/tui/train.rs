@@ -16,7 +16,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Widget, Wrap};
 use std::sync::Arc;
 
-pub const BATCH_SIZES: [usize; 7] = [8, 16, 32, 64, 128, 256, 512];
+/// Up to 4096: DP-SGD wants large batches (the noise per step shrinks as 1/B).
+pub const BATCH_SIZES: [usize; 10] = [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+/// Decays of the released weight average (`train --ema`), after "off".
+pub const EMA_DECAYS: [f64; 3] = [0.9, 0.95, 0.99];
 pub const LEARNING_RATES: [f64; 7] = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1];
 pub const DELTAS: [f64; 5] = [1e-3, 1e-4, 1e-5, 1e-6, 1e-7];
 pub const NOISE_STEP: f64 = 0.05;
@@ -37,10 +40,12 @@ pub enum Field {
     Clip,
     Microbatch,
     Delta,
+    Freeze,
+    Ema,
 }
 
 impl Field {
-    pub const ALL: [Field; 9] = [
+    pub const ALL: [Field; 11] = [
         Field::Model,
         Field::Epochs,
         Field::Batch,
@@ -50,6 +55,8 @@ impl Field {
         Field::Clip,
         Field::Microbatch,
         Field::Delta,
+        Field::Freeze,
+        Field::Ema,
     ];
     /// Fields a running training accepts changes to.
     pub fn live(self) -> bool {
@@ -106,6 +113,10 @@ pub struct TrainTab {
     pub clip: ClipNorm,
     pub microbatch: usize,
     pub delta: f64,
+    /// A layer kept at its initial weights (`train --freeze`), one of the model's.
+    pub freeze: Option<String>,
+    /// Decay of the released weight average (`train --ema`); `None`: the last iterate.
+    pub ema: Option<f64>,
     pub focus: usize,
     pub state: RunState,
     pub device: String,
@@ -138,6 +149,8 @@ impl TrainTab {
             clip: ClipNorm::clamped(1.0),
             microbatch: 1,
             delta: 1e-5,
+            freeze: None,
+            ema: None,
             focus: 0,
             state: RunState::Idle,
             device,
@@ -180,6 +193,8 @@ impl TrainTab {
                 microbatch: self.microbatch,
                 delta: self.delta,
             }),
+            frozen: self.freeze.iter().cloned().collect(),
+            ema: self.ema,
             data_root: data.data.root.clone(),
             data: Some(SharedData(data.clone())),
         }
@@ -230,6 +245,12 @@ impl TrainTab {
                 } else {
                     (i + all.len() - 1) % all.len()
                 }];
+                // The DNNs share layer names, the VGGs have their own.
+                if let Some(f) = &self.freeze {
+                    if !self.model.layer_names().contains(f) {
+                        self.freeze = None;
+                    }
+                }
             }
             Field::Epochs => {
                 self.epochs = if up {
@@ -262,6 +283,26 @@ impl TrainTab {
                 };
             }
             Field::Delta => self.delta = stepf(self.delta, &DELTAS),
+            Field::Freeze => {
+                // none, then each layer in order; wraps around like the model.
+                let mut choices: Vec<Option<String>> = vec![None];
+                choices.extend(self.model.layer_names().into_iter().map(Some));
+                let i = choices.iter().position(|c| *c == self.freeze).unwrap_or(0);
+                let n = choices.len();
+                self.freeze = choices[if up { (i + 1) % n } else { (i + n - 1) % n }].clone();
+            }
+            Field::Ema => {
+                let i = self
+                    .ema
+                    .and_then(|d| EMA_DECAYS.iter().position(|&c| c == d))
+                    .map_or(0, |p| p + 1);
+                let j = if up {
+                    (i + 1).min(EMA_DECAYS.len())
+                } else {
+                    i.saturating_sub(1)
+                };
+                self.ema = j.checked_sub(1).map(|k| EMA_DECAYS[k]);
+            }
         }
         if self.state.active() && field.live() {
             Adjusted::Dp(self.noise, self.clip)
@@ -426,12 +467,12 @@ impl Widget for TrainView<'_> {
         let [left, right] =
             Layout::horizontal([Constraint::Length(44), Constraint::Min(20)]).areas(area);
         let [settings_area, run_area] =
-            Layout::vertical([Constraint::Length(14), Constraint::Min(5)]).areas(left);
+            Layout::vertical([Constraint::Length(15), Constraint::Min(5)]).areas(left);
 
         let block = Block::bordered().title(" Settings ");
         let inner = block.inner(settings_area);
         block.render(settings_area, buf);
-        let rows = Layout::vertical(vec![Constraint::Length(1); 12]).split(inner);
+        let rows = Layout::vertical(vec![Constraint::Length(1); 13]).split(inner);
         let focus = t.field();
         let style_for = |f: Field| {
             if f == focus {
@@ -490,6 +531,19 @@ impl Widget for TrainView<'_> {
         );
         text_row(Field::Microbatch, "microbatch", t.microbatch.to_string()).render(rows[8], buf);
         text_row(Field::Delta, "delta δ", format!("{:e}", t.delta)).render(rows[9], buf);
+        text_row(
+            Field::Freeze,
+            "freeze",
+            t.freeze.clone().unwrap_or_else(|| "none".into()),
+        )
+        .render(rows[10], buf);
+        text_row(
+            Field::Ema,
+            "weight avg",
+            t.ema
+                .map_or_else(|| "off (last weights)".into(), |d| format!("EMA {d}")),
+        )
+        .render(rows[11], buf);
         let eps = match &t.epsilon {
             Epsilon::Value { spent, projected } => Line::from(vec![
                 Span::raw("ε spent "),
@@ -500,7 +554,7 @@ impl Widget for TrainView<'_> {
             Epsilon::Unknown(why) => Line::styled(format!("ε: {why}"), theme.dim()),
             Epsilon::Error(e) => Line::styled(format!("ε: {e}"), theme.error()),
         };
-        eps.render(rows[11], buf);
+        eps.render(rows[12], buf);
 
         // Run status.
         let state = match &t.state {
