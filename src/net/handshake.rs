@@ -3,7 +3,7 @@
 //! An initiator first sends a fixed 39-byte hello in the clear:
 //!
 //! ```text
-//! "PXN1" | role (1 party, 2 client, 3 model owner) | initiator party id (0xFF if none)
+//! "PXN2" | role (1 party, 2 client, 3 model owner) | initiator party id (0xFF if none)
 //!        | responder party id | BLAKE2s hash of the parties.toml identity part (32 bytes)
 //! ```
 //!
@@ -30,10 +30,13 @@ use super::config::{ConfigHash, PartiesConfig, PartyAddress, PartyId};
 use super::error::NetError;
 use super::keys::{PublicKey, StaticKeypair};
 
-const MAGIC: &[u8; 4] = b"PXN1";
+/// The last byte is the wire-protocol version: it changes whenever parties of two builds would
+/// compute differently (version 2: ChaCha12 pairwise streams). Mixed versions would connect and
+/// then produce wrong predictions silently, since nothing checks that zero-sharings cancel.
+const MAGIC: &[u8; 4] = b"PXN2";
 const HELLO_LEN: usize = 4 + 1 + 1 + 1 + 32;
 const NO_PARTY: u8 = 0xFF;
-const PROLOGUE_LABEL: &[u8] = b"privxray noise prologue v1\0";
+const PROLOGUE_LABEL: &[u8] = b"privxray noise prologue v2\0";
 
 const PATTERN_KK: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";
 const PATTERN_NK: &str = "Noise_NK_25519_ChaChaPoly_BLAKE2s";
@@ -99,6 +102,14 @@ impl Hello {
     }
 
     fn decode(bytes: &[u8; HELLO_LEN]) -> Result<Self, String> {
+        if bytes[..3] == MAGIC[..3] && bytes[3] != MAGIC[3] {
+            return Err(format!(
+                "privxray wire protocol version {} at the other end, this build speaks {}: run the \
+                 same privxray build on every party",
+                char::from(bytes[3]),
+                char::from(MAGIC[3])
+            ));
+        }
         if &bytes[..4] != MAGIC {
             return Err("not a privxray connection (bad magic)".into());
         }
@@ -663,6 +674,11 @@ pub(crate) mod tests {
         let mut bad = h.encode();
         bad[0] = b'X';
         assert!(Hello::decode(&bad).unwrap_err().contains("magic"));
+        // A build of another wire-protocol version is named as such.
+        let mut old = h.encode();
+        old[3] = b'1';
+        let e = Hello::decode(&old).unwrap_err();
+        assert!(e.contains("version 1") && e.contains("speaks 2"), "{e}");
         let mut bad = h.encode();
         bad[5] = 3;
         assert!(Hello::decode(&bad).is_err());

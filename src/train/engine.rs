@@ -388,8 +388,9 @@ pub fn train(
     if dp.is_some() {
         dpsgd::check_plan_for_dp(&kind.plan(width))?;
     }
-    // Started after the weights are restored: a resume without a stored average (a checkpoint
-    // of a run that did not average) starts it at the resumed weights.
+    // Started after the weights are restored: a resume without a stored average (a `-best`
+    // checkpoint, which holds only the average, or one of a run that did not average) starts
+    // it at the resumed weights.
     let mut ema = match ema_decay {
         Some(d) => {
             let mut a = WeightAverage::start(d, &vars, &model.trainable_mask())?;

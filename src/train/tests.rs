@@ -959,6 +959,11 @@ fn training_leaves_frozen_layers_untouched() {
 /// steps' noise again).
 #[test]
 fn the_weight_average_is_released_and_survives_resume() {
+    check_weight_average(true);
+    check_weight_average(false);
+}
+
+fn check_weight_average(private: bool) {
     use super::ema::EmaDecay;
     let kind = ModelKind::DnnAv;
     let data = synthetic(kind, 8, 81);
@@ -967,9 +972,11 @@ fn the_weight_average_is_released_and_survives_resume() {
     let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
     let cfg = |epochs: usize, sub: &str, resume: Option<std::path::PathBuf>| {
         let mut c = quick_config(kind, epochs);
-        let mut dp = DpConfig::new(1.0, 1.0).unwrap();
-        dp.noise_seed = NoiseSeed::InsecureFixed(5);
-        c.dp = Some(dp);
+        if private {
+            let mut dp = DpConfig::new(1.0, 1.0).unwrap();
+            dp.noise_seed = NoiseSeed::InsecureFixed(5);
+            c.dp = Some(dp);
+        }
         c.ema = Some(EmaDecay::new(0.5).unwrap());
         c.checkpoint_dir = Some(dir.path().join(sub));
         c.resume = resume;
@@ -996,13 +1003,29 @@ fn the_weight_average_is_released_and_survives_resume() {
     );
     let mut resume = None;
     let mut last = None;
+    let mut first_best = None;
     for epochs in 1..=3 {
         let out = run(cfg(epochs, &format!("chain{epochs}"), resume.take()));
         let path = out.last_checkpoint.clone().unwrap();
         let ck = checkpoint::load(&path, &Device::Cpu).unwrap();
         iterates.push(names.iter().map(|n| flat(&ck.tensors[n])).collect());
+        if epochs == 1 {
+            // The first epoch always improves on nothing: `-best` is written.
+            first_best = Some(
+                checkpoint::load(&out.best_checkpoint.clone().unwrap(), &Device::Cpu).unwrap(),
+            );
+        }
         resume = Some(path);
         last = Some((out, ck));
+    }
+    // `-best` after one step holds the average 1/2 w0 + 1/2 w1, not the iterate w1.
+    let best = first_best.unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let got = flat(&best.tensors[name]);
+        for j in 0..got.len() {
+            let want = 0.5 * iterates[0][i][j] + 0.5 * iterates[1][i][j];
+            assert!((got[j] - want).abs() < 1e-5, "{name}[{j}] in -best");
+        }
     }
     let (chained, ck) = last.unwrap();
     // d = 0.5 from the initial weights: 1/8 w0 + 1/8 w1 + 1/4 w2 + 1/2 w3.
