@@ -61,6 +61,12 @@ pub struct DpConfig {
     /// Absent in checkpoints written before per-layer clipping existed: flat.
     #[serde(default)]
     pub clipping: Clipping,
+    /// Most examples whose gradients are computed at once (Opacus's "max physical batch
+    /// size"). The logical batch, which the noise and the accountant see, is unchanged: the
+    /// clipped per-example gradients of its physical parts are summed before the noise. `None`:
+    /// as many as fit [`ACTIVATION_BUDGET`] and [`PER_EXAMPLE_BUDGET`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical_batch: Option<usize>,
 }
 
 impl DpConfig {
@@ -73,6 +79,7 @@ impl DpConfig {
             delta: 1e-5,
             noise_seed: NoiseSeed::Os,
             clipping: Clipping::Flat,
+            physical_batch: None,
         })
     }
     pub fn validate(&self) -> Result<()> {
@@ -80,6 +87,14 @@ impl DpConfig {
             return Err(TrainError::Config(
                 "microbatch size 0: expected at least 1".into(),
             ));
+        }
+        if let Some(p) = self.physical_batch {
+            if p < self.microbatch_size {
+                return Err(TrainError::Config(format!(
+                    "physical batch size {p}: expected at least the microbatch size {}",
+                    self.microbatch_size
+                )));
+            }
         }
         self.delta()?;
         Ok(())
@@ -203,7 +218,32 @@ pub struct ClippedSums {
 
 /// Bound on the floats of per-example conv gradients held at once (~256 MiB); larger batches
 /// are processed in chunks.
-const PER_EXAMPLE_BUDGET: usize = 64 << 20;
+pub const PER_EXAMPLE_BUDGET: usize = 64 << 20;
+
+/// Bound on the floats of forward activations held at once (1 GiB; the backward pass needs
+/// about as much again). Without it DP-SGD at batch 2048 on dnn-max held 13 GB and batch 4096
+/// 18 GB: more than the 24 GB machines the project targets can hold twice.
+pub const ACTIVATION_BUDGET: usize = 256 << 20;
+
+/// Examples per physical chunk of a logical batch: `physical`, if given, else what fits both
+/// budgets; a multiple of the microbatch size `m`, at least `m`.
+pub fn physical_chunk(model: &Model, physical: Option<usize>, m: usize) -> usize {
+    let limit = physical.unwrap_or_else(|| {
+        let conv_params: usize = model
+            .layers()
+            .iter()
+            .map(|l| match l {
+                NetLayer::Conv {
+                    name, weight, bias, ..
+                } if !model.is_frozen(name) => weight.elem_count() + bias.elem_count(),
+                _ => 0,
+            })
+            .sum();
+        (PER_EXAMPLE_BUDGET / conv_params.max(1))
+            .min(ACTIVATION_BUDGET / model.activation_floats_per_example().max(1))
+    });
+    (limit / m * m).max(m)
+}
 
 enum Captured {
     /// Per-example (or per-microbatch after grouping) weight/bias variables of a convolution.
@@ -484,17 +524,7 @@ pub fn private_gradients(
     // Poisson batches need not be multiples of m: the trailing partial microbatch is dropped
     // (as TF Privacy requires divisibility; dropping only lowers sensitivity use).
     let usable = n - n % m;
-    let conv_params: usize = model
-        .layers()
-        .iter()
-        .map(|l| match l {
-            NetLayer::Conv {
-                name, weight, bias, ..
-            } if !model.is_frozen(name) => weight.elem_count() + bias.elem_count(),
-            _ => 0,
-        })
-        .sum();
-    let chunk = ((PER_EXAMPLE_BUDGET / conv_params.max(1)) / m * m).max(m);
+    let chunk = physical_chunk(model, dp.physical_batch, m);
     let mut sums: Option<Vec<Tensor>> = None;
     let (mut lsum, mut wsum) = (0f64, 0f64);
     let mut logits = Vec::new();

@@ -269,6 +269,41 @@ impl Model {
         &self.layers
     }
 
+    /// Floats of one example's forward pass: the input, every layer's output and each
+    /// convolution's im2col columns. What a batch costs in memory beyond the weights (the
+    /// backward pass needs about as much again); DP-SGD sizes its physical chunks with it.
+    pub fn activation_floats_per_example(&self) -> usize {
+        let [mut c, mut h, mut w] = self.input;
+        let mut size = c * h * w;
+        let mut total = size;
+        for l in &self.layers {
+            match l {
+                NetLayer::Conv {
+                    weight,
+                    kernel,
+                    padding,
+                    ..
+                } => {
+                    let out = weight.dims()[0];
+                    h = (h + 2 * padding + 1).saturating_sub(*kernel);
+                    w = (w + 2 * padding + 1).saturating_sub(*kernel);
+                    total += c * kernel * kernel * h * w;
+                    c = out;
+                    size = c * h * w;
+                }
+                NetLayer::Pool(_) => {
+                    h /= POOL_SIZE;
+                    w /= POOL_SIZE;
+                    size = c * h * w;
+                }
+                NetLayer::Dense { weight, .. } => size = weight.dims()[0],
+                NetLayer::Relu | NetLayer::Dropout(_) | NetLayer::Flatten => {}
+            }
+            total += size;
+        }
+        total
+    }
+
     /// Checks a batch's image shape against the model's input.
     pub fn check_input(&self, x: &Tensor) -> Result<()> {
         let d = x.dims();

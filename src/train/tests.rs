@@ -1080,3 +1080,65 @@ fn the_kinds_layer_names_are_the_models() {
         assert_eq!(kind.layer_names(), m.layer_names(), "{kind}");
     }
 }
+
+/// A logical batch processed in physical parts gives the step it gives in one piece (the
+/// clipped sums add up before the single noise draw), and the automatic part size keeps the
+/// activations within their budget.
+#[test]
+fn physical_batches_change_memory_not_the_step() {
+    let kind = ModelKind::DnnMax;
+    let (model, _vm) = Model::init(kind, 1.0, 41, &Device::Cpu).unwrap();
+    let data = synthetic(kind, 8, 42);
+    let (x, y) = data
+        .batch(&(0..8).collect::<Vec<_>>(), &Device::Cpu)
+        .unwrap();
+    let step = |physical: Option<usize>, m: usize| {
+        let mut dp = DpConfig::new(1.0, 0.5).unwrap();
+        dp.noise_seed = NoiseSeed::InsecureFixed(3);
+        dp.physical_batch = physical;
+        dp.microbatch_size = m;
+        dpsgd::private_gradients(
+            &model,
+            &x,
+            &y,
+            None,
+            &dp,
+            8.0,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
+            &mut dpsgd::noise_rng(dp.noise_seed),
+        )
+        .unwrap()
+    };
+    for (physical, m) in [(3, 1), (1, 1), (4, 2)] {
+        let whole = step(None, m);
+        let parts = step(Some(physical), m);
+        assert_eq!(
+            dpsgd::physical_chunk(&model, Some(physical), m),
+            physical / m * m
+        );
+        for ((a, b), (name, _)) in whole
+            .gradients
+            .iter()
+            .zip(&parts.gradients)
+            .zip(model.named_parameters())
+        {
+            let d = max_abs(&(a - b).unwrap());
+            assert!(
+                d <= 1e-5 * max_abs(a).max(1e-3),
+                "{name}: {d} (physical {physical}, m {m})"
+            );
+        }
+        assert!((whole.loss - parts.loss).abs() < 1e-5);
+    }
+    let auto = dpsgd::physical_chunk(&model, None, 1);
+    assert!(auto >= 1 && auto * model.activation_floats_per_example() <= dpsgd::ACTIVATION_BUDGET);
+    assert!(auto < 2048, "dnn-max at batch 2048 must be split: {auto}");
+    let mut bad = DpConfig::new(1.0, 1.0).unwrap();
+    bad.microbatch_size = 4;
+    bad.physical_batch = Some(2);
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("physical batch size 2") && e.contains("microbatch size 4"),
+        "{e}"
+    );
+}

@@ -125,6 +125,11 @@ pub struct TrainArgs {
     /// Examples per microbatch (1: per-example clipping).
     #[arg(long, default_value_t = 1)]
     pub microbatch: usize,
+    /// Most examples whose per-example gradients are computed at once; a larger (logical)
+    /// --batch-size is processed in parts of this size and noised once, so only memory changes
+    /// (default: what fits about 2 GB of activations and per-example gradients).
+    #[arg(long, value_name = "N")]
+    pub physical_batch_size: Option<usize>,
     #[arg(long, value_enum, default_value = "poisson")]
     pub sampling: SamplingArg,
     /// flat (all parameters together) or per-layer.
@@ -225,6 +230,7 @@ fn config_from(a: &TrainArgs, train_data: &TrainData) -> anyhow::Result<TrainCon
         let mut dp = DpConfig::new(a.noise_multiplier, a.clip_norm)?;
         dp.delta = a.delta;
         dp.microbatch_size = a.microbatch;
+        dp.physical_batch = a.physical_batch_size;
         dp.sampling = match a.sampling {
             SamplingArg::Poisson => Sampling::Poisson,
             SamplingArg::Shuffled => Sampling::Shuffled,
@@ -742,6 +748,7 @@ pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
             clip_norm: a.clip_norm,
             delta: a.delta,
             microbatch: 1,
+            physical_batch_size: None,
             sampling: SamplingArg::Poisson,
             clipping: a.clipping,
             insecure_noise_seed: None,
