@@ -38,6 +38,10 @@ pub struct MpcBench {
     /// Added one-way latency per message in milliseconds (models a network).
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// Also run each batch over real TCP on loopback with Noise channels (three threads with
+    /// fresh keys), beside the in-memory run: the cost of the network and of encryption.
+    #[arg(long)]
+    pub loopback: bool,
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +147,9 @@ fn mpc_bench(b: MpcBench) -> anyhow::Result<()> {
         std::time::Duration::from_millis(b.latency_ms),
     )?;
     println!("{report}");
+    if b.loopback {
+        println!("{}", privxray::party::bench::loopback_report(&spec, &b.batches)?);
+    }
     // Plaintext inference with the training engine (candle), batch 1, for comparison.
     let device = candle_core::Device::Cpu;
     let (model, _) = privxray::train::Model::init(ModelKind::DnnMax, 1.0, 7, &device)?;
