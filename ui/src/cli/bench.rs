@@ -148,7 +148,10 @@ fn mpc_bench(b: MpcBench) -> anyhow::Result<()> {
     )?;
     println!("{report}");
     if b.loopback {
-        println!("{}", privxray::party::bench::loopback_report(&spec, &b.batches)?);
+        println!(
+            "{}",
+            privxray::party::bench::loopback_report(&spec, &b.batches)?
+        );
     }
     // Plaintext inference with the training engine (candle), batch 1, for comparison.
     let device = candle_core::Device::Cpu;
