@@ -86,20 +86,10 @@ impl ModelKind {
     /// Names of the layers with weights, in order (`conv1`, `conv2`, ..., `fc1`, ...): what
     /// checkpoints, `--freeze` and the interface call them.
     pub fn layer_names(self) -> Vec<String> {
-        let (mut convs, mut dense) = (0, 0);
+        let mut names = LayerNames::default();
         self.plan(1.0)
             .iter()
-            .filter_map(|l| match l {
-                PlanLayer::Conv { .. } => {
-                    convs += 1;
-                    Some(format!("conv{convs}"))
-                }
-                PlanLayer::Dense { .. } => {
-                    dense += 1;
-                    Some(format!("fc{dense}"))
-                }
-                _ => None,
-            })
+            .filter_map(|l| names.next(l))
             .collect()
     }
 
@@ -111,6 +101,30 @@ impl ModelKind {
             ModelKind::Vgg16_1 | ModelKind::Vgg16_2 => {
                 vgg16_plan(self.technique().input_shape(), width)
             }
+        }
+    }
+}
+
+/// The naming rule of layers with weights, applied to a plan's layers in order: convolutions
+/// are `conv1`, `conv2`, ..., dense layers `fc1`, `fc2`, ...; other layers have no name.
+#[derive(Debug, Default)]
+pub struct LayerNames {
+    convs: usize,
+    dense: usize,
+}
+
+impl LayerNames {
+    pub fn next(&mut self, layer: &PlanLayer) -> Option<String> {
+        match layer {
+            PlanLayer::Conv { .. } => {
+                self.convs += 1;
+                Some(format!("conv{}", self.convs))
+            }
+            PlanLayer::Dense { .. } => {
+                self.dense += 1;
+                Some(format!("fc{}", self.dense))
+            }
+            _ => None,
         }
     }
 }

@@ -117,6 +117,21 @@ impl WeightAverage {
         Ok(())
     }
 
+    /// The released weights under the variables' names: the averages, and the frozen
+    /// variables as they are (they never change).
+    pub fn released(&self, vars: &[(String, Var)]) -> Vec<(String, Tensor)> {
+        self.avg
+            .iter()
+            .zip(vars)
+            .map(|(a, (name, v))| {
+                (
+                    name.clone(),
+                    a.clone().unwrap_or_else(|| v.as_tensor().clone()),
+                )
+            })
+            .collect()
+    }
+
     /// The averages under their checkpoint names, for a resumable checkpoint.
     pub fn state_tensors(&self, vars: &[(String, Var)]) -> Vec<(String, Tensor)> {
         self.avg

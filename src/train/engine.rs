@@ -592,35 +592,24 @@ pub fn train(
             l.end_epoch();
         }
         // With averaging, the last iterate is evaluated for comparison, then the average is
-        // swapped in: it is what the epoch reports and what `-best` holds.
-        let raw_val_acc = match &ema {
-            Some(_) => Some(evaluate(&model, val, config.eval_batch_size)?.accuracy),
-            None => None,
+        // swapped in for its own evaluation: the average is what the epoch reports and what
+        // `-best` holds.
+        let (vm, raw_val_acc, released) = match &ema {
+            Some(a) => {
+                let raw = evaluate(&model, val, config.eval_batch_size)?.accuracy;
+                let iterate = a.swap_in(&vars)?;
+                let vm = evaluate(&model, val, config.eval_batch_size)?;
+                WeightAverage::restore(&vars, iterate)?;
+                (vm, Some(raw), a.released(&vars))
+            }
+            None => (
+                evaluate(&model, val, config.eval_batch_size)?,
+                None,
+                vars.iter()
+                    .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+                    .collect(),
+            ),
         };
-        let iterate = match &ema {
-            Some(a) => Some(a.swap_in(&vars)?),
-            None => None,
-        };
-        let vm = evaluate(&model, val, config.eval_batch_size)?;
-        // A deep copy when the variables are about to be restored (`Var::set` writes in place,
-        // and a plain clone shares the storage).
-        let released: Vec<(String, Tensor)> = vars
-            .iter()
-            .map(|(n, v)| {
-                let t = v.as_tensor();
-                Ok((
-                    n.clone(),
-                    if iterate.is_some() {
-                        t.copy()?
-                    } else {
-                        t.clone()
-                    },
-                ))
-            })
-            .collect::<candle_core::Result<_>>()?;
-        if let Some(raw) = iterate {
-            WeightAverage::restore(&vars, raw)?;
-        }
         let seconds = t0.elapsed().as_secs_f64();
         epoch_seconds.push(seconds);
         epochs_run += 1;

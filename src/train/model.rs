@@ -7,6 +7,7 @@
 
 use super::error::{Result, TrainError};
 use super::ops::{self, PoolKind};
+use crate::model::arch::LayerNames;
 use crate::model::{Layer, ModelKind, NetworkSpec, PlanLayer, Pool};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -63,8 +64,11 @@ fn pool_kind(p: Pool) -> PoolKind {
 /// used for initialisation.
 pub fn parameter_shapes(kind: ModelKind, width: f32) -> Vec<(String, Vec<usize>, usize)> {
     let mut out = Vec::new();
-    let (mut nc, mut nd) = (0, 0);
+    let mut names = LayerNames::default();
     for p in kind.plan(width) {
+        let Some(name) = names.next(&p) else {
+            continue;
+        };
         match p {
             PlanLayer::Conv {
                 in_channels,
@@ -72,26 +76,24 @@ pub fn parameter_shapes(kind: ModelKind, width: f32) -> Vec<(String, Vec<usize>,
                 kernel,
                 ..
             } => {
-                nc += 1;
                 let fan_in = in_channels * kernel * kernel;
                 out.push((
-                    format!("conv{nc}.weight"),
+                    format!("{name}.weight"),
                     vec![out_channels, in_channels, kernel, kernel],
                     fan_in,
                 ));
-                out.push((format!("conv{nc}.bias"), vec![out_channels], fan_in));
+                out.push((format!("{name}.bias"), vec![out_channels], fan_in));
             }
             PlanLayer::Dense {
                 in_features,
                 out_features,
             } => {
-                nd += 1;
                 out.push((
-                    format!("fc{nd}.weight"),
+                    format!("{name}.weight"),
                     vec![out_features, in_features],
                     in_features,
                 ));
-                out.push((format!("fc{nd}.bias"), vec![out_features], in_features));
+                out.push((format!("{name}.bias"), vec![out_features], in_features));
             }
             _ => {}
         }
@@ -139,8 +141,10 @@ impl Model {
             )));
         }
         let mut layers = Vec::new();
-        let (mut nc, mut nd) = (0, 0);
+        let mut names = LayerNames::default();
         for p in kind.plan(width) {
+            // Empty for the layers without weights, which have no name.
+            let name = names.next(&p).unwrap_or_default();
             layers.push(match p {
                 PlanLayer::Conv {
                     in_channels,
@@ -148,8 +152,6 @@ impl Model {
                     kernel,
                     padding,
                 } => {
-                    nc += 1;
-                    let name = format!("conv{nc}");
                     let s = vb.pp(&name);
                     NetLayer::Conv {
                         weight: s.get((out_channels, in_channels, kernel, kernel), "weight")?,
@@ -163,8 +165,6 @@ impl Model {
                     in_features,
                     out_features,
                 } => {
-                    nd += 1;
-                    let name = format!("fc{nd}");
                     let s = vb.pp(&name);
                     NetLayer::Dense {
                         weight: s.get((out_features, in_features), "weight")?,

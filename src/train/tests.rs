@@ -343,6 +343,28 @@ fn clip_sums(
 }
 
 /// Largest absolute entry.
+/// One DP-SGD step's noisy gradients, without class weights, with a fixed dropout seed and
+/// the noise generator `dp` names.
+fn private_step(
+    model: &Model,
+    x: &Tensor,
+    y: &Tensor,
+    dp: &DpConfig,
+    expected_batch: f64,
+) -> dpsgd::PrivateStep {
+    dpsgd::private_gradients(
+        model,
+        x,
+        y,
+        None,
+        dp,
+        expected_batch,
+        &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
+        &mut dpsgd::noise_rng(dp.noise_seed),
+    )
+    .unwrap()
+}
+
 fn max_abs(t: &Tensor) -> f32 {
     t.abs()
         .unwrap()
@@ -865,17 +887,7 @@ fn frozen_layers_are_neither_clipped_nor_noised() {
         assert!(left_out > 1e-6, "{kind}: {left_out}");
         let mut dp = DpConfig::new(1.0, 1.0).unwrap();
         dp.noise_seed = NoiseSeed::InsecureFixed(9);
-        let step = dpsgd::private_gradients(
-            &model,
-            &x,
-            &y,
-            None,
-            &dp,
-            4.0,
-            &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
-            &mut dpsgd::noise_rng(dp.noise_seed),
-        )
-        .unwrap();
+        let step = private_step(&model, &x, &y, &dp, 4.0);
         for ((g, t), (name, _)) in step
             .gradients
             .iter()
@@ -1097,17 +1109,7 @@ fn physical_batches_change_memory_not_the_step() {
         dp.noise_seed = NoiseSeed::InsecureFixed(3);
         dp.physical_batch = physical;
         dp.microbatch_size = m;
-        dpsgd::private_gradients(
-            &model,
-            &x,
-            &y,
-            None,
-            &dp,
-            8.0,
-            &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
-            &mut dpsgd::noise_rng(dp.noise_seed),
-        )
-        .unwrap()
+        private_step(&model, &x, &y, &dp, 8.0)
     };
     for (physical, m) in [(3, 1), (1, 1), (4, 2)] {
         let whole = step(None, m);
