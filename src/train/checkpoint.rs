@@ -66,6 +66,10 @@ pub struct CheckpointMeta {
     /// average, `-last` the last iterate with the average beside it as `ema.*` tensors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema: Option<crate::train::ema::EmaDecay>,
+    /// The training dropout rate when the run set one ([`crate::train::DropoutRate`]);
+    /// absent: the model's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<crate::train::DropoutRate>,
 }
 
 fn ck_err(path: &Path, reason: impl Into<String>) -> TrainError {

@@ -12,7 +12,7 @@ use super::ema::{EmaDecay, WeightAverage};
 use super::error::{Result, TrainError};
 use super::loss::{self, ClassWeights};
 use super::metrics::Metrics;
-use super::model::{self, Model};
+use super::model::{self, DropoutRate, Model};
 use super::optim::{Optimizer, OptimizerConfig};
 use crate::model::spec::pneumonia_probability;
 use crate::model::ModelKind;
@@ -63,6 +63,9 @@ pub struct TrainConfig {
     /// Release an exponential moving average of the weights (validated, checkpointed as
     /// `-best`) instead of the last iterate. `None` on resume: the checkpoint's choice holds.
     pub ema: Option<EmaDecay>,
+    /// Training dropout rate instead of the model's own (0 turns it off). `None` on resume:
+    /// the checkpoint's choice holds.
+    pub dropout: Option<DropoutRate>,
     /// Turns DP steps into epsilon (default: the RDP accountant); `None`: no epsilon reported.
     pub accountant: Option<Box<dyn PrivacyAccountant>>,
     pub prefer_gpu: bool,
@@ -87,6 +90,7 @@ impl TrainConfig {
             dp: None,
             frozen: Vec::new(),
             ema: None,
+            dropout: None,
             accountant: Some(Box::new(crate::privacy::RdpAccountant::new())),
             prefer_gpu: false,
         }
@@ -133,6 +137,9 @@ pub enum TrainingEvent {
         /// Decay of the released weight average, if the run averages.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ema: Option<EmaDecay>,
+        /// Training dropout rate, when the run set one instead of the model's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dropout: Option<DropoutRate>,
     },
     Step {
         epoch: usize,
@@ -351,6 +358,12 @@ pub fn train(
         _ => config.frozen.clone(),
     };
     model.freeze(&frozen)?;
+    let dropout = config
+        .dropout
+        .or_else(|| resumed.as_ref().and_then(|r| r.meta.dropout));
+    if let Some(p) = dropout {
+        model.set_dropout(p);
+    }
     if let Some(p) = &config.init_weights {
         if resumed.is_none() {
             model::load_vgg16_imagenet(&varmap, kind, p)?;
@@ -452,6 +465,7 @@ pub fn train(
         accounting: ledger.as_ref().map(|l| l.mode().describe()),
         frozen: model.frozen().to_vec(),
         ema: ema_decay,
+        dropout,
     });
     let ckpt_path = |tag: &str| {
         config
@@ -671,6 +685,7 @@ pub fn train(
             history: history.clone(),
             frozen: model.frozen().to_vec(),
             ema: ema_decay,
+            dropout,
         };
         if improved {
             if let Some(p) = ckpt_path("best") {

@@ -22,7 +22,7 @@ pub use data::TrainData;
 pub use engine::{evaluate, train, Seed, TrainConfig, TrainOutcome, TrainingEvent};
 pub use error::TrainError;
 pub use metrics::Metrics;
-pub use model::Model;
+pub use model::{DropoutRate, Model};
 
 #[cfg(test)]
 mod tests;

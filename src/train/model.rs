@@ -227,6 +227,23 @@ impl Model {
         Ok(())
     }
 
+    /// Sets the training-time rate of every dropout layer (the plan's own rate until then).
+    pub fn set_dropout(&mut self, rate: DropoutRate) {
+        for l in &mut self.layers {
+            if let NetLayer::Dropout(p) = l {
+                *p = rate.get();
+            }
+        }
+    }
+
+    /// The training-time rate of the dropout layers, `None` for a model without any.
+    pub fn dropout(&self) -> Option<f32> {
+        self.layers.iter().find_map(|l| match l {
+            NetLayer::Dropout(p) => Some(*p),
+            _ => None,
+        })
+    }
+
     /// The frozen layers' names, in layer order.
     pub fn frozen(&self) -> &[String] {
         &self.frozen
@@ -446,6 +463,45 @@ impl Model {
         };
         spec.shapes()?;
         Ok(spec)
+    }
+}
+
+/// The training-time probability of dropping a unit, in `[0, 1)`; 0 turns dropout off.
+///
+/// Why a run may change the model's own rate (0.5 in all four plans): under DP-SGD each
+/// example's gradient is clipped as a whole, and a dropout mask makes that gradient flow
+/// through a random half of the hidden units, so the per-example gradient carries the mask's
+/// randomness on top of the noise. Dropout only acts in training; the trained model, its
+/// export and its predictions are the same network either way.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "f32", into = "f32")]
+pub struct DropoutRate(f32);
+
+impl DropoutRate {
+    pub fn new(p: f32) -> Result<Self> {
+        if p.is_finite() && (0.0..1.0).contains(&p) {
+            Ok(DropoutRate(p))
+        } else {
+            Err(TrainError::Config(format!(
+                "dropout rate must be in [0, 1) (0 turns dropout off), got {p}"
+            )))
+        }
+    }
+    pub fn get(self) -> f32 {
+        self.0
+    }
+}
+
+impl TryFrom<f32> for DropoutRate {
+    type Error = TrainError;
+    fn try_from(p: f32) -> Result<Self> {
+        DropoutRate::new(p)
+    }
+}
+
+impl From<DropoutRate> for f32 {
+    fn from(p: DropoutRate) -> f32 {
+        p.0
     }
 }
 

@@ -116,6 +116,7 @@ fn checkpoint_round_trips_bit_exactly() {
         history: vec![],
         frozen: vec!["fc1".into()],
         ema: None,
+        dropout: None,
     };
     let tensors: Vec<_> = vars
         .iter()
@@ -1143,4 +1144,50 @@ fn physical_batches_change_memory_not_the_step() {
         e.contains("physical batch size 2") && e.contains("microbatch size 4"),
         "{e}"
     );
+}
+
+#[test]
+fn a_training_dropout_rate_replaces_the_models_and_survives_resume() {
+    use super::model::DropoutRate;
+    for bad in [1.0, 1.5, -0.1, f32::NAN] {
+        assert!(DropoutRate::new(bad).is_err(), "{bad} accepted");
+    }
+    let kind = ModelKind::DnnMax;
+    let (mut model, _vm) = Model::init(kind, 1.0, 5, &Device::Cpu).unwrap();
+    let x = random_input(kind, 4, 6);
+    let eval = model.forward_with(&x, None).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let masked = model.forward_with(&x, Some(&mut rng)).unwrap();
+    assert_eq!(model.dropout(), Some(0.5));
+    assert!(
+        max_abs(&(&masked - &eval).unwrap()) > 1e-4,
+        "the plan's dropout did nothing"
+    );
+    model.set_dropout(DropoutRate::new(0.0).unwrap());
+    assert_eq!(model.dropout(), Some(0.0));
+    let unmasked = model.forward_with(&x, Some(&mut rng)).unwrap();
+    assert_eq!(max_abs(&(&unmasked - &eval).unwrap()), 0.0);
+
+    // A run that set a rate records it; a resume that names none keeps it.
+    let data = synthetic(kind, 16, 3);
+    let val = synthetic(kind, 8, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c1 = quick_config(kind, 1);
+    c1.dropout = Some(DropoutRate::new(0.0).unwrap());
+    c1.checkpoint_dir = Some(dir.path().to_path_buf());
+    let (tx, _rx) = mpsc::channel();
+    let first = engine::train(c1, &data, &val, tx, TrainControl::new()).unwrap();
+    let last = first.last_checkpoint.unwrap();
+    let meta = checkpoint::load(&last, &Device::Cpu).unwrap().meta;
+    assert_eq!(meta.dropout.map(DropoutRate::get), Some(0.0));
+    let mut c2 = quick_config(kind, 2);
+    c2.resume = Some(last);
+    let (tx, rx) = mpsc::channel();
+    engine::train(c2, &data, &val, tx, TrainControl::new()).unwrap();
+    match rx.try_iter().next() {
+        Some(TrainingEvent::Started { dropout, .. }) => {
+            assert_eq!(dropout.map(DropoutRate::get), Some(0.0))
+        }
+        other => panic!("expected a start event, got {other:?}"),
+    }
 }

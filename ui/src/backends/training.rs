@@ -295,6 +295,7 @@ mod tests {
             accounting: None,
             frozen: Vec::new(),
             ema: None,
+            dropout: None,
         }
     }
 
