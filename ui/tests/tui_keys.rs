@@ -276,6 +276,17 @@ fn freeze_and_weight_average_cycle_through_their_choices() {
     press(&mut h, KeyCode::Char('-'));
     assert_eq!(h.app.train.ema, Some(0.95));
 
+    to_field(&mut h, Field::Dropout);
+    assert_eq!(h.app.train.dropout, None, "the model's own rate by default");
+    press(&mut h, KeyCode::Char('+'));
+    assert_eq!(h.app.train.dropout, Some(0.25));
+    press(&mut h, KeyCode::Char('+'));
+    press(&mut h, KeyCode::Char('+'));
+    assert_eq!(h.app.train.dropout, Some(0.0), "stops at off");
+    press(&mut h, KeyCode::Char('-'));
+    press(&mut h, KeyCode::Char('-'));
+    assert_eq!(h.app.train.dropout, None);
+
     // A layer the next model lacks is dropped when the model changes.
     h.app.train.freeze = Some("conv13".into());
     h.app.train.model = privxray::model::ModelKind::Vgg16_1;

@@ -17,6 +17,7 @@ use privxray::train::dpsgd::DpConfig;
 use privxray::train::ema::EmaDecay;
 use privxray::train::engine::model_from_checkpoint;
 use privxray::train::optim::OptimizerConfig;
+use privxray::train::DropoutRate;
 use privxray::train::{self, Seed, TrainControl, TrainingEvent};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -78,6 +79,11 @@ pub fn engine_config(
     e.ema = c
         .ema
         .map(EmaDecay::new)
+        .transpose()
+        .map_err(|err| BackendError::Failed(err.to_string()))?;
+    e.dropout = c
+        .dropout
+        .map(DropoutRate::new)
         .transpose()
         .map_err(|err| BackendError::Failed(err.to_string()))?;
     if let Some(dp) = &c.dp {
@@ -347,12 +353,14 @@ mod tests {
             }),
             frozen: vec!["fc1".into()],
             ema: Some(0.95),
+            dropout: Some(0.0),
             data_root: PathBuf::from("x"),
             data: None,
         };
         let e = engine_config(&c, 1.0, PathBuf::from("ck")).unwrap();
         assert_eq!(e.frozen, ["fc1"]);
         assert_eq!(e.ema.map(EmaDecay::get), Some(0.95));
+        assert_eq!(e.dropout.map(DropoutRate::get), Some(0.0));
         assert_eq!(
             (e.model, e.epochs, e.batch_size),
             (ModelKind::DnnMax, 3, 16)

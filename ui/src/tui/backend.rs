@@ -85,6 +85,8 @@ pub struct TrainConfig {
     pub frozen: Vec<String>,
     /// Decay of the released weight average; `None`: the last iterate.
     pub ema: Option<f64>,
+    /// Training dropout rate; `None`: the model's own.
+    pub dropout: Option<f32>,
     /// The preprocessed dataset root and technique the Data tab produced.
     pub data_root: PathBuf,
     /// The preprocessed images themselves (every folder of the source, merged), so the

@@ -20,6 +20,8 @@ use std::sync::Arc;
 pub const BATCH_SIZES: [usize; 10] = [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 /// Decays of the released weight average (`train --ema`), after "off".
 pub const EMA_DECAYS: [f64; 3] = [0.9, 0.95, 0.99];
+/// Training dropout rates (`train --dropout`), after "the model's own".
+pub const DROPOUTS: [f32; 2] = [0.25, 0.0];
 pub const LEARNING_RATES: [f64; 7] = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1];
 pub const DELTAS: [f64; 5] = [1e-3, 1e-4, 1e-5, 1e-6, 1e-7];
 pub const NOISE_STEP: f64 = 0.05;
@@ -42,10 +44,11 @@ pub enum Field {
     Delta,
     Freeze,
     Ema,
+    Dropout,
 }
 
 impl Field {
-    pub const ALL: [Field; 11] = [
+    pub const ALL: [Field; 12] = [
         Field::Model,
         Field::Epochs,
         Field::Batch,
@@ -57,6 +60,7 @@ impl Field {
         Field::Delta,
         Field::Freeze,
         Field::Ema,
+        Field::Dropout,
     ];
     /// Fields a running training accepts changes to.
     pub fn live(self) -> bool {
@@ -117,6 +121,8 @@ pub struct TrainTab {
     pub freeze: Option<String>,
     /// Decay of the released weight average (`train --ema`); `None`: the last iterate.
     pub ema: Option<f64>,
+    /// Training dropout rate (`train --dropout`); `None`: the model's own.
+    pub dropout: Option<f32>,
     pub focus: usize,
     pub state: RunState,
     pub device: String,
@@ -151,6 +157,7 @@ impl TrainTab {
             delta: 1e-5,
             freeze: None,
             ema: None,
+            dropout: None,
             focus: 0,
             state: RunState::Idle,
             device,
@@ -195,6 +202,7 @@ impl TrainTab {
             }),
             frozen: self.freeze.iter().cloned().collect(),
             ema: self.ema,
+            dropout: self.dropout,
             data_root: data.data.root.clone(),
             data: Some(SharedData(data.clone())),
         }
@@ -302,6 +310,18 @@ impl TrainTab {
                     i.saturating_sub(1)
                 };
                 self.ema = j.checked_sub(1).map(|k| EMA_DECAYS[k]);
+            }
+            Field::Dropout => {
+                let i = self
+                    .dropout
+                    .and_then(|d| DROPOUTS.iter().position(|&c| c == d))
+                    .map_or(0, |p| p + 1);
+                let j = if up {
+                    (i + 1).min(DROPOUTS.len())
+                } else {
+                    i.saturating_sub(1)
+                };
+                self.dropout = j.checked_sub(1).map(|k| DROPOUTS[k]);
             }
         }
         if self.state.active() && field.live() {
@@ -467,12 +487,12 @@ impl Widget for TrainView<'_> {
         let [left, right] =
             Layout::horizontal([Constraint::Length(44), Constraint::Min(20)]).areas(area);
         let [settings_area, run_area] =
-            Layout::vertical([Constraint::Length(15), Constraint::Min(5)]).areas(left);
+            Layout::vertical([Constraint::Length(16), Constraint::Min(5)]).areas(left);
 
         let block = Block::bordered().title(" Settings ");
         let inner = block.inner(settings_area);
         block.render(settings_area, buf);
-        let rows = Layout::vertical(vec![Constraint::Length(1); 13]).split(inner);
+        let rows = Layout::vertical(vec![Constraint::Length(1); 14]).split(inner);
         let focus = t.field();
         let style_for = |f: Field| {
             if f == focus {
@@ -544,6 +564,21 @@ impl Widget for TrainView<'_> {
                 .map_or_else(|| "off (last weights)".into(), |d| format!("EMA {d}")),
         )
         .render(rows[11], buf);
+        text_row(
+            Field::Dropout,
+            "dropout",
+            t.dropout.map_or_else(
+                || "model's own (0.5)".into(),
+                |p| {
+                    if p == 0.0 {
+                        "off".into()
+                    } else {
+                        p.to_string()
+                    }
+                },
+            ),
+        )
+        .render(rows[12], buf);
         let eps = match &t.epsilon {
             Epsilon::Value { spent, projected } => Line::from(vec![
                 Span::raw("ε spent "),
@@ -554,7 +589,7 @@ impl Widget for TrainView<'_> {
             Epsilon::Unknown(why) => Line::styled(format!("ε: {why}"), theme.dim()),
             Epsilon::Error(e) => Line::styled(format!("ε: {e}"), theme.error()),
         };
-        eps.render(rows[12], buf);
+        eps.render(rows[13], buf);
 
         // Run status.
         let state = match &t.state {
