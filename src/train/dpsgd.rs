@@ -67,6 +67,10 @@ pub struct DpConfig {
     /// as many as fit [`ACTIVATION_BUDGET`] and [`PER_EXAMPLE_BUDGET`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub physical_batch: Option<usize>,
+    /// Augmentation multiplicity ([`super::augment`]): each unit's gradient is the mean over
+    /// augmented copies of its examples before the clip. Absent: one copy (off).
+    #[serde(default, skip_serializing_if = "Augmentation::is_off")]
+    pub augmentation: Augmentation,
 }
 
 impl DpConfig {
@@ -80,6 +84,7 @@ impl DpConfig {
             noise_seed: NoiseSeed::Os,
             clipping: Clipping::Flat,
             physical_batch: None,
+            augmentation: Augmentation::default(),
         })
     }
     pub fn validate(&self) -> Result<()> {
@@ -96,6 +101,7 @@ impl DpConfig {
                 )));
             }
         }
+        self.augmentation.validate()?;
         self.delta()?;
         Ok(())
     }
@@ -124,6 +130,7 @@ pub fn check_plan_for_dp(plan: &[PlanLayer]) -> Result<()> {
     Ok(())
 }
 
+use super::augment::Augmentation;
 use super::loss::{self, ClassWeights};
 use super::model::{apply_dropout, Model, NetLayer, POOL_SIZE};
 use super::ops;
@@ -524,7 +531,10 @@ pub fn private_gradients(
     // Poisson batches need not be multiples of m: the trailing partial microbatch is dropped
     // (as TF Privacy requires divisibility; dropping only lowers sensitivity use).
     let usable = n - n % m;
-    let chunk = physical_chunk(model, dp.physical_batch, m);
+    // With k augmented copies a chunk of `len` examples is `len * k` rows, each unit's m
+    // examples' copies consecutive, so a unit of m * k rows is still one microbatch.
+    let k = dp.augmentation.copies;
+    let chunk = (physical_chunk(model, dp.physical_batch, m * k) / k).max(m);
     let mut sums: Option<Vec<Tensor>> = None;
     let (mut lsum, mut wsum) = (0f64, 0f64);
     let mut logits = Vec::new();
@@ -532,16 +542,36 @@ pub fn private_gradients(
     let mut start = 0;
     while start < usable {
         let len = chunk.min(usable - start);
-        let r = clipped_gradient_sums(
+        let xs = x.narrow(0, start, len)?;
+        let ys = labels.narrow(0, start, len)?;
+        let (xs, ys) = if k > 1 {
+            let xk = dp.augmentation.expand(&xs, &mut *dropout_rng)?;
+            let yk = ys
+                .unsqueeze(1)?
+                .broadcast_as((len, k))?
+                .contiguous()?
+                .flatten_all()?;
+            (xk, yk)
+        } else {
+            (xs, ys)
+        };
+        let mut r = clipped_gradient_sums(
             model,
-            &x.narrow(0, start, len)?,
-            &labels.narrow(0, start, len)?,
+            &xs,
+            &ys,
             class_weights,
             dp.clip_norm,
             dp.clipping,
-            m,
+            m * k,
             Some(&mut *dropout_rng),
         )?;
+        if k > 1 {
+            // The batch's predictions are those of copy 0, the examples themselves; the loss
+            // is the mean over all copies.
+            let idx: Vec<u32> = (0..len).map(|e| (e * k) as u32).collect();
+            let idx = Tensor::from_vec(idx, len, r.logits.device())?;
+            r.logits = r.logits.index_select(&idx, 0)?;
+        }
         sums = Some(match sums {
             None => r.sums,
             Some(acc) => acc

@@ -112,6 +112,8 @@ impl TrainConfig {
 }
 
 /// Progress events, serialised as `{"event": "step", ...}` JSON lines.
+// `Started` is the large one and comes once per run; boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum TrainingEvent {

@@ -2,6 +2,7 @@
 //! DP-SGD), checkpoints, evaluation metrics and benchmarks.
 
 pub mod accounting;
+pub mod augment;
 pub mod bench;
 pub mod checkpoint;
 pub mod control;

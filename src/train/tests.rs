@@ -1191,3 +1191,60 @@ fn a_training_dropout_rate_replaces_the_models_and_survives_resume() {
         other => panic!("expected a start event, got {other:?}"),
     }
 }
+
+/// Augmentation multiplicity: a unit is the mean over an example's copies, clipped once.
+#[test]
+fn augmented_copies_form_one_unit_that_the_clip_bounds() {
+    use super::augment::Augmentation;
+    use super::model::DropoutRate;
+    let kind = ModelKind::DnnMax;
+    let (mut model, _vm) = Model::init(kind, 1.0, 31, &Device::Cpu).unwrap();
+    // No dropout, so the copies differ only by their transforms.
+    model.set_dropout(DropoutRate::new(0.0).unwrap());
+    let data = synthetic(kind, 4, 33);
+    let (x, y) = data.batch(&[0, 1, 2, 3], &Device::Cpu).unwrap();
+    let step = |aug: Augmentation, clip: f64, x: &Tensor, y: &Tensor| {
+        let mut dp = DpConfig::new(0.0, clip).unwrap();
+        dp.augmentation = aug;
+        dp.physical_batch = Some(6); // parts of 2 examples x 3 copies
+        private_step(&model, x, y, &dp, x.dim(0).unwrap() as f64).gradients
+    };
+    // Identical copies average to the example's own gradient: the same step as one copy.
+    let same = Augmentation {
+        copies: 3,
+        max_shift: 0,
+        flip: false,
+    };
+    for clip in [1e-3, 1e9] {
+        let one = step(Augmentation::default(), clip, &x, &y);
+        let three = step(same, clip, &x, &y);
+        for (a, b) in one.iter().zip(&three) {
+            rel_close(a, b, 1e-4, &format!("clip {clip}"));
+        }
+    }
+    // Real transforms change the step, and each example's unit still contributes at most C.
+    let aug = Augmentation::copies(3).unwrap();
+    let one = step(Augmentation::default(), 1e9, &x, &y);
+    let three = step(aug, 1e9, &x, &y);
+    let diff: f32 = one
+        .iter()
+        .zip(&three)
+        .map(|(a, b)| max_abs(&(a - b).unwrap()))
+        .fold(0.0, f32::max);
+    assert!(diff > 1e-6, "augmented copies left the gradient unchanged");
+    let clip = 1e-3;
+    for i in 0..4 {
+        let g = step(
+            aug,
+            clip,
+            &x.narrow(0, i, 1).unwrap(),
+            &y.narrow(0, i, 1).unwrap(),
+        );
+        let n = norm(&g);
+        assert!(n <= clip * (1.0 + 1e-4), "example {i}: norm {n} above C");
+        assert!(
+            n >= clip * (1.0 - 1e-3),
+            "example {i}: norm {n}, expected clipped to C"
+        );
+    }
+}

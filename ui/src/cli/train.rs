@@ -9,6 +9,7 @@ use privxray::model::spec::pneumonia_probability;
 use privxray::model::{ModelKind, Technique};
 use privxray::preprocess::{self, Preprocessed};
 use privxray::privacy::{self, AccountantKind, Delta, NoiseMultiplier};
+use privxray::train::augment::Augmentation;
 use privxray::train::dpsgd::{Clipping, DpConfig, NoiseSeed, Sampling};
 use privxray::train::ema::EmaDecay;
 use privxray::train::engine::model_from_checkpoint;
@@ -131,6 +132,11 @@ pub struct TrainArgs {
     /// Examples per microbatch (1: per-example clipping).
     #[arg(long, default_value_t = 1)]
     pub microbatch: usize,
+    /// Augmentation multiplicity under DP-SGD: each example's gradient is averaged over K
+    /// copies (itself and K-1 shifted by up to 8 pixels and flipped left-right at random)
+    /// before the clip, as De et al. 2022. Same privacy; K times the compute per step.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub augmentations: usize,
     /// Most examples whose per-example gradients are computed at once; a larger (logical)
     /// --batch-size is processed in parts of this size and noised once, so only memory changes
     /// (default: what fits about 2 GB of activations and per-example gradients).
@@ -245,6 +251,7 @@ fn config_from(a: &TrainArgs, train_data: &TrainData) -> anyhow::Result<TrainCon
         dp.delta = a.delta;
         dp.microbatch_size = a.microbatch;
         dp.physical_batch = a.physical_batch_size;
+        dp.augmentation = Augmentation::copies(a.augmentations)?;
         dp.sampling = match a.sampling {
             SamplingArg::Poisson => Sampling::Poisson,
             SamplingArg::Shuffled => Sampling::Shuffled,
@@ -260,6 +267,12 @@ fn config_from(a: &TrainArgs, train_data: &TrainData) -> anyhow::Result<TrainCon
             dp.noise_seed = NoiseSeed::InsecureFixed(s);
         }
         c.dp = Some(dp);
+    } else if a.augmentations != 1 {
+        bail!(
+            "--augmentations {} needs --dp: it averages each example's gradient over copies \
+             before DP-SGD's clip",
+            a.augmentations
+        );
     }
     Ok(c)
 }
@@ -292,12 +305,17 @@ fn describe(e: &TrainingEvent) -> Option<String> {
                 .unwrap_or_default(),
             match dp {
                 Some(d) => format!(
-                    ", DP-SGD noise {} clip {}{} ({sampling} sampling)",
+                    ", DP-SGD noise {} clip {}{}{} ({sampling} sampling)",
                     d.noise_multiplier.get(),
                     d.clip_norm.get(),
                     match d.clipping {
                         Clipping::Flat => "",
                         Clipping::PerLayer => " per layer",
+                    },
+                    if d.augmentation.is_off() {
+                        String::new()
+                    } else {
+                        format!(", {} augmented copies per example", d.augmentation.copies)
                     }
                 ),
                 None => String::new(),
@@ -771,6 +789,7 @@ pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
             delta: a.delta,
             microbatch: 1,
             physical_batch_size: None,
+            augmentations: 1,
             sampling: SamplingArg::Poisson,
             clipping: a.clipping,
             insecure_noise_seed: None,
