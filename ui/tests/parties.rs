@@ -74,7 +74,7 @@ fn keygen(dir: &Path, name: &str) -> String {
 fn parties_toml(owner: &str, keys: &[String; 3], ports: [u16; 3]) -> String {
     let mut s = format!(
         "owner_public_key = \"{owner}\"\n\n[timeouts]\nconnect_ms = 1000\nhandshake_ms = 5000\n\
-         io_ms = 20000\nstartup_ms = 5000\n"
+         io_ms = 60000\nstartup_ms = 5000\n"
     );
     for i in 0..3 {
         s.push_str(&format!(
