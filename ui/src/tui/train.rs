@@ -31,6 +31,20 @@ pub const NOISE_RANGE: [f64; 2] = [0.1, 5.0];
 pub const CLIP_RANGE: [f64; 2] = [0.1, 10.0];
 pub const MAX_EPOCHS: usize = 500;
 
+/// The setting after (`up`) or before `current` in the list "none, then `choices`", stopping
+/// at both ends.
+fn step_optional<T: Copy + PartialEq>(current: Option<T>, choices: &[T], up: bool) -> Option<T> {
+    let i = current
+        .and_then(|v| choices.iter().position(|&c| c == v))
+        .map_or(0, |p| p + 1);
+    let j = if up {
+        (i + 1).min(choices.len())
+    } else {
+        i.saturating_sub(1)
+    };
+    j.checked_sub(1).map(|k| choices[k])
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
     Model,
@@ -299,30 +313,8 @@ impl TrainTab {
                 let n = choices.len();
                 self.freeze = choices[if up { (i + 1) % n } else { (i + n - 1) % n }].clone();
             }
-            Field::Ema => {
-                let i = self
-                    .ema
-                    .and_then(|d| EMA_DECAYS.iter().position(|&c| c == d))
-                    .map_or(0, |p| p + 1);
-                let j = if up {
-                    (i + 1).min(EMA_DECAYS.len())
-                } else {
-                    i.saturating_sub(1)
-                };
-                self.ema = j.checked_sub(1).map(|k| EMA_DECAYS[k]);
-            }
-            Field::Dropout => {
-                let i = self
-                    .dropout
-                    .and_then(|d| DROPOUTS.iter().position(|&c| c == d))
-                    .map_or(0, |p| p + 1);
-                let j = if up {
-                    (i + 1).min(DROPOUTS.len())
-                } else {
-                    i.saturating_sub(1)
-                };
-                self.dropout = j.checked_sub(1).map(|k| DROPOUTS[k]);
-            }
+            Field::Ema => self.ema = step_optional(self.ema, &EMA_DECAYS, up),
+            Field::Dropout => self.dropout = step_optional(self.dropout, &DROPOUTS, up),
         }
         if self.state.active() && field.live() {
             Adjusted::Dp(self.noise, self.clip)
