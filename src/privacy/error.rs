@@ -46,6 +46,24 @@ pub enum PrivacyError {
         index: usize,
         value: f64,
     },
+    #[error(
+        "canary audit counts must satisfy correct <= guesses <= canaries, got {correct} correct of {guesses} guesses on {canaries} canaries"
+    )]
+    CanaryCounts {
+        canaries: u64,
+        guesses: u64,
+        correct: u64,
+    },
+    #[error(
+        "canary audit needs one score per canary and at least two canaries, got {scores} scores for {choices} inclusion choices"
+    )]
+    CanaryScores { scores: usize, choices: usize },
+    #[error("canary score #{index} is not finite: {value}")]
+    NonFiniteScore { index: usize, value: f64 },
+    #[error("epsilon under test must be finite and >= 0, got {0}")]
+    AuditEpsilon(f64),
+    #[error("audit significance level must satisfy 0 < alpha < 1, got {0}")]
+    AuditLevel(f64),
 }
 
 pub type Result<T, E = PrivacyError> = std::result::Result<T, E>;

@@ -27,6 +27,10 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, reason: String },
     #[error("initial weights {path}: {reason}")]
     InitWeights { path: PathBuf, reason: String },
+    #[error("canary file {path}: {reason}")]
+    CanaryFile { path: PathBuf, reason: String },
+    #[error("canaries: {0}")]
+    Canary(String),
     #[error("model export: {0}")]
     Spec(#[from] crate::model::SpecError),
     #[error("training produced a non-finite loss ({loss}) at epoch {epoch}, step {step}")]

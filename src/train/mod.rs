@@ -4,6 +4,7 @@
 pub mod accounting;
 pub mod augment;
 pub mod bench;
+pub mod canary;
 pub mod checkpoint;
 pub mod control;
 pub mod data;
@@ -18,6 +19,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 
+pub use canary::CanarySet;
 pub use control::TrainControl;
 pub use data::TrainData;
 pub use engine::{evaluate, train, Seed, TrainConfig, TrainOutcome, TrainingEvent};
