@@ -1,17 +1,16 @@
-//! Privacy accounting of a training run: every DP-SGD release is recorded with its own
-//! sampling rate and noise multiplier (so a noise multiplier changed mid-run is composed
-//! honestly), kept in checkpoints as a ledger, and turned into epsilon by an accountant.
+//! Privacy accounting of a training run: every DP release is recorded with its own sampling
+//! rate and noise multiplier (so a noise multiplier changed mid-run is composed honestly), kept
+//! in checkpoints as a ledger, and turned into epsilon by an accountant. The ledger is the only
+//! one: events carry its epsilon and interfaces show that.
 //!
-//! How steps are counted depends on the sampling:
-//! - Poisson: each step is a subsampled Gaussian mechanism with q = B/N, the setting of the
-//!   RDP/PLD analyses.
-//! - Shuffled fixed-size batches: amplification by subsampling is NOT claimed (shuffling does
-//!   not give Poisson's guarantee, and the usual practice of accounting it as Poisson
-//!   under-reports epsilon). Each example is in exactly one batch per epoch, so an epoch costs
-//!   it one Gaussian release without subsampling (q = 1) at the smallest noise multiplier used
-//!   during that epoch. This is an upper bound; expect a much larger epsilon than Poisson's.
+//! Every figure is for the add/remove neighbouring relation ([`super::dpsgd::NEIGHBOURING`]).
+//! A DP-SGD step is a Poisson-subsampled Gaussian mechanism at q = B/N, recorded at the noise
+//! multiplier [`super::dpsgd::DpConfig::accounted_noise_multiplier`] gives. Other releases of
+//! the training data (noisy class counts) are recorded at q = 1. Shuffled batches and
+//! microbatches are refused under DP ([`super::dpsgd::DpConfig::validate_for_training`]), so
+//! no other mode is needed.
 
-use super::dpsgd::{Delta, NoiseMultiplier, Sampling};
+use super::dpsgd::{Delta, NoiseMultiplier};
 use super::error::Result;
 use crate::privacy::{RdpAccountant, SampleRate};
 use serde::{Deserialize, Serialize};
@@ -52,70 +51,33 @@ pub struct DpSegment {
     pub steps: u64,
 }
 
-/// How a run's DP steps become accountant records (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum AccountingMode {
-    /// One record per step at q = B/N.
-    Poisson(SampleRate),
-    /// One q = 1 record per epoch at the epoch's smallest noise multiplier.
-    ShuffledNoAmplification,
-}
-
-impl AccountingMode {
-    pub fn new(sampling: Sampling, sample_rate: f64) -> Result<Self> {
-        Ok(match sampling {
-            Sampling::Poisson => Self::Poisson(SampleRate::new(sample_rate)?),
-            Sampling::Shuffled => Self::ShuffledNoAmplification,
-        })
-    }
-
-    /// One line for the `Started` event.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Poisson(q) => format!(
-                "poisson subsampled Gaussian, q = {:.6} per step (RDP accountant)",
-                q.get()
-            ),
-            Self::ShuffledNoAmplification => "shuffled batches: no amplification by \
-                 subsampling assumed; each epoch counts as one Gaussian release (q = 1) at \
-                 its smallest noise multiplier (RDP accountant; an upper bound)"
-                .into(),
-        }
-    }
-}
-
 /// The ledger of a run and the accountant fed from it.
 pub struct Ledger {
-    mode: AccountingMode,
+    /// q of the DP-SGD steps.
+    sample_rate: SampleRate,
     delta: Delta,
     segments: Vec<DpSegment>,
-    /// Shuffled mode: smallest sigma of the epoch in progress, not yet committed.
-    pending: Option<NoiseMultiplier>,
     accountant: Box<dyn PrivacyAccountant>,
-    /// q = 1, the rate of a shuffled epoch's release.
-    full_batch: SampleRate,
 }
 
 impl Ledger {
     /// A ledger continuing `previous` (from a checkpoint; replayed into `accountant`).
     pub fn new(
-        mode: AccountingMode,
+        sample_rate: SampleRate,
         delta: Delta,
         previous: &[DpSegment],
         mut accountant: Box<dyn PrivacyAccountant>,
-    ) -> Result<Self> {
+    ) -> Self {
         accountant.reset();
         for s in previous {
             accountant.record(s.sample_rate, s.noise_multiplier, s.steps);
         }
-        Ok(Self {
-            mode,
+        Self {
+            sample_rate,
             delta,
             segments: previous.to_vec(),
-            pending: None,
             accountant,
-            full_batch: SampleRate::new(1.0)?,
-        })
+        }
     }
 
     fn commit(&mut self, q: SampleRate, sigma: NoiseMultiplier) {
@@ -132,44 +94,45 @@ impl Ledger {
         }
     }
 
-    /// Records one DP-SGD step run with noise multiplier `sigma`.
+    /// Records one DP-SGD step at the accounted noise multiplier `sigma`.
     pub fn step(&mut self, sigma: NoiseMultiplier) {
-        match self.mode {
-            AccountingMode::Poisson(q) => self.commit(q, sigma),
-            AccountingMode::ShuffledNoAmplification => {
-                self.pending = Some(match self.pending {
-                    Some(p) if p.get() <= sigma.get() => p,
-                    _ => sigma,
-                });
-            }
-        }
+        self.commit(self.sample_rate, sigma);
     }
 
-    /// Closes an epoch (or a run stopped mid-epoch): commits the shuffled epoch's release.
-    pub fn end_epoch(&mut self) {
-        if let Some(sigma) = self.pending.take() {
-            self.commit(self.full_batch, sigma);
-        }
+    /// Records one Gaussian release of the whole training set (q = 1) with L2 sensitivity 1
+    /// and noise standard deviation `sigma`, such as noisy class counts.
+    pub fn release(&mut self, sigma: NoiseMultiplier) -> Result<()> {
+        self.commit(SampleRate::new(1.0)?, sigma);
+        Ok(())
     }
 
-    /// Epsilon so far, counting an epoch in progress as if it ended now.
+    /// Epsilon of everything recorded (0 before the first release).
     pub fn epsilon(&self) -> f64 {
-        match self.pending {
-            None => self.accountant.epsilon(self.delta),
-            Some(sigma) => {
-                let mut a = self.accountant.boxed_clone();
-                a.record(self.full_batch, sigma, 1);
-                a.epsilon(self.delta)
-            }
+        if self.segments.iter().all(|s| s.steps == 0) {
+            return 0.0;
         }
+        self.accountant.epsilon(self.delta)
     }
 
-    pub fn mode(&self) -> AccountingMode {
-        self.mode
+    pub fn sample_rate(&self) -> SampleRate {
+        self.sample_rate
     }
 
     /// Committed segments (for checkpoints).
     pub fn segments(&self) -> &[DpSegment] {
         &self.segments
     }
+}
+
+/// Epsilon at `delta` of all `segments` composed (RDP): the privacy of releasing everything
+/// they record, e.g. a whole checkpoint's ledger or several runs of a sweep together.
+pub fn epsilon_of(segments: &[DpSegment], delta: Delta) -> f64 {
+    if segments.iter().all(|s| s.steps == 0) {
+        return 0.0;
+    }
+    let mut a = RdpAccountant::new();
+    for s in segments {
+        a.step(s.sample_rate, s.noise_multiplier, s.steps);
+    }
+    a.epsilon(delta).0
 }

@@ -26,8 +26,12 @@ pub const FORMAT: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
-    pub train_loss: f64,
-    pub train_acc: f64,
+    /// Un-noised statistics of the training data: kept in the `-last` resume file (the data
+    /// holder's), absent from a release ([`CheckpointMeta::for_release`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_acc: Option<f64>,
     pub val_loss: f64,
     pub val_acc: f64,
     pub seconds: f64,
@@ -51,8 +55,13 @@ pub struct CheckpointMeta {
     /// Seed of data order, dropout and initialisation (not of DP noise).
     pub seed: u64,
     pub dp: Option<DpConfig>,
-    /// Privacy spent so far (DP runs with an accountant).
+    /// Privacy spent (DP runs with an accountant): in `-last`, so far; in a release (`-best`),
+    /// the whole run's, restamped as the run goes on, since choosing the best epoch depends on
+    /// every later iterate.
     pub epsilon: Option<f64>,
+    /// DP runs: the neighbouring relation `epsilon` is for ([`super::dpsgd::NEIGHBOURING`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neighbouring: Option<String>,
     /// Every DP release so far with its own parameters, replayed into the accountant on
     /// resume (absent in checkpoints of plain runs).
     #[serde(default)]
@@ -70,6 +79,49 @@ pub struct CheckpointMeta {
     /// absent: the model's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropout: Option<crate::train::DropoutRate>,
+}
+
+impl CheckpointMeta {
+    /// The metadata a published model may carry: weights, architecture, preprocessing, DP
+    /// settings, the ledger and epsilon, validation figures; never un-noised statistics of the
+    /// training data (train loss and accuracy per epoch).
+    pub fn for_release(&self) -> Self {
+        let mut m = self.clone();
+        for r in &mut m.history {
+            r.train_loss = None;
+            r.train_acc = None;
+        }
+        m
+    }
+
+    /// "epsilon not valid: ..." when the run used reproducible DP randomness.
+    pub fn epsilon_warning(&self) -> Option<String> {
+        self.dp.and_then(|d| d.reproducible.epsilon_warning())
+    }
+}
+
+/// Rewrites the metadata of the checkpoint at `path` (atomically), keeping its tensors byte
+/// for byte: how a release's epsilon follows the run after the release was chosen.
+pub fn update_meta(path: &Path, f: impl FnOnce(&mut CheckpointMeta)) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| ck_err(path, format!("not a safetensors file: {e}")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| ck_err(path, format!("header: {e}")))?;
+    let mut meta = parse_meta(path, header.metadata().as_ref())?;
+    f(&mut meta);
+    let json = serde_json::to_string(&meta)
+        .map_err(|e| TrainError::Config(format!("checkpoint metadata: {e}")))?;
+    let info = HashMap::from([(META_KEY.to_string(), json)]);
+    let out = safetensors::serialize(st.tensors(), Some(info))
+        .map_err(|e| TrainError::Config(format!("serialising checkpoint: {e}")))?;
+    crate::atomic::write_atomic(path, &out).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn ck_err(path: &Path, reason: impl Into<String>) -> TrainError {

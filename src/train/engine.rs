@@ -2,15 +2,15 @@
 //! best-by-validation-accuracy and resume checkpoints, early stopping, and a JSON-serialisable
 //! event stream. Meant to run on its own thread, steered through [`TrainControl`].
 
-use super::accounting::{AccountingMode, DpSegment, Ledger};
+use super::accounting::{DpSegment, Ledger};
 use super::checkpoint::{self, CheckpointMeta, EpochRecord};
 use super::control::{Directive, TrainControl};
 use super::data::TrainData;
 use super::device;
-use super::dpsgd::{self, DpConfig, NoiseSeed, Sampling};
+use super::dpsgd::{self, DpConfig, NoiseSeed, Sampling, SamplingSeed};
 use super::ema::{EmaDecay, WeightAverage};
 use super::error::{Result, TrainError};
-use super::loss::{self, ClassWeights};
+use super::loss::{self, ClassWeighting, ClassWeights};
 use super::metrics::Metrics;
 use super::model::{self, DropoutRate, Model};
 use super::optim::{Optimizer, OptimizerConfig};
@@ -20,7 +20,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
@@ -46,7 +46,7 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub eval_batch_size: usize,
     pub optimizer: OptimizerConfig,
-    pub class_weights: Option<ClassWeights>,
+    pub class_weights: Option<ClassWeighting>,
     /// Stop after this many epochs without a better validation accuracy.
     pub patience: Option<usize>,
     pub seed: Seed,
@@ -105,7 +105,14 @@ impl TrainConfig {
         }
         self.optimizer.validate()?;
         if let Some(dp) = &self.dp {
-            dp.validate()?;
+            dp.validate_for_training()?;
+        }
+        if let Some(ClassWeighting::Counts { noise_std }) = self.class_weights {
+            if !(noise_std.is_finite() && noise_std > 0.0) {
+                return Err(TrainError::Config(format!(
+                    "class count noise {noise_std}: expected a positive standard deviation"
+                )));
+            }
         }
         Ok(())
     }
@@ -128,6 +135,9 @@ pub enum TrainingEvent {
         start_epoch: usize,
         batch_size: usize,
         dp: Option<DpConfig>,
+        /// DP runs: the Poisson sampling rate q = B/N the ledger records steps at.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sample_rate: Option<f64>,
         /// "poisson" or "shuffled" for DP runs, "shuffled" otherwise.
         sampling: String,
         /// How epsilon is accounted (DP runs with an accountant): with Poisson sampling the
@@ -148,9 +158,26 @@ pub enum TrainingEvent {
         step: usize,
         loss: f64,
         images_per_sec: f64,
+        /// Epsilon of the engine's ledger after this step (DP runs with an accountant): the
+        /// one figure of privacy spent; interfaces show it rather than keeping ledgers of
+        /// their own.
         epsilon: Option<f64>,
+        /// DP runs: the noise multiplier this step's gradient noise actually used (a change
+        /// from the interface applies from the step after it arrives).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        noise_multiplier: Option<f64>,
+        /// DP runs: the clip norm this step actually used.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clip_norm: Option<f64>,
+        /// DP runs: the noise multiplier the ledger recorded for this step at the run's
+        /// sampling rate (sigma/2 with microbatches, whose sensitivity is 2C; lower than sigma
+        /// when a noisy clip count is released beside the gradient). Project future epsilon
+        /// from these, not from `noise_multiplier`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        accounted_noise_multiplier: Option<f64>,
         /// DP runs: share of this step's examples (or microbatches) whose gradient norm
-        /// exceeded the clip norm. Not privatised; see [`dpsgd::ClipStats`].
+        /// exceeded the clip norm. From raw norms (the data holder's private metrics stream)
+        /// unless `--adaptive-clip` releases it with noise; see [`dpsgd::ClipStats`].
         #[serde(default, skip_serializing_if = "Option::is_none")]
         clipped_fraction: Option<f64>,
         /// DP runs: median per-unit gradient norm before clipping.
@@ -421,32 +448,74 @@ pub fn train(
     let steps_per_epoch = n.div_ceil(config.batch_size);
     let sample_rate = (config.batch_size as f64 / n as f64).min(1.0);
     let mut noise_rng = dp.map(|d| dpsgd::noise_rng(d.noise_seed));
+    // The Poisson draws: secret (OS CSPRNG, never written anywhere) unless the run asked for a
+    // reproducible, non-private seed.
+    let mut sampling_rng = dp.map(|d| match d.sampling_seed {
+        SamplingSeed::Os => dpsgd::noise_rng(NoiseSeed::Os),
+        SamplingSeed::InsecureFixed(s) => ChaCha20Rng::seed_from_u64(s),
+    });
+    if let Some(d) = dp.as_mut() {
+        // Recorded from the seeds actually used, and sticky across resumes: once reproducible,
+        // the run's epsilon is never valid again.
+        let before = resumed
+            .as_ref()
+            .and_then(|r| r.meta.dp)
+            .map(|p| p.reproducible)
+            .unwrap_or_default();
+        d.reproducible.noise |=
+            before.noise || matches!(d.noise_seed, NoiseSeed::InsecureFixed(_));
+        d.reproducible.sampling |=
+            before.sampling || matches!(d.sampling_seed, SamplingSeed::InsecureFixed(_));
+        if let Some(r) = &resumed {
+            // Adaptive clipping moved C during the run: continue from where it got to.
+            if let (Some(_), Some(prev)) = (d.adaptive_clip, r.meta.dp) {
+                d.clip_norm = prev.clip_norm;
+            }
+        }
+    }
     let mut ledger = match (&dp, config.accountant.take()) {
         (Some(d), Some(acc)) => {
-            let mode = AccountingMode::new(d.sampling, sample_rate)?;
+            let q = crate::privacy::SampleRate::new(sample_rate)?;
             let previous = match &resumed {
                 Some(r) if r.meta.privacy_ledger.is_empty() && r.meta.optimizer_step > 0 => {
                     // A checkpoint from before ledgers: its steps at its own settings.
                     let rd = r.meta.dp.unwrap_or(*d);
-                    vec![match mode {
-                        AccountingMode::Poisson(q) => DpSegment {
-                            sample_rate: q,
-                            noise_multiplier: rd.noise_multiplier,
-                            steps: r.meta.optimizer_step,
-                        },
-                        AccountingMode::ShuffledNoAmplification => DpSegment {
-                            sample_rate: crate::privacy::SampleRate::new(1.0)?,
-                            noise_multiplier: rd.noise_multiplier,
-                            steps: r.meta.epoch as u64,
-                        },
+                    vec![DpSegment {
+                        sample_rate: q,
+                        noise_multiplier: rd.noise_multiplier,
+                        steps: r.meta.optimizer_step,
                     }]
                 }
                 Some(r) => r.meta.privacy_ledger.clone(),
                 None => Vec::new(),
             };
-            Some(Ledger::new(mode, d.delta()?, &previous, acc)?)
+            Some(Ledger::new(q, d.delta()?, &previous, acc))
         }
         _ => None,
+    };
+    let class_weights = match config.class_weights {
+        None => None,
+        Some(ClassWeighting::Prior(w)) => Some(w),
+        Some(ClassWeighting::Counts { noise_std }) => {
+            let counts = data.class_counts();
+            Some(match (&dp, noise_rng.as_mut()) {
+                (Some(_), Some(nr)) => {
+                    // One Gaussian release of the class histogram (L2 sensitivity 1 under
+                    // add/remove), from its own noise stream, recorded in the ledger.
+                    nr.set_stream(u64::MAX);
+                    nr.set_word_pos(0);
+                    let noise = dpsgd::gaussian_noise(2, noise_std, nr)?;
+                    let noisy = [0, 1].map(|c| {
+                        (counts[c] as f64 + f64::from(noise[c])).round().max(1.0) as usize
+                    });
+                    if let Some(l) = ledger.as_mut() {
+                        l.release(crate::privacy::NoiseMultiplier::new(noise_std)?)?;
+                    }
+                    ClassWeights::balanced(noisy)
+                }
+                _ => ClassWeights::balanced(counts),
+            })
+        }
     };
     emit(TrainingEvent::Started {
         model: kind.name().into(),
@@ -459,12 +528,19 @@ pub fn train(
         start_epoch,
         batch_size: config.batch_size,
         dp,
+        sample_rate: dp.map(|_| sample_rate),
         sampling: match dp.map(|d| d.sampling) {
             Some(Sampling::Poisson) => "poisson",
             _ => "shuffled",
         }
         .into(),
-        accounting: ledger.as_ref().map(|l| l.mode().describe()),
+        accounting: ledger.as_ref().map(|l| {
+            format!(
+                "poisson subsampled Gaussian, q = {:.6} per step, {} neighbours (RDP accountant)",
+                l.sample_rate().get(),
+                dpsgd::NEIGHBOURING
+            )
+        }),
         frozen: model.frozen().to_vec(),
         ema: ema_decay,
         dropout,
@@ -475,7 +551,9 @@ pub fn train(
             .as_ref()
             .map(|d| d.join(format!("{}-{tag}.safetensors", kind.name())))
     };
-    let mut best_checkpoint = None;
+    // A resumed run continues the release it already wrote (if it is still there): later epochs
+    // replace it only when they beat it, and restamp its epsilon either way.
+    let mut best_checkpoint = ckpt_path("best").filter(|p| resumed.is_some() && p.exists());
     let mut last_checkpoint = None;
     let mut stopped = false;
     let mut early_stopped = false;
@@ -485,12 +563,14 @@ pub fn train(
     'epochs: for epoch in start_epoch..config.epochs {
         let t0 = Instant::now();
         let mut rng = epoch_rng(seed, epoch);
-        let batches: Vec<Vec<usize>> = match dp.map(|d| d.sampling) {
-            Some(Sampling::Poisson) => (0..steps_per_epoch)
-                .map(|_| {
-                    (0..n)
-                        .filter(|_| rng.random::<f64>() < sample_rate)
-                        .collect()
+        let batches: Vec<Vec<usize>> = match (dp.map(|d| d.sampling), sampling_rng.as_mut()) {
+            (Some(Sampling::Poisson), Some(sr)) => (0..steps_per_epoch)
+                .map(|i| {
+                    // One stream per step, as the noise: a resumed run with a fixed (insecure)
+                    // seed continues exactly as a straight run would.
+                    sr.set_stream((epoch * steps_per_epoch + i) as u64);
+                    sr.set_word_pos(0);
+                    (0..n).filter(|_| sr.random::<f64>() < sample_rate).collect()
                 })
                 .collect(),
             _ => {
@@ -523,7 +603,8 @@ pub fn train(
             }
             let ts = Instant::now();
             let (x, y) = data.batch(batch, &device)?;
-            let (loss_v, logits, clip_stats) = match (&dp, noise_rng.as_mut()) {
+            let mut used = None;
+            let (loss_v, logits, clip_stats) = match (dp.as_mut(), noise_rng.as_mut()) {
                 (Some(d), Some(nr)) => {
                     // Each step's noise comes from its own ChaCha stream, numbered by the
                     // optimizer step. With a fixed (research) seed a resumed run would
@@ -536,7 +617,7 @@ pub fn train(
                         &model,
                         &x,
                         &y,
-                        config.class_weights,
+                        class_weights,
                         d,
                         expected,
                         &mut rng,
@@ -546,17 +627,32 @@ pub fn train(
                     if let Some(a) = ema.as_mut() {
                         a.update(&vars)?;
                     }
+                    let accounted = d.accounted_noise_multiplier(expected)?;
                     if let Some(l) = ledger.as_mut() {
-                        l.step(d.noise_multiplier);
+                        l.step(accounted);
                     }
-                    (r.loss, r.logits, r.clip_stats)
+                    let (sigma, clip) = (d.noise_multiplier.get(), d.clip_norm.get());
+                    let mut stats = r.clip_stats;
+                    if let Some(a) = d.adaptive_clip {
+                        // The released count of units under the clip (same noise stream,
+                        // after the gradient's noise); only its noisy share leaves the step.
+                        let under = r.unit_norms.iter().filter(|&&u| f64::from(u) <= clip);
+                        let (share, next) = a.update(d.clip_norm, under.count(), expected, nr)?;
+                        d.clip_norm = next;
+                        stats = stats.map(|s| dpsgd::ClipStats {
+                            clipped_fraction: (1.0 - share).clamp(0.0, 1.0),
+                            ..s
+                        });
+                    }
+                    used = Some((sigma, clip, accounted.get()));
+                    (r.loss, r.logits, stats)
                 }
                 _ => {
                     if batch.is_empty() {
                         continue;
                     }
                     let logits = model.forward_with(&x, Some(&mut rng))?;
-                    let loss = loss::cross_entropy(&logits, &y, config.class_weights)?;
+                    let loss = loss::cross_entropy(&logits, &y, class_weights)?;
                     let grads = loss.backward()?;
                     let g: Vec<Tensor> = vars
                         .iter()
@@ -600,12 +696,12 @@ pub fn train(
                     0.0
                 },
                 epsilon: ledger.as_ref().map(Ledger::epsilon),
+                noise_multiplier: used.map(|u| u.0),
+                clip_norm: used.map(|u| u.1),
+                accounted_noise_multiplier: used.map(|u| u.2),
                 clipped_fraction: clip_stats.map(|c| c.clipped_fraction),
                 median_grad_norm: clip_stats.map(|c| c.median_norm),
             });
-        }
-        if let Some(l) = ledger.as_mut() {
-            l.end_epoch();
         }
         // With averaging, the last iterate is evaluated for comparison, then the average is
         // swapped in for its own evaluation: the average is what the epoch reports and what
@@ -632,16 +728,16 @@ pub fn train(
         let epsilon = ledger.as_ref().map(Ledger::epsilon);
         let record = EpochRecord {
             epoch,
-            train_loss: if seen > 0 {
+            train_loss: Some(if seen > 0 {
                 loss_sum / seen as f64
             } else {
                 0.0
-            },
-            train_acc: if seen > 0 {
+            }),
+            train_acc: Some(if seen > 0 {
                 correct as f64 / seen as f64
             } else {
                 0.0
-            },
+            }),
             val_loss: vm.loss,
             val_acc: vm.accuracy,
             seconds,
@@ -650,8 +746,8 @@ pub fn train(
         let mean_secs = epoch_seconds.iter().sum::<f64>() / epoch_seconds.len() as f64;
         emit(TrainingEvent::Epoch {
             epoch,
-            train_loss: record.train_loss,
-            train_acc: record.train_acc,
+            train_loss: record.train_loss.unwrap_or(0.0),
+            train_acc: record.train_acc.unwrap_or(0.0),
             val_loss: record.val_loss,
             val_acc: record.val_acc,
             seconds,
@@ -680,6 +776,7 @@ pub fn train(
             seed,
             dp,
             epsilon,
+            neighbouring: dp.map(|_| dpsgd::NEIGHBOURING.to_string()),
             privacy_ledger: ledger
                 .as_ref()
                 .map(|l| l.segments().to_vec())
@@ -691,7 +788,8 @@ pub fn train(
         };
         if improved {
             if let Some(p) = ckpt_path("best") {
-                checkpoint::save(&p, &meta, &released)?;
+                // The release: no un-noised training statistics.
+                checkpoint::save(&p, &meta.for_release(), &released)?;
                 emit(TrainingEvent::Checkpoint {
                     path: p.clone(),
                     val_acc: vm.accuracy,
@@ -699,6 +797,9 @@ pub fn train(
                 });
                 best_checkpoint = Some(p);
             }
+        } else if let (Some(p), Some(_)) = (&best_checkpoint, epsilon) {
+            // The release was chosen looking at this epoch too: it carries the run's epsilon.
+            restamp_release(p, &meta)?;
         }
         if let Some(p) = ckpt_path("last") {
             // The last iterate (not the average) with everything needed to continue.
@@ -729,8 +830,14 @@ pub fn train(
             }
         }
     }
-    if let Some(l) = ledger.as_mut() {
-        l.end_epoch(); // a run stopped mid-epoch
+    if let (Some(p), Some(l)) = (&best_checkpoint, &ledger) {
+        // A run stopped mid-epoch took steps after the last restamp.
+        let segments = l.segments().to_vec();
+        let epsilon = l.epsilon();
+        checkpoint::update_meta(p, |m| {
+            m.epsilon = Some(epsilon);
+            m.privacy_ledger = segments;
+        })?;
     }
     // The outcome's model holds what the run releases.
     if let Some(a) = &ema {
@@ -757,6 +864,17 @@ pub fn train(
         early_stopped,
         epsilon,
         val_metrics,
+    })
+}
+
+/// Carries the run's privacy so far (epsilon and ledger) into the release at `path`.
+fn restamp_release(path: &Path, meta: &CheckpointMeta) -> Result<()> {
+    checkpoint::update_meta(path, |m| {
+        m.epsilon = meta.epsilon;
+        m.privacy_ledger = meta.privacy_ledger.clone();
+        if let (Some(d), Some(run)) = (m.dp.as_mut(), meta.dp) {
+            d.reproducible = run.reproducible;
+        }
     })
 }
 

@@ -31,6 +31,44 @@ impl ClassWeights {
     }
 }
 
+/// Where a run's class weights come from. Exact training class counts are never used under
+/// DP: every example's weight would depend on the whole dataset, and the counts would leave
+/// the run un-noised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ClassWeighting {
+    /// Weights given by the user: a public prior, no privacy cost (`--class-weights 1:3`).
+    Prior(ClassWeights),
+    /// Inverse frequency ([`ClassWeights::balanced`]) of the training class counts (`auto`).
+    /// Under DP-SGD the counts are first released with Gaussian noise of standard deviation
+    /// `noise_std` (L2 sensitivity 1 under add/remove), a release the run's ledger records;
+    /// in a plain run they are exact.
+    Counts { noise_std: f64 },
+}
+
+/// Default standard deviation of the noise on class counts under DP: small against the
+/// thousands of a real split, and cheap in epsilon (one Gaussian release at sigma 20).
+pub const CLASS_COUNT_NOISE: f64 = 20.0;
+
+impl ClassWeighting {
+    /// Parses `auto` or `NORMAL:PNEUMONIA` weights such as `1:3`.
+    pub fn parse(s: &str) -> Result<Self> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            return Ok(Self::Counts {
+                noise_std: CLASS_COUNT_NOISE,
+            });
+        }
+        let bad = || {
+            TrainError::Config(format!(
+                "class weights {s:?}: expected NORMAL:PNEUMONIA weights such as 1:3, or auto"
+            ))
+        };
+        let (a, b) = s.split_once(':').ok_or_else(bad)?;
+        let a: f32 = a.trim().parse().map_err(|_| bad())?;
+        let b: f32 = b.trim().parse().map_err(|_| bad())?;
+        Ok(Self::Prior(ClassWeights::new(a, b)?))
+    }
+}
+
 /// Per-example negative log-likelihood `(N,)` of `logits (N, 2)` for u32 `labels (N,)`.
 pub fn per_example_nll(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let logp = candle_nn::ops::log_softmax(logits, 1)?;
