@@ -130,10 +130,25 @@ fn poisson_sampling_is_secret_unless_a_run_asks_and_then_it_is_not_private() {
     assert!(d > 1e-4, "two runs drew the same batches: distance {d}");
 
     const SEED: &str = "918273645011";
-    let (out_c, c) = dp_train(dir.path(), &data, "c", "1", &["--insecure-sampling-seed", SEED]);
-    let (_, e) = dp_train(dir.path(), &data, "e", "1", &["--insecure-sampling-seed", SEED]);
+    let (out_c, c) = dp_train(
+        dir.path(),
+        &data,
+        "c",
+        "1",
+        &["--insecure-sampling-seed", SEED],
+    );
+    let (_, e) = dp_train(
+        dir.path(),
+        &data,
+        "e",
+        "1",
+        &["--insecure-sampling-seed", SEED],
+    );
     let d = weight_distance(&c.join(last), &e.join(last));
-    assert!(d <= 1e-5, "a fixed sampling seed did not reproduce the run: {d}");
+    assert!(
+        d <= 1e-5,
+        "a fixed sampling seed did not reproduce the run: {d}"
+    );
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out_c.stdout),
@@ -181,13 +196,7 @@ fn poisson_sampling_is_secret_unless_a_run_asks_and_then_it_is_not_private() {
 fn the_release_holds_the_runs_epsilon_and_no_training_statistics() {
     let dir = tempfile::tempdir().unwrap();
     let data = synth(dir.path(), "48");
-    let (_, ck) = dp_train(
-        dir.path(),
-        &data,
-        "r",
-        "3",
-        &["--class-weights", "auto"],
-    );
+    let (_, ck) = dp_train(dir.path(), &data, "r", "3", &["--class-weights", "auto"]);
     let best = ck.join("dnn-av-best.safetensors");
     let last = ck.join("dnn-av-last.safetensors");
     let stream = std::fs::read_to_string(dir.path().join("r.jsonl")).unwrap();
@@ -234,7 +243,10 @@ fn the_release_holds_the_runs_epsilon_and_no_training_statistics() {
         &["epsilon", "--checkpoint", best.to_str().unwrap(), "--json"],
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!((v["epsilon"].as_f64().unwrap() - run_epsilon).abs() < 1e-9, "{v}");
+    assert!(
+        (v["epsilon"].as_f64().unwrap() - run_epsilon).abs() < 1e-9,
+        "{v}"
+    );
     assert_eq!(v["neighbouring"], "add-remove");
 
     // The resume file still resumes.
@@ -270,5 +282,55 @@ fn epsilon_json_names_the_neighbouring_relation() {
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["neighbouring"], "add-remove");
-    assert!((v["epsilon"].as_f64().unwrap() - 2.8300678959).abs() < 1e-6, "{v}");
+    assert!(
+        (v["epsilon"].as_f64().unwrap() - 2.8300678959).abs() < 1e-6,
+        "{v}"
+    );
+}
+
+/// Choosing the best of several runs looks at all of them: the sweep's epsilon of selection is
+/// every run's ledger composed, above each run's own and below their sum (RDP composes more
+/// tightly than adding epsilons).
+#[test]
+fn sweep_prices_the_choice_of_its_best_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth(dir.path(), "48");
+    let out = dir.path().join("sweep");
+    run(
+        dir.path(),
+        &[
+            "sweep",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            "dnn-av",
+            "--noise-multipliers",
+            "0.8,1.5",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("sweep.json")).unwrap()).unwrap();
+    let runs: Vec<f64> = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["epsilon"].as_f64().unwrap())
+        .collect();
+    let selection = v["epsilon_of_selection"].as_f64().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(
+        runs.iter().all(|&e| selection > e) && selection < runs.iter().sum::<f64>(),
+        "{runs:?} {selection}"
+    );
+    let md = std::fs::read_to_string(out.join("sweep.md")).unwrap();
+    assert!(
+        md.contains("epsilon of releasing the best of these 2 runs"),
+        "{md}"
+    );
 }
