@@ -111,8 +111,14 @@ pub struct DpConfig {
     #[serde(skip)]
     pub sampling_seed: SamplingSeed,
     /// Which randomness was reproducible (set by the engine; absent: none, a private run).
+    /// Read it through [`DpConfig::marks`], which also flags files of older versions.
     #[serde(default, skip_serializing_if = "is_private")]
     pub reproducible: Reproducible,
+    /// Present only when read from a checkpoint of a version that wrote the noise seed into
+    /// the file. Those versions drew the Poisson batches from the run's recorded `seed`, so
+    /// their sampling is reproducible from the file whatever the noise seed was.
+    #[serde(default, rename = "noise_seed", skip_serializing)]
+    pub legacy_noise_seed: Option<NoiseSeed>,
     /// Adaptive clipping (Andrew et al. 2021): the clip norm follows a target quantile of the
     /// gradient norms, estimated from a noisy count released beside each step's gradient.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +149,7 @@ impl DpConfig {
             noise_seed: NoiseSeed::Os,
             sampling_seed: SamplingSeed::Os,
             reproducible: Reproducible::default(),
+            legacy_noise_seed: None,
             adaptive_clip: None,
             clipping: Clipping::Flat,
             physical_batch: None,
@@ -169,6 +176,16 @@ impl DpConfig {
             a.validate()?;
         }
         Ok(())
+    }
+
+    /// The reproducibility marks, including those implied by a file of an older version.
+    pub fn marks(&self) -> Reproducible {
+        let mut r = self.reproducible;
+        if let Some(legacy) = self.legacy_noise_seed {
+            r.sampling = true;
+            r.noise |= matches!(legacy, NoiseSeed::InsecureFixed(_));
+        }
+        r
     }
 
     /// The validated delta.
@@ -292,7 +309,6 @@ impl AdaptiveClip {
         Ok((share, ClipNorm::new(next)?))
     }
 }
-
 
 /// Checks that every layer of a plan keeps examples independent, as per-example clipping
 /// requires. Exhaustive on purpose: a new layer kind must be classified here. Batch

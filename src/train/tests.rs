@@ -726,7 +726,8 @@ fn shuffled_batches_and_microbatches_are_refused_under_dp() {
         let (tx, rx) = mpsc::channel();
         let e = engine::train(c, &data, &val, tx, TrainControl::new()).unwrap_err();
         assert!(
-            !rx.try_iter().any(|e| matches!(e, TrainingEvent::Step { .. })),
+            !rx.try_iter()
+                .any(|e| matches!(e, TrainingEvent::Step { .. })),
             "a step ran"
         );
         e.to_string()
@@ -734,11 +735,17 @@ fn shuffled_batches_and_microbatches_are_refused_under_dp() {
     let mut shuffled = DpConfig::new(1.0, 1.0).unwrap();
     shuffled.sampling = Sampling::Shuffled;
     let e = run(shuffled);
-    assert!(e.contains("shuffled batches") && e.contains("Poisson"), "{e}");
+    assert!(
+        e.contains("shuffled batches") && e.contains("Poisson"),
+        "{e}"
+    );
     let mut micro = DpConfig::new(1.0, 1.0).unwrap();
     micro.microbatch_size = 4;
     let e = run(micro);
-    assert!(e.contains("microbatch size 4") && e.contains("regroups"), "{e}");
+    assert!(
+        e.contains("microbatch size 4") && e.contains("regroups"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -812,7 +819,7 @@ fn dp_step_events_report_the_clip() {
         let val = synthetic(kind, 4, 72);
         let mut c = quick_config(kind, 1);
         let mut dp = DpConfig::new(0.5, clip).unwrap();
-        
+
         dp.noise_seed = NoiseSeed::InsecureFixed(5);
         // The same batches in both runs, so the medians can be compared.
         dp.sampling_seed = dpsgd::SamplingSeed::InsecureFixed(6);
@@ -1311,4 +1318,35 @@ fn class_weights_parse_a_prior_or_auto_and_refuse_the_rest() {
         let e = ClassWeighting::parse(bad).unwrap_err().to_string();
         assert!(e.contains("class weight"), "{bad}: {e}");
     }
+}
+
+/// Files of versions that wrote the noise seed into the checkpoint also drew their batches
+/// from the recorded `seed`: read back, they say their epsilon is not valid. Files written now
+/// hold no seed and keep the marks the run earned.
+#[test]
+fn dp_settings_of_older_files_are_marked_not_private() {
+    let now = DpConfig::new(1.0, 1.0).unwrap();
+    let json = serde_json::to_value(now).unwrap();
+    assert!(json.get("noise_seed").is_none() && json.get("sampling_seed").is_none());
+    let back: DpConfig = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back.marks().epsilon_warning(), None);
+    let mut old = json.clone();
+    old["noise_seed"] = serde_json::json!("os");
+    let old: DpConfig = serde_json::from_value(old).unwrap();
+    assert_eq!(
+        old.marks().epsilon_warning().as_deref(),
+        Some("epsilon not valid: reproducible sampling")
+    );
+    let mut old = json;
+    old["noise_seed"] = serde_json::json!({ "insecure_fixed": 4 });
+    let old: DpConfig = serde_json::from_value(old).unwrap();
+    assert_eq!(
+        old.marks().epsilon_warning().as_deref(),
+        Some("epsilon not valid: reproducible sampling and noise")
+    );
+    // Serialising again never writes a seed back.
+    assert!(serde_json::to_value(old)
+        .unwrap()
+        .get("noise_seed")
+        .is_none());
 }
