@@ -178,8 +178,7 @@ fn full_session_in_tmux() {
 
     t.keys(&["s"]);
     let s = t.wait_for("state   finished", 150);
-    // The engine accounts epsilon itself; the interface composes its own from the steps it
-    // saw: both must agree.
+    // The run's final epsilon and the tab's spent epsilon are both the engine ledger's.
     let engine_eps = number_after(line_with(&s, "best val acc"), "ε").expect("engine epsilon");
     let ui_eps = number_after(&s, "ε spent").expect("interface epsilon");
     assert!(

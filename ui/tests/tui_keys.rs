@@ -8,10 +8,11 @@ mod tui;
 mod tui_common;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use privxray::privacy::{Delta, NoiseMultiplier, RdpAccountant, SampleRate};
 use tui::app::TabId;
-use tui::backend::{Accountant, DpSegment, NoiseMultiplier, TrainUpdate};
+use tui::backend::{DpStep, TrainUpdate};
 use tui::event::{AppEvent, Event};
-use tui::sim::ApproxAccountant;
+use tui::projection::{LedgerSegment, Projection};
 use tui::train::{Epsilon, Field};
 use tui_common::{harness, Harness};
 
@@ -99,13 +100,13 @@ fn to_field(h: &mut Harness, f: Field) {
     }
 }
 
-/// The epsilon the screen shows as "at end", from the accountant itself.
+/// The epsilon the screen shows as "at end" before a run: every step at `sigma`.
 fn projected(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
-    ApproxAccountant
+    Projection::new()
         .epsilon(
             q,
-            &[DpSegment {
-                noise: NoiseMultiplier::new(sigma).unwrap(),
+            &[LedgerSegment {
+                noise: sigma,
                 steps,
             }],
             delta,
@@ -157,67 +158,106 @@ fn noise_slider_stops_at_its_range() {
     assert_eq!(h.app.train.noise.get(), tui::train::NOISE_RANGE[0]);
 }
 
+/// A step event as the engine sends it: the noise and clip the step used, the noise its
+/// ledger recorded, and the ledger's epsilon after it.
+fn engine_step(h: &mut Harness, i: usize, used: f64, recorded: f64, epsilon: f64) {
+    h.app
+        .handle_event(Event::App(AppEvent::Train(TrainUpdate::Step {
+            epoch: i / 100,
+            step: i % 100,
+            loss: 0.5,
+            images_per_sec: 100.0,
+            epsilon: Some(epsilon),
+            dp: Some(DpStep {
+                noise: used,
+                clip: 1.0,
+                accounted_noise: Some(recorded),
+            }),
+            clipping: None,
+        })));
+}
+
+fn shown(h: &Harness) -> (f64, f64) {
+    match &h.app.train.epsilon {
+        Epsilon::Value { spent, projected } => (*spent, *projected),
+        other => panic!("expected a value, got {other:?}"),
+    }
+}
+
 #[test]
-fn slider_during_training_reaches_the_backend_and_splits_the_accounting() {
+fn raising_sigma_mid_run_shows_the_engines_epsilon_and_projects_from_its_ledger() {
     let mut h = harness();
     press(&mut h, KeyCode::Char('2'));
     h.app.train.train_images = Some(6400);
     h.app.train.begin_run();
+    // 6400 training images, batch 64: q = 0.01, 100 steps per epoch, 10 epochs.
     h.app
         .handle_event(Event::App(AppEvent::Train(TrainUpdate::Started {
             device: "CPU".into(),
             steps_per_epoch: 100,
             epochs: 10,
             train_images: 6400,
+            sample_rate: Some(0.01),
         })));
+    assert_eq!(shown(&h).0, 0.0, "nothing spent before the first step");
     let sigma0 = h.app.train.noise.get();
-    let step = |h: &mut Harness, i: usize| {
-        h.app
-            .handle_event(Event::App(AppEvent::Train(TrainUpdate::Step {
-                epoch: 0,
-                step: i,
-                loss: 0.5,
-                images_per_sec: 100.0,
-                epsilon: None,
-                clipping: None,
-            })))
-    };
+    // The ledger records less than the noise used (as when a step also releases a noisy clip
+    // count) and its epsilons are the engine's: the tab must show these, not its own.
+    let recorded = |sigma: f64| sigma * 0.9;
+    let engine_eps = |i: usize| 0.05 + 0.01 * i as f64;
     for i in 0..30 {
-        step(&mut h, i);
+        engine_step(&mut h, i, sigma0, recorded(sigma0), engine_eps(i));
     }
     to_field(&mut h, Field::Noise);
     press(&mut h, KeyCode::Char('+'));
     let sigma1 = h.app.train.noise.get();
+    assert!(sigma1 > sigma0);
     assert_eq!(
         h.calls.lock().unwrap().last().unwrap(),
         &format!("set_dp {sigma1:.2} 1.00")
     );
-    for i in 30..50 {
-        step(&mut h, i);
+    // The engine applies the change from its next step: one more step at the old noise.
+    engine_step(&mut h, 30, sigma0, recorded(sigma0), engine_eps(30));
+    let s = h.screen();
+    assert!(
+        s.contains(&format!("in use  σ {sigma0:.2} · C 1.00 · slider pending")),
+        "{s}"
+    );
+    for i in 31..50 {
+        engine_step(&mut h, i, sigma1, recorded(sigma1), engine_eps(i));
     }
-    h.app.recompute_epsilon();
-    let seg = |s: f64, n| DpSegment {
-        noise: NoiseMultiplier::new(s).unwrap(),
-        steps: n,
-    };
-    let spent = ApproxAccountant
-        .epsilon(0.01, &[seg(sigma0, 30), seg(sigma1, 20)], 1e-5)
-        .unwrap();
-    let end = ApproxAccountant
-        .epsilon(0.01, &[seg(sigma0, 30), seg(sigma1, 970)], 1e-5)
-        .unwrap();
-    match &h.app.train.epsilon {
-        Epsilon::Value {
-            spent: s,
-            projected: p,
-        } => {
-            assert!(
-                (s - spent).abs() < 1e-12 && (p - end).abs() < 1e-12,
-                "{s} {p}"
-            );
-        }
-        other => panic!("expected a value, got {other:?}"),
+    let s = h.screen();
+    assert!(
+        s.contains(&format!("in use  σ {sigma1:.2} · C 1.00")),
+        "{s}"
+    );
+    assert!(!s.contains("pending"), "{s}");
+
+    let (spent, projected) = shown(&h);
+    assert_eq!(
+        spent,
+        engine_eps(49),
+        "spent is the last step event's epsilon"
+    );
+    assert!(s.contains(&format!("ε spent {spent:.2}")), "{s}");
+    // Projected: the engine's ledger as recorded (31 steps, then 19), then the 950 remaining
+    // steps at the slider's noise, composed with the engine's accountant.
+    let q = SampleRate::new(0.01).unwrap();
+    let mut reference = RdpAccountant::new();
+    for (sigma, steps) in [
+        (recorded(sigma0), 31),
+        (recorded(sigma1), 19),
+        (sigma1, 950),
+    ] {
+        reference.step(q, NoiseMultiplier::new(sigma).unwrap(), steps);
     }
+    let expected = reference.epsilon(Delta::new(1e-5).unwrap()).0;
+    assert!(
+        (projected - expected).abs() < 1e-9,
+        "projected {projected} vs {expected}"
+    );
+    assert!(s.contains(&format!("at end {expected:.2}")), "{s}");
+
     // Fields other than noise and clip are locked while running.
     to_field(&mut h, Field::Epochs);
     press(&mut h, KeyCode::Char('+'));
@@ -235,6 +275,7 @@ fn pause_resume_stop_keys() {
             steps_per_epoch: 10,
             epochs: 2,
             train_images: 100,
+            sample_rate: Some(0.64),
         })));
     press(&mut h, KeyCode::Char('p'));
     h.app

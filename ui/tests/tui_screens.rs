@@ -14,7 +14,7 @@ use privxray::model::ModelKind;
 use std::path::PathBuf;
 use tui::app::TabId;
 use tui::backend::{
-    AuditUpdate, ClassProb, EpochPoint, PartyId, PartyState, PartyStatus, PartyUpdate,
+    AuditUpdate, ClassProb, DpStep, EpochPoint, PartyId, PartyState, PartyStatus, PartyUpdate,
     TrainOutcome, TrainUpdate,
 };
 use tui::data::PreprocessUpdate;
@@ -95,35 +95,39 @@ fn epoch(e: usize, val_acc: f64) -> EpochPoint {
     }
 }
 
+/// Three epochs of a DP run as the engine reports them: each step's epsilon is its ledger's
+/// (every step recorded at sigma 1.1, q = 0.25).
 fn running(h: &mut Harness) {
     press(h, KeyCode::Char('2'));
     press(h, KeyCode::Char('s'));
-    for u in [
-        TrainUpdate::Started {
-            device: "CPU (test)".into(),
-            steps_per_epoch: 4,
-            epochs: 10,
-            train_images: 8,
-        },
-        TrainUpdate::Step {
-            epoch: 0,
-            step: 0,
-            loss: 0.69,
-            images_per_sec: 64.0,
-            epsilon: None,
-            clipping: None,
-        },
-    ] {
-        h.app_event(AppEvent::Train(u));
-    }
+    h.app_event(AppEvent::Train(TrainUpdate::Started {
+        device: "CPU (test)".into(),
+        steps_per_epoch: 4,
+        epochs: 10,
+        train_images: 8,
+        sample_rate: Some(0.25),
+    }));
+    let mut ledger = Vec::new();
+    let mut ledger_eps = |sigma: f64| {
+        tui::projection::record(&mut ledger, sigma);
+        tui::projection::Projection::new()
+            .epsilon(0.25, &ledger, 1e-5)
+            .unwrap()
+    };
     for e in 0..3 {
         for s in 0..4 {
+            let sigma = 1.1;
             h.app_event(AppEvent::Train(TrainUpdate::Step {
                 epoch: e,
                 step: s,
                 loss: 0.7 - 0.05 * (e * 4 + s) as f64,
                 images_per_sec: 64.0,
-                epsilon: None,
+                epsilon: Some(ledger_eps(sigma)),
+                dp: Some(DpStep {
+                    noise: sigma,
+                    clip: 1.0,
+                    accounted_noise: Some(sigma),
+                }),
                 clipping: Some((0.75, 2.5 - 0.1 * (e * 4 + s) as f64)),
             }));
         }
@@ -158,7 +162,8 @@ fn train_finished() {
         epochs_run: 3,
         best_val_acc: 0.8,
         test_acc: Some(0.78),
-        epsilon: Some(2.5),
+        // The engine's figure for the run: its ledger's after the last step.
+        epsilon: h.app.train.spent,
         checkpoint: Some(PathBuf::from("runs/dnn-av/best.safetensors")),
     })));
     assert_eq!(h.app.privacy.runs.len(), 1);

@@ -1,6 +1,6 @@
 //! The interface's backends on the real engine: training, the membership audit, PNG export and
-//! the three secure-computation parties. (The accountant is `tui::accountant`: it needs nothing
-//! from the command-line glue these share.)
+//! the three secure-computation parties. (Epsilon spent comes from the training engine's ledger;
+//! the Train tab projects the rest with `tui::projection`.)
 
 pub mod audit;
 pub mod export;
@@ -9,7 +9,6 @@ pub mod parties;
 pub mod predict;
 pub mod training;
 
-use crate::tui::accountant::RdpEpsilon;
 use crate::tui::backend::Backends;
 use crate::tui::data::DataReady;
 use std::collections::HashMap;
@@ -63,7 +62,6 @@ pub fn engine_backends(folders: Folders) -> Backends {
             folders.checkpoints,
             trained_on.clone(),
         ))),
-        accountant: Some(Box::new(RdpEpsilon::new())),
         audit: Some(Box::new(audit::EngineAudit::new(trained_on))),
         exporter: Some(Box::new(export::PngExporter::new(folders.exports))),
         parties: Some(parties(&folders.parties)),

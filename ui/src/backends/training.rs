@@ -6,8 +6,8 @@
 use super::TrainedOn;
 use crate::cli::train::split;
 use crate::tui::backend::{
-    BackendError, ClipNorm, EpochPoint, NoiseMultiplier, TrainConfig, TrainOutcome, TrainUpdate,
-    TrainingBackend,
+    BackendError, ClipNorm, DpStep, EpochPoint, NoiseMultiplier, TrainConfig, TrainOutcome,
+    TrainUpdate, TrainingBackend,
 };
 use crate::tui::data::DataReady;
 use crate::tui::event::{AppEvent, AppSender};
@@ -108,6 +108,7 @@ pub fn to_update(event: TrainingEvent) -> Option<TrainUpdate> {
             epochs,
             train_images,
             model,
+            sample_rate,
             ..
         } => TrainUpdate::Started {
             device: if width != 1.0 && model.starts_with("vgg") {
@@ -118,6 +119,7 @@ pub fn to_update(event: TrainingEvent) -> Option<TrainUpdate> {
             steps_per_epoch,
             epochs,
             train_images,
+            sample_rate,
         },
         TrainingEvent::Step {
             epoch,
@@ -125,6 +127,9 @@ pub fn to_update(event: TrainingEvent) -> Option<TrainUpdate> {
             loss,
             images_per_sec,
             epsilon,
+            noise_multiplier,
+            clip_norm,
+            accounted_noise_multiplier,
             clipped_fraction,
             median_grad_norm,
         } => TrainUpdate::Step {
@@ -133,6 +138,11 @@ pub fn to_update(event: TrainingEvent) -> Option<TrainUpdate> {
             loss,
             images_per_sec,
             epsilon,
+            dp: noise_multiplier.zip(clip_norm).map(|(noise, clip)| DpStep {
+                noise,
+                clip,
+                accounted_noise: accounted_noise_multiplier,
+            }),
             clipping: clipped_fraction.zip(median_grad_norm),
         },
         TrainingEvent::Epoch {
@@ -297,6 +307,7 @@ mod tests {
             start_epoch: 0,
             batch_size: 32,
             dp: None,
+            sample_rate: Some(0.25),
             sampling: "shuffled".into(),
             accounting: None,
             frozen: Vec::new(),
@@ -313,6 +324,7 @@ mod tests {
                 steps_per_epoch: 3,
                 epochs: 2,
                 train_images: 90,
+                sample_rate: Some(0.25),
             }) => assert_eq!(device, "cpu (2 threads), vgg16-1 at width 0.25"),
             other => panic!("{other:?}"),
         }
@@ -331,6 +343,43 @@ mod tests {
                 clip: 0.5
             })
         );
+        // A DP step carries the engine ledger's epsilon and what the step used and recorded.
+        let step = |noise: Option<f64>, accounted: Option<f64>| TrainingEvent::Step {
+            epoch: 0,
+            step: 4,
+            loss: 0.6,
+            images_per_sec: 50.0,
+            epsilon: accounted.map(|_| 0.42),
+            noise_multiplier: noise,
+            clip_norm: noise.map(|_| 0.8),
+            accounted_noise_multiplier: accounted,
+            clipped_fraction: Some(0.5),
+            median_grad_norm: Some(1.2),
+        };
+        assert_eq!(
+            to_update(step(Some(1.3), Some(1.2))),
+            Some(TrainUpdate::Step {
+                epoch: 0,
+                step: 4,
+                loss: 0.6,
+                images_per_sec: 50.0,
+                epsilon: Some(0.42),
+                dp: Some(DpStep {
+                    noise: 1.3,
+                    clip: 0.8,
+                    accounted_noise: Some(1.2)
+                }),
+                clipping: Some((0.5, 1.2)),
+            })
+        );
+        match to_update(step(None, None)) {
+            Some(TrainUpdate::Step {
+                epsilon: None,
+                dp: None,
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
         // The outcome comes after the checkpoint is evaluated, not from these.
         assert_eq!(
             to_update(TrainingEvent::Stopped { epoch: 1, step: 2 }),

@@ -117,8 +117,7 @@ impl App {
     }
 
     pub fn recompute_epsilon(&mut self) {
-        self.train
-            .recompute_epsilon(self.backends.accountant.as_deref());
+        self.train.recompute_epsilon();
     }
 
     pub fn handle_event(&mut self, event: Event) {

@@ -3,13 +3,14 @@
 //! and secure-computation parts.
 //!
 //! Mapping notes for the glue code (engine name -> UI name):
-//! - `train::engine::TrainingEvent::Started { device, steps_per_epoch, epochs, train_images, .. }`
-//!   -> [`TrainUpdate::Started`]; `Step { epoch, step, loss, images_per_sec, epsilon }` ->
+//! - `train::engine::TrainingEvent::Started { device, steps_per_epoch, epochs, train_images,
+//!   sample_rate, .. }` -> [`TrainUpdate::Started`]; `Step { epoch, step, loss, images_per_sec,
+//!   epsilon, noise_multiplier, clip_norm, accounted_noise_multiplier, .. }` ->
 //!   [`TrainUpdate::Step`]; `Epoch { .. }` -> [`TrainUpdate::Epoch`]; `DpSettingsChanged` ->
 //!   [`TrainUpdate::DpApplied`]; `Paused`/`Resumed` -> same; `Stopped` and `Finished` ->
 //!   [`TrainUpdate::Finished`] (with `stopped` set for the former); errors -> `Failed`.
-//! - `privacy::accountant::RdpAccountant::step(q, sigma, count)` once per [`DpSegment`], then
-//!   `.epsilon(delta).0` -> [`Accountant::epsilon`].
+//! - Epsilon spent is the engine ledger's figure carried by the step events; the interface
+//!   keeps no ledger of its own (see [`super::projection`] for the projected figure).
 //! - `privacy::audit::AuditReport { auc, advantage, .. }` -> [`AuditUpdate::Finished`].
 //! - party processes (src/mpc, src/net) -> [`PartyUpdate`].
 
@@ -113,24 +114,6 @@ pub struct DpSettings {
     pub delta: f64,
 }
 
-/// One stretch of DP-SGD steps run at one noise multiplier.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DpSegment {
-    pub noise: NoiseMultiplier,
-    pub steps: u64,
-}
-
-/// Epsilon after a sequence of DP-SGD segments (noise may change mid-run), all at sampling rate
-/// `sample_rate`, for `delta`. Called on every slider move, so it must be quick (milliseconds).
-pub trait Accountant: Send + Sync {
-    fn epsilon(
-        &self,
-        sample_rate: f64,
-        segments: &[DpSegment],
-        delta: f64,
-    ) -> Result<f64, BackendError>;
-}
-
 /// Events of a training run, sent by a [`TrainingBackend`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainUpdate {
@@ -139,14 +122,18 @@ pub enum TrainUpdate {
         steps_per_epoch: usize,
         epochs: usize,
         train_images: usize,
+        /// DP runs: the sampling rate q = B/N the engine's ledger records steps at.
+        sample_rate: Option<f64>,
     },
     Step {
         epoch: usize,
         step: usize,
         loss: f64,
         images_per_sec: f64,
-        /// The engine's own accountant figure, when it keeps one.
+        /// DP runs: epsilon of the engine's ledger after this step (the privacy spent).
         epsilon: Option<f64>,
+        /// DP runs: what this step used and what the ledger recorded for it.
+        dp: Option<DpStep>,
         /// DP runs: (share of examples whose gradient was clipped, median gradient norm).
         clipping: Option<(f64, f64)>,
     },
@@ -159,6 +146,18 @@ pub enum TrainUpdate {
     Resumed,
     Finished(TrainOutcome),
     Failed(String),
+}
+
+/// The DP settings one step ran with, as the engine reports them (a slider change applies
+/// from the step after it reaches the engine).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpStep {
+    pub noise: f64,
+    pub clip: f64,
+    /// The noise multiplier the engine's ledger recorded for this step at the run's sampling
+    /// rate (below `noise` when the step released more than the gradient); `None` when the run
+    /// keeps no ledger.
+    pub accounted_noise: Option<f64>,
 }
 
 /// Metrics of one finished epoch.
@@ -324,7 +323,6 @@ pub trait PartyBackend: Send {
 /// Everything the interface drives. `None` shows "not available in this build" on the tab.
 pub struct Backends {
     pub training: Option<Box<dyn TrainingBackend>>,
-    pub accountant: Option<Box<dyn Accountant>>,
     pub audit: Option<Box<dyn AuditBackend>>,
     pub exporter: Option<Box<dyn CurveExporter>>,
     pub parties: Option<Box<dyn PartyBackend>>,
@@ -334,7 +332,6 @@ impl Backends {
     pub fn none() -> Self {
         Backends {
             training: None,
-            accountant: None,
             audit: None,
             exporter: None,
             parties: None,

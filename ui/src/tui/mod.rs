@@ -3,7 +3,6 @@
 //! the loop here applies them and redraws. The terminal is restored on exit, on error and on
 //! panic, and backends (training, parties) are stopped.
 
-pub mod accountant;
 pub mod app;
 pub mod backend;
 pub mod data;
@@ -11,11 +10,7 @@ pub mod demo;
 pub mod event;
 pub mod predict;
 pub mod privacy;
-// An approximate accountant the interface tests were written against; never in the binary.
-// (Unused by the binary's own unit tests.)
-#[cfg(test)]
-#[allow(dead_code)]
-pub mod sim;
+pub mod projection;
 pub mod terminal;
 pub mod theme;
 pub mod train;

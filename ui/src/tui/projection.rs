@@ -1,59 +1,90 @@
-//! The engine's Rényi-DP accountant behind the Train tab's live epsilon: each stretch of steps
-//! at one noise multiplier is composed per step for the Poisson-subsampled Gaussian, then
-//! converted to (epsilon, delta). One-step curves are cached, so a slider move costs
-//! microseconds once a (q, sigma) pair has been seen.
+//! The Train tab's projected epsilon: the engine's ledger of the run so far, as its step events
+//! reported it (the noise multiplier the ledger recorded for each step), plus the steps still to
+//! come at the slider's settings, composed with the engine's Rényi-DP accountant. Epsilon
+//! *spent* is never computed here: it is the engine's figure from the last step event. One-step
+//! curves are cached, so a slider move costs microseconds once a (q, sigma) pair has been seen.
 
-use super::backend::{Accountant, BackendError, DpSegment};
 use privxray::privacy::{Delta, NoiseMultiplier, RdpAccountant, SampleRate};
-use std::sync::Mutex;
+use privxray::train::dpsgd::DpConfig;
 
-#[derive(Debug, Default)]
-pub struct RdpEpsilon {
-    // Behind a mutex because the trait takes `&self`; the accountant keeps its curve cache
-    // across calls (`reset` forgets the composed steps only).
-    inner: Mutex<RdpAccountant>,
+/// Consecutive steps the engine's ledger recorded at one noise multiplier, at the run's
+/// sampling rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LedgerSegment {
+    /// The accounted noise multiplier (not always the one the step used: see
+    /// [`super::backend::DpStep::accounted_noise`]).
+    pub noise: f64,
+    pub steps: u64,
 }
 
-impl RdpEpsilon {
-    pub fn new() -> Self {
-        Self::default()
+/// Appends one step the ledger recorded at `noise`, extending the last segment when it is at
+/// the same noise.
+pub fn record(ledger: &mut Vec<LedgerSegment>, noise: f64) {
+    match ledger.last_mut() {
+        Some(s) if s.noise == noise => s.steps += 1,
+        _ => ledger.push(LedgerSegment { noise, steps: 1 }),
     }
 }
 
-impl Accountant for RdpEpsilon {
-    fn epsilon(
-        &self,
+pub fn steps(ledger: &[LedgerSegment]) -> u64 {
+    ledger.iter().map(|s| s.steps).sum()
+}
+
+/// The noise multiplier the engine's ledger records for one step of a run with these settings:
+/// the engine's own rule ([`DpConfig::accounted_noise_multiplier`]), not a copy of it.
+pub fn accounted_noise(
+    noise: f64,
+    clip: f64,
+    microbatch: usize,
+    expected_batch: f64,
+) -> Result<f64, String> {
+    let mut dp = DpConfig::new(noise, clip).map_err(|e| e.to_string())?;
+    dp.microbatch_size = microbatch;
+    dp.accounted_noise_multiplier(expected_batch)
+        .map(NoiseMultiplier::get)
+        .map_err(|e| e.to_string())
+}
+
+/// Epsilon of a sequence of ledger segments, all at one sampling rate.
+#[derive(Debug, Default)]
+pub struct Projection {
+    // Keeps its curve cache across calls (`reset` forgets the composed steps only).
+    rdp: RdpAccountant,
+}
+
+impl Projection {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Epsilon at `delta` of `segments` at sampling rate `sample_rate` (0 for no steps).
+    pub fn epsilon(
+        &mut self,
         sample_rate: f64,
-        segments: &[DpSegment],
+        segments: &[LedgerSegment],
         delta: f64,
-    ) -> Result<f64, BackendError> {
-        let q = SampleRate::new(sample_rate).map_err(|e| BackendError::Failed(e.to_string()))?;
-        let delta = Delta::new(delta).map_err(|e| BackendError::Failed(e.to_string()))?;
-        let mut acc = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        acc.reset();
+    ) -> Result<f64, String> {
+        let q = SampleRate::new(sample_rate).map_err(|e| e.to_string())?;
+        let delta = Delta::new(delta).map_err(|e| e.to_string())?;
+        self.rdp.reset();
         for s in segments.iter().filter(|s| s.steps > 0) {
-            let sigma = NoiseMultiplier::new(s.noise.get())
-                .map_err(|e| BackendError::Failed(e.to_string()))?;
-            acc.step(q, sigma, s.steps);
+            let sigma = NoiseMultiplier::new(s.noise).map_err(|e| e.to_string())?;
+            self.rdp.step(q, sigma, s.steps);
         }
-        if acc.steps() == 0 {
+        if self.rdp.steps() == 0 {
             return Ok(0.0);
         }
-        Ok(acc.epsilon(delta).0)
+        Ok(self.rdp.epsilon(delta).0)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tui::backend::NoiseMultiplier as Sigma;
     use privxray::privacy::{self, AccountantKind};
 
-    fn seg(sigma: f64, steps: u64) -> DpSegment {
-        DpSegment {
-            noise: Sigma::new(sigma).unwrap(),
-            steps,
-        }
+    fn seg(noise: f64, steps: u64) -> LedgerSegment {
+        LedgerSegment { noise, steps }
     }
 
     #[test]
@@ -68,7 +99,7 @@ mod tests {
         )
         .unwrap()
         .epsilon;
-        let got = RdpEpsilon::new()
+        let got = Projection::new()
             .epsilon(q, &[seg(sigma, steps)], delta)
             .unwrap();
         assert!((got - reference).abs() < 1e-9, "{got} vs {reference}");
@@ -76,26 +107,36 @@ mod tests {
 
     #[test]
     fn segments_compose_and_calls_do_not_accumulate() {
-        let acc = RdpEpsilon::new();
-        let whole = acc.epsilon(0.02, &[seg(1.5, 500)], 1e-5).unwrap();
-        let split = acc
+        let mut p = Projection::new();
+        let whole = p.epsilon(0.02, &[seg(1.5, 500)], 1e-5).unwrap();
+        let split = p
             .epsilon(0.02, &[seg(1.5, 200), seg(1.5, 0), seg(1.5, 300)], 1e-5)
             .unwrap();
         assert!((whole - split).abs() < 1e-9, "{whole} vs {split}");
         // More noise for part of the run spends less than the whole run at the lower noise.
-        let mixed = acc
+        let mixed = p
             .epsilon(0.02, &[seg(1.5, 200), seg(3.0, 300)], 1e-5)
             .unwrap();
         assert!(mixed < whole, "{mixed} >= {whole}");
-        assert_eq!(acc.epsilon(0.02, &[], 1e-5).unwrap(), 0.0);
+        assert_eq!(p.epsilon(0.02, &[], 1e-5).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn recorded_steps_merge_while_the_noise_stays() {
+        let mut ledger = Vec::new();
+        for noise in [1.1, 1.1, 1.3, 1.3, 1.3, 1.1] {
+            record(&mut ledger, noise);
+        }
+        assert_eq!(ledger, [seg(1.1, 2), seg(1.3, 3), seg(1.1, 1)]);
+        assert_eq!(steps(&ledger), 6);
     }
 
     #[test]
     fn bad_inputs_are_errors_naming_the_value() {
-        let acc = RdpEpsilon::new();
-        let e = acc.epsilon(1.5, &[seg(1.0, 10)], 1e-5).unwrap_err();
-        assert!(e.to_string().contains("1.5"), "{e}");
-        let e = acc.epsilon(0.1, &[seg(1.0, 10)], 2.0).unwrap_err();
-        assert!(e.to_string().contains('2'), "{e}");
+        let mut p = Projection::new();
+        let e = p.epsilon(1.5, &[seg(1.0, 10)], 1e-5).unwrap_err();
+        assert!(e.contains("1.5"), "{e}");
+        let e = p.epsilon(0.1, &[seg(1.0, 10)], 2.0).unwrap_err();
+        assert!(e.contains('2'), "{e}");
     }
 }

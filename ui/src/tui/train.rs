@@ -1,10 +1,11 @@
 //! The Train tab: run settings, a DP panel with a live epsilon, run control, and live charts.
 
 use super::backend::{
-    Accountant, ClipNorm, DpSegment, DpSettings, EpochPoint, NoiseMultiplier, SharedData,
-    TrainConfig, TrainOutcome, TrainUpdate,
+    ClipNorm, DpSettings, DpStep, EpochPoint, NoiseMultiplier, SharedData, TrainConfig,
+    TrainOutcome, TrainUpdate,
 };
 use super::data::{clock, DataReady};
+use super::projection::{self, LedgerSegment, Projection};
 use super::theme::Theme;
 use super::widgets::charts::{self, Series};
 use super::widgets::Slider;
@@ -115,7 +116,9 @@ pub enum Epsilon {
     /// No DP, or nothing to compute it from yet (with the reason).
     Unknown(String),
     Value {
+        /// The engine ledger's epsilon after the run's last step (0 before its first).
         spent: f64,
+        /// The ledger so far plus the remaining steps at the slider's settings.
         projected: f64,
     },
     Error(String),
@@ -148,9 +151,18 @@ pub struct TrainTab {
     pub step_loss: Vec<(f64, f64)>,
     pub position: Option<(usize, usize)>,
     pub images_per_sec: f64,
-    /// Steps done per noise multiplier, in order: the accountant composes these.
-    pub segments: Vec<DpSegment>,
-    pub engine_epsilon: Option<f64>,
+    /// The engine's ledger of this run as its step events reported it (the noise multiplier
+    /// recorded for each step, merged into segments): the projection starts from it.
+    pub ledger: Vec<LedgerSegment>,
+    /// The sampling rate of the run's ledger (from the engine's Started event).
+    pub sample_rate: Option<f64>,
+    /// The engine ledger's epsilon after the last step: epsilon spent.
+    pub spent: Option<f64>,
+    /// A DP step came without a ledger (the run keeps no accountant): nothing spent is known.
+    pub unaccounted: bool,
+    /// (noise multiplier, clip norm) the engine's last step used.
+    pub in_use: Option<(f64, f64)>,
+    projection: Projection,
     /// Last DP step's (clipped share, median gradient norm): tells whether C is set well.
     pub clipping: Option<(f64, f64)>,
     pub epsilon: Epsilon,
@@ -181,8 +193,12 @@ impl TrainTab {
             step_loss: Vec::new(),
             position: None,
             images_per_sec: 0.0,
-            segments: Vec::new(),
-            engine_epsilon: None,
+            ledger: Vec::new(),
+            sample_rate: None,
+            spent: None,
+            unaccounted: false,
+            in_use: None,
+            projection: Projection::new(),
             clipping: None,
             epsilon: Epsilon::Unknown("preprocess data first".into()),
             message: None,
@@ -237,6 +253,10 @@ impl TrainTab {
             return Adjusted::Nothing;
         }
         self.message = None;
+        if !self.state.active() {
+            // Planning the next run: the projection is for the settings, not the last run.
+            self.forget_run();
+        }
         let step = |v: usize, choices: &[usize]| {
             let i = choices.iter().position(|&c| c >= v).unwrap_or(0);
             let j = if up {
@@ -331,42 +351,70 @@ impl TrainTab {
         Some(per_epoch as u64 * self.epochs as u64)
     }
 
+    /// DP steps of this run the engine's ledger recorded.
     pub fn steps_done(&self) -> u64 {
-        self.segments.iter().map(|s| s.steps).sum()
+        projection::steps(&self.ledger)
     }
 
-    /// Recomputes spent and projected epsilon: the steps done at the noise they ran with, then
-    /// the remaining steps at the current noise.
-    pub fn recompute_epsilon(&mut self, accountant: Option<&dyn Accountant>) {
-        self.epsilon = self.compute_epsilon(accountant);
+    /// Recomputes the epsilon shown: spent is the engine's figure from the last step event;
+    /// projected composes the engine's ledger so far with the remaining steps at the slider's
+    /// settings (accounted as the engine will account them).
+    pub fn recompute_epsilon(&mut self) {
+        self.epsilon = self.compute_epsilon();
     }
 
-    fn compute_epsilon(&self, accountant: Option<&dyn Accountant>) -> Epsilon {
+    fn compute_epsilon(&mut self) -> Epsilon {
         if !self.dp_enabled {
             return Epsilon::Unknown("DP off: no guarantee (ε = ∞)".into());
         }
-        let Some(acc) = accountant else {
-            return Epsilon::Unknown("no accountant in this build".into());
-        };
+        if self.unaccounted {
+            return Epsilon::Unknown("the engine keeps no ledger for this run".into());
+        }
         let (Some(n), Some(total)) = (self.train_images, self.total_steps()) else {
             return Epsilon::Unknown("preprocess data first".into());
         };
         if n == 0 {
             return Epsilon::Unknown("no training images".into());
         }
-        let q = (self.batch as f64 / n as f64).min(1.0);
+        let q = self
+            .sample_rate
+            .unwrap_or_else(|| (self.batch as f64 / n as f64).min(1.0));
         let done = self.steps_done();
-        let mut all = self.segments.clone();
-        all.push(DpSegment {
-            noise: self.noise,
-            steps: total.saturating_sub(done),
+        let ended = matches!(self.state, RunState::Finished(_) | RunState::Failed(_));
+        let remaining = if ended && done > 0 {
+            0
+        } else {
+            total.saturating_sub(done)
+        };
+        let next = match projection::accounted_noise(
+            self.noise.get(),
+            self.clip.get(),
+            self.microbatch,
+            (q * n as f64).max(1.0),
+        ) {
+            Ok(v) => v,
+            Err(e) => return Epsilon::Error(e),
+        };
+        let mut all = self.ledger.clone();
+        all.push(LedgerSegment {
+            noise: next,
+            steps: remaining,
         });
-        let spent = acc.epsilon(q, &self.segments, self.delta);
-        let projected = acc.epsilon(q, &all, self.delta);
-        match (spent, projected) {
-            (Ok(spent), Ok(projected)) => Epsilon::Value { spent, projected },
-            (Err(e), _) | (_, Err(e)) => Epsilon::Error(e.to_string()),
+        match self.projection.epsilon(q, &all, self.delta) {
+            Ok(projected) => Epsilon::Value {
+                spent: self.spent.unwrap_or(0.0),
+                projected,
+            },
+            Err(e) => Epsilon::Error(e),
         }
+    }
+
+    /// Forgets what the engine reported of the last run's privacy (not its curves).
+    fn forget_run(&mut self) {
+        self.ledger.clear();
+        self.sample_rate = None;
+        self.spent = None;
+        self.unaccounted = false;
     }
 
     /// Clears curves for a new run.
@@ -374,10 +422,10 @@ impl TrainTab {
         self.state = RunState::Starting;
         self.history.clear();
         self.step_loss.clear();
-        self.segments.clear();
+        self.forget_run();
+        self.in_use = None;
         self.position = None;
         self.images_per_sec = 0.0;
-        self.engine_epsilon = None;
         self.clipping = None;
         self.message = None;
     }
@@ -390,11 +438,13 @@ impl TrainTab {
                 steps_per_epoch,
                 epochs,
                 train_images,
+                sample_rate,
             } => {
                 self.device = device;
                 self.steps_per_epoch = Some(steps_per_epoch);
                 self.epochs = epochs;
                 self.train_images = Some(train_images);
+                self.sample_rate = sample_rate;
                 self.state = RunState::Running;
             }
             TrainUpdate::Step {
@@ -403,6 +453,7 @@ impl TrainTab {
                 loss,
                 images_per_sec,
                 epsilon,
+                dp,
                 clipping,
             } => {
                 if self.state == RunState::Starting {
@@ -413,15 +464,20 @@ impl TrainTab {
                     .push((epoch as f64 * per + step as f64, loss));
                 self.position = Some((epoch, step));
                 self.images_per_sec = images_per_sec;
-                self.engine_epsilon = epsilon;
                 self.clipping = clipping;
-                if self.dp_enabled {
-                    match self.segments.last_mut() {
-                        Some(s) if s.noise == self.noise => s.steps += 1,
-                        _ => self.segments.push(DpSegment {
-                            noise: self.noise,
-                            steps: 1,
-                        }),
+                if let Some(DpStep {
+                    noise,
+                    clip,
+                    accounted_noise,
+                }) = dp
+                {
+                    self.in_use = Some((noise, clip));
+                    match (accounted_noise, epsilon) {
+                        (Some(a), Some(e)) => {
+                            projection::record(&mut self.ledger, a);
+                            self.spent = Some(e);
+                        }
+                        _ => self.unaccounted = true,
                     }
                 }
             }
@@ -613,6 +669,15 @@ impl Widget for TrainView<'_> {
                 t.images_per_sec,
                 t.eta_seconds().map(clock).unwrap_or("--:--".into())
             )));
+        }
+        if let Some((sigma, clip)) = t.in_use {
+            // What the engine's last step used: a slider change shows here once it applies.
+            let mut spans = vec![Span::raw(format!("in use  σ {sigma:.2} · C {clip:.2}"))];
+            let differs = |a: f64, b: f64| (a - b).abs() > 1e-9;
+            if t.state.active() && (differs(sigma, t.noise.get()) || differs(clip, t.clip.get())) {
+                spans.push(Span::styled(" · slider pending", theme.warn()));
+            }
+            lines.push(Line::from(spans));
         }
         if let Some((share, median)) = t.clipping {
             lines.push(Line::raw(format!(

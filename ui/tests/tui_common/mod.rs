@@ -8,7 +8,6 @@ use crate::tui::backend::{
 };
 use crate::tui::data::{DataSource, PreprocessUpdate};
 use crate::tui::event::{AppEvent, AppSender, Event, EventQueue};
-use crate::tui::sim::ApproxAccountant;
 use crate::tui::theme::Theme;
 use privxray::model::ModelKind;
 use ratatui::backend::TestBackend;
@@ -97,7 +96,6 @@ pub fn harness() -> Harness {
     let calls: Calls = Arc::default();
     let backends = Backends {
         training: Some(Box::new(RecordingTraining(calls.clone()))),
-        accountant: Some(Box::new(ApproxAccountant)),
         audit: None,
         exporter: None,
         parties: Some(Box::new(RecordingParties(calls.clone()))),
