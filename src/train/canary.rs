@@ -35,6 +35,9 @@ pub const FORMAT: &str = "privxray-canaries";
 pub const VERSION: u32 = 1;
 /// The `image` field: how a seed becomes pixels (see the module documentation).
 pub const IMAGE_KIND: &str = "splitmix64-uniform";
+/// The name the terminal interface looks for beside a checkpoint (`<dir>/canaries.json`) to
+/// show a run's canary lower bound. The folder then holds a private file: never ship it whole.
+pub const FILE_NAME: &str = "canaries.json";
 /// Most values one canary image may have (a 3x224x224 image has 150,528).
 const MAX_IMAGE_VALUES: usize = 1 << 24;
 
@@ -246,6 +249,11 @@ fn check_shape(shape: [usize; 3]) -> std::result::Result<(), String> {
     } else {
         Ok(())
     }
+}
+
+/// The canary file beside `checkpoint` ([`FILE_NAME`] in its folder), if there is one.
+pub fn file_beside(checkpoint: &Path) -> Option<std::path::PathBuf> {
+    Some(checkpoint.with_file_name(FILE_NAME)).filter(|p| p.is_file())
 }
 
 /// SplitMix64's output function.

@@ -1,6 +1,8 @@
 //! The membership-inference audit of a finished run, as `privxray audit` does it: the model's
 //! per-example losses on its training split (members) against the merged test and val sets
-//! (non-members), scored by the loss-threshold attack. Runs on its own thread.
+//! (non-members), scored by the loss-threshold attack; with a canary file beside the checkpoint,
+//! also the one-run lower bound on epsilon (`privxray audit --canary-file`). Runs on its own
+//! thread.
 
 use super::TrainedOn;
 use crate::cli::train::{per_example_losses, split};
@@ -8,8 +10,9 @@ use crate::tui::backend::{AuditBackend, AuditUpdate, BackendError};
 use crate::tui::event::{AppEvent, AppSender};
 use anyhow::Context;
 use privxray::model::ModelKind;
-use privxray::privacy::{loss_threshold_audit, AuditReport};
+use privxray::privacy::{loss_threshold_audit, AuditReport, CanaryAuditReport};
 use privxray::train::engine::model_from_checkpoint;
+use privxray::train::CanarySet;
 use std::path::Path;
 
 pub struct EngineAudit {
@@ -30,29 +33,55 @@ impl AuditBackend for EngineAudit {
         checkpoint: &Path,
         events: AppSender,
     ) -> Result<(), BackendError> {
-        let data = self.trained_on.get(checkpoint).ok_or_else(|| {
-            BackendError::Failed(format!(
+        let unknown = || {
+            format!(
                 "{} was not trained in this session: its training members are unknown",
                 checkpoint.display()
-            ))
-        })?;
+            )
+        };
+        let data = self.trained_on.get(checkpoint);
+        // A canary file beside the checkpoint adds the one-run lower bound on epsilon.
+        let canaries = privxray::train::canary::file_beside(checkpoint);
+        if data.is_none() && canaries.is_none() {
+            return Err(BackendError::Failed(unknown()));
+        }
+        let unknown = unknown();
         let checkpoint = checkpoint.to_path_buf();
         std::thread::Builder::new()
             .name("tui-audit".into())
             .spawn(move || {
                 events.send(AppEvent::Audit(AuditUpdate::Started { run }));
-                let update = match audit(&checkpoint, &data.data) {
-                    Ok(r) => AuditUpdate::Finished {
+                let update = match data.map(|d| audit(&checkpoint, &d.data)) {
+                    Some(Ok(r)) => AuditUpdate::Finished {
                         run,
                         auc: r.auc,
                         advantage: r.advantage,
                     },
-                    Err(e) => AuditUpdate::Failed {
+                    Some(Err(e)) => AuditUpdate::Failed {
                         run,
                         reason: format!("{e:#}"),
                     },
+                    None => AuditUpdate::Failed {
+                        run,
+                        reason: unknown,
+                    },
                 };
                 events.send(AppEvent::Audit(update));
+                if let Some(file) = canaries {
+                    let update = match canary_audit(&checkpoint, &file) {
+                        Ok(r) => AuditUpdate::CanaryBound {
+                            run,
+                            epsilon_lower_bound: r.epsilon_lower_bound,
+                            correct: r.correct,
+                            guesses: r.guesses,
+                        },
+                        Err(e) => AuditUpdate::Failed {
+                            run,
+                            reason: format!("canary audit: {e:#}"),
+                        },
+                    };
+                    events.send(AppEvent::Audit(update));
+                }
             })
             .map_err(|e| BackendError::Failed(format!("starting the audit thread: {e}")))?;
         Ok(())
@@ -73,4 +102,12 @@ fn audit(
         &per_example_losses(&model, &members)?,
         &per_example_losses(&model, &non_members)?,
     )?)
+}
+
+/// `privxray audit --canary-file`: the canaries scored with the model, at the run's delta.
+fn canary_audit(checkpoint: &Path, file: &Path) -> anyhow::Result<CanaryAuditReport> {
+    let (model, _, meta) = model_from_checkpoint(checkpoint, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading {}", checkpoint.display()))?;
+    let delta = meta.dp.as_ref().map(|d| d.delta).unwrap_or(0.0);
+    Ok(CanarySet::load(file)?.audit(&model, delta)?)
 }

@@ -209,6 +209,14 @@ pub enum AuditUpdate {
         run: usize,
         reason: String,
     },
+    /// The one-run canary audit (`privxray audit --canary-file`) of a run whose canary file
+    /// sits beside its checkpoint: a lower bound on epsilon at 95% confidence.
+    CanaryBound {
+        run: usize,
+        epsilon_lower_bound: f64,
+        correct: usize,
+        guesses: usize,
+    },
 }
 
 pub trait AuditBackend: Send {

@@ -52,11 +52,21 @@ impl RunRecord {
     }
 }
 
+/// A canary audit's result: the lower bound on epsilon and the guesses behind it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CanaryBound {
+    pub epsilon_lower_bound: f64,
+    pub correct: usize,
+    pub guesses: usize,
+}
+
 #[derive(Default)]
 pub struct PrivacyTab {
     pub runs: Vec<RunRecord>,
     pub selected: usize,
     pub message: Option<String>,
+    /// Canary lower bounds by run index, for runs whose canary file sits beside the checkpoint.
+    pub canary_bounds: std::collections::HashMap<usize, CanaryBound>,
 }
 
 impl PrivacyTab {
@@ -78,6 +88,20 @@ impl PrivacyTab {
 
     pub fn apply(&mut self, update: AuditUpdate) {
         let (run, state) = match update {
+            AuditUpdate::CanaryBound {
+                run,
+                epsilon_lower_bound,
+                correct,
+                guesses,
+            } => {
+                let bound = CanaryBound {
+                    epsilon_lower_bound,
+                    correct,
+                    guesses,
+                };
+                self.canary_bounds.insert(run, bound);
+                return;
+            }
             AuditUpdate::Started { run } => (run, AuditState::Running),
             AuditUpdate::Finished {
                 run,
@@ -194,6 +218,21 @@ impl Widget for PrivacyView<'_> {
                         v.push(Line::styled(format!("audit failed: {why}"), theme.error()))
                     }
                 }
+                if let Some(b) = t.canary_bounds.get(&t.selected) {
+                    let over = r.epsilon.is_some_and(|e| b.epsilon_lower_bound > e);
+                    let line = format!(
+                        "canaries: ε ≥ {:.2} (95%, {} of {} guesses right) beside ε {}",
+                        b.epsilon_lower_bound,
+                        b.correct,
+                        b.guesses,
+                        r.epsilon.map(fmt_eps).unwrap_or("∞".into())
+                    );
+                    v.push(if over {
+                        Line::styled(line + ": above the claim", theme.error())
+                    } else {
+                        Line::raw(line)
+                    });
+                }
                 v
             }
         };
@@ -241,5 +280,81 @@ impl Widget for PrivacyView<'_> {
             theme.dim(),
         )
         .render(right, buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn screen(tab: &PrivacyTab) -> String {
+        let area = Rect::new(0, 0, 200, 24);
+        let mut buf = Buffer::empty(area);
+        PrivacyView {
+            tab,
+            theme: Theme { color: false },
+        }
+        .render(area, &mut buf);
+        (0..area.height)
+            .map(|y| {
+                (0..area.width)
+                    .map(|x| buf[(x, y)].symbol())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn tab_with_run(epsilon: Option<f64>) -> PrivacyTab {
+        let mut t = PrivacyTab::default();
+        t.add(RunRecord {
+            model: ModelKind::DnnMax,
+            epsilon,
+            delta: epsilon.map(|_| 1e-5),
+            accuracy: 0.9,
+            accuracy_is_test: true,
+            checkpoint: None,
+            audit: AuditState::NotRun,
+        });
+        t
+    }
+
+    #[test]
+    fn canary_bound_is_shown_beside_epsilon_and_flagged_above_it() {
+        let mut t = tab_with_run(Some(0.97));
+        assert!(!screen(&t).contains("canaries"));
+        t.apply(AuditUpdate::CanaryBound {
+            run: 0,
+            epsilon_lower_bound: 0.42,
+            correct: 11,
+            guesses: 12,
+        });
+        let s = screen(&t);
+        assert!(
+            s.contains("canaries: ε ≥ 0.42 (95%, 11 of 12 guesses right) beside ε 0.97"),
+            "{s}"
+        );
+        assert!(!s.contains("above the claim"), "{s}");
+        // A bound over the claim is a bug (or a 5% event) and says so.
+        t.apply(AuditUpdate::CanaryBound {
+            run: 0,
+            epsilon_lower_bound: 2.65,
+            correct: 64,
+            guesses: 64,
+        });
+        assert!(screen(&t).contains("above the claim"));
+        // Without DP there is no claim to exceed.
+        let mut plain = tab_with_run(None);
+        plain.apply(AuditUpdate::CanaryBound {
+            run: 0,
+            epsilon_lower_bound: 2.65,
+            correct: 64,
+            guesses: 64,
+        });
+        let s = screen(&plain);
+        assert!(
+            s.contains("ε ≥ 2.65") && !s.contains("above the claim"),
+            "{s}"
+        );
     }
 }
