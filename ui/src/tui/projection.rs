@@ -31,7 +31,8 @@ pub fn steps(ledger: &[LedgerSegment]) -> u64 {
 }
 
 /// The noise multiplier the engine's ledger records for one step of a run with these settings:
-/// the engine's own rule ([`DpConfig::accounted_noise_multiplier`]), not a copy of it.
+/// the engine's own rule ([`DpConfig::accounted_noise_multiplier`]), not a copy of it. Settings
+/// the engine refuses to train with under DP (microbatches) are the engine's error.
 pub fn accounted_noise(
     noise: f64,
     clip: f64,
@@ -40,6 +41,7 @@ pub fn accounted_noise(
 ) -> Result<f64, String> {
     let mut dp = DpConfig::new(noise, clip).map_err(|e| e.to_string())?;
     dp.microbatch_size = microbatch;
+    dp.validate_for_training().map_err(|e| e.to_string())?;
     dp.accounted_noise_multiplier(expected_batch)
         .map(NoiseMultiplier::get)
         .map_err(|e| e.to_string())
@@ -129,6 +131,14 @@ mod tests {
         }
         assert_eq!(ledger, [seg(1.1, 2), seg(1.3, 3), seg(1.1, 1)]);
         assert_eq!(steps(&ledger), 6);
+    }
+
+    #[test]
+    fn the_slider_is_accounted_by_the_engines_rule() {
+        assert_eq!(accounted_noise(1.3, 0.7, 1, 64.0), Ok(1.3));
+        // The engine refuses microbatches under DP: the projection says so instead of a figure.
+        let e = accounted_noise(1.3, 0.7, 4, 64.0).unwrap_err();
+        assert!(e.contains("microbatch"), "{e}");
     }
 
     #[test]
