@@ -12,5 +12,6 @@ pub mod party;
 pub mod plot;
 pub mod preprocess;
 pub mod privacy;
+pub mod report;
 pub mod synth;
 pub mod train;

@@ -96,7 +96,7 @@ impl CheckpointMeta {
 
     /// "epsilon not valid: ..." when the run used reproducible DP randomness.
     pub fn epsilon_warning(&self) -> Option<String> {
-        self.dp.and_then(|d| d.reproducible.epsilon_warning())
+        self.dp.and_then(|d| d.marks().epsilon_warning())
     }
 }
 
@@ -177,7 +177,66 @@ fn parse_meta(path: &Path, info: Option<&HashMap<String, String>>) -> Result<Che
             format!("format {}, this build reads format {FORMAT}", meta.format),
         ));
     }
+    check_meta(&meta).map_err(|reason| ck_err(path, reason))?;
     Ok(meta)
+}
+
+/// The most epochs a checkpoint may claim: far beyond any real run, far below overflow.
+pub const MAX_EPOCHS: usize = 1_000_000;
+/// The most optimizer steps a checkpoint may claim (a million epochs of a million batches).
+pub const MAX_OPTIMIZER_STEPS: u64 = 1_000_000_000_000;
+
+/// Checks the metadata against what the model code accepts; the reason names the field.
+fn check_meta(m: &CheckpointMeta) -> std::result::Result<(), String> {
+    let technique = m.model.technique().number();
+    if m.technique != technique {
+        return Err(format!(
+            "technique {} does not match model {}, which takes technique {technique}",
+            m.technique, m.model
+        ));
+    }
+    super::model::check_width(m.width).map_err(|_| {
+        format!(
+            "width {} is outside the range a model is built at (above 0, at most {})",
+            m.width,
+            super::model::MAX_WIDTH
+        )
+    })?;
+    if m.epoch > MAX_EPOCHS {
+        return Err(format!(
+            "epoch {} is implausible (at most {MAX_EPOCHS})",
+            m.epoch
+        ));
+    }
+    if m.optimizer_step > MAX_OPTIMIZER_STEPS {
+        return Err(format!(
+            "optimizer_step {} is implausible (at most {MAX_OPTIMIZER_STEPS})",
+            m.optimizer_step
+        ));
+    }
+    if m.epochs_without_improvement > m.epoch {
+        return Err(format!(
+            "epochs_without_improvement {} exceeds the {} epochs completed",
+            m.epochs_without_improvement, m.epoch
+        ));
+    }
+    if m.history.len() > m.epoch {
+        return Err(format!(
+            "history has {} epochs, more than the {} completed",
+            m.history.len(),
+            m.epoch
+        ));
+    }
+    if !(0.0..=1.0).contains(&m.best_val_acc) && m.best_val_acc != f64::NEG_INFINITY {
+        return Err(format!(
+            "best_val_acc {} is not an accuracy (0 to 1)",
+            m.best_val_acc
+        ));
+    }
+    if let Some(e) = m.epsilon.filter(|e| e.is_nan() || *e < 0.0) {
+        return Err(format!("epsilon {e} is not a privacy cost (>= 0)"));
+    }
+    Ok(())
 }
 
 /// Reads only the metadata (the safetensors header), not the weights.
@@ -224,6 +283,23 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| ck_err(path, format!("header: {e}")))?;
     let meta = parse_meta(path, header.metadata().as_ref())?;
+    // Shapes first: a hostile file is refused before anything the size of a model is built.
+    for (name, shape, _) in super::model::parameter_shapes(meta.model, meta.width) {
+        let view = st
+            .tensor(&name)
+            .map_err(|_| ck_err(path, format!("missing tensor {name}")))?;
+        if view.shape() != shape.as_slice() {
+            return Err(ck_err(
+                path,
+                format!(
+                    "tensor {name} has shape {:?}, {} at width {} needs {shape:?}",
+                    view.shape(),
+                    meta.model,
+                    meta.width
+                ),
+            ));
+        }
+    }
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
@@ -237,6 +313,16 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        // Every tensor, optimizer state included: one NaN would poison every later step.
+        if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+            return Err(ck_err(
+                path,
+                format!(
+                    "tensor {name} holds {x} at index {i} (of {}): the weights must be finite",
+                    v.len()
+                ),
+            ));
+        }
         tensors.insert(name, Tensor::from_vec(v, view.shape(), device)?);
     }
     Ok(Loaded {

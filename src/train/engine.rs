@@ -362,6 +362,17 @@ pub fn train(
                     reason: format!("holds {}, asked to train {kind}", r.meta.model),
                 });
             }
+            if r.meta.epoch >= config.epochs {
+                // Checked before anything is built or written: a finished run stays as it is.
+                return Err(TrainError::Checkpoint {
+                    path: r.path.clone(),
+                    reason: format!(
+                        "already trained {} epochs, and {} were asked for: nothing to do; \
+                         ask for more epochs to continue it",
+                        r.meta.epoch, config.epochs
+                    ),
+                });
+            }
             (r.meta.width, r.meta.seed)
         }
         None => (
@@ -554,6 +565,11 @@ pub fn train(
     // A resumed run continues the release it already wrote (if it is still there): later epochs
     // replace it only when they beat it, and restamp its epsilon either way.
     let mut best_checkpoint = ckpt_path("best").filter(|p| resumed.is_some() && p.exists());
+    if resumed.is_some() && best_checkpoint.is_none() {
+        // That release is not at hand (resumed from elsewhere): this run's epochs choose a new
+        // one, so the run always ends with a model.
+        best_val_acc = f64::NEG_INFINITY;
+    }
     let mut last_checkpoint = None;
     let mut stopped = false;
     let mut early_stopped = false;
@@ -570,7 +586,9 @@ pub fn train(
                     // seed continues exactly as a straight run would.
                     sr.set_stream((epoch * steps_per_epoch + i) as u64);
                     sr.set_word_pos(0);
-                    (0..n).filter(|_| sr.random::<f64>() < sample_rate).collect()
+                    (0..n)
+                        .filter(|_| sr.random::<f64>() < sample_rate)
+                        .collect()
                 })
                 .collect(),
             _ => {

@@ -53,6 +53,21 @@ pub struct Model {
 /// Pooling windows are 2x2 in every plan.
 pub const POOL_SIZE: usize = 2;
 
+/// The widest multiplier a model is built at: VGG16 at width 4 already holds about two
+/// billion parameters (8 GB of f32); anything wider is a mistake or a hostile file.
+pub const MAX_WIDTH: f32 = 4.0;
+
+/// `width` if a model can be built at it: finite, above 0 and at most [`MAX_WIDTH`].
+pub fn check_width(width: f32) -> Result<f32> {
+    if width.is_finite() && width > 0.0 && width <= MAX_WIDTH {
+        Ok(width)
+    } else {
+        Err(TrainError::Config(format!(
+            "width {width}: expected a multiplier above 0 and at most {MAX_WIDTH}"
+        )))
+    }
+}
+
 fn pool_kind(p: Pool) -> PoolKind {
     match p {
         Pool::Max => PoolKind::Max,
@@ -108,6 +123,7 @@ pub fn parameter_shapes(kind: ModelKind, width: f32) -> Vec<(String, Vec<usize>,
 /// 14144-input dense layer's units then died within the first steps and DNN-Max never left
 /// the majority class.)
 pub fn init_varmap(kind: ModelKind, width: f32, seed: u64, device: &Device) -> Result<VarMap> {
+    check_width(width)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let varmap = VarMap::new();
     {
@@ -135,11 +151,7 @@ pub fn init_varmap(kind: ModelKind, width: f32, seed: u64, device: &Device) -> R
 impl Model {
     /// Builds `kind` at `width` from a `VarBuilder` (scopes `conv{i}` / `fc{i}`).
     pub fn new(vb: VarBuilder, kind: ModelKind, width: f32) -> Result<Self> {
-        if !(width.is_finite() && width > 0.0) {
-            return Err(TrainError::Config(format!(
-                "width {width}: expected a positive multiplier"
-            )));
-        }
+        check_width(width)?;
         let mut layers = Vec::new();
         let mut names = LayerNames::default();
         for p in kind.plan(width) {

@@ -31,7 +31,8 @@ fn main() {
     keep_freed_memory();
     let args = cli::Cli::parse();
     if let Err(err) = cli::run(args) {
-        eprintln!("error: {err:#}");
+        // Each cause once, though many error types also print their cause in their message.
+        eprintln!("error: {}", privxray::report::said_once(err.as_ref()));
         std::process::exit(1);
     }
 }

@@ -14,6 +14,16 @@ pub struct KeygenArgs {
 }
 
 pub fn keygen(a: KeygenArgs) -> anyhow::Result<()> {
+    // A mistyped directory is refused, not created: the key would land where nobody looks.
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "--out {}: the directory {} does not exist; create it first",
+                a.out.display(),
+                dir.display()
+            );
+        }
+    }
     let public = privxray::net::keys::keygen(&a.out, a.force)?;
     // stdout carries only the public key, so scripts can paste it into parties.toml.
     println!("{public}");

@@ -11,7 +11,7 @@ use privxray::mpc::FixedPoint;
 use privxray::net::{LocalParty, PartiesConfig, PartyId, StaticKeypair};
 use privxray::party::{self, RemoteClient, ShareFile};
 
-use super::train::{load_inputs, load_model, print_predictions, Prediction};
+use super::train::{load_input, load_model, print_predictions, ImageResult, Prediction};
 
 #[derive(Debug, Args)]
 pub struct PartyArgs {
@@ -96,16 +96,26 @@ pub fn predict_remote(
             model.input_shape
         )
     })?;
-    let inputs = load_inputs(images, technique)?;
-    let mut preds = Vec::with_capacity(images.len());
-    for (path, x) in images.iter().zip(&inputs) {
-        let r = client
-            .predict(x)
-            .with_context(|| format!("{}: private prediction", path.display()))?;
-        let mut p = Prediction::new(path, f64::from(pneumonia_probability(&r.logits)), r.seconds);
-        p.bytes = Some(r.bytes_between_parties);
-        p.rounds = Some(r.rounds);
-        preds.push(p);
+    // One result per image: a bad image, or a failed prediction, costs only that image.
+    let mut results = Vec::with_capacity(images.len());
+    for path in images {
+        let x = match load_input(path, technique) {
+            Ok(x) => x,
+            Err(e) => {
+                results.push(ImageResult::failed(path, e));
+                continue;
+            }
+        };
+        results.push(match client.predict(&x) {
+            Ok(r) => {
+                let prob = f64::from(pneumonia_probability(&r.logits));
+                let mut p = Prediction::new(path, prob, r.seconds);
+                p.bytes = Some(r.bytes_between_parties);
+                p.rounds = Some(r.rounds);
+                ImageResult::Predicted(p)
+            }
+            Err(e) => ImageResult::failed(path, format!("private prediction: {e}")),
+        });
     }
-    print_predictions(&preds, json)
+    print_predictions(&results, json)
 }

@@ -1,7 +1,9 @@
 //! `predict`: plaintext with candle, or private with three parties (simulated in-process with
 //! `--simulate-mpc`, or real party processes with `--config`).
 
-use super::train::{load_inputs, load_model, predict_plain, print_predictions, Prediction};
+use super::train::{
+    load_input, load_model, predict_plain, print_predictions, ImageResult, Prediction,
+};
 use clap::Args;
 use privxray::model::spec::pneumonia_probability;
 use std::path::PathBuf;
@@ -41,36 +43,59 @@ pub fn run(a: PredictArgs) -> anyhow::Result<()> {
         .clone()
         .ok_or_else(|| anyhow::anyhow!("--model FILE is required"))?;
     let model = load_model(&model_path)?;
-    let preds = if a.simulate_mpc {
+    let results = if a.simulate_mpc {
         predict_simulated(&model, &a.images, a.batch)?
     } else {
-        predict_plain(&model, &a.images)?
+        predict_plain(&model, &a.images)
     };
-    print_predictions(&preds, a.json)
+    print_predictions(&results, a.json)
 }
 
-/// Private predictions with the three parties on threads of this process. Images go in batches
-/// of `batch`; each image reports its batch's wall time and rounds, and an equal part of its
-/// batch's traffic between the parties.
+/// Private predictions with the three parties on threads of this process, one result per image
+/// in the order given. Images that load go in batches of `batch`; each reports its batch's wall
+/// time and rounds, and an equal part of its batch's traffic between the parties. An image
+/// that does not load, or a batch that fails, costs only those images.
 pub fn predict_simulated(
     model: &privxray::train::Model,
     images: &[PathBuf],
     batch: usize,
-) -> anyhow::Result<Vec<Prediction>> {
+) -> anyhow::Result<Vec<ImageResult>> {
     if batch == 0 {
         anyhow::bail!("--batch must be at least 1");
     }
     let spec = model.to_spec()?;
-    let inputs = load_inputs(images, model.kind().technique())?;
-    let mut out = Vec::with_capacity(images.len());
-    for (paths, xs) in images.chunks(batch).zip(inputs.chunks(batch)) {
-        let r = privxray::mpc::simulate(&spec, xs, batch)?;
-        for (path, logits) in paths.iter().zip(&r.logits) {
-            let mut p = Prediction::new(path, pneumonia_probability(logits) as f64, r.seconds);
-            p.bytes = Some(r.bytes_between_parties / paths.len() as u64);
-            p.rounds = Some(r.rounds);
-            out.push(p);
+    let technique = model.kind().technique();
+    let mut results: Vec<Option<ImageResult>> = vec![None; images.len()];
+    let mut loaded = Vec::with_capacity(images.len());
+    for (i, path) in images.iter().enumerate() {
+        match load_input(path, technique) {
+            Ok(x) => loaded.push((i, x)),
+            Err(e) => results[i] = Some(ImageResult::failed(path, e)),
         }
     }
-    Ok(out)
+    for chunk in loaded.chunks(batch) {
+        let xs: Vec<Vec<f32>> = chunk.iter().map(|(_, x)| x.clone()).collect();
+        match privxray::mpc::simulate(&spec, &xs, batch) {
+            Ok(r) => {
+                for ((i, _), logits) in chunk.iter().zip(&r.logits) {
+                    let p = pneumonia_probability(logits) as f64;
+                    let mut p = Prediction::new(&images[*i], p, r.seconds);
+                    p.bytes = Some(r.bytes_between_parties / chunk.len() as u64);
+                    p.rounds = Some(r.rounds);
+                    results[*i] = Some(ImageResult::Predicted(p));
+                }
+            }
+            Err(e) => {
+                for (i, _) in chunk {
+                    let error = format!("secure computation: {e}");
+                    results[*i] = Some(ImageResult::failed(&images[*i], error));
+                }
+            }
+        }
+    }
+    Ok(results
+        .into_iter()
+        .zip(images)
+        .map(|(r, path)| r.unwrap_or_else(|| ImageResult::failed(path, "no result")))
+        .collect())
 }

@@ -10,12 +10,10 @@ use privxray::model::{ModelKind, Technique};
 use privxray::preprocess::{self, Preprocessed};
 use privxray::privacy::{self, AccountantKind, Delta, NoiseMultiplier};
 use privxray::train::augment::Augmentation;
-use privxray::train::dpsgd::{
-    AdaptiveClip, Clipping, DpConfig, NoiseSeed, Sampling, SamplingSeed,
-};
+use privxray::train::dpsgd::NEIGHBOURING;
+use privxray::train::dpsgd::{AdaptiveClip, Clipping, DpConfig, NoiseSeed, Sampling, SamplingSeed};
 use privxray::train::ema::EmaDecay;
 use privxray::train::engine::model_from_checkpoint;
-use privxray::train::dpsgd::NEIGHBOURING;
 use privxray::train::loss::ClassWeighting;
 use privxray::train::optim::OptimizerConfig;
 use privxray::train::DropoutRate;
@@ -467,6 +465,17 @@ fn with_canaries(a: &TrainArgs, tr: TrainData) -> anyhow::Result<TrainData> {
 }
 
 pub fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
+    if let Some(resume) = &a.resume {
+        // Before anything is read or written: a finished run is left as it is.
+        let done = train::checkpoint::read_meta(resume)?.epoch;
+        if done >= a.epochs {
+            bail!(
+                "{}: already trained {done} epochs; ask for more with --epochs {}",
+                resume.display(),
+                done + 1
+            );
+        }
+    }
     let set = load_dataset(&a.data, a.model.technique())?;
     let (tr, va, eval) = split(&set)?;
     let tr = with_canaries(&a, tr)?;
@@ -475,7 +484,7 @@ pub fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
     let best = outcome
         .best_checkpoint
         .clone()
-        .context("training wrote no checkpoint")?;
+        .context("the run ended before its first epoch finished: there is no model to write")?;
     if let Some(out) = &a.out {
         copy_atomic(&best, out)?;
         eprintln!("best checkpoint: {}", out.display());
@@ -489,7 +498,9 @@ pub fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
     }
     let m = train::evaluate(&model, &eval, 64)?;
     let meta = train::checkpoint::read_meta(&best)?;
-    let claim = meta.epsilon.map(|e| epsilon_text(e, meta.epsilon_warning()));
+    let claim = meta
+        .epsilon
+        .map(|e| epsilon_text(e, meta.epsilon_warning()));
     print_metrics(&m, a.json, claim);
     Ok(())
 }
@@ -593,48 +604,81 @@ impl Prediction {
     }
 }
 
-/// Loads and preprocesses images for a model's technique, naming the file on failure.
-pub fn load_inputs(images: &[PathBuf], t: Technique) -> anyhow::Result<Vec<Vec<f32>>> {
-    images
-        .iter()
-        .map(|p| {
-            preprocess::load_image(p, t)
-                .map(|px| preprocess::to_unit(&px))
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
-        })
-        .collect()
+/// What `predict` says about one image: its prediction, or why there is none. In JSON a
+/// failure is `{"image": ..., "error": ...}`, beside the other images' predictions.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ImageResult {
+    Predicted(Prediction),
+    Failed { image: String, error: String },
 }
 
-/// Plaintext predictions with candle.
-pub fn predict_plain(model: &Model, images: &[PathBuf]) -> anyhow::Result<Vec<Prediction>> {
-    let inputs = load_inputs(images, model.kind().technique())?;
+impl ImageResult {
+    pub fn failed(image: &Path, error: impl std::fmt::Display) -> Self {
+        ImageResult::Failed {
+            image: image.display().to_string(),
+            error: error.to_string(),
+        }
+    }
+}
+
+/// Loads and preprocesses one image for a model's technique (the error does not repeat the
+/// file's name: the caller reports it beside the name).
+pub fn load_input(image: &Path, t: Technique) -> Result<Vec<f32>, String> {
+    preprocess::load_image(image, t).map(|px| preprocess::to_unit(&px))
+}
+
+/// Plaintext predictions with candle, one result per image: a bad image costs only itself.
+pub fn predict_plain(model: &Model, images: &[PathBuf]) -> Vec<ImageResult> {
     let shape = model.input_shape();
-    let mut out = Vec::with_capacity(images.len());
-    for (path, x) in images.iter().zip(inputs) {
+    let one = |path: &Path| -> anyhow::Result<Prediction> {
+        let x = load_input(path, model.kind().technique()).map_err(anyhow::Error::msg)?;
         let t0 = Instant::now();
         let data = TrainData::new(shape, x, vec![0])?;
         let (xb, _) = data.batch(&[0], &candle_core::Device::Cpu)?;
         let logits = model.forward_with(&xb, None)?.to_vec2::<f32>()?;
         let p = pneumonia_probability(&logits[0]) as f64;
-        out.push(Prediction::new(path, p, t0.elapsed().as_secs_f64()));
-    }
-    Ok(out)
+        Ok(Prediction::new(path, p, t0.elapsed().as_secs_f64()))
+    };
+    images
+        .iter()
+        .map(|path| match one(path) {
+            Ok(p) => ImageResult::Predicted(p),
+            Err(e) => ImageResult::failed(path, format!("{e:#}")),
+        })
+        .collect()
 }
 
-pub fn print_predictions(preds: &[Prediction], json: bool) -> anyhow::Result<()> {
+/// Prints every image's result (stdout), then fails, naming the count, if any image failed.
+pub fn print_predictions(results: &[ImageResult], json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(preds)?);
+        println!("{}", serde_json::to_string_pretty(results)?);
     } else {
-        for p in preds {
-            print!(
-                "{}: {} (probability of PNEUMONIA {:.4}) in {:.3} s",
-                p.image, p.class, p.probability, p.seconds
-            );
-            if let (Some(b), Some(r)) = (p.bytes, p.rounds) {
-                print!(", {:.1} MB between parties, {r} rounds", b as f64 / 1e6);
+        for r in results {
+            match r {
+                ImageResult::Predicted(p) => {
+                    print!(
+                        "{}: {} (probability of PNEUMONIA {:.4}) in {:.3} s",
+                        p.image, p.class, p.probability, p.seconds
+                    );
+                    if let (Some(b), Some(r)) = (p.bytes, p.rounds) {
+                        print!(", {:.1} MB between parties, {r} rounds", b as f64 / 1e6);
+                    }
+                    println!();
+                }
+                ImageResult::Failed { image, error } => println!("{image}: error: {error}"),
             }
-            println!();
         }
+    }
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r, ImageResult::Failed { .. }))
+        .count();
+    if failed > 0 {
+        bail!(
+            "{failed} of {} images could not be predicted (each is listed with its error)",
+            results.len()
+        );
     }
     Ok(())
 }
@@ -807,7 +851,8 @@ pub struct EpsilonArgs {
     /// rdp (Renyi DP, Balle et al. 2020 conversion) or pld (privacy loss distributions, tighter).
     #[arg(long, default_value = "rdp")]
     pub accountant: AccountantKind,
-    /// Find the smallest noise multiplier that reaches this epsilon.
+    /// Find the smallest noise multiplier that reaches this epsilon (at most 1000: beyond it
+    /// the guarantee says nothing).
     #[arg(long)]
     pub target_epsilon: Option<f64>,
     #[arg(long)]
@@ -847,6 +892,10 @@ fn checkpoint_epsilon(path: &Path, delta: f64, json: bool) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The largest `--target-epsilon` searched for: e^1000 bounds no odds anyone cares about, and
+/// far larger targets only print an absurd epsilon (1e300 printed 300 digits).
+pub const MAX_TARGET_EPSILON: f64 = 1000.0;
+
 pub fn epsilon_cmd(a: EpsilonArgs) -> anyhow::Result<()> {
     if let Some(p) = &a.checkpoint {
         return checkpoint_epsilon(p, a.delta, a.json);
@@ -858,6 +907,14 @@ pub fn epsilon_cmd(a: EpsilonArgs) -> anyhow::Result<()> {
     let steps = privacy::steps_for(n, batch, epochs)?;
     let delta = Delta::new(a.delta)?;
     if let Some(target) = a.target_epsilon {
+        if target > MAX_TARGET_EPSILON {
+            bail!(
+                "--target-epsilon {target:e}: above {MAX_TARGET_EPSILON} an epsilon bounds nothing \
+                 (e^epsilon is the bound on how much one person's data may change the odds of \
+                 any outcome), so no noise multiplier is worth searching for; ask for at most \
+                 {MAX_TARGET_EPSILON}"
+            );
+        }
         let sigma = privacy::noise_multiplier_for_target(target, q, steps, delta, a.accountant)?;
         let achieved = privacy::epsilon(a.accountant, q, sigma, steps, delta)?;
         if a.json {
@@ -886,7 +943,7 @@ pub fn epsilon_cmd(a: EpsilonArgs) -> anyhow::Result<()> {
     let sigma = NoiseMultiplier::new(a.noise_multiplier.unwrap_or(0.0))?;
     let r = privacy::epsilon(a.accountant, q, sigma, steps, delta)?;
     if a.json {
-        let mut v = serde_json::to_value(&r)?;
+        let mut v = serde_json::to_value(r)?;
         v["neighbouring"] = NEIGHBOURING.into();
         println!("{v}");
     } else {
@@ -1075,8 +1132,7 @@ pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
     // its epsilon is that of every run's releases composed (RDP), an upper bound; Papernot
     // and Steinke 2022 give tighter ones for random search, not implemented here.
     let delta = Delta::new(a.delta)?;
-    let selection =
-        (!any_plain).then(|| train::accounting::epsilon_of(&all_segments, delta));
+    let selection = (!any_plain).then(|| train::accounting::epsilon_of(&all_segments, delta));
     md.push_str(&format!(
         "\nepsilon of releasing the best of these {} runs (all runs composed, {NEIGHBOURING} neighbours, delta {}): {}\n",
         rows.len(),
