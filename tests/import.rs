@@ -2,7 +2,7 @@
 
 use privxray::data::{self, decode_file, Class, Decoded, Split, Subtype};
 use privxray::model::Technique;
-use privxray::preprocess::{self, image_len};
+use privxray::preprocess::{self, image_len, ImportLimits};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -486,4 +486,120 @@ fn cmyk_jpeg_decodes_with_the_right_brightness() {
     let (left, right) = (grey[15 * 40 + 1] as i32, grey[15 * 40 + 38] as i32);
     assert!((left - 6).abs() <= 12, "left {left}");
     assert!((right - 228).abs() <= 12, "right {right}");
+}
+
+/// The safetensors data region of a cache file: after the 8-byte header length and the header.
+fn cache_data_start(bytes: &[u8]) -> usize {
+    8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize
+}
+
+fn only_cache_file(dir: &Path) -> PathBuf {
+    let files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files.into_iter().next().unwrap()
+}
+
+#[test]
+fn flipped_cache_pixels_are_noticed_and_the_cache_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("set");
+    let cache = dir.path().join("cache");
+    for i in 0..4u32 {
+        let class = if i % 2 == 0 { "NORMAL" } else { "PNEUMONIA" };
+        write_png_grey(
+            &root.join(format!("train/{class}/img{i}.png")),
+            60,
+            50,
+            |x, y| (x * (i + 1) + y) as u8,
+        );
+    }
+    let run = || preprocess::run(&root, Technique::T1, Some(&cache), &|_| {}).unwrap();
+    let (first, s1) = run();
+    assert_eq!((s1.decoded, s1.from_cache), (4, 0));
+    // 5,000 pixel bytes flipped inside the data region, the header left intact.
+    let file = only_cache_file(&cache);
+    let mut bytes = fs::read(&file).unwrap();
+    let start = cache_data_start(&bytes);
+    assert!(bytes.len() - start >= 4 * image_len(Technique::T1));
+    for b in &mut bytes[start + 1000..start + 6000] {
+        *b ^= 0xff;
+    }
+    fs::write(&file, &bytes).unwrap();
+
+    let (second, s2) = run();
+    let note = s2.cache_note.expect("damaged cache not reported");
+    assert!(
+        note.contains("checksum") && note.contains("rebuilding"),
+        "{note}"
+    );
+    assert_eq!((s2.decoded, s2.from_cache), (4, 0));
+    assert_eq!(second.pixels, first.pixels, "damaged pixels were used");
+    // The rebuilt cache is whole again.
+    let (third, s3) = run();
+    assert_eq!((s3.from_cache, s3.cache_note), (4, None));
+    assert_eq!(third.pixels, first.pixels);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_name_that_is_not_utf8_is_imported_and_round_trips_through_the_cache() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("set");
+    let cache = dir.path().join("cache");
+    let odd = OsStr::from_bytes(b"caf\xe9_\xff.png");
+    write_png_grey(&root.join("NORMAL").join(odd), 40, 40, |x, _| x as u8);
+    write_png_grey(&root.join("PNEUMONIA/plain.png"), 40, 40, |_, y| y as u8);
+    let run = || preprocess::run(&root, Technique::T1, Some(&cache), &|_| {}).unwrap();
+    let (first, s1) = run();
+    assert!(s1.skipped.is_empty(), "{:?}", s1.skipped);
+    assert_eq!((first.len(), s1.decoded), (2, 2));
+    assert!(first.items.iter().any(|i| i.path.file_name() == Some(odd)));
+    // The summary (the `--json` report) still serialises.
+    serde_json::to_string(&s1).unwrap();
+    let (second, s2) = run();
+    assert_eq!((s2.from_cache, s2.decoded, s2.cache_note), (2, 0, None));
+    assert_eq!(second.items, first.items);
+    assert_eq!(second.pixels, first.pixels);
+}
+
+#[test]
+fn caps_refuse_with_a_reason_and_a_raised_cap_is_not_answered_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("set");
+    let cache = dir.path().join("cache");
+    // 2000x1000 = 2 megapixels; noise, so the PNG is over 1 MiB.
+    write_png_grey(&root.join("NORMAL/big.png"), 2000, 1000, |x, y| {
+        ((x * 7919 + y * 104729) ^ (x * y)) as u8
+    });
+    assert!(fs::metadata(root.join("NORMAL/big.png")).unwrap().len() > 1 << 20);
+    write_png_grey(&root.join("PNEUMONIA/small.png"), 40, 40, |x, _| x as u8);
+    let run = |limits: ImportLimits| {
+        preprocess::run_with(&root, Technique::T1, Some(&cache), &limits, &|_| {}).unwrap()
+    };
+    let (set, s) = run(ImportLimits::new(256, 1));
+    assert_eq!(set.len(), 1);
+    assert_eq!(s.skipped.len(), 1, "{:?}", s.skipped);
+    let line = s.skipped[0].to_string();
+    assert!(
+        line.contains("big.png")
+            && line.contains("2000x1000 is 2 megapixels, over the 1 megapixel cap"),
+        "{line}"
+    );
+    let (_, s) = run(ImportLimits::new(1, 100));
+    let line = s.skipped[0].to_string();
+    assert!(
+        line.contains("big.png") && line.contains("MiB file-size cap"),
+        "{line}"
+    );
+    // Raised caps: the refusal is not taken from the cache; the small image still is.
+    let (set, s) = run(ImportLimits::default());
+    assert_eq!((set.len(), s.skipped.len(), s.from_cache), (2, 0, 1));
+    // Lowered again: the cached big image is not used under caps it breaks.
+    let (set, s) = run(ImportLimits::new(256, 1));
+    assert_eq!((set.len(), s.skipped.len()), (1, 1));
 }

@@ -1,6 +1,7 @@
 //! Decoding one file into 8-bit pixels: JPEG (greyscale, RGB or CMYK), PNG (8 or 16 bit) and
 //! DICOM (MONOCHROME1/2, 12-16 bit values windowed to 8 bits).
 
+use super::open::{read_capped, ImportLimits, OpenError, Refusal};
 use dicom_pixeldata::PixelDecoder;
 use image::DynamicImage;
 use std::path::Path;
@@ -18,6 +19,9 @@ pub struct Decoded {
 pub enum DecodeError {
     #[error("unreadable: {0}")]
     Io(#[from] std::io::Error),
+    /// Not a regular file, or over a cap of the [`ImportLimits`].
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error("corrupt or unsupported image: {}", .0.to_string().trim())]
     Image(#[from] image::ImageError),
     #[error("corrupt or unsupported DICOM: {0}")]
@@ -26,6 +30,15 @@ pub enum DecodeError {
     Truncated,
     #[error("image has no pixels ({width}x{height})")]
     Empty { width: u32, height: u32 },
+}
+
+impl From<OpenError> for DecodeError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Io(e) => DecodeError::Io(e),
+            OpenError::Refused(r) => DecodeError::Refused(r),
+        }
+    }
 }
 
 impl Decoded {
@@ -93,14 +106,20 @@ fn is_dicom(path: &Path, bytes: &[u8]) -> bool {
     ext || (bytes.len() > 132 && &bytes[128..132] == b"DICM")
 }
 
-/// Decodes the file at `path`, choosing the decoder from its content (DICOM by extension or
-/// its `DICM` preamble).
+/// Decodes the file at `path` under the default [`ImportLimits`].
 pub fn decode_file(path: &Path) -> Result<Decoded, DecodeError> {
-    let bytes = std::fs::read(path)?;
+    decode_file_with(path, &ImportLimits::default())
+}
+
+/// Decodes the file at `path`, choosing the decoder from its content (DICOM by extension or
+/// its `DICM` preamble). Only a regular file within `limits.max_file_bytes` is read, and only
+/// an image whose header says at most `limits.max_pixels` is decoded.
+pub fn decode_file_with(path: &Path, limits: &ImportLimits) -> Result<Decoded, DecodeError> {
+    let bytes = read_capped(path, limits)?;
     let decoded = if is_dicom(path, &bytes) {
-        decode_dicom(path)?
+        decode_dicom(&bytes, limits)?
     } else {
-        decode_bytes(&bytes)?
+        decode_bytes_with(&bytes, limits)?
     };
     if decoded.width == 0 || decoded.height == 0 {
         return Err(DecodeError::Empty {
@@ -111,15 +130,24 @@ pub fn decode_file(path: &Path) -> Result<Decoded, DecodeError> {
     Ok(decoded)
 }
 
-/// Decodes JPEG or PNG bytes.
+/// Decodes JPEG or PNG bytes under the default [`ImportLimits`].
 pub fn decode_bytes(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    decode_bytes_with(bytes, &ImportLimits::default())
+}
+
+/// Decodes JPEG or PNG bytes, refusing an image whose header says more than
+/// `limits.max_pixels` before decoding any pixel.
+pub fn decode_bytes_with(bytes: &[u8], limits: &ImportLimits) -> Result<Decoded, DecodeError> {
+    let reader = || image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format();
+    // The header only: a few hundred bytes read, nothing allocated for pixels.
+    let (width, height) = reader()?.into_dimensions()?;
+    limits.check_pixels(width, height)?;
     // The JPEG decoder fills a truncated scan with grey instead of failing; a file cut short
     // (an interrupted download) must be reported, not trained on.
     if bytes.starts_with(&[0xFF, 0xD8]) && !has_jpeg_end(bytes) {
         return Err(DecodeError::Truncated);
     }
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
-    Ok(Decoded::from_dynamic(reader.decode()?))
+    Ok(Decoded::from_dynamic(reader()?.decode()?))
 }
 
 /// Whether a JPEG's end-of-image marker is present (trailing padding after it is tolerated).
@@ -128,10 +156,25 @@ fn has_jpeg_end(bytes: &[u8]) -> bool {
     tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
-fn decode_dicom(path: &Path) -> Result<Decoded, DecodeError> {
+fn decode_dicom(bytes: &[u8], limits: &ImportLimits) -> Result<Decoded, DecodeError> {
+    use dicom_dictionary_std::tags;
     let err = |e: &dyn std::fmt::Display| DecodeError::Dicom(e.to_string());
-    let obj = dicom_object::open_file(path).map_err(|e| err(&e))?;
-    let data = obj.decode_pixel_data().map_err(|e| err(&e))?;
+    // From the bytes already read (within the size cap); the preamble is detected.
+    let obj = dicom_object::OpenFileOptions::new()
+        .from_reader(bytes)
+        .map_err(|e| err(&e))?;
+    // Rows and columns before any pixel is decoded; only the first frame is decoded.
+    let dimension = |tag, name: &str| -> Result<u32, DecodeError> {
+        obj.element(tag)
+            .map_err(|e| err(&e))?
+            .to_int::<u32>()
+            .map_err(|e| DecodeError::Dicom(format!("bad {name}: {e}")))
+    };
+    limits.check_pixels(
+        dimension(tags::COLUMNS, "columns")?,
+        dimension(tags::ROWS, "rows")?,
+    )?;
+    let data = obj.decode_pixel_data_frame(0).map_err(|e| err(&e))?;
     let (width, height) = (data.columns(), data.rows());
     if data.samples_per_pixel() != 1 {
         return Err(DecodeError::Dicom(format!(

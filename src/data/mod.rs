@@ -1,13 +1,15 @@
 //! Dataset import: the Kermany folder layout, labels, and decoding of JPEG, PNG and DICOM.
 
 pub mod decode;
+pub mod open;
 pub mod scan;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-pub use decode::{decode_file, DecodeError, Decoded};
+pub use decode::{decode_file, decode_file_with, DecodeError, Decoded};
+pub use open::{ImportLimits, Refusal};
 pub use scan::{scan, DatasetIndex};
 
 /// The diagnosis, taken from the class folder name.
@@ -114,6 +116,8 @@ pub struct Item {
 /// A file or folder left out of the import, and why. One line of the import report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
+    /// Serialised lossily (a report is for reading): a name that is not UTF-8 is still shown.
+    #[serde(serialize_with = "serialize_path_lossy")]
     pub path: PathBuf,
     pub reason: String,
 }
@@ -121,6 +125,23 @@ pub struct Skipped {
 impl fmt::Display for Skipped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// Serialises a path as text, replacing what is not UTF-8 with U+FFFD, for reports (serde's own
+/// path serialisation fails on such a name, and with it the whole report).
+pub fn serialize_path_lossy<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
+/// [`serialize_path_lossy`] for an optional path.
+pub fn serialize_option_path_lossy<S: serde::Serializer>(
+    path: &Option<PathBuf>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => s.serialize_some(&*p.to_string_lossy()),
+        None => s.serialize_none(),
     }
 }
 

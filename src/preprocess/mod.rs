@@ -19,7 +19,8 @@ mod resize;
 pub use crate::model::Technique;
 pub use resize::{resize_plane, Filter};
 
-use crate::data::{self, decode_file, Class, DataError, Decoded, Item, Skipped, Split};
+pub use crate::data::ImportLimits;
+use crate::data::{self, decode_file_with, Class, DataError, Decoded, Item, Skipped, Split};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -91,9 +92,18 @@ pub fn apply(img: &Decoded, t: Technique) -> Result<Vec<u8>, resize::ResizeError
     }
 }
 
-/// Decodes and preprocesses one file.
+/// Decodes and preprocesses one file under the default [`ImportLimits`].
 pub fn load_image(path: &Path, t: Technique) -> Result<Vec<u8>, String> {
-    let img = decode_file(path).map_err(|e| e.to_string())?;
+    load_image_with(path, t, &ImportLimits::default())
+}
+
+/// Decodes and preprocesses one file, refusing it if it breaks `limits`.
+pub fn load_image_with(
+    path: &Path,
+    t: Technique,
+    limits: &ImportLimits,
+) -> Result<Vec<u8>, String> {
+    let img = decode_file_with(path, limits).map_err(|e| e.to_string())?;
     apply(&img, t).map_err(|e| e.to_string())
 }
 
@@ -174,6 +184,7 @@ impl Preprocessed {
 /// What a run did, for the `preprocess` summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    #[serde(serialize_with = "data::serialize_path_lossy")]
     pub root: PathBuf,
     pub technique: u8,
     pub images: usize,
@@ -183,6 +194,9 @@ pub struct Summary {
     pub counts: Vec<SplitCount>,
     pub seconds: f64,
     pub images_per_second: f64,
+    /// The caps the files were held to.
+    pub limits: ImportLimits,
+    #[serde(serialize_with = "data::serialize_option_path_lossy")]
     pub cache_file: Option<PathBuf>,
     /// Why an existing cache could not be used, when that happened.
     pub cache_note: Option<String>,
@@ -208,12 +222,24 @@ pub enum PreprocessError {
     NothingLoaded { root: PathBuf, skipped: usize },
 }
 
-/// Scans `root`, preprocesses every image with technique `t` in parallel, reusing and updating
-/// the cache in `cache_dir` when given. Files that fail to decode become report lines.
+/// [`run_with`] under the default [`ImportLimits`].
 pub fn run(
     root: &Path,
     t: Technique,
     cache_dir: Option<&Path>,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<(Preprocessed, Summary), PreprocessError> {
+    run_with(root, t, cache_dir, &ImportLimits::default(), progress)
+}
+
+/// Scans `root`, preprocesses every image with technique `t` in parallel, reusing and updating
+/// the cache in `cache_dir` when given. Files that fail to decode, or break `limits`, become
+/// report lines.
+pub fn run_with(
+    root: &Path,
+    t: Technique,
+    cache_dir: Option<&Path>,
+    limits: &ImportLimits,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<(Preprocessed, Summary), PreprocessError> {
     let start = Instant::now();
@@ -222,7 +248,7 @@ pub fn run(
     let (cache, cache_file, cache_note) = match cache_dir {
         Some(dir) => {
             let file = cache::cache_path(dir, root, t);
-            let (loaded, note) = cache::Cache::load(&file, t);
+            let (loaded, note) = cache::Cache::load(&file, t, limits);
             (loaded, Some(file), note)
         }
         None => (None, None, None),
@@ -256,7 +282,7 @@ pub fn run(
                 .and_then(|fp| cache.as_ref().and_then(|c| c.lookup(&item.path, fp)));
             let (res, from_cache) = match hit {
                 Some(r) => (r, true),
-                None => (load_image(&item.path, t), false),
+                None => (load_image_with(&item.path, t, limits), false),
             };
             report(from_cache);
             (res, from_cache)
@@ -301,7 +327,7 @@ pub fn run(
     if let Some(file) = &cache_file {
         let stale = cache.as_ref().map(|c| !c.matches(&entries)).unwrap_or(true);
         if stale {
-            cache::Cache::write(file, t, &entries, &out).map_err(|source| {
+            cache::Cache::write(file, t, limits, &entries, &out).map_err(|source| {
                 PreprocessError::CacheWrite {
                     path: file.clone(),
                     source,
@@ -336,6 +362,7 @@ pub fn run(
             .collect(),
         seconds,
         images_per_second: total as f64 / seconds.max(1e-9),
+        limits: *limits,
         cache_file,
         cache_note,
     };

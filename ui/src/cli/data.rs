@@ -2,8 +2,9 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
+use privxray::data::open::{DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS};
 use privxray::model::Technique;
-use privxray::preprocess::{self, Progress, Summary};
+use privxray::preprocess::{self, ImportLimits, Progress, Summary};
 use privxray::synth::{self, SynthOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,27 @@ pub struct PreprocessArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The caps every imported file is held to; a file over one is refused with a report line.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct LimitArgs {
+    /// Largest file imported, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_FILE_BYTES >> 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_file_mb: u64,
+    /// Largest image imported, in megapixels (width x height from the header, before decoding).
+    #[arg(long, value_name = "MP", default_value_t = DEFAULT_MAX_PIXELS / 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_megapixels: u64,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> ImportLimits {
+        ImportLimits::new(self.max_file_mb, self.max_megapixels)
+    }
 }
 
 pub fn parse_technique(s: &str) -> Result<Technique, String> {
@@ -90,10 +112,11 @@ pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| PathBuf::from("data/cache")),
         )
     };
-    let (_, summary) = preprocess::run(
+    let (_, summary) = preprocess::run_with(
         &a.input,
         a.technique,
         cache.as_deref(),
+        &a.limits.limits(),
         &progress_printer("preprocessing"),
     )?;
     if a.json {
