@@ -89,8 +89,8 @@ pub fn engine_config(
     if let Some(dp) = &c.dp {
         let mut d = DpConfig::new(dp.noise.get(), dp.clip.get())
             .map_err(|err| BackendError::Failed(err.to_string()))?;
+        // Per-example clipping (the engine's default): it refuses microbatches under DP.
         d.delta = dp.delta;
-        d.microbatch_size = dp.microbatch;
         d.validate()
             .map_err(|err| BackendError::Failed(err.to_string()))?;
         e.dp = Some(d);
@@ -397,7 +397,6 @@ mod tests {
             dp: Some(DpSettings {
                 noise: Sigma::new(1.3).unwrap(),
                 clip: ClipNorm::new(0.7).unwrap(),
-                microbatch: 4,
                 delta: 1e-6,
             }),
             frozen: vec!["fc1".into()],
@@ -418,11 +417,13 @@ mod tests {
         let dp = e.dp.expect("DP settings");
         assert_eq!(dp.noise_multiplier.get(), 1.3);
         assert_eq!(dp.clip_norm.get(), 0.7);
-        assert_eq!((dp.microbatch_size, dp.delta), (4, 1e-6));
-        // The engine refuses an empty microbatch; the error reaches the tab, not a panic.
+        assert_eq!((dp.microbatch_size, dp.delta), (1, 1e-6));
+        // The engine trains the tab's DP settings (per-example clipping) without refusing them.
+        dp.validate_for_training().unwrap();
+        // An invalid delta is the engine's error, which reaches the tab, not a panic.
         let mut bad = c.clone();
         if let Some(d) = bad.dp.as_mut() {
-            d.microbatch = 0;
+            d.delta = 2.0;
         }
         assert!(engine_config(&bad, 1.0, PathBuf::from("ck")).is_err());
     }

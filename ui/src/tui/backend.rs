@@ -109,8 +109,6 @@ impl PartialEq for SharedData {
 pub struct DpSettings {
     pub noise: NoiseMultiplier,
     pub clip: ClipNorm,
-    /// Examples per microbatch whose summed gradient is clipped as one (1 = per-example).
-    pub microbatch: usize,
     pub delta: f64,
 }
 

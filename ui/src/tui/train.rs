@@ -55,7 +55,6 @@ pub enum Field {
     Dp,
     Noise,
     Clip,
-    Microbatch,
     Delta,
     Freeze,
     Ema,
@@ -63,7 +62,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 12] = [
+    pub const ALL: [Field; 11] = [
         Field::Model,
         Field::Epochs,
         Field::Batch,
@@ -71,7 +70,6 @@ impl Field {
         Field::Dp,
         Field::Noise,
         Field::Clip,
-        Field::Microbatch,
         Field::Delta,
         Field::Freeze,
         Field::Ema,
@@ -132,7 +130,6 @@ pub struct TrainTab {
     pub dp_enabled: bool,
     pub noise: NoiseMultiplier,
     pub clip: ClipNorm,
-    pub microbatch: usize,
     pub delta: f64,
     /// A layer kept at its initial weights (`train --freeze`), one of the model's.
     pub freeze: Option<String>,
@@ -179,7 +176,6 @@ impl TrainTab {
             dp_enabled: true,
             noise: NoiseMultiplier::clamped(1.1),
             clip: ClipNorm::clamped(1.0),
-            microbatch: 1,
             delta: 1e-5,
             freeze: None,
             ema: None,
@@ -227,7 +223,6 @@ impl TrainTab {
             dp: self.dp_enabled.then_some(DpSettings {
                 noise: self.noise,
                 clip: self.clip,
-                microbatch: self.microbatch,
                 delta: self.delta,
             }),
             frozen: self.freeze.iter().cloned().collect(),
@@ -301,10 +296,7 @@ impl TrainTab {
                     self.epochs.saturating_sub(1).max(1)
                 };
             }
-            Field::Batch => {
-                self.batch = step(self.batch, &BATCH_SIZES);
-                self.microbatch = self.microbatch.min(self.batch);
-            }
+            Field::Batch => self.batch = step(self.batch, &BATCH_SIZES),
             Field::LearningRate => self.learning_rate = stepf(self.learning_rate, &LEARNING_RATES),
             Field::Dp => self.dp_enabled = !self.dp_enabled,
             Field::Noise => {
@@ -316,13 +308,6 @@ impl TrainTab {
                 let d = if up { CLIP_STEP } else { -CLIP_STEP };
                 let v = round_to(self.clip.get() + d, CLIP_STEP);
                 self.clip = ClipNorm::clamped(v.clamp(CLIP_RANGE[0], CLIP_RANGE[1]));
-            }
-            Field::Microbatch => {
-                self.microbatch = if up {
-                    (self.microbatch * 2).min(self.batch)
-                } else {
-                    (self.microbatch / 2).max(1)
-                };
             }
             Field::Delta => self.delta = stepf(self.delta, &DELTAS),
             Field::Freeze => {
@@ -389,7 +374,6 @@ impl TrainTab {
         let next = match projection::accounted_noise(
             self.noise.get(),
             self.clip.get(),
-            self.microbatch,
             (q * n as f64).max(1.0),
         ) {
             Ok(v) => v,
@@ -535,12 +519,12 @@ impl Widget for TrainView<'_> {
         let [left, right] =
             Layout::horizontal([Constraint::Length(44), Constraint::Min(20)]).areas(area);
         let [settings_area, run_area] =
-            Layout::vertical([Constraint::Length(16), Constraint::Min(5)]).areas(left);
+            Layout::vertical([Constraint::Length(15), Constraint::Min(5)]).areas(left);
 
         let block = Block::bordered().title(" Settings ");
         let inner = block.inner(settings_area);
         block.render(settings_area, buf);
-        let rows = Layout::vertical(vec![Constraint::Length(1); 14]).split(inner);
+        let rows = Layout::vertical(vec![Constraint::Length(1); 13]).split(inner);
         let focus = t.field();
         let style_for = |f: Field| {
             if f == focus {
@@ -597,21 +581,20 @@ impl Widget for TrainView<'_> {
             CLIP_RANGE,
             rows[7],
         );
-        text_row(Field::Microbatch, "microbatch", t.microbatch.to_string()).render(rows[8], buf);
-        text_row(Field::Delta, "delta δ", format!("{:e}", t.delta)).render(rows[9], buf);
+        text_row(Field::Delta, "delta δ", format!("{:e}", t.delta)).render(rows[8], buf);
         text_row(
             Field::Freeze,
             "freeze",
             t.freeze.clone().unwrap_or_else(|| "none".into()),
         )
-        .render(rows[10], buf);
+        .render(rows[9], buf);
         text_row(
             Field::Ema,
             "weight avg",
             t.ema
                 .map_or_else(|| "off (last weights)".into(), |d| format!("EMA {d}")),
         )
-        .render(rows[11], buf);
+        .render(rows[10], buf);
         text_row(
             Field::Dropout,
             "dropout",
@@ -626,7 +609,7 @@ impl Widget for TrainView<'_> {
                 },
             ),
         )
-        .render(rows[12], buf);
+        .render(rows[11], buf);
         let eps = match &t.epsilon {
             Epsilon::Value { spent, projected } => Line::from(vec![
                 Span::raw("ε spent "),
@@ -637,7 +620,7 @@ impl Widget for TrainView<'_> {
             Epsilon::Unknown(why) => Line::styled(format!("ε: {why}"), theme.dim()),
             Epsilon::Error(e) => Line::styled(format!("ε: {e}"), theme.error()),
         };
-        eps.render(rows[13], buf);
+        eps.render(rows[12], buf);
 
         // Run status.
         let state = match &t.state {
