@@ -96,9 +96,19 @@ pub fn predict_remote(
             model.input_shape
         )
     })?;
-    // One result per image: a bad image, or a failed prediction, costs only that image.
+    // One result per image: a bad image costs only itself. A failed private prediction leaves
+    // the connection to the parties in doubt, so the images after it are not sent (each still
+    // gets its entry) rather than each waiting out the timeout.
     let mut results = Vec::with_capacity(images.len());
+    let mut broken: Option<String> = None;
     for path in images {
+        if let Some(why) = &broken {
+            results.push(ImageResult::failed(
+                path,
+                format!("not sent: an earlier private prediction failed ({why})"),
+            ));
+            continue;
+        }
         let x = match load_input(path, technique) {
             Ok(x) => x,
             Err(e) => {
@@ -114,7 +124,10 @@ pub fn predict_remote(
                 p.rounds = Some(r.rounds);
                 ImageResult::Predicted(p)
             }
-            Err(e) => ImageResult::failed(path, format!("private prediction: {e}")),
+            Err(e) => {
+                broken = Some(e.to_string());
+                ImageResult::failed(path, format!("private prediction: {e}"))
+            }
         });
     }
     print_predictions(&results, json)

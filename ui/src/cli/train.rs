@@ -670,13 +670,15 @@ pub fn print_predictions(results: &[ImageResult], json: bool) -> anyhow::Result<
             }
         }
     }
-    let failed = results
-        .iter()
-        .filter(|r| matches!(r, ImageResult::Failed { .. }))
-        .count();
-    if failed > 0 {
+    let mut failed = results.iter().filter_map(|r| match r {
+        ImageResult::Failed { image, error } => Some((image, error)),
+        ImageResult::Predicted(_) => None,
+    });
+    if let Some((image, error)) = failed.next() {
         bail!(
-            "{failed} of {} images could not be predicted (each is listed with its error)",
+            "{} of {} images could not be predicted (each is listed with its error); \
+             the first: {image}: {error}",
+            1 + failed.count(),
             results.len()
         );
     }
