@@ -471,10 +471,10 @@ pub fn train(
         let before = resumed
             .as_ref()
             .and_then(|r| r.meta.dp)
-            .map(|p| p.reproducible)
+            .map(|p| p.marks())
             .unwrap_or_default();
-        d.reproducible.noise |=
-            before.noise || matches!(d.noise_seed, NoiseSeed::InsecureFixed(_));
+        d.legacy_noise_seed = None;
+        d.reproducible.noise |= before.noise || matches!(d.noise_seed, NoiseSeed::InsecureFixed(_));
         d.reproducible.sampling |=
             before.sampling || matches!(d.sampling_seed, SamplingSeed::InsecureFixed(_));
         if let Some(r) = &resumed {

@@ -334,7 +334,8 @@ fn describe(e: &TrainingEvent, warning: Option<&str>) -> Option<String> {
                 .unwrap_or_default(),
             match dp {
                 Some(d) => format!(
-                    ", DP-SGD noise {} clip {}{}{} ({sampling} sampling)",
+                    ", DP-SGD noise {} clip {}{}{} ({sampling} sampling; the {val_images} \
+                     validation images choose the released epoch and get no DP guarantee)",
                     d.noise_multiplier.get(),
                     d.clip_norm.get(),
                     match d.clipping {
@@ -1019,6 +1020,10 @@ struct SweepRow {
 }
 
 pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
+    for &sigma in &a.noise_multipliers {
+        // Checked before any run: a negative value must not quietly train without DP.
+        NoiseMultiplier::new(sigma).context("--noise-multipliers")?;
+    }
     let set = load_dataset(&a.data, a.model.technique())?;
     let (tr, va, eval) = split(&set)?;
     if eval.is_empty() {
