@@ -1,11 +1,8 @@
 //! The `privxray` binary: the terminal interface with no subcommand, headless subcommands
 //! otherwise. Errors reach the user as one clear message on stderr and a non-zero exit.
 
-mod backends;
-mod cli;
-mod tui;
-
 use clap::Parser;
+use privxray_ui::cli;
 
 // candle allocates and frees large tensors every step; glibc's malloc returns them to the kernel
 // and pays for zeroed pages again each time (35-40% of CPU time measured), mimalloc does not.

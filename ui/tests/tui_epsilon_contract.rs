@@ -10,30 +10,21 @@
 //! raised noise and under-report.
 
 #[allow(dead_code)]
-#[path = "../src/backends/mod.rs"]
-mod backends;
-#[allow(dead_code)]
-#[path = "../src/cli/mod.rs"]
-mod cli;
-#[allow(dead_code)]
-#[path = "../src/tui/mod.rs"]
-mod tui;
-#[allow(dead_code)]
 mod tui_common;
 
-use backends::training::EngineTraining;
-use backends::TrainedOn;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use privxray::synth::{self, SynthOptions};
 use privxray::train::checkpoint;
+use privxray_ui::backends::training::EngineTraining;
+use privxray_ui::backends::TrainedOn;
+use privxray_ui::tui::app::App;
+use privxray_ui::tui::backend::{Backends, TrainUpdate};
+use privxray_ui::tui::data::DataSource;
+use privxray_ui::tui::event::{AppEvent, Event, EventQueue};
+use privxray_ui::tui::theme::Theme;
+use privxray_ui::tui::train::{Epsilon, Field, RunState};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tui::app::App;
-use tui::backend::{Backends, TrainUpdate};
-use tui::data::DataSource;
-use tui::event::{AppEvent, Event, EventQueue};
-use tui::theme::Theme;
-use tui::train::{Epsilon, Field, RunState};
 use tui_common::Harness;
 
 const BIN: &str = env!("CARGO_BIN_EXE_privxray");

@@ -2,18 +2,16 @@
 //! and a running training.
 
 #[allow(dead_code)]
-#[path = "../src/tui/mod.rs"]
-mod tui;
-#[allow(dead_code)]
 mod tui_common;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use privxray::privacy::{Delta, NoiseMultiplier, RdpAccountant, SampleRate};
-use tui::app::TabId;
-use tui::backend::{DpStep, TrainUpdate};
-use tui::event::{AppEvent, Event};
-use tui::projection::{LedgerSegment, Projection};
-use tui::train::{Epsilon, Field};
+use privxray_ui::tui;
+use privxray_ui::tui::app::TabId;
+use privxray_ui::tui::backend::{DpStep, TrainUpdate};
+use privxray_ui::tui::event::{AppEvent, Event};
+use privxray_ui::tui::projection::{LedgerSegment, Projection};
+use privxray_ui::tui::train::{Epsilon, Field};
 use tui_common::{harness, Harness};
 
 fn press(h: &mut Harness, code: KeyCode) {

@@ -4,22 +4,20 @@
 //! by the same events their backends send.
 
 #[allow(dead_code)]
-#[path = "../src/tui/mod.rs"]
-mod tui;
-#[allow(dead_code)]
 mod tui_common;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use privxray::model::ModelKind;
-use std::path::PathBuf;
-use tui::app::TabId;
-use tui::backend::{
+use privxray_ui::tui;
+use privxray_ui::tui::app::TabId;
+use privxray_ui::tui::backend::{
     AuditUpdate, ClassProb, DpStep, EpochPoint, PartyId, PartyState, PartyStatus, PartyUpdate,
     TrainOutcome, TrainUpdate,
 };
-use tui::data::PreprocessUpdate;
-use tui::event::{AppEvent, Event};
-use tui::privacy::{AuditState, RunRecord};
+use privxray_ui::tui::data::PreprocessUpdate;
+use privxray_ui::tui::event::{AppEvent, Event};
+use privxray_ui::tui::privacy::{AuditState, RunRecord};
+use std::path::PathBuf;
 use tui_common::{harness, Harness};
 
 fn press(h: &mut Harness, code: KeyCode) {

@@ -1,15 +1,15 @@
 //! Shared helpers of the interface tests: an app with recording backends, event feeding,
 //! real preprocessing of the bundled samples, and rendering to a TestBackend.
 
-use crate::tui::app::App;
-use crate::tui::backend::{
+use privxray::model::ModelKind;
+use privxray_ui::tui::app::App;
+use privxray_ui::tui::backend::{
     BackendError, Backends, ClipNorm, NoiseMultiplier, PartyBackend, PartyId, PredictRequest,
     TrainConfig, TrainingBackend,
 };
-use crate::tui::data::{DataSource, PreprocessUpdate};
-use crate::tui::event::{AppEvent, AppSender, Event, EventQueue};
-use crate::tui::theme::Theme;
-use privxray::model::ModelKind;
+use privxray_ui::tui::data::{DataSource, PreprocessUpdate};
+use privxray_ui::tui::event::{AppEvent, AppSender, Event, EventQueue};
+use privxray_ui::tui::theme::Theme;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use std::path::{Path, PathBuf};
