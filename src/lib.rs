@@ -9,6 +9,7 @@ pub mod model;
 pub mod mpc;
 pub mod net;
 pub mod party;
+pub mod pipeline;
 pub mod plot;
 pub mod preprocess;
 pub mod privacy;

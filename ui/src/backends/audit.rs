@@ -5,12 +5,12 @@
 //! thread.
 
 use super::TrainedOn;
-use crate::cli::train::{per_example_losses, split};
 use crate::tui::backend::{AuditBackend, AuditUpdate, BackendError};
 use crate::tui::event::{AppEvent, AppSender};
 use anyhow::Context;
 use privxray::model::ModelKind;
-use privxray::privacy::{loss_threshold_audit, AuditReport, CanaryAuditReport};
+use privxray::pipeline::{self, Splits};
+use privxray::privacy::{AuditReport, CanaryAuditReport};
 use privxray::train::engine::model_from_checkpoint;
 use privxray::train::CanarySet;
 use std::path::Path;
@@ -94,14 +94,15 @@ fn audit(
 ) -> anyhow::Result<AuditReport> {
     let (model, _, _) = model_from_checkpoint(checkpoint, &candle_core::Device::Cpu)
         .with_context(|| format!("loading {}", checkpoint.display()))?;
-    let (members, _, non_members) = split(data)?;
+    let Splits {
+        train: members,
+        evaluation: non_members,
+        ..
+    } = pipeline::split(data)?;
     if non_members.is_empty() {
         anyhow::bail!("the data has no test/ or val/ images to use as non-members");
     }
-    Ok(loss_threshold_audit(
-        &per_example_losses(&model, &members)?,
-        &per_example_losses(&model, &non_members)?,
-    )?)
+    Ok(pipeline::membership_audit(&model, &members, &non_members)?)
 }
 
 /// `privxray audit --canary-file`: the canaries scored with the model, at the run's delta.

@@ -3,13 +3,14 @@
 //! as the party processes, without sockets. Every label it produces says "in-process
 //! simulation". Used when the binary has no party processes to launch.
 
-use super::predict::{class_prob, plaintext, unit_pixels};
+use super::predict::{class_prob, plaintext};
 use crate::tui::backend::{
     BackendError, PartyBackend, PartyId, PartyState, PartyStatus, PartyUpdate, PredictRequest,
 };
 use crate::tui::event::{AppEvent, AppSender};
 use privxray::model::spec::pneumonia_probability;
 use privxray::model::{ModelKind, NetworkSpec};
+use privxray::preprocess::to_unit;
 use privxray::train::engine::model_from_checkpoint;
 use privxray::train::Model;
 use std::path::Path;
@@ -129,7 +130,7 @@ impl PartyBackend for InProcessParties {
         }
         let status = self.status.clone();
         std::thread::spawn(move || {
-            let x = unit_pixels(&request.image);
+            let x = to_unit(&request.image);
             let update = match privxray::mpc::simulate(&shared.spec, std::slice::from_ref(&x), 1) {
                 Ok(r) => {
                     for (party, stats) in PartyId::ALL.into_iter().zip(&r.per_party) {

@@ -4,7 +4,7 @@
 //! from each party's log lines on stderr and from its exit. Stop sends SIGTERM, kill SIGKILL;
 //! `shutdown` kills every child.
 
-use super::predict::{class_prob, plaintext, unit_pixels};
+use super::predict::{class_prob, plaintext};
 use crate::tui::backend::{
     BackendError, PartyBackend, PartyId, PartyState, PartyStatus, PartyUpdate, PredictRequest,
 };
@@ -15,6 +15,7 @@ use privxray::mpc::FixedPoint;
 use privxray::net::config::{PartyAddress, PartyEntry};
 use privxray::net::{PartiesConfig, StaticKeypair};
 use privxray::party::{share_model_remote, RemoteClient};
+use privxray::preprocess::to_unit;
 use privxray::train::engine::model_from_checkpoint;
 use privxray::train::Model;
 use std::io::{BufRead, BufReader};
@@ -337,7 +338,7 @@ impl Drop for PartyProcesses {
 }
 
 fn predict(session: &Session, request: &PredictRequest) -> Result<PartyUpdate, String> {
-    let x = unit_pixels(&request.image);
+    let x = to_unit(&request.image);
     let mut client = lock(&session.client);
     if client.is_none() {
         *client = Some(

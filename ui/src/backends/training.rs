@@ -4,7 +4,6 @@
 //! best checkpoint is evaluated on the merged test and val sets.
 
 use super::TrainedOn;
-use crate::cli::train::split;
 use crate::tui::backend::{
     BackendError, ClipNorm, DpStep, EpochPoint, NoiseMultiplier, TrainConfig, TrainOutcome,
     TrainUpdate, TrainingBackend,
@@ -13,6 +12,7 @@ use crate::tui::data::DataReady;
 use crate::tui::event::{AppEvent, AppSender};
 use anyhow::Context;
 use privxray::model::ModelKind;
+use privxray::pipeline::{self, Splits, TrainingRun};
 use privxray::train::dpsgd::DpConfig;
 use privxray::train::ema::EmaDecay;
 use privxray::train::engine::model_from_checkpoint;
@@ -249,14 +249,13 @@ fn train_and_evaluate(
     events: &AppSender,
     trained_on: TrainedOn,
 ) -> anyhow::Result<TrainOutcome> {
-    let (tr, va, eval) = split(&data.data)?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread_control = control.clone();
-    let handle = std::thread::Builder::new()
-        .name("tui-train-engine".into())
-        .spawn(move || train::train(engine, &tr, &va, tx, thread_control))
-        .context("starting the engine thread")?;
-    for event in rx {
+    let Splits {
+        train: tr,
+        validation: va,
+        evaluation: eval,
+    } = pipeline::split(&data.data)?;
+    let run = TrainingRun::start(engine, tr, va, control.clone(), "tui-train-engine")?;
+    for event in run.events() {
         if !events.is_open() {
             // The interface has gone: nobody will see the rest.
             control.stop();
@@ -265,9 +264,7 @@ fn train_and_evaluate(
             events.send(AppEvent::Train(u));
         }
     }
-    let outcome = handle
-        .join()
-        .map_err(|_| anyhow::anyhow!("the training thread panicked"))??;
+    let outcome = run.finish()?;
     let checkpoint = outcome.best_checkpoint.clone();
     let test_acc = match &checkpoint {
         Some(path) if !eval.is_empty() => {

@@ -5,8 +5,9 @@ use super::data::progress_printer;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use privxray::data::Class;
-use privxray::model::spec::pneumonia_probability;
 use privxray::model::{ModelKind, Technique};
+pub use privxray::pipeline::load_input;
+use privxray::pipeline::{self, Splits, TrainingRun};
 use privxray::preprocess::{self, Preprocessed};
 use privxray::privacy::{self, AccountantKind, Delta, NoiseMultiplier};
 use privxray::train::augment::Augmentation;
@@ -23,12 +24,6 @@ use privxray::train::{
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
-
-/// Seed of the train/validation split. Fixed so `audit` can rebuild who was a training member.
-pub const SPLIT_SEED: u64 = 17;
-/// Share of train/ held out for validation (early stopping, best checkpoint).
-pub const VAL_FRACTION: f64 = 0.1;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum OptimizerArg {
@@ -201,31 +196,6 @@ pub fn load_dataset(root: &Path, technique: Technique) -> anyhow::Result<Preproc
     Ok(set)
 }
 
-/// The images at `idx` as training data.
-pub fn subset(set: &Preprocessed, idx: &[usize]) -> anyhow::Result<TrainData> {
-    let n = preprocess::image_len(set.technique);
-    let mut images = Vec::with_capacity(idx.len() * n);
-    let mut labels = Vec::with_capacity(idx.len());
-    for &i in idx {
-        images.extend(set.image(i).iter().map(|&v| v as f32 / 255.0));
-        labels.push(set.items[i].class.label());
-    }
-    Ok(TrainData::new(set.technique.input_shape(), images, labels)?)
-}
-
-/// Splits a dataset the way training does: (train, validation, evaluation).
-pub fn split(set: &Preprocessed) -> anyhow::Result<(TrainData, TrainData, TrainData)> {
-    let (tr, va) = set.train_validation_split(VAL_FRACTION, SPLIT_SEED);
-    let eval = set.evaluation_indices();
-    if tr.is_empty() {
-        bail!(
-            "{} has no training images (train/ is empty or missing)",
-            set.root.display()
-        );
-    }
-    Ok((subset(set, &tr)?, subset(set, &va)?, subset(set, &eval)?))
-}
-
 fn parse_dropout(s: &str) -> Result<DropoutRate, String> {
     let p: f32 = s
         .parse()
@@ -389,9 +359,7 @@ pub fn run_training(
     metrics: Option<&Path>,
     quiet: bool,
 ) -> anyhow::Result<train::TrainOutcome> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let control = TrainControl::new();
-    let handle = std::thread::spawn(move || train::train(config, &tr, &va, tx, control));
+    let run = TrainingRun::start(config, tr, va, TrainControl::new(), "train-engine")?;
     let mut sink = match metrics {
         Some(p) => {
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -408,7 +376,7 @@ pub fn run_training(
         None => None,
     };
     let mut warning = None;
-    for event in rx {
+    for event in run.events() {
         if let TrainingEvent::Started { dp: Some(d), .. } = &event {
             warning = d.reproducible.epsilon_warning();
             if let Some(w) = &warning {
@@ -424,10 +392,7 @@ pub fn run_training(
             }
         }
     }
-    let outcome = handle
-        .join()
-        .map_err(|_| anyhow::anyhow!("the training thread panicked"))??;
-    Ok(outcome)
+    Ok(run.finish()?)
 }
 
 fn copy_atomic(from: &Path, to: &Path) -> anyhow::Result<()> {
@@ -478,7 +443,11 @@ pub fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
         }
     }
     let set = load_dataset(&a.data, a.model.technique())?;
-    let (tr, va, eval) = split(&set)?;
+    let Splits {
+        train: tr,
+        validation: va,
+        evaluation: eval,
+    } = pipeline::split(&set)?;
     let tr = with_canaries(&a, tr)?;
     let config = config_from(&a)?;
     let outcome = run_training(config, tr, va, a.metrics.as_deref(), false)?;
@@ -562,7 +531,7 @@ pub fn load_model(path: &Path) -> anyhow::Result<Model> {
 pub fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<()> {
     let model = load_model(&a.model)?;
     let set = load_dataset(&a.data, model.kind().technique())?;
-    let eval = subset(&set, &set.evaluation_indices())?;
+    let eval = pipeline::subset(&set, &set.evaluation_indices())?;
     if eval.is_empty() {
         bail!(
             "{} has no test/ or val/ images to evaluate on",
@@ -623,29 +592,14 @@ impl ImageResult {
     }
 }
 
-/// Loads and preprocesses one image for a model's technique (the error does not repeat the
-/// file's name: the caller reports it beside the name).
-pub fn load_input(image: &Path, t: Technique) -> Result<Vec<f32>, String> {
-    preprocess::load_image(image, t).map(|px| preprocess::to_unit(&px))
-}
-
 /// Plaintext predictions with candle, one result per image: a bad image costs only itself.
 pub fn predict_plain(model: &Model, images: &[PathBuf]) -> Vec<ImageResult> {
-    let shape = model.input_shape();
-    let one = |path: &Path| -> anyhow::Result<Prediction> {
-        let x = load_input(path, model.kind().technique()).map_err(anyhow::Error::msg)?;
-        let t0 = Instant::now();
-        let data = TrainData::new(shape, x, vec![0])?;
-        let (xb, _) = data.batch(&[0], &candle_core::Device::Cpu)?;
-        let logits = model.forward_with(&xb, None)?.to_vec2::<f32>()?;
-        let p = pneumonia_probability(&logits[0]) as f64;
-        Ok(Prediction::new(path, p, t0.elapsed().as_secs_f64()))
-    };
-    images
-        .iter()
-        .map(|path| match one(path) {
-            Ok(p) => ImageResult::Predicted(p),
-            Err(e) => ImageResult::failed(path, format!("{e:#}")),
+    pipeline::predict_images(model, images)
+        .into_iter()
+        .zip(images)
+        .map(|(r, path)| match r {
+            Ok(p) => ImageResult::Predicted(Prediction::new(path, p.probability, p.seconds)),
+            Err(e) => ImageResult::failed(path, format!("{:#}", anyhow::Error::from(e))),
         })
         .collect()
 }
@@ -702,19 +656,6 @@ pub struct AuditArgs {
     pub canary_file: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
-}
-
-/// Per-example cross-entropy losses of `model` on `data`.
-pub fn per_example_losses(model: &Model, data: &TrainData) -> anyhow::Result<Vec<f64>> {
-    let mut out = Vec::with_capacity(data.len());
-    let idx: Vec<usize> = (0..data.len()).collect();
-    for chunk in idx.chunks(64) {
-        let (x, y) = data.batch(chunk, &candle_core::Device::Cpu)?;
-        let logits = model.forward_with(&x, None)?;
-        let nll = train::loss::per_example_nll(&logits, &y)?;
-        out.extend(nll.to_vec1::<f32>()?.into_iter().map(f64::from));
-    }
-    Ok(out)
 }
 
 #[derive(Debug, Serialize)]
@@ -798,17 +739,18 @@ pub fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
         .as_deref()
         .context("--data is needed without --canary-file")?;
     let set = load_dataset(data, model.kind().technique())?;
-    let (members, _, non_members) = split(&set)?;
+    let Splits {
+        train: members,
+        evaluation: non_members,
+        ..
+    } = pipeline::split(&set)?;
     if non_members.is_empty() {
         bail!(
             "{} has no test/ or val/ images to use as non-members",
             data.display()
         );
     }
-    let report = privacy::loss_threshold_audit(
-        &per_example_losses(&model, &members)?,
-        &per_example_losses(&model, &non_members)?,
-    )?;
+    let report = pipeline::membership_audit(&model, &members, &non_members)?;
     let out = AuditOutput {
         report,
         epsilon: meta.epsilon,
@@ -1025,7 +967,11 @@ pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
         NoiseMultiplier::new(sigma).context("--noise-multipliers")?;
     }
     let set = load_dataset(&a.data, a.model.technique())?;
-    let (tr, va, eval) = split(&set)?;
+    let Splits {
+        train: tr,
+        validation: va,
+        evaluation: eval,
+    } = pipeline::split(&set)?;
     if eval.is_empty() {
         bail!(
             "{} has no test/ or val/ images to measure accuracy on",

@@ -1,0 +1,126 @@
+use super::*;
+use crate::data::{Class, Item, Split, Subtype};
+use crate::model::ModelKind;
+
+/// A preprocessed technique-1 dataset held in memory: `train` images per class in train/,
+/// `eval` per class in test/, each image one grey level (its index) so subsets can be traced.
+fn dataset(train: usize, eval: usize) -> Preprocessed {
+    let n = preprocess::image_len(Technique::T1);
+    let mut items = Vec::new();
+    let mut pixels = Vec::new();
+    for (split, count) in [(Split::Train, train), (Split::Test, eval)] {
+        for class in Class::ALL {
+            for _ in 0..count {
+                let level = (items.len() % 256) as u8;
+                items.push(Item {
+                    path: PathBuf::from(format!("{}/{class}/{}.png", split.folder(), items.len())),
+                    split,
+                    class,
+                    subtype: Subtype::None,
+                });
+                pixels.extend(std::iter::repeat_n(level, n));
+            }
+        }
+    }
+    Preprocessed {
+        root: PathBuf::from("/data/set"),
+        technique: Technique::T1,
+        items,
+        pixels,
+        skipped: Vec::new(),
+    }
+}
+
+fn model() -> Model {
+    let (model, _) = Model::init(ModelKind::DnnMax, 1.0, 3, &candle_core::Device::Cpu).unwrap();
+    model
+}
+
+#[test]
+fn split_holds_out_a_tenth_of_each_class_and_keeps_the_evaluation_set_apart() {
+    let s = split(&dataset(20, 3)).unwrap();
+    assert_eq!(s.validation.len(), 4);
+    assert_eq!(s.train.len(), 36);
+    assert_eq!(s.evaluation.len(), 6);
+    assert_eq!(s.validation.class_counts(), [2, 2]);
+    assert_eq!(s.train.class_counts(), [18, 18]);
+    assert_eq!(s.evaluation.class_counts(), [3, 3]);
+}
+
+#[test]
+fn split_is_the_same_every_time_and_follows_the_fixed_seed() {
+    let set = dataset(20, 3);
+    let (a, b) = (split(&set).unwrap(), split(&set).unwrap());
+    assert_eq!(a.train.images(), b.train.images());
+    assert_eq!(a.validation.images(), b.validation.images());
+    let (tr, va) = set.train_validation_split(VAL_FRACTION, SPLIT_SEED);
+    assert_eq!(a.train.images(), subset(&set, &tr).unwrap().images());
+    assert_eq!(a.validation.labels(), subset(&set, &va).unwrap().labels());
+    assert_eq!((SPLIT_SEED, VAL_FRACTION), (17, 0.1));
+}
+
+#[test]
+fn split_refuses_a_dataset_without_training_images_naming_its_root() {
+    let e = split(&dataset(0, 2)).unwrap_err();
+    assert!(matches!(e, PipelineError::NoTrainingImages { .. }));
+    assert_eq!(
+        e.to_string(),
+        "/data/set has no training images (train/ is empty or missing)"
+    );
+}
+
+#[test]
+fn subset_scales_pixels_to_unit_and_keeps_labels_in_the_order_asked() {
+    let set = dataset(2, 0);
+    let d = subset(&set, &[3, 0]).unwrap();
+    assert_eq!(
+        d.labels(),
+        &[Class::Pneumonia.label(), Class::Normal.label()]
+    );
+    assert_eq!(d.image(0).unwrap()[0], 3.0 / 255.0);
+    assert_eq!(d.image(1).unwrap()[0], 0.0);
+    assert_eq!(
+        d.image(0).unwrap(),
+        preprocess::to_unit(set.image(3)).as_slice()
+    );
+}
+
+#[test]
+fn per_example_losses_average_to_the_models_loss() {
+    let data = subset(&dataset(40, 0), &(0..80).collect::<Vec<_>>()).unwrap();
+    let m = model();
+    let losses = per_example_losses(&m, &data).unwrap();
+    assert_eq!(losses.len(), 80);
+    assert!(losses.iter().all(|l| l.is_finite() && *l >= 0.0));
+    let mean = losses.iter().sum::<f64>() / losses.len() as f64;
+    let expected = train::evaluate(&m, &data, 64).unwrap().loss;
+    assert!((mean - expected).abs() < 1e-4, "{mean} vs {expected}");
+}
+
+#[test]
+fn plaintext_probability_is_the_models_probability_of_pneumonia() {
+    let m = model();
+    let set = dataset(1, 0);
+    let x = preprocess::to_unit(set.image(1));
+    let p = plaintext_probability(&m, m.input_shape(), x.clone()).unwrap();
+    assert!((0.0..=1.0).contains(&p));
+    let data = subset(&set, &[1]).unwrap();
+    let (xb, _) = data.batch(&[0], &candle_core::Device::Cpu).unwrap();
+    let logits = m.forward_with(&xb, None).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(p, f64::from(pneumonia_probability(&logits[0])));
+    assert!(plaintext_probability(&m, m.input_shape(), x[1..].to_vec()).is_err());
+}
+
+#[test]
+fn predict_images_gives_every_image_its_own_result() {
+    let m = model();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("not-an-image.png");
+    std::fs::write(&bad, b"no pixels here").unwrap();
+    let missing = dir.path().join("missing.png");
+    let results = predict_images(&m, &[bad, missing]);
+    assert_eq!(results.len(), 2);
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Err(PipelineError::Image(_)))));
+}
