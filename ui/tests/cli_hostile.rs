@@ -6,8 +6,12 @@ use privxray::train::checkpoint::{self, CheckpointMeta};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The binary, run from the system's temporary folder: the commands keep their preprocessing
+/// cache in `data/cache` under the working directory, which must not be the source tree.
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_privxray"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_privxray"));
+    c.current_dir(std::env::temp_dir());
+    c
 }
 
 fn run(args: &[&str]) -> Output {
