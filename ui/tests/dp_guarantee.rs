@@ -164,6 +164,23 @@ fn poisson_sampling_is_secret_unless_a_run_asks_and_then_it_is_not_private() {
         meta.epsilon_warning().as_deref(),
         Some("epsilon not valid: reproducible sampling and noise")
     );
+    // So does the audit, beside the claim it prints.
+    let o = run(
+        dir.path(),
+        &[
+            "audit",
+            "--model",
+            c.join("dnn-av-best.safetensors").to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["epsilon_warning"], "epsilon not valid: reproducible sampling and noise",
+        "{v}"
+    );
     let seed: u64 = SEED.parse().unwrap();
     let mut written = files(&c);
     written.push((

@@ -475,6 +475,15 @@ pub fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A model file's claim for the audit lines: the figure with its note, or infinite.
+fn claim_text(epsilon: Option<f64>, warning: Option<String>) -> String {
+    match (epsilon, warning) {
+        (Some(e), Some(w)) => format!("{e:.3} ({w})"),
+        (Some(e), None) => format!("{e:.3}"),
+        (None, _) => "infinite (no DP)".into(),
+    }
+}
+
 /// "epsilon E (add-remove neighbours)", with the warning of a run that is not private.
 pub fn epsilon_text(epsilon: f64, warning: Option<String>) -> String {
     match warning {
@@ -663,6 +672,9 @@ struct AuditOutput {
     #[serde(flatten)]
     report: privacy::AuditReport,
     epsilon: Option<f64>,
+    /// "epsilon not valid: ..." for a run with reproducible DP randomness.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epsilon_warning: Option<String>,
     model: String,
 }
 
@@ -671,6 +683,9 @@ struct CanaryAuditOutput {
     epsilon_lower_bound: f64,
     /// The claim in the model file (None for a model trained without DP).
     epsilon: Option<f64>,
+    /// "epsilon not valid: ..." for a run with reproducible DP randomness.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epsilon_warning: Option<String>,
     canaries: usize,
     guesses: usize,
     correct: usize,
@@ -694,6 +709,7 @@ fn canary_audit_cmd(
     let out = CanaryAuditOutput {
         epsilon_lower_bound: r.epsilon_lower_bound,
         epsilon: meta.epsilon,
+        epsilon_warning: meta.epsilon_warning(),
         canaries: r.canaries,
         guesses: r.guesses,
         correct: r.correct,
@@ -714,9 +730,7 @@ fn canary_audit_cmd(
             out.guesses,
             out.canaries,
             out.delta,
-            out.epsilon
-                .map(|e| format!("{e:.3}"))
-                .unwrap_or_else(|| "infinite (no DP)".into())
+            claim_text(out.epsilon, out.epsilon_warning.clone())
         );
         if let Some(e) = out.epsilon.filter(|&e| out.epsilon_lower_bound > e) {
             println!(
@@ -754,6 +768,7 @@ pub fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
     let out = AuditOutput {
         report,
         epsilon: meta.epsilon,
+        epsilon_warning: meta.epsilon_warning(),
         model: meta.model.to_string(),
     };
     if a.json {
@@ -766,7 +781,7 @@ pub fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
             out.report.advantage,
             out.report.members,
             out.report.non_members,
-            out.epsilon.map(|e| format!("{e:.3}")).unwrap_or_else(|| "infinite (no DP)".into())
+            claim_text(out.epsilon, out.epsilon_warning.clone())
         );
     }
     Ok(())
