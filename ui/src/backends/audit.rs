@@ -59,7 +59,7 @@ impl AuditBackend for EngineAudit {
                     },
                     Some(Err(e)) => AuditUpdate::Failed {
                         run,
-                        reason: format!("{e:#}"),
+                        reason: privxray::report::said_once(e.as_ref()),
                     },
                     None => AuditUpdate::Failed {
                         run,
@@ -77,7 +77,10 @@ impl AuditBackend for EngineAudit {
                         },
                         Err(e) => AuditUpdate::Failed {
                             run,
-                            reason: format!("canary audit: {e:#}"),
+                            reason: format!(
+                                "canary audit: {}",
+                                privxray::report::said_once(e.as_ref())
+                            ),
                         },
                     };
                     events.send(AppEvent::Audit(update));

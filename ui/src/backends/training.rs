@@ -204,7 +204,7 @@ impl TrainingBackend for EngineTraining {
                 let update = match train_and_evaluate(engine, data.0, &control, &events, trained_on)
                 {
                     Ok(outcome) => TrainUpdate::Finished(outcome),
-                    Err(e) => TrainUpdate::Failed(format!("{e:#}")),
+                    Err(e) => TrainUpdate::Failed(privxray::report::said_once(e.as_ref())),
                 };
                 events.send(AppEvent::Train(update));
             })

@@ -1,7 +1,7 @@
 //! `train`, `evaluate`, `predict` (plaintext), `audit` and `sweep`: the training engine from the
 //! command line.
 
-use super::data::progress_printer;
+use super::data::{progress_printer, LimitArgs};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use privxray::data::Class;
@@ -168,17 +168,25 @@ pub struct TrainArgs {
     /// starts. PRIVATE: it says which canaries were trained on; never release it.
     #[arg(long, value_name = "FILE")]
     pub canary_file: Option<PathBuf>,
+    /// Import caps (as `preprocess`).
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Print the final evaluation as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 /// Loads and preprocesses a dataset for `technique`, with the cache in data/cache.
-pub fn load_dataset(root: &Path, technique: Technique) -> anyhow::Result<Preprocessed> {
-    let (set, summary) = preprocess::run(
+pub fn load_dataset(
+    root: &Path,
+    technique: Technique,
+    limits: &LimitArgs,
+) -> anyhow::Result<Preprocessed> {
+    let (set, summary) = preprocess::run_with(
         root,
         technique,
         Some(Path::new("data/cache")),
+        &limits.limits(),
         &progress_printer("preprocessing"),
     )?;
     let synthetic = set.items.iter().all(|i| {
@@ -442,7 +450,7 @@ pub fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let set = load_dataset(&a.data, a.model.technique())?;
+    let set = load_dataset(&a.data, a.model.technique(), &a.limits)?;
     let Splits {
         train: tr,
         validation: va,
@@ -527,6 +535,9 @@ pub struct EvaluateArgs {
     /// is used whole).
     #[arg(long)]
     pub data: PathBuf,
+    /// Import caps (as `preprocess`).
+    #[command(flatten)]
+    pub limits: LimitArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -539,7 +550,7 @@ pub fn load_model(path: &Path) -> anyhow::Result<Model> {
 
 pub fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<()> {
     let model = load_model(&a.model)?;
-    let set = load_dataset(&a.data, model.kind().technique())?;
+    let set = load_dataset(&a.data, model.kind().technique(), &a.limits)?;
     let eval = pipeline::subset(&set, &set.evaluation_indices())?;
     if eval.is_empty() {
         bail!(
@@ -663,6 +674,9 @@ pub struct AuditArgs {
     /// on epsilon at 95% confidence (Steinke, Nasr and Jagielski 2023).
     #[arg(long, value_name = "FILE")]
     pub canary_file: Option<PathBuf>,
+    /// Import caps (as `preprocess`).
+    #[command(flatten)]
+    pub limits: LimitArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -752,7 +766,7 @@ pub fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
         .data
         .as_deref()
         .context("--data is needed without --canary-file")?;
-    let set = load_dataset(data, model.kind().technique())?;
+    let set = load_dataset(data, model.kind().technique(), &a.limits)?;
     let Splits {
         train: members,
         evaluation: non_members,
@@ -964,6 +978,9 @@ pub struct SweepArgs {
     /// Folder for sweep.json, sweep.md and frontier.png.
     #[arg(long, default_value = "data/sweep")]
     pub out: PathBuf,
+    /// Import caps (as `preprocess`).
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -981,7 +998,7 @@ pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
         // Checked before any run: a negative value must not quietly train without DP.
         NoiseMultiplier::new(sigma).context("--noise-multipliers")?;
     }
-    let set = load_dataset(&a.data, a.model.technique())?;
+    let set = load_dataset(&a.data, a.model.technique(), &a.limits)?;
     let Splits {
         train: tr,
         validation: va,
@@ -1030,6 +1047,7 @@ pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
             insecure_noise_seed: None,
             insecure_sampling_seed: None,
             adaptive_clip: None,
+            limits: a.limits,
             canaries: 0,
             canary_file: None,
             json: false,
