@@ -28,4 +28,6 @@ pub use metrics::Metrics;
 pub use model::{DropoutRate, Model};
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@
 //! This module owns the settings (`settings`), per-example gradients and their clipping
 //! (`per_example`), the noise (`noise`) and one step's noisy gradient (`step`); its
 //! items are re-exported here, so callers name them `dpsgd::X`. It may import the model,
-//! loss, ops and privacy modules, never the training loop (`train::engine`).
+//! loss, ops, augment, error and privacy modules, never the training loop (`train::engine`).
 
 mod noise;
 mod per_example;
@@ -24,3 +24,6 @@ pub use settings::{
     SamplingSeed, NEIGHBOURING,
 };
 pub use step::{private_gradients, PrivateStep};
+
+#[cfg(test)]
+mod tests;
