@@ -1,14 +1,20 @@
 //! Command-line definitions and dispatch. One module per group of subcommands.
 
+mod audit;
 mod bench;
+mod common;
 mod data;
+mod epsilon;
+mod evaluate;
 mod interface;
 mod keys;
 mod party;
 mod plot;
 mod predict;
+mod prediction;
 mod stderr_log;
-pub(crate) mod train;
+mod sweep;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -36,15 +42,15 @@ pub enum Command {
     /// Train a model (optionally with DP-SGD), keeping the best checkpoint by validation accuracy.
     Train(train::TrainArgs),
     /// Evaluate a checkpoint on the merged test and val sets.
-    Evaluate(train::EvaluateArgs),
+    Evaluate(evaluate::EvaluateArgs),
     /// Classify images: plaintext, or privately with three secure-computation parties.
     Predict(predict::PredictArgs),
     /// Epsilon of a DP-SGD training, or the noise multiplier for a target epsilon.
-    Epsilon(train::EpsilonArgs),
+    Epsilon(epsilon::EpsilonArgs),
     /// Membership-inference audit (loss threshold attack) of a trained model.
-    Audit(train::AuditArgs),
+    Audit(audit::AuditArgs),
     /// Train one run per noise multiplier: a table and a PNG of test accuracy against epsilon.
-    Sweep(train::SweepArgs),
+    Sweep(sweep::SweepArgs),
     /// Accuracy and loss curves of a training run as PNGs.
     Plot(plot::PlotArgs),
     /// Write a Noise static private key and print its public key.
@@ -65,11 +71,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Synth(a)) => data::synth(a),
         Some(Command::Preprocess(a)) => data::preprocess(a),
         Some(Command::Train(a)) => train::train_cmd(a),
-        Some(Command::Evaluate(a)) => train::evaluate_cmd(a),
+        Some(Command::Evaluate(a)) => evaluate::evaluate_cmd(a),
         Some(Command::Predict(a)) => predict::run(a),
-        Some(Command::Epsilon(a)) => train::epsilon_cmd(a),
-        Some(Command::Audit(a)) => train::audit_cmd(a),
-        Some(Command::Sweep(a)) => train::sweep_cmd(a),
+        Some(Command::Epsilon(a)) => epsilon::epsilon_cmd(a),
+        Some(Command::Audit(a)) => audit::audit_cmd(a),
+        Some(Command::Sweep(a)) => sweep::sweep_cmd(a),
         Some(Command::Plot(a)) => plot::run(a),
         Some(Command::Keygen(a)) => keys::keygen(a),
         Some(Command::Party(a)) => party::party_cmd(a),

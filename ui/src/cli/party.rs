@@ -11,7 +11,9 @@ use privxray::mpc::FixedPoint;
 use privxray::net::{LocalParty, PartiesConfig, PartyId, StaticKeypair};
 use privxray::party::{self, RemoteClient, ShareFile};
 
-use super::train::{load_input, load_model, print_predictions, ImageResult, Prediction};
+use super::common::load_model;
+use super::prediction::{print_predictions, ImageResult, Prediction};
+use privxray::pipeline::load_input;
 
 #[derive(Debug, Args)]
 pub struct PartyArgs {

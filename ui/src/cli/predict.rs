@@ -1,11 +1,12 @@
 //! `predict`: plaintext with candle, or private with three parties (simulated in-process with
 //! `--simulate-mpc`, or real party processes with `--config`).
 
-use super::train::{
-    load_input, load_model, predict_plain, print_predictions, ImageResult, Prediction,
-};
+use super::common::load_model;
+use super::prediction::{print_predictions, ImageResult, Prediction};
 use clap::Args;
 use privxray::model::spec::pneumonia_probability;
+use privxray::pipeline::{self, load_input};
+use privxray::train::Model;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -98,4 +99,16 @@ pub fn predict_simulated(
         .zip(images)
         .map(|(r, path)| r.unwrap_or_else(|| ImageResult::failed(path, "no result")))
         .collect())
+}
+
+/// Plaintext predictions with candle, one result per image: a bad image costs only itself.
+pub fn predict_plain(model: &Model, images: &[PathBuf]) -> Vec<ImageResult> {
+    pipeline::predict_images(model, images)
+        .into_iter()
+        .zip(images)
+        .map(|(r, path)| match r {
+            Ok(p) => ImageResult::Predicted(Prediction::new(path, p.probability, p.seconds)),
+            Err(e) => ImageResult::failed(path, format!("{:#}", anyhow::Error::from(e))),
+        })
+        .collect()
 }

@@ -1,27 +1,21 @@
-//! `train`, `evaluate`, `predict` (plaintext), `audit` and `sweep`: the training engine from the
-//! command line.
+//! `train`: the training engine from the command line, with the argument groups `sweep` shares
+//! (`TrainSettings`, `DpSettings`) and `run_training`, which prints a run's progress. Imports
+//! `common` and `data` among the command modules.
 
-use super::data::{progress_printer, LimitArgs};
+use super::common::{epsilon_text, load_dataset, print_metrics};
+use super::data::LimitArgs;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use privxray::data::Class;
-use privxray::model::{ModelKind, Technique};
-pub use privxray::pipeline::load_input;
+use privxray::model::ModelKind;
 use privxray::pipeline::{self, Splits, TrainingRun};
-use privxray::preprocess::{self, Preprocessed};
-use privxray::privacy::{self, AccountantKind, Delta, NoiseMultiplier};
 use privxray::train::augment::Augmentation;
-use privxray::train::dpsgd::NEIGHBOURING;
 use privxray::train::dpsgd::{AdaptiveClip, Clipping, DpConfig, NoiseSeed, Sampling, SamplingSeed};
 use privxray::train::ema::EmaDecay;
 use privxray::train::engine::model_from_checkpoint;
 use privxray::train::loss::ClassWeighting;
 use privxray::train::optim::OptimizerConfig;
 use privxray::train::DropoutRate;
-use privxray::train::{
-    self, Metrics, Model, Seed, TrainConfig, TrainControl, TrainData, TrainingEvent,
-};
-use serde::Serialize;
+use privxray::train::{self, Seed, TrainConfig, TrainControl, TrainData, TrainingEvent};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -51,12 +45,9 @@ pub enum SamplingArg {
     Shuffled,
 }
 
+/// What `train` and `sweep` both set about a run (`sweep` changes some defaults and help lines).
 #[derive(Debug, Args, Clone)]
-pub struct TrainArgs {
-    /// Dataset root (train/ for training and validation; test/ and val/ merged for the final
-    /// evaluation), e.g. data/chest_xray or a `privxray synth` folder.
-    #[arg(long)]
-    pub data: PathBuf,
+pub struct TrainSettings {
     /// dnn-max, dnn-av, vgg16-1 or vgg16-2.
     #[arg(long)]
     pub model: ModelKind,
@@ -69,6 +60,52 @@ pub struct TrainArgs {
     pub lr: Option<f64>,
     #[arg(long, value_enum, default_value = "adam")]
     pub optimizer: OptimizerArg,
+    /// Class weights NORMAL:PNEUMONIA, e.g. 1:3 (a public prior: no privacy cost), or `auto`:
+    /// inverse class frequency (the Kermany set is about 3:1 PNEUMONIA:NORMAL). Under --dp,
+    /// `auto` releases the class counts with Gaussian noise (std 20) and the ledger adds the
+    /// cost; exact counts are never used under DP.
+    #[arg(long, value_name = "N:P|auto", value_parser = parse_class_weights)]
+    pub class_weights: Option<ClassWeighting>,
+    /// Seed of data order, dropout and initialisation (default: from the OS).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Layers to keep at their initial weights, comma-separated (conv1..., fc1...): with
+    /// --init-weights, fine-tuning only the head; under DP-SGD, noise only on what is trained
+    /// (dnn-max's fc1 holds 905k of its 961k weights).
+    #[arg(long, value_delimiter = ',')]
+    pub freeze: Vec<String>,
+    /// Release an exponential moving average of the weights with this decay per step (0.9
+    /// averages about 10 steps): validated, reported and saved as `-best` instead of the last
+    /// iterate. Under DP-SGD it averages the noise away at no privacy cost (post-processing).
+    #[arg(long, value_name = "DECAY", value_parser = parse_ema)]
+    pub ema: Option<EmaDecay>,
+    /// Training dropout rate instead of the model's own 0.5; 0 turns dropout off (common under
+    /// DP-SGD, whose noise already regularises and where a mask adds randomness to every
+    /// clipped per-example gradient). The trained network is the same either way.
+    #[arg(long, value_name = "P", value_parser = parse_dropout)]
+    pub dropout: Option<DropoutRate>,
+}
+
+/// The DP-SGD settings `train` and `sweep` both take.
+#[derive(Debug, Args, Clone)]
+pub struct DpSettings {
+    #[arg(long, default_value_t = 1.0)]
+    pub clip_norm: f64,
+    #[arg(long, default_value_t = 1e-5)]
+    pub delta: f64,
+    /// flat (all parameters together) or per-layer.
+    #[arg(long, value_enum, default_value = "flat")]
+    pub clipping: ClippingArg,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TrainArgs {
+    /// Dataset root (train/ for training and validation; test/ and val/ merged for the final
+    /// evaluation), e.g. data/chest_xray or a `privxray synth` folder.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub settings: TrainSettings,
     /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f64,
@@ -86,36 +123,12 @@ pub struct TrainArgs {
     /// Width multiplier of the VGG16 models (1.0 is VGG16; small values fit a CPU).
     #[arg(long, default_value_t = 1.0)]
     pub width: f32,
-    /// Class weights NORMAL:PNEUMONIA, e.g. 1:3 (a public prior: no privacy cost), or `auto`:
-    /// inverse class frequency (the Kermany set is about 3:1 PNEUMONIA:NORMAL). Under --dp,
-    /// `auto` releases the class counts with Gaussian noise (std 20) and the ledger adds the
-    /// cost; exact counts are never used under DP.
-    #[arg(long, value_name = "N:P|auto", value_parser = parse_class_weights)]
-    pub class_weights: Option<ClassWeighting>,
-    /// Seed of data order, dropout and initialisation (default: from the OS).
-    #[arg(long)]
-    pub seed: Option<u64>,
     /// Continue from this checkpoint (a `-last` checkpoint keeps the optimizer state).
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// ImageNet VGG16 weights (safetensors) for the convolutions of vgg16-1/vgg16-2.
     #[arg(long)]
     pub init_weights: Option<PathBuf>,
-    /// Layers to keep at their initial weights, comma-separated (conv1..., fc1...): with
-    /// --init-weights, fine-tuning only the head; under DP-SGD, noise only on what is trained
-    /// (dnn-max's fc1 holds 905k of its 961k weights).
-    #[arg(long, value_delimiter = ',')]
-    pub freeze: Vec<String>,
-    /// Release an exponential moving average of the weights with this decay per step (0.9
-    /// averages about 10 steps): validated, reported and saved as `-best` instead of the last
-    /// iterate. Under DP-SGD it averages the noise away at no privacy cost (post-processing).
-    #[arg(long, value_name = "DECAY", value_parser = parse_ema)]
-    pub ema: Option<EmaDecay>,
-    /// Training dropout rate instead of the model's own 0.5; 0 turns dropout off (common under
-    /// DP-SGD, whose noise already regularises and where a mask adds randomness to every
-    /// clipped per-example gradient). The trained network is the same either way.
-    #[arg(long, value_name = "P", value_parser = parse_dropout)]
-    pub dropout: Option<DropoutRate>,
     /// Folder for `-best` and `-last` checkpoints.
     #[arg(long, default_value = "data/checkpoints")]
     pub checkpoint_dir: PathBuf,
@@ -124,10 +137,8 @@ pub struct TrainArgs {
     pub dp: bool,
     #[arg(long, default_value_t = 1.0)]
     pub noise_multiplier: f64,
-    #[arg(long, default_value_t = 1.0)]
-    pub clip_norm: f64,
-    #[arg(long, default_value_t = 1e-5)]
-    pub delta: f64,
+    #[command(flatten)]
+    pub dp_settings: DpSettings,
     /// Examples per microbatch (1: per-example clipping).
     #[arg(long, default_value_t = 1)]
     pub microbatch: usize,
@@ -143,9 +154,6 @@ pub struct TrainArgs {
     pub physical_batch_size: Option<usize>,
     #[arg(long, value_enum, default_value = "poisson")]
     pub sampling: SamplingArg,
-    /// flat (all parameters together) or per-layer.
-    #[arg(long, value_enum, default_value = "flat")]
-    pub clipping: ClippingArg,
     /// Fixed seed for the DP noise: reproducible but NOT SECURE.
     #[arg(long)]
     pub insecure_noise_seed: Option<u64>,
@@ -176,34 +184,6 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
-/// Loads and preprocesses a dataset for `technique`, with the cache in data/cache.
-pub fn load_dataset(
-    root: &Path,
-    technique: Technique,
-    limits: &LimitArgs,
-) -> anyhow::Result<Preprocessed> {
-    let (set, summary) = preprocess::run_with(
-        root,
-        technique,
-        Some(Path::new("data/cache")),
-        &limits.limits(),
-        &progress_printer("preprocessing"),
-    )?;
-    let synthetic = set.items.iter().all(|i| {
-        i.path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("SYNTH"))
-    });
-    eprintln!(
-        "data: {} ({} images, {}; {} skipped)",
-        root.display(),
-        summary.images,
-        if synthetic { "SYNTHETIC" } else { "real files" },
-        summary.skipped.len()
-    );
-    Ok(set)
-}
-
 fn parse_dropout(s: &str) -> Result<DropoutRate, String> {
     let p: f32 = s
         .parse()
@@ -222,38 +202,56 @@ fn parse_ema(s: &str) -> Result<EmaDecay, String> {
     EmaDecay::new(d).map_err(|e| e.to_string())
 }
 
+impl TrainSettings {
+    /// The engine configuration of these settings, with `momentum` for SGD; the rest at the
+    /// engine's defaults, for the command to set.
+    pub fn config(&self, momentum: f64) -> TrainConfig {
+        let mut c = TrainConfig::new(self.model);
+        c.epochs = self.epochs;
+        c.batch_size = self.batch_size;
+        c.optimizer = match self.optimizer {
+            OptimizerArg::Adam => OptimizerConfig::adam(self.lr.unwrap_or(1e-3)),
+            OptimizerArg::Sgd => OptimizerConfig::sgd(self.lr.unwrap_or(1e-2), momentum),
+        };
+        c.class_weights = self.class_weights;
+        c.seed = self.seed.map(Seed::Fixed).unwrap_or(Seed::Os);
+        c.frozen = self.freeze.clone();
+        c.ema = self.ema;
+        c.dropout = self.dropout;
+        c
+    }
+}
+
+impl DpSettings {
+    /// DP-SGD at `noise_multiplier` with these settings; the rest at the engine's defaults
+    /// (Poisson sampling, per-example clipping, randomness from the OS), for the command to set.
+    pub fn config(&self, noise_multiplier: f64) -> anyhow::Result<DpConfig> {
+        let mut dp = DpConfig::new(noise_multiplier, self.clip_norm)?;
+        dp.delta = self.delta;
+        dp.clipping = match self.clipping {
+            ClippingArg::Flat => Clipping::Flat,
+            ClippingArg::PerLayer => Clipping::PerLayer,
+        };
+        Ok(dp)
+    }
+}
+
 fn config_from(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
-    let mut c = TrainConfig::new(a.model);
+    let mut c = a.settings.config(a.momentum);
     c.width = a.width;
-    c.epochs = a.epochs;
-    c.batch_size = a.batch_size;
-    c.optimizer = match a.optimizer {
-        OptimizerArg::Adam => OptimizerConfig::adam(a.lr.unwrap_or(1e-3)),
-        OptimizerArg::Sgd => OptimizerConfig::sgd(a.lr.unwrap_or(1e-2), a.momentum),
-    };
-    c.class_weights = a.class_weights;
     c.patience = (a.patience > 0).then_some(a.patience);
-    c.seed = a.seed.map(Seed::Fixed).unwrap_or(Seed::Os);
     c.checkpoint_dir = Some(a.checkpoint_dir.clone());
     c.resume = a.resume.clone();
     c.init_weights = a.init_weights.clone();
-    c.frozen = a.freeze.clone();
-    c.ema = a.ema;
-    c.dropout = a.dropout;
     c.prefer_gpu = a.device == DeviceArg::Cuda;
     if a.dp {
-        let mut dp = DpConfig::new(a.noise_multiplier, a.clip_norm)?;
-        dp.delta = a.delta;
+        let mut dp = a.dp_settings.config(a.noise_multiplier)?;
         dp.microbatch_size = a.microbatch;
         dp.physical_batch = a.physical_batch_size;
         dp.augmentation = Augmentation::copies(a.augmentations)?;
         dp.sampling = match a.sampling {
             SamplingArg::Poisson => Sampling::Poisson,
             SamplingArg::Shuffled => Sampling::Shuffled,
-        };
-        dp.clipping = match a.clipping {
-            ClippingArg::Flat => Clipping::Flat,
-            ClippingArg::PerLayer => Clipping::PerLayer,
         };
         if let Some(s) = a.insecure_noise_seed {
             eprintln!(
@@ -442,7 +440,7 @@ pub fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(resume) = &a.resume {
         // Before anything is read or written: a finished run is left as it is.
         let done = train::checkpoint::read_meta(resume)?.epoch;
-        if done >= a.epochs {
+        if done >= a.settings.epochs {
             bail!(
                 "{}: already trained {done} epochs; ask for more with --epochs {}",
                 resume.display(),
@@ -450,7 +448,7 @@ pub fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let set = load_dataset(&a.data, a.model.technique(), &a.limits)?;
+    let set = load_dataset(&a.data, a.settings.model.technique(), &a.limits)?;
     let Splits {
         train: tr,
         validation: va,
@@ -480,696 +478,5 @@ pub fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
         .epsilon
         .map(|e| epsilon_text(e, meta.epsilon_warning()));
     print_metrics(&m, a.json, claim);
-    Ok(())
-}
-
-/// A model file's claim for the audit lines: the figure with its note, or infinite.
-fn claim_text(epsilon: Option<f64>, warning: Option<String>) -> String {
-    match (epsilon, warning) {
-        (Some(e), Some(w)) => format!("{e:.3} ({w})"),
-        (Some(e), None) => format!("{e:.3}"),
-        (None, _) => "infinite (no DP)".into(),
-    }
-}
-
-/// "epsilon E (add-remove neighbours)", with the warning of a run that is not private.
-pub fn epsilon_text(epsilon: f64, warning: Option<String>) -> String {
-    match warning {
-        Some(w) => format!("epsilon {epsilon:.3} ({w})"),
-        None => format!(
-            "epsilon {epsilon:.3} ({} neighbours)",
-            privxray::train::dpsgd::NEIGHBOURING
-        ),
-    }
-}
-
-fn print_metrics(m: &Metrics, json: bool, claim: Option<String>) {
-    if json {
-        println!("{}", serde_json::to_string_pretty(m).unwrap_or_default());
-        return;
-    }
-    println!(
-        "test (test + val merged, {} images): accuracy {:.4}, loss {:.4}, precision {:.4}, recall/sensitivity {:.4}, specificity {:.4}, F1 {:.4}, ROC-AUC {}",
-        m.images,
-        m.accuracy,
-        m.loss,
-        m.precision,
-        m.recall,
-        m.specificity,
-        m.f1,
-        m.roc_auc.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into())
-    );
-    let [[tn, fp], [fn_, tp]] = m.confusion;
-    println!("confusion: [[tn {tn}, fp {fp}], [fn {fn_}, tp {tp}]]");
-    if let Some(c) = claim {
-        println!("privacy: {c}");
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct EvaluateArgs {
-    /// A checkpoint written by `privxray train`.
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Dataset root; test/ and val/ are merged (a folder with NORMAL/ and PNEUMONIA/ directly
-    /// is used whole).
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Import caps (as `preprocess`).
-    #[command(flatten)]
-    pub limits: LimitArgs,
-    #[arg(long)]
-    pub json: bool,
-}
-
-pub fn load_model(path: &Path) -> anyhow::Result<Model> {
-    let (model, _, _) = model_from_checkpoint(path, &candle_core::Device::Cpu)
-        .with_context(|| format!("loading model {}", path.display()))?;
-    Ok(model)
-}
-
-pub fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<()> {
-    let model = load_model(&a.model)?;
-    let set = load_dataset(&a.data, model.kind().technique(), &a.limits)?;
-    let eval = pipeline::subset(&set, &set.evaluation_indices())?;
-    if eval.is_empty() {
-        bail!(
-            "{} has no test/ or val/ images to evaluate on",
-            a.data.display()
-        );
-    }
-    let m = train::evaluate(&model, &eval, 64)?;
-    print_metrics(&m, a.json, None);
-    Ok(())
-}
-
-/// One prediction, as `predict --json` prints it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Prediction {
-    pub image: String,
-    pub class: String,
-    pub probability: f64,
-    pub seconds: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rounds: Option<u64>,
-}
-
-impl Prediction {
-    pub fn new(image: &Path, probability: f64, seconds: f64) -> Self {
-        let class = if probability >= 0.5 {
-            Class::Pneumonia
-        } else {
-            Class::Normal
-        };
-        Prediction {
-            image: image.display().to_string(),
-            class: class.to_string(),
-            probability,
-            seconds,
-            bytes: None,
-            rounds: None,
-        }
-    }
-}
-
-/// What `predict` says about one image: its prediction, or why there is none. In JSON a
-/// failure is `{"image": ..., "error": ...}`, beside the other images' predictions.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum ImageResult {
-    Predicted(Prediction),
-    Failed { image: String, error: String },
-}
-
-impl ImageResult {
-    pub fn failed(image: &Path, error: impl std::fmt::Display) -> Self {
-        ImageResult::Failed {
-            image: image.display().to_string(),
-            error: error.to_string(),
-        }
-    }
-}
-
-/// Plaintext predictions with candle, one result per image: a bad image costs only itself.
-pub fn predict_plain(model: &Model, images: &[PathBuf]) -> Vec<ImageResult> {
-    pipeline::predict_images(model, images)
-        .into_iter()
-        .zip(images)
-        .map(|(r, path)| match r {
-            Ok(p) => ImageResult::Predicted(Prediction::new(path, p.probability, p.seconds)),
-            Err(e) => ImageResult::failed(path, format!("{:#}", anyhow::Error::from(e))),
-        })
-        .collect()
-}
-
-/// Prints every image's result (stdout), then fails, naming the count, if any image failed.
-pub fn print_predictions(results: &[ImageResult], json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(results)?);
-    } else {
-        for r in results {
-            match r {
-                ImageResult::Predicted(p) => {
-                    print!(
-                        "{}: {} (probability of PNEUMONIA {:.4}) in {:.3} s",
-                        p.image, p.class, p.probability, p.seconds
-                    );
-                    if let (Some(b), Some(r)) = (p.bytes, p.rounds) {
-                        print!(", {:.1} MB between parties, {r} rounds", b as f64 / 1e6);
-                    }
-                    println!();
-                }
-                ImageResult::Failed { image, error } => println!("{image}: error: {error}"),
-            }
-        }
-    }
-    let mut failed = results.iter().filter_map(|r| match r {
-        ImageResult::Failed { image, error } => Some((image, error)),
-        ImageResult::Predicted(_) => None,
-    });
-    if let Some((image, error)) = failed.next() {
-        bail!(
-            "{} of {} images could not be predicted (each is listed with its error); \
-             the first: {image}: {error}",
-            1 + failed.count(),
-            results.len()
-        );
-    }
-    Ok(())
-}
-
-#[derive(Debug, Args)]
-pub struct AuditArgs {
-    /// A checkpoint written by `privxray train`.
-    #[arg(long)]
-    pub model: PathBuf,
-    /// The dataset the model was trained on (for the loss-threshold attack; not needed with
-    /// --canary-file).
-    #[arg(long, required_unless_present = "canary_file")]
-    pub data: Option<PathBuf>,
-    /// The canary file `train --canaries M --canary-file F` wrote: scores every canary with the
-    /// model, guesses which were trained on, and turns the correct guesses into a lower bound
-    /// on epsilon at 95% confidence (Steinke, Nasr and Jagielski 2023).
-    #[arg(long, value_name = "FILE")]
-    pub canary_file: Option<PathBuf>,
-    /// Import caps (as `preprocess`).
-    #[command(flatten)]
-    pub limits: LimitArgs,
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct AuditOutput {
-    #[serde(flatten)]
-    report: privacy::AuditReport,
-    epsilon: Option<f64>,
-    /// "epsilon not valid: ..." for a run with reproducible DP randomness.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    epsilon_warning: Option<String>,
-    model: String,
-}
-
-#[derive(Debug, Serialize)]
-struct CanaryAuditOutput {
-    epsilon_lower_bound: f64,
-    /// The claim in the model file (None for a model trained without DP).
-    epsilon: Option<f64>,
-    /// "epsilon not valid: ..." for a run with reproducible DP randomness.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    epsilon_warning: Option<String>,
-    canaries: usize,
-    guesses: usize,
-    correct: usize,
-    delta: f64,
-    confidence: f64,
-    tried: Vec<privacy::canary::GuessOutcome>,
-    model: String,
-}
-
-/// `audit --canary-file`: the one-run lower bound on epsilon beside the model's claim.
-fn canary_audit_cmd(
-    a: &AuditArgs,
-    file: &Path,
-    model: &Model,
-    meta: &privxray::train::checkpoint::CheckpointMeta,
-) -> anyhow::Result<()> {
-    let canaries = privxray::train::CanarySet::load(file)?;
-    // The bound is for the delta the claim was made at (0, pure DP, without DP).
-    let delta = meta.dp.as_ref().map(|d| d.delta).unwrap_or(0.0);
-    let r = canaries.audit(model, delta)?;
-    let out = CanaryAuditOutput {
-        epsilon_lower_bound: r.epsilon_lower_bound,
-        epsilon: meta.epsilon,
-        epsilon_warning: meta.epsilon_warning(),
-        canaries: r.canaries,
-        guesses: r.guesses,
-        correct: r.correct,
-        delta: r.delta,
-        confidence: r.confidence,
-        tried: r.tried,
-        model: meta.model.to_string(),
-    };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        println!(
-            "canary audit of {}: epsilon >= {:.3} at {:.0}% confidence ({} of {} guesses right on {} canaries, delta {}); claimed epsilon {}",
-            out.model,
-            out.epsilon_lower_bound,
-            100.0 * out.confidence,
-            out.correct,
-            out.guesses,
-            out.canaries,
-            out.delta,
-            claim_text(out.epsilon, out.epsilon_warning.clone())
-        );
-        if let Some(e) = out.epsilon.filter(|&e| out.epsilon_lower_bound > e) {
-            println!(
-                "WARNING: the lower bound exceeds the claimed epsilon {e:.3}: the DP guarantee \
-                 does not hold for this run (or a 5% chance event happened)"
-            );
-        }
-    }
-    Ok(())
-}
-
-pub fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
-    let (model, _, meta) = model_from_checkpoint(&a.model, &candle_core::Device::Cpu)
-        .with_context(|| format!("loading model {}", a.model.display()))?;
-    if let Some(file) = &a.canary_file {
-        return canary_audit_cmd(&a, file, &model, &meta);
-    }
-    let data = a
-        .data
-        .as_deref()
-        .context("--data is needed without --canary-file")?;
-    let set = load_dataset(data, model.kind().technique(), &a.limits)?;
-    let Splits {
-        train: members,
-        evaluation: non_members,
-        ..
-    } = pipeline::split(&set)?;
-    if non_members.is_empty() {
-        bail!(
-            "{} has no test/ or val/ images to use as non-members",
-            data.display()
-        );
-    }
-    let report = pipeline::membership_audit(&model, &members, &non_members)?;
-    let out = AuditOutput {
-        report,
-        epsilon: meta.epsilon,
-        epsilon_warning: meta.epsilon_warning(),
-        model: meta.model.to_string(),
-    };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        println!(
-            "membership inference (loss threshold) on {}: attack AUC {:.4}, advantage {:.4} ({} members, {} non-members); epsilon {}",
-            out.model,
-            out.report.auc,
-            out.report.advantage,
-            out.report.members,
-            out.report.non_members,
-            claim_text(out.epsilon, out.epsilon_warning.clone())
-        );
-    }
-    Ok(())
-}
-
-#[derive(Debug, Args)]
-pub struct EpsilonArgs {
-    #[arg(long, required_unless_present = "checkpoint")]
-    pub dataset_size: Option<u64>,
-    #[arg(long, required_unless_present = "checkpoint")]
-    pub batch_size: Option<u64>,
-    /// Noise multiplier sigma (leave out with --target-epsilon).
-    #[arg(
-        long,
-        required_unless_present_any = ["target_epsilon", "checkpoint"],
-        conflicts_with = "target_epsilon"
-    )]
-    pub noise_multiplier: Option<f64>,
-    #[arg(long, required_unless_present = "checkpoint")]
-    pub epochs: Option<u64>,
-    /// Recompute epsilon over the privacy ledger a checkpoint records (every release of the
-    /// run with its own sampling rate and noise multiplier), at --delta.
-    #[arg(long, conflicts_with_all = ["dataset_size", "batch_size", "noise_multiplier", "epochs", "target_epsilon"])]
-    pub checkpoint: Option<PathBuf>,
-    #[arg(long, default_value_t = 1e-5)]
-    pub delta: f64,
-    /// rdp (Renyi DP, Balle et al. 2020 conversion) or pld (privacy loss distributions, tighter).
-    #[arg(long, default_value = "rdp")]
-    pub accountant: AccountantKind,
-    /// Find the smallest noise multiplier that reaches this epsilon (at most 1000: beyond it
-    /// the guarantee says nothing).
-    #[arg(long)]
-    pub target_epsilon: Option<f64>,
-    #[arg(long)]
-    pub json: bool,
-}
-
-fn checkpoint_epsilon(path: &Path, delta: f64, json: bool) -> anyhow::Result<()> {
-    let meta = train::checkpoint::read_meta(path)?;
-    if meta.dp.is_none() {
-        bail!(
-            "{} was trained without DP-SGD: its epsilon is infinite",
-            path.display()
-        );
-    }
-    let epsilon = train::accounting::epsilon_of(&meta.privacy_ledger, Delta::new(delta)?);
-    let warning = meta.epsilon_warning();
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "epsilon": epsilon,
-                "delta": delta,
-                "accountant": AccountantKind::Rdp,
-                "neighbouring": NEIGHBOURING,
-                "steps": meta.privacy_ledger.iter().map(|s| s.steps).sum::<u64>(),
-                "ledger": meta.privacy_ledger,
-                "epsilon_valid": warning.is_none(),
-            })
-        );
-    } else {
-        println!(
-            "{} at delta {delta} over the ledger of {} (rdp accountant)",
-            epsilon_text(epsilon, warning),
-            path.display()
-        );
-    }
-    Ok(())
-}
-
-/// The largest `--target-epsilon` searched for: e^1000 bounds no odds anyone cares about, and
-/// far larger targets only print an absurd epsilon (1e300 printed 300 digits).
-pub const MAX_TARGET_EPSILON: f64 = 1000.0;
-
-pub fn epsilon_cmd(a: EpsilonArgs) -> anyhow::Result<()> {
-    if let Some(p) = &a.checkpoint {
-        return checkpoint_epsilon(p, a.delta, a.json);
-    }
-    let (Some(n), Some(batch), Some(epochs)) = (a.dataset_size, a.batch_size, a.epochs) else {
-        bail!("--dataset-size, --batch-size and --epochs are needed without --checkpoint");
-    };
-    let q = privacy::sample_rate(batch, n)?;
-    let steps = privacy::steps_for(n, batch, epochs)?;
-    let delta = Delta::new(a.delta)?;
-    if let Some(target) = a.target_epsilon {
-        if target > MAX_TARGET_EPSILON {
-            bail!(
-                "--target-epsilon {target:e}: above {MAX_TARGET_EPSILON} an epsilon bounds nothing \
-                 (e^epsilon is the bound on how much one person's data may change the odds of \
-                 any outcome), so no noise multiplier is worth searching for; ask for at most \
-                 {MAX_TARGET_EPSILON}"
-            );
-        }
-        let sigma = privacy::noise_multiplier_for_target(target, q, steps, delta, a.accountant)?;
-        let achieved = privacy::epsilon(a.accountant, q, sigma, steps, delta)?;
-        if a.json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "noise_multiplier": sigma.get(),
-                    "epsilon": achieved.epsilon,
-                    "target_epsilon": target,
-                    "accountant": a.accountant,
-                    "steps": steps,
-                    "neighbouring": NEIGHBOURING,
-                })
-            );
-        } else {
-            println!(
-                "noise multiplier {:.4} reaches epsilon {:.4} <= {target} ({} accountant, {steps} steps, delta {})",
-                sigma.get(),
-                achieved.epsilon,
-                a.accountant,
-                a.delta
-            );
-        }
-        return Ok(());
-    }
-    let sigma = NoiseMultiplier::new(a.noise_multiplier.unwrap_or(0.0))?;
-    let r = privacy::epsilon(a.accountant, q, sigma, steps, delta)?;
-    if a.json {
-        let mut v = serde_json::to_value(r)?;
-        v["neighbouring"] = NEIGHBOURING.into();
-        println!("{v}");
-    } else {
-        println!(
-            "epsilon {:.4} at delta {} ({} accountant{}, {steps} steps, q = {:.6}, add-remove neighbours)",
-            r.epsilon,
-            a.delta,
-            r.accountant,
-            r.best_order
-                .map(|o| format!(", best order {o}"))
-                .unwrap_or_default(),
-            q.get()
-        );
-    }
-    Ok(())
-}
-
-#[derive(Debug, Args)]
-pub struct SweepArgs {
-    /// Dataset root.
-    #[arg(long)]
-    pub data: PathBuf,
-    #[arg(long, default_value = "dnn-max")]
-    pub model: ModelKind,
-    /// Comma-separated noise multipliers; 0 trains without DP.
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub noise_multipliers: Vec<f64>,
-    #[arg(long, default_value_t = 1.0)]
-    pub clip_norm: f64,
-    #[arg(long, default_value_t = 5)]
-    pub epochs: usize,
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    #[arg(long, default_value_t = 1e-5)]
-    pub delta: f64,
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Learning rate (default 1e-3 for Adam, 1e-2 for SGD).
-    #[arg(long)]
-    pub lr: Option<f64>,
-    #[arg(long, value_enum, default_value = "adam")]
-    pub optimizer: OptimizerArg,
-    /// Class weights NORMAL:PNEUMONIA or auto, as `train --class-weights`.
-    #[arg(long, value_name = "N:P|auto", value_parser = parse_class_weights)]
-    pub class_weights: Option<ClassWeighting>,
-    /// flat (all parameters together) or per-layer.
-    #[arg(long, value_enum, default_value = "flat")]
-    pub clipping: ClippingArg,
-    /// Layers kept at their initial weights in every run, as `train --freeze`.
-    #[arg(long, value_delimiter = ',')]
-    pub freeze: Vec<String>,
-    /// Release the weight average in every run, as `train --ema`.
-    #[arg(long, value_name = "DECAY", value_parser = parse_ema)]
-    pub ema: Option<EmaDecay>,
-    /// Training dropout rate in every run, as `train --dropout`.
-    #[arg(long, value_name = "P", value_parser = parse_dropout)]
-    pub dropout: Option<DropoutRate>,
-    /// Folder for sweep.json, sweep.md and frontier.png.
-    #[arg(long, default_value = "data/sweep")]
-    pub out: PathBuf,
-    /// Import caps (as `preprocess`).
-    #[command(flatten)]
-    pub limits: LimitArgs,
-}
-
-#[derive(Debug, Serialize)]
-struct SweepRow {
-    noise_multiplier: f64,
-    epsilon: Option<f64>,
-    accuracy: f64,
-    recall: f64,
-    specificity: f64,
-    epochs_run: usize,
-}
-
-pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
-    for &sigma in &a.noise_multipliers {
-        // Checked before any run: a negative value must not quietly train without DP.
-        NoiseMultiplier::new(sigma).context("--noise-multipliers")?;
-    }
-    let set = load_dataset(&a.data, a.model.technique(), &a.limits)?;
-    let Splits {
-        train: tr,
-        validation: va,
-        evaluation: eval,
-    } = pipeline::split(&set)?;
-    if eval.is_empty() {
-        bail!(
-            "{} has no test/ or val/ images to measure accuracy on",
-            a.data.display()
-        );
-    }
-    let mut rows = Vec::new();
-    // Every run's ledger: choosing the best run looks at all of them.
-    let (mut all_segments, mut any_plain) = (Vec::new(), false);
-    for &sigma in &a.noise_multipliers {
-        let args = TrainArgs {
-            data: a.data.clone(),
-            model: a.model,
-            epochs: a.epochs,
-            batch_size: a.batch_size,
-            lr: a.lr,
-            optimizer: a.optimizer,
-            momentum: 0.9,
-            patience: 0,
-            out: None,
-            metrics: None,
-            device: DeviceArg::Cpu,
-            width: 1.0,
-            class_weights: a.class_weights,
-            seed: a.seed,
-            resume: None,
-            init_weights: None,
-            freeze: a.freeze.clone(),
-            ema: a.ema,
-            dropout: a.dropout,
-            checkpoint_dir: a.out.join(format!("sigma-{sigma}")),
-            dp: sigma > 0.0,
-            noise_multiplier: sigma,
-            clip_norm: a.clip_norm,
-            delta: a.delta,
-            microbatch: 1,
-            physical_batch_size: None,
-            augmentations: 1,
-            sampling: SamplingArg::Poisson,
-            clipping: a.clipping,
-            insecure_noise_seed: None,
-            insecure_sampling_seed: None,
-            adaptive_clip: None,
-            limits: a.limits,
-            canaries: 0,
-            canary_file: None,
-            json: false,
-        };
-        eprintln!("sweep: noise multiplier {sigma}");
-        let config = config_from(&args)?;
-        let outcome = run_training(config, tr.clone(), va.clone(), None, false)?;
-        let best = outcome
-            .best_checkpoint
-            .clone()
-            .context("training wrote no checkpoint")?;
-        let m = train::evaluate(&load_model(&best)?, &eval, 64)?;
-        match train::checkpoint::read_meta(&best)?.privacy_ledger {
-            l if sigma > 0.0 && !l.is_empty() => all_segments.extend(l),
-            _ => any_plain = true,
-        }
-        let epsilon = if sigma > 0.0 {
-            match outcome.epsilon {
-                Some(e) => Some(e),
-                None => {
-                    // Poisson sampling at q = B/N for every step run.
-                    let n = tr.len() as u64;
-                    let q = privacy::sample_rate(a.batch_size as u64, n)?;
-                    let steps =
-                        privacy::steps_for(n, a.batch_size as u64, outcome.epochs_run as u64)?;
-                    Some(
-                        privacy::epsilon(
-                            AccountantKind::Rdp,
-                            q,
-                            NoiseMultiplier::new(sigma)?,
-                            steps,
-                            Delta::new(a.delta)?,
-                        )?
-                        .epsilon,
-                    )
-                }
-            }
-        } else {
-            None
-        };
-        rows.push(SweepRow {
-            noise_multiplier: sigma,
-            epsilon,
-            accuracy: m.accuracy,
-            recall: m.recall,
-            specificity: m.specificity,
-            epochs_run: outcome.epochs_run,
-        });
-    }
-    std::fs::create_dir_all(&a.out)?;
-    let mut md = String::from(
-        "| noise multiplier | epsilon | test accuracy | sensitivity | specificity | epochs |\n|---|---|---|---|---|---|\n",
-    );
-    for r in &rows {
-        md.push_str(&format!(
-            "| {} | {} | {:.4} | {:.4} | {:.4} | {} |\n",
-            r.noise_multiplier,
-            r.epsilon
-                .map(|e| format!("{e:.3}"))
-                .unwrap_or_else(|| "inf (no DP)".into()),
-            r.accuracy,
-            r.recall,
-            r.specificity,
-            r.epochs_run
-        ));
-    }
-    // Releasing the best of these runs (by test accuracy) is post-processing of all of them:
-    // its epsilon is that of every run's releases composed (RDP), an upper bound; Papernot
-    // and Steinke 2022 give tighter ones for random search, not implemented here.
-    let delta = Delta::new(a.delta)?;
-    let selection = (!any_plain).then(|| train::accounting::epsilon_of(&all_segments, delta));
-    md.push_str(&format!(
-        "\nepsilon of releasing the best of these {} runs (all runs composed, {NEIGHBOURING} neighbours, delta {}): {}\n",
-        rows.len(),
-        a.delta,
-        selection
-            .map(|e| format!("{e:.3}"))
-            .unwrap_or_else(|| "inf (a run without DP)".into())
-    ));
-    print!("{md}");
-    privxray::atomic::write_atomic(&a.out.join("sweep.md"), md.as_bytes())?;
-    privxray::atomic::write_atomic(
-        &a.out.join("sweep.json"),
-        serde_json::to_string_pretty(&serde_json::json!({
-            "runs": rows,
-            "epsilon_of_selection": selection,
-            "neighbouring": NEIGHBOURING,
-        }))?
-        .as_bytes(),
-    )?;
-    let finite: Vec<(f64, f64)> = rows
-        .iter()
-        .filter_map(|r| r.epsilon.map(|e| (e, r.accuracy)))
-        .collect();
-    let right = finite.iter().map(|p| p.0).fold(1.0, f64::max) * 1.2;
-    let mut series = vec![privxray::plot::Series {
-        label: "DP-SGD".into(),
-        points: finite,
-    }];
-    let no_dp: Vec<(f64, f64)> = rows
-        .iter()
-        .filter(|r| r.epsilon.is_none())
-        .map(|r| (right, r.accuracy))
-        .collect();
-    if !no_dp.is_empty() {
-        series.push(privxray::plot::Series {
-            label: "no DP (epsilon infinite, drawn at right)".into(),
-            points: no_dp,
-        });
-    }
-    let chart = privxray::plot::Chart {
-        title: format!(
-            "{}: test accuracy against epsilon (delta {})",
-            a.model, a.delta
-        ),
-        x_label: "epsilon".into(),
-        y_label: "test accuracy".into(),
-        series,
-        points_only: true,
-    };
-    let png = a.out.join("frontier.png");
-    privxray::plot::write_png(&chart, &png, 900, 560)?;
-    eprintln!("wrote {}, sweep.md and sweep.json", png.display());
     Ok(())
 }

@@ -1,0 +1,40 @@
+//! `evaluate`: a checkpoint's metrics on the merged test and val sets.
+
+use super::common::{load_dataset, load_model, print_metrics};
+use super::data::LimitArgs;
+use anyhow::bail;
+use clap::Args;
+use privxray::pipeline;
+use privxray::train;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// A checkpoint written by `privxray train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Dataset root; test/ and val/ are merged (a folder with NORMAL/ and PNEUMONIA/ directly
+    /// is used whole).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Import caps (as `preprocess`).
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<()> {
+    let model = load_model(&a.model)?;
+    let set = load_dataset(&a.data, model.kind().technique(), &a.limits)?;
+    let eval = pipeline::subset(&set, &set.evaluation_indices())?;
+    if eval.is_empty() {
+        bail!(
+            "{} has no test/ or val/ images to evaluate on",
+            a.data.display()
+        );
+    }
+    let m = train::evaluate(&model, &eval, 64)?;
+    print_metrics(&m, a.json, None);
+    Ok(())
+}
