@@ -103,25 +103,42 @@ impl CheckpointMeta {
 /// Rewrites the metadata of the checkpoint at `path` (atomically), keeping its tensors byte
 /// for byte: how a release's epsilon follows the run after the release was chosen.
 pub fn update_meta(path: &Path, f: impl FnOnce(&mut CheckpointMeta)) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| ck_err(path, format!("not a safetensors file: {e}")))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| ck_err(path, format!("header: {e}")))?;
-    let mut meta = parse_meta(path, header.metadata().as_ref())?;
+    let bytes = read_file(path)?;
+    let (st, mut meta) = parse_file(path, &bytes)?;
     f(&mut meta);
-    let json = serde_json::to_string(&meta)
-        .map_err(|e| TrainError::Config(format!("checkpoint metadata: {e}")))?;
-    let info = HashMap::from([(META_KEY.to_string(), json)]);
-    let out = safetensors::serialize(st.tensors(), Some(info))
+    let out = safetensors::serialize(st.tensors(), Some(meta_info(&meta)?))
         .map_err(|e| TrainError::Config(format!("serialising checkpoint: {e}")))?;
     crate::atomic::write_atomic(path, &out).map_err(|source| TrainError::Io {
         path: path.to_path_buf(),
         source,
     })
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The tensors and the checked metadata of a checkpoint's bytes.
+fn parse_file<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<(safetensors::SafeTensors<'a>, CheckpointMeta)> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| ck_err(path, format!("not a safetensors file: {e}")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| ck_err(path, format!("header: {e}")))?;
+    let meta = parse_meta(path, header.metadata().as_ref())?;
+    Ok((st, meta))
+}
+
+/// The safetensors `__metadata__` map holding `meta`.
+fn meta_info(meta: &CheckpointMeta) -> Result<HashMap<String, String>> {
+    let json = serde_json::to_string(meta)
+        .map_err(|e| TrainError::Config(format!("checkpoint metadata: {e}")))?;
+    Ok(HashMap::from([(META_KEY.to_string(), json)]))
 }
 
 fn ck_err(path: &Path, reason: impl Into<String>) -> TrainError {
@@ -146,10 +163,7 @@ pub fn to_bytes(meta: &CheckpointMeta, tensors: &[(String, Tensor)]) -> Result<V
                 .map_err(|e| TrainError::Config(format!("tensor {name}: {e}")))?;
         views.push((name.clone(), view));
     }
-    let json = serde_json::to_string(meta)
-        .map_err(|e| TrainError::Config(format!("checkpoint metadata: {e}")))?;
-    let info = HashMap::from([(META_KEY.to_string(), json)]);
-    safetensors::serialize(views, Some(info))
+    safetensors::serialize(views, Some(meta_info(meta)?))
         .map_err(|e| TrainError::Config(format!("serialising checkpoint: {e}")))
 }
 
@@ -274,15 +288,8 @@ pub struct Loaded {
 
 /// Reads a checkpoint's metadata and tensors onto `device`.
 pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
-    let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| ck_err(path, format!("not a safetensors file: {e}")))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| ck_err(path, format!("header: {e}")))?;
-    let meta = parse_meta(path, header.metadata().as_ref())?;
+    let bytes = read_file(path)?;
+    let (st, meta) = parse_file(path, &bytes)?;
     // Shapes first: a hostile file is refused before anything the size of a model is built.
     for (name, shape, _) in super::model::parameter_shapes(meta.model, meta.width) {
         let view = st
