@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use privxray::model::spec::pneumonia_probability;
+use privxray::mpc::range::{CheckError, LogitBound};
 use privxray::mpc::FixedPoint;
 use privxray::net::{LocalParty, PartiesConfig, PartyId, StaticKeypair};
 use privxray::party::{self, RemoteClient, ShareFile};
@@ -118,18 +119,36 @@ pub fn predict_remote(
                 continue;
             }
         };
-        results.push(match client.predict(&x) {
-            Ok(r) => {
-                let prob = f64::from(pneumonia_probability(&r.logits));
+        // Every request is shared afresh, so a second run has fresh randomness.
+        let mut last = None;
+        let checked = LogitBound::ceiling().checked(|| {
+            client.predict(&x).map(|r| {
+                let logits = r.logits.clone();
+                last = Some(r);
+                logits
+            })
+        });
+        results.push(match checked.map(|c| (c, last.take())) {
+            Ok((c, Some(r))) => {
+                if c.retried {
+                    eprintln!(
+                        "{}: the first private answer was out of the model's range; asked again",
+                        path.display()
+                    );
+                }
+                let prob = f64::from(pneumonia_probability(&c.logits));
                 let mut p = Prediction::new(path, prob, r.seconds);
                 p.bytes = Some(r.bytes_between_parties);
                 p.rounds = Some(r.rounds);
+                p.retried = Some(c.retried);
                 ImageResult::Predicted(p)
             }
-            Err(e) => {
+            Ok((_, None)) => ImageResult::failed(path, "no answer"),
+            Err(CheckError::Predict(e)) => {
                 broken = Some(e.to_string());
                 ImageResult::failed(path, format!("private prediction: {e}"))
             }
+            Err(e) => ImageResult::failed(path, e),
         });
     }
     print_predictions(&results, json)

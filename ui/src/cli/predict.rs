@@ -5,6 +5,8 @@ use super::common::load_model;
 use super::prediction::{print_predictions, ImageResult, Prediction};
 use clap::Args;
 use privxray::model::spec::pneumonia_probability;
+use privxray::model::NetworkSpec;
+use privxray::mpc::range::LogitBound;
 use privxray::pipeline::{self, load_input};
 use privxray::train::Model;
 use std::path::PathBuf;
@@ -66,6 +68,7 @@ pub fn predict_simulated(
     }
     let spec = model.to_spec()?;
     let technique = model.kind().technique();
+    let bound = LogitBound::of(&spec);
     let mut results: Vec<Option<ImageResult>> = vec![None; images.len()];
     let mut loaded = Vec::with_capacity(images.len());
     for (i, path) in images.iter().enumerate() {
@@ -78,12 +81,25 @@ pub fn predict_simulated(
         let xs: Vec<Vec<f32>> = chunk.iter().map(|(_, x)| x.clone()).collect();
         match privxray::mpc::simulate(&spec, &xs, batch) {
             Ok(r) => {
-                for ((i, _), logits) in chunk.iter().zip(&r.logits) {
-                    let p = pneumonia_probability(logits) as f64;
-                    let mut p = Prediction::new(&images[*i], p, r.seconds);
-                    p.bytes = Some(r.bytes_between_parties / chunk.len() as u64);
-                    p.rounds = Some(r.rounds);
-                    results[*i] = Some(ImageResult::Predicted(p));
+                for ((i, x), logits) in chunk.iter().zip(&r.logits) {
+                    results[*i] = Some(match recheck(&spec, &bound, logits, x) {
+                        Ok((logits, retried)) => {
+                            if retried {
+                                eprintln!(
+                                    "{}: the first private answer was out of the model's range; \
+                                     ran it again",
+                                    images[*i].display()
+                                );
+                            }
+                            let prob = pneumonia_probability(&logits) as f64;
+                            let mut p = Prediction::new(&images[*i], prob, r.seconds);
+                            p.bytes = Some(r.bytes_between_parties / chunk.len() as u64);
+                            p.rounds = Some(r.rounds);
+                            p.retried = Some(retried);
+                            ImageResult::Predicted(p)
+                        }
+                        Err(e) => ImageResult::failed(&images[*i], e),
+                    });
                 }
             }
             Err(e) => {
@@ -101,6 +117,26 @@ pub fn predict_simulated(
         .collect())
 }
 
+/// The range check of one image's private logits: in range, as they are; out of range, the
+/// image runs once more alone (fresh randomness) and that answer stands if it is in range.
+fn recheck(
+    spec: &NetworkSpec,
+    bound: &LogitBound,
+    logits: &[f32],
+    x: &[f32],
+) -> Result<(Vec<f32>, bool), String> {
+    let mut first = Some(logits.to_vec());
+    bound
+        .checked(|| match first.take() {
+            Some(l) => Ok(l),
+            None => privxray::mpc::simulate(spec, &[x.to_vec()], 1)
+                .map_err(|e| format!("secure computation: {e}"))
+                .and_then(|r| r.logits.into_iter().next().ok_or("no logits".to_string())),
+        })
+        .map(|c| (c.logits, c.retried))
+        .map_err(|e| e.to_string())
+}
+
 /// Plaintext predictions with candle, one result per image: a bad image costs only itself.
 pub fn predict_plain(model: &Model, images: &[PathBuf]) -> Vec<ImageResult> {
     pipeline::predict_images(model, images)
@@ -111,4 +147,33 @@ pub fn predict_plain(model: &Model, images: &[PathBuf]) -> Vec<ImageResult> {
             Err(e) => ImageResult::failed(path, format!("{:#}", anyhow::Error::from(e))),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use privxray::model::{arch::random_spec, ModelKind};
+
+    /// An out-of-range answer (what a wrapped ring element decodes to) is replaced by a second,
+    /// private run's answer, marked as retried; an in-range one is kept as it is.
+    #[test]
+    fn an_out_of_range_answer_is_run_again_privately() {
+        let spec = random_spec(ModelKind::DnnAv, 1.0, 5);
+        let x: Vec<f32> = (0..spec.input_len())
+            .map(|i| (i % 255) as f32 / 255.0)
+            .collect();
+        let bound = LogitBound::ceiling();
+        let plain = spec.forward(&x).unwrap();
+        let (logits, retried) = recheck(&spec, &bound, &[3.0e14, 0.0], &x).unwrap();
+        assert!(retried);
+        for (a, b) in logits.iter().zip(&plain) {
+            assert!(
+                (a - b).abs() < 1e-2,
+                "private {logits:?}, plaintext {plain:?}"
+            );
+        }
+        let (kept, retried) = recheck(&spec, &bound, &[0.25, -0.5], &x).unwrap();
+        assert!(!retried);
+        assert_eq!(kept, vec![0.25, -0.5]);
+    }
 }
