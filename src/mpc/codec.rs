@@ -5,21 +5,38 @@
 //! words; shapes and sizes are `u32`; text is a `u32` length then UTF-8. The decoder checks
 //! every count against the bytes actually left before allocating, checks that the decoded
 //! object is consistent (shapes, share lengths), and rejects trailing bytes.
+//!
+//! A model share (format version 2) continues with the 16-byte dealing id, the name, the input
+//! shape, the operation count and the operations. Version 1 had no dealing id; such files are
+//! refused with a message saying to share the model again. The model decoder also caps what a
+//! model may declare before it allocates anything for it: at most [`MAX_OPS`] operations,
+//! [`MAX_TENSOR`] elements in one parameter tensor (full-width VGG16-2's 25088x4096 dense layer
+//! has about 2^26.6) and [`MAX_MODEL`] elements in all.
 
 use super::client::{InputShare, OutputShare};
 use super::error::{MpcError, Result};
 use super::fixed::FixedPoint;
 use super::layers::ConvGeom;
-use super::model::{PartyModel, SecureOp};
+use super::model::{DealingId, PartyModel, SecureOp};
 use super::party::PartyId;
 use super::share::ArithShare;
 use crate::bytes::{Cursor, Short};
 
+/// Version of the input and output share formats.
 const VERSION: u8 = 1;
+/// Version of the model share format: 2 added the dealing id.
+const MODEL_VERSION: u8 = 2;
 const MAGIC_MODEL: &[u8; 4] = b"PXMS";
 const MAGIC_INPUT: &[u8; 4] = b"PXIS";
 const MAGIC_OUTPUT: &[u8; 4] = b"PXOS";
 const MAX_NAME: usize = 4096;
+/// Most operations a model share may declare (VGG16 compiles to about 40).
+pub const MAX_OPS: usize = 256;
+/// Most elements in one parameter tensor: 2^27, above full-width VGG16-2's largest (25088 x
+/// 4096 = 102,760,448).
+pub const MAX_TENSOR: usize = 1 << 27;
+/// Most parameter elements in a whole model: 2^28, twice full-width VGG16-2's 1.35e8.
+pub const MAX_MODEL: usize = 1 << 28;
 
 const TAG_CONV: u8 = 1;
 const TAG_DENSE: u8 = 2;
@@ -31,10 +48,10 @@ const TAG_AVGPOOL: u8 = 6;
 struct Writer(Vec<u8>);
 
 impl Writer {
-    fn header(magic: &[u8; 4], party: PartyId, fixed: FixedPoint) -> Self {
+    fn header(magic: &[u8; 4], version: u8, party: PartyId, fixed: FixedPoint) -> Self {
         let mut w = Writer(Vec::new());
         w.0.extend_from_slice(magic);
-        w.0.push(VERSION);
+        w.0.push(version);
         w.0.push(party.get());
         // frac_bits is at most FixedPoint::MAX_FRAC_BITS (24).
         w.0.push(fixed.frac_bits() as u8);
@@ -91,6 +108,10 @@ impl<'a> Reader<'a> {
     }
     fn words(&mut self) -> Result<Vec<u64>> {
         let n = self.u64()?;
+        self.words_body(n)
+    }
+    /// The `n` words after a count that has been read.
+    fn words_body(&mut self, n: u64) -> Result<Vec<u64>> {
         let left = self.cur.remaining() as u64;
         if n > left / 8 {
             return Err(self.err(format!("declares {n} words but only {left} bytes are left")));
@@ -106,10 +127,34 @@ impl<'a> Reader<'a> {
         let next = self.words()?;
         ArithShare::new(own, next)
     }
+    /// A model parameter share: its declared length is checked against [`MAX_TENSOR`] and
+    /// against what is left of the model's [`MAX_MODEL`] budget before anything is read.
+    fn param(&mut self, what: &str, budget: &mut usize) -> Result<ArithShare> {
+        let mut parts = [Vec::new(), Vec::new()];
+        for part in &mut parts {
+            let n = self.u64()?;
+            if n > MAX_TENSOR as u64 {
+                return Err(self.err(format!(
+                    "{what} declares {n} elements, at most {MAX_TENSOR} per tensor"
+                )));
+            }
+            if n > *budget as u64 {
+                return Err(self.err(format!(
+                    "{what} declares {n} elements, past the limit of {MAX_MODEL} parameter \
+                     elements in a model"
+                )));
+            }
+            *part = self.words_body(n)?;
+        }
+        let [own, next] = parts;
+        *budget -= own.len();
+        ArithShare::new(own, next)
+    }
     fn header(
         data: &'a [u8],
         what: &'static str,
         magic: &[u8; 4],
+        version: u8,
     ) -> Result<(Self, PartyId, FixedPoint)> {
         let mut r = Reader {
             what,
@@ -120,8 +165,15 @@ impl<'a> Reader<'a> {
             return Err(r.err(format!("magic {m:?}, expected {magic:?}")));
         }
         let v = r.u8()?;
-        if v != VERSION {
-            return Err(r.err(format!("format version {v}, expected {VERSION}")));
+        if v < version && magic == MAGIC_MODEL {
+            return Err(r.err(format!(
+                "format version {v} was written by an older privxray (this one reads version \
+                 {version}, which carries a dealing id); the model owner must run `privxray \
+                 share-model` again"
+            )));
+        }
+        if v != version {
+            return Err(r.err(format!("format version {v}, expected {version}")));
         }
         let party = PartyId::new(r.u8()?)?;
         let fixed = FixedPoint::new(u32::from(r.u8()?))?;
@@ -137,7 +189,7 @@ impl<'a> Reader<'a> {
 
 impl InputShare {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::header(MAGIC_INPUT, self.party(), self.fixed());
+        let mut w = Writer::header(MAGIC_INPUT, VERSION, self.party(), self.fixed());
         for d in self.shape() {
             w.u32(d);
         }
@@ -146,7 +198,7 @@ impl InputShare {
     }
 
     pub fn from_bytes(data: &[u8]) -> Result<Self> {
-        let (mut r, party, fixed) = Reader::header(data, "input share", MAGIC_INPUT)?;
+        let (mut r, party, fixed) = Reader::header(data, "input share", MAGIC_INPUT, VERSION)?;
         let shape = [r.u32()?, r.u32()?, r.u32()?];
         let share = r.share()?;
         r.finish()?;
@@ -156,13 +208,13 @@ impl InputShare {
 
 impl OutputShare {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::header(MAGIC_OUTPUT, self.party(), self.fixed());
+        let mut w = Writer::header(MAGIC_OUTPUT, VERSION, self.party(), self.fixed());
         w.words(self.part());
         w.0
     }
 
     pub fn from_bytes(data: &[u8]) -> Result<Self> {
-        let (mut r, party, fixed) = Reader::header(data, "output share", MAGIC_OUTPUT)?;
+        let (mut r, party, fixed) = Reader::header(data, "output share", MAGIC_OUTPUT, VERSION)?;
         let part = r.words()?;
         r.finish()?;
         Ok(OutputShare::new(party, fixed, part))
@@ -171,7 +223,8 @@ impl OutputShare {
 
 impl PartyModel {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::header(MAGIC_MODEL, self.party(), self.fixed());
+        let mut w = Writer::header(MAGIC_MODEL, MODEL_VERSION, self.party(), self.fixed());
+        w.0.extend_from_slice(self.dealing().as_bytes());
         w.u32(self.name().len());
         w.0.extend_from_slice(self.name().as_bytes());
         for d in self.input_shape() {
@@ -251,9 +304,13 @@ impl PartyModel {
         w.0
     }
 
-    /// Decodes and validates a model share ([`PartyModel::new`] checks every shape).
+    /// Decodes and validates a model share ([`PartyModel::new`] checks every shape). Counts and
+    /// sizes are checked against [`MAX_OPS`], [`MAX_TENSOR`] and [`MAX_MODEL`] before anything
+    /// is allocated for them.
     pub fn from_bytes(data: &[u8]) -> Result<Self> {
-        let (mut r, party, fixed) = Reader::header(data, "model share", MAGIC_MODEL)?;
+        let (mut r, party, fixed) =
+            Reader::header(data, "model share", MAGIC_MODEL, MODEL_VERSION)?;
+        let dealing = DealingId::from_bytes(r.cur.array().map_err(|s| r.short(s))?);
         let name_len = r.u32()?;
         if name_len > MAX_NAME {
             return Err(r.err(format!(
@@ -264,14 +321,13 @@ impl PartyModel {
             .map_err(|_| r.err("model name is not UTF-8"))?;
         let input = [r.u32()?, r.u32()?, r.u32()?];
         let count = r.u32()?;
-        // Every op takes at least one byte.
-        if count > data.len() {
+        if count > MAX_OPS {
             return Err(r.err(format!(
-                "declares {count} operations in {} bytes",
-                data.len()
+                "declares {count} operations, at most {MAX_OPS}"
             )));
         }
         let mut ops = Vec::with_capacity(count);
+        let mut budget = MAX_MODEL;
         for _ in 0..count {
             let tag = r.u8()?;
             let op = match tag {
@@ -286,22 +342,22 @@ impl PartyModel {
                     };
                     SecureOp::Conv {
                         geom,
-                        weight: r.share()?,
-                        bias: r.share()?,
+                        weight: r.param("convolution weight", &mut budget)?,
+                        bias: r.param("convolution bias", &mut budget)?,
                     }
                 }
                 TAG_DENSE => SecureOp::Dense {
                     in_features: r.u32()?,
                     out_features: r.u32()?,
-                    weight: r.share()?,
-                    bias: r.share()?,
+                    weight: r.param("dense weight", &mut budget)?,
+                    bias: r.param("dense bias", &mut budget)?,
                 },
                 TAG_AFFINE => SecureOp::ChannelAffine {
                     channels: r.u32()?,
                     height: r.u32()?,
                     width: r.u32()?,
-                    scale: r.share()?,
-                    shift: r.share()?,
+                    scale: r.param("affine scale", &mut budget)?,
+                    shift: r.param("affine shift", &mut budget)?,
                 },
                 TAG_RELU => SecureOp::Relu,
                 TAG_MAXPOOL => SecureOp::MaxPool {
@@ -326,6 +382,6 @@ impl PartyModel {
             ops.push(op);
         }
         r.finish()?;
-        PartyModel::new(party, fixed, name, input, ops)
+        PartyModel::new(party, dealing, fixed, name, input, ops)
     }
 }

@@ -2,6 +2,7 @@
 //! in-memory transport. For tests, demonstrations and the benchmark.
 
 use super::client::{reconstruct, share_input_os, InputShare, OutputShare};
+use super::consistency::{compare_input_copies, inconsistent_input};
 use super::context::{CommStats, Party};
 use super::error::{MpcError, Result};
 use super::fixed::FixedPoint;
@@ -133,11 +134,18 @@ pub fn simulate_with(
 
 fn run_party<T: Transport>(
     id: PartyId,
-    transport: T,
+    mut transport: T,
     model: &PartyModel,
     inputs: &[InputShare],
     batch: usize,
 ) -> Result<(Vec<OutputShare>, CommStats, Duration)> {
+    // The inputs came through their byte format as from a client: check the copies before
+    // computing (untimed, like the key setup). A party that finds a difference stops; the one
+    // that cannot see it then finds its peers gone, and the caller reports the root cause.
+    let found = compare_input_copies(&mut transport, id, Some(inputs))?;
+    if !found.is_empty() {
+        return Err(inconsistent_input(&found));
+    }
     let mut party = Party::setup(id, transport)?;
     let before = party.stats();
     let start = Instant::now();
