@@ -38,6 +38,20 @@ pub const MAX_TENSOR: usize = 1 << 27;
 /// Most parameter elements in a whole model: 2^28, twice full-width VGG16-2's 1.35e8.
 pub const MAX_MODEL: usize = 1 << 28;
 
+/// The caps the model decoder applies (the constants above; smaller in tests).
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    ops: usize,
+    tensor: usize,
+    model: usize,
+}
+
+const LIMITS: Limits = Limits {
+    ops: MAX_OPS,
+    tensor: MAX_TENSOR,
+    model: MAX_MODEL,
+};
+
 const TAG_CONV: u8 = 1;
 const TAG_DENSE: u8 = 2;
 const TAG_AFFINE: u8 = 3;
@@ -127,21 +141,23 @@ impl<'a> Reader<'a> {
         let next = self.words()?;
         ArithShare::new(own, next)
     }
-    /// A model parameter share: its declared length is checked against [`MAX_TENSOR`] and
-    /// against what is left of the model's [`MAX_MODEL`] budget before anything is read.
-    fn param(&mut self, what: &str, budget: &mut usize) -> Result<ArithShare> {
+    /// A model parameter share: its declared length is checked against the per-tensor cap and
+    /// against what is left of the model's `budget` before anything is read.
+    fn param(&mut self, what: &str, limits: Limits, budget: &mut usize) -> Result<ArithShare> {
         let mut parts = [Vec::new(), Vec::new()];
         for part in &mut parts {
             let n = self.u64()?;
-            if n > MAX_TENSOR as u64 {
+            if n > limits.tensor as u64 {
                 return Err(self.err(format!(
-                    "{what} declares {n} elements, at most {MAX_TENSOR} per tensor"
+                    "{what} declares {n} elements, at most {} per tensor",
+                    limits.tensor
                 )));
             }
             if n > *budget as u64 {
                 return Err(self.err(format!(
-                    "{what} declares {n} elements, past the limit of {MAX_MODEL} parameter \
-                     elements in a model"
+                    "{what} declares {n} elements, past the limit of {} parameter elements in \
+                     a model",
+                    limits.model
                 )));
             }
             *part = self.words_body(n)?;
@@ -308,80 +324,291 @@ impl PartyModel {
     /// sizes are checked against [`MAX_OPS`], [`MAX_TENSOR`] and [`MAX_MODEL`] before anything
     /// is allocated for them.
     pub fn from_bytes(data: &[u8]) -> Result<Self> {
-        let (mut r, party, fixed) =
-            Reader::header(data, "model share", MAGIC_MODEL, MODEL_VERSION)?;
-        let dealing = DealingId::from_bytes(r.cur.array().map_err(|s| r.short(s))?);
-        let name_len = r.u32()?;
-        if name_len > MAX_NAME {
-            return Err(r.err(format!(
-                "model name of {name_len} bytes, at most {MAX_NAME}"
-            )));
-        }
-        let name = String::from_utf8(r.take(name_len)?.to_vec())
-            .map_err(|_| r.err("model name is not UTF-8"))?;
-        let input = [r.u32()?, r.u32()?, r.u32()?];
-        let count = r.u32()?;
-        if count > MAX_OPS {
-            return Err(r.err(format!(
-                "declares {count} operations, at most {MAX_OPS}"
-            )));
-        }
-        let mut ops = Vec::with_capacity(count);
-        let mut budget = MAX_MODEL;
-        for _ in 0..count {
-            let tag = r.u8()?;
-            let op = match tag {
-                TAG_CONV => {
-                    let geom = ConvGeom {
-                        in_channels: r.u32()?,
-                        out_channels: r.u32()?,
-                        kernel: r.u32()?,
-                        padding: r.u32()?,
-                        height: r.u32()?,
-                        width: r.u32()?,
-                    };
-                    SecureOp::Conv {
-                        geom,
-                        weight: r.param("convolution weight", &mut budget)?,
-                        bias: r.param("convolution bias", &mut budget)?,
-                    }
+        decode_model(data, LIMITS)
+    }
+}
+
+fn decode_model(data: &[u8], limits: Limits) -> Result<PartyModel> {
+    let (mut r, party, fixed) = Reader::header(data, "model share", MAGIC_MODEL, MODEL_VERSION)?;
+    let dealing = DealingId::from_bytes(r.cur.array().map_err(|s| r.short(s))?);
+    let name_len = r.u32()?;
+    if name_len > MAX_NAME {
+        return Err(r.err(format!(
+            "model name of {name_len} bytes, at most {MAX_NAME}"
+        )));
+    }
+    let name = String::from_utf8(r.take(name_len)?.to_vec())
+        .map_err(|_| r.err("model name is not UTF-8"))?;
+    let input = [r.u32()?, r.u32()?, r.u32()?];
+    let count = r.u32()?;
+    if count > limits.ops {
+        return Err(r.err(format!(
+            "declares {count} operations, at most {}",
+            limits.ops
+        )));
+    }
+    let mut ops = Vec::with_capacity(count);
+    let mut budget = limits.model;
+    for _ in 0..count {
+        let tag = r.u8()?;
+        let op = match tag {
+            TAG_CONV => {
+                let geom = ConvGeom {
+                    in_channels: r.u32()?,
+                    out_channels: r.u32()?,
+                    kernel: r.u32()?,
+                    padding: r.u32()?,
+                    height: r.u32()?,
+                    width: r.u32()?,
+                };
+                SecureOp::Conv {
+                    geom,
+                    weight: r.param("convolution weight", limits, &mut budget)?,
+                    bias: r.param("convolution bias", limits, &mut budget)?,
                 }
-                TAG_DENSE => SecureOp::Dense {
-                    in_features: r.u32()?,
-                    out_features: r.u32()?,
-                    weight: r.param("dense weight", &mut budget)?,
-                    bias: r.param("dense bias", &mut budget)?,
+            }
+            TAG_DENSE => SecureOp::Dense {
+                in_features: r.u32()?,
+                out_features: r.u32()?,
+                weight: r.param("dense weight", limits, &mut budget)?,
+                bias: r.param("dense bias", limits, &mut budget)?,
+            },
+            TAG_AFFINE => SecureOp::ChannelAffine {
+                channels: r.u32()?,
+                height: r.u32()?,
+                width: r.u32()?,
+                scale: r.param("affine scale", limits, &mut budget)?,
+                shift: r.param("affine shift", limits, &mut budget)?,
+            },
+            TAG_RELU => SecureOp::Relu,
+            TAG_MAXPOOL => SecureOp::MaxPool {
+                channels: r.u32()?,
+                height: r.u32()?,
+                width: r.u32()?,
+                size: r.u32()?,
+                relu: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    b => return Err(r.err(format!("max-pool ReLU flag {b}, expected 0 or 1"))),
                 },
-                TAG_AFFINE => SecureOp::ChannelAffine {
-                    channels: r.u32()?,
-                    height: r.u32()?,
-                    width: r.u32()?,
-                    scale: r.param("affine scale", &mut budget)?,
-                    shift: r.param("affine shift", &mut budget)?,
-                },
-                TAG_RELU => SecureOp::Relu,
-                TAG_MAXPOOL => SecureOp::MaxPool {
-                    channels: r.u32()?,
-                    height: r.u32()?,
-                    width: r.u32()?,
-                    size: r.u32()?,
-                    relu: match r.u8()? {
-                        0 => false,
-                        1 => true,
-                        b => return Err(r.err(format!("max-pool ReLU flag {b}, expected 0 or 1"))),
-                    },
-                },
-                TAG_AVGPOOL => SecureOp::AvgPool {
-                    channels: r.u32()?,
-                    height: r.u32()?,
-                    width: r.u32()?,
-                    size: r.u32()?,
-                },
-                t => return Err(r.err(format!("unknown operation tag {t}"))),
-            };
-            ops.push(op);
+            },
+            TAG_AVGPOOL => SecureOp::AvgPool {
+                channels: r.u32()?,
+                height: r.u32()?,
+                width: r.u32()?,
+                size: r.u32()?,
+            },
+            t => return Err(r.err(format!("unknown operation tag {t}"))),
+        };
+        ops.push(op);
+    }
+    r.finish()?;
+    PartyModel::new(party, dealing, fixed, name, input, ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::arch::{ModelKind, PlanLayer};
+    use crate::model::{Layer, NetworkSpec};
+    use crate::mpc::model::{share_model, MAX_ACTIVATION};
+    use rand::SeedableRng;
+
+    fn rng(seed: u64) -> rand_chacha::ChaCha20Rng {
+        rand_chacha::ChaCha20Rng::seed_from_u64(seed)
+    }
+
+    /// A dense 16 -> 8 -> 2 network: 128 + 8 + 16 + 2 = 154 parameter elements.
+    fn small_model(seed: u64) -> [PartyModel; 3] {
+        let dense = |i: usize, o: usize| Layer::Dense {
+            in_features: i,
+            out_features: o,
+            weight: (0..i * o).map(|k| (k % 7) as f32 / 10.0 - 0.3).collect(),
+            bias: vec![0.1; o],
+        };
+        let spec = NetworkSpec {
+            name: "small".into(),
+            input: [1, 4, 4],
+            layers: vec![Layer::Flatten, dense(16, 8), Layer::Relu, dense(8, 2)],
+        };
+        share_model(&spec, FixedPoint::default(), &mut rng(seed)).unwrap()
+    }
+
+    /// A model share header up to the operation count, as a hostile sender would write it.
+    fn header(count: u32) -> Vec<u8> {
+        let mut b = MAGIC_MODEL.to_vec();
+        b.extend([MODEL_VERSION, 0, 14]);
+        b.extend([7u8; DealingId::LEN]);
+        b.extend(1u32.to_le_bytes()); // name length
+        b.push(b'm');
+        for d in [1u32, 4, 4] {
+            b.extend(d.to_le_bytes());
         }
-        r.finish()?;
-        PartyModel::new(party, dealing, fixed, name, input, ops)
+        b.extend(count.to_le_bytes());
+        b
+    }
+
+    /// One dense 16 -> 2 op whose weight share declares `n` words (and carries none).
+    fn claiming_dense_weight(n: u64) -> Vec<u8> {
+        let mut b = header(1);
+        b.push(TAG_DENSE);
+        b.extend(16u32.to_le_bytes());
+        b.extend(2u32.to_le_bytes());
+        b.extend(n.to_le_bytes());
+        b
+    }
+
+    fn decode_err(data: &[u8]) -> String {
+        match PartyModel::from_bytes(data) {
+            Err(e @ MpcError::Decode { .. }) => e.to_string(),
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_header_claiming_huge_counts_is_refused_before_allocating() {
+        // Vec::with_capacity(u32::MAX) of operations would abort the process, so reaching the
+        // error shows the cap came first.
+        let err = decode_err(&header(u32::MAX));
+        assert!(err.contains("4294967295 operations, at most 256"), "{err}");
+        let err = decode_err(&header(MAX_OPS as u32 + 1));
+        assert!(err.contains("at most 256"), "{err}");
+        // At the cap the count is accepted and the decoder goes on to the (missing) operations.
+        let err = decode_err(&header(MAX_OPS as u32));
+        assert!(!err.contains("at most 256"), "{err}");
+
+        for n in [u64::MAX, 1 << 40, MAX_TENSOR as u64 + 1] {
+            let err = decode_err(&claiming_dense_weight(n));
+            assert!(
+                err.contains(&format!("dense weight declares {n} elements")),
+                "{err}"
+            );
+            assert!(
+                err.contains(&format!("at most {MAX_TENSOR} per tensor")),
+                "{err}"
+            );
+        }
+        // Exactly at the tensor cap: refused only because the words are not there.
+        let err = decode_err(&claiming_dense_weight(MAX_TENSOR as u64));
+        assert!(err.contains("bytes are left"), "{err}");
+    }
+
+    #[test]
+    fn tensor_and_model_caps_apply_to_real_shares() {
+        let [m, _, _] = small_model(1);
+        let bytes = m.to_bytes();
+        let generous = Limits {
+            ops: 256,
+            tensor: 128,
+            model: 154,
+        };
+        assert_eq!(decode_model(&bytes, generous).unwrap(), m);
+        let err = decode_model(
+            &bytes,
+            Limits {
+                tensor: 127,
+                ..generous
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("dense weight declares 128 elements, at most 127"),
+            "{err}"
+        );
+        let err = decode_model(
+            &bytes,
+            Limits {
+                model: 153,
+                ..generous
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("limit of 153 parameter elements"), "{err}");
+        let err = decode_model(&bytes, Limits { ops: 2, ..generous })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("3 operations, at most 2"), "{err}");
+    }
+
+    #[test]
+    fn full_width_vgg16_2_fits_under_the_caps() {
+        // Counted from the plan: building the real 1.35e8-parameter model here would cost GBs.
+        let kind = ModelKind::Vgg16_2;
+        let [c0, h0, w0] = kind.technique().input_shape();
+        let (mut c, mut h, mut w) = (c0, h0, w0);
+        let (mut largest, mut total, mut ops) = (0usize, 0usize, 0usize);
+        let mut activation = c * h * w;
+        let mut patches = 0usize;
+        for layer in kind.plan(1.0) {
+            match layer {
+                PlanLayer::Conv {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    ..
+                } => {
+                    let weights = in_channels * out_channels * kernel * kernel;
+                    largest = largest.max(weights);
+                    total += weights + out_channels;
+                    patches = patches.max(in_channels * kernel * kernel * h * w);
+                    c = out_channels;
+                    activation = activation.max(c * h * w);
+                    ops += 1;
+                }
+                PlanLayer::Dense {
+                    in_features,
+                    out_features,
+                } => {
+                    largest = largest.max(in_features * out_features);
+                    total += in_features * out_features + out_features;
+                    ops += 1;
+                }
+                PlanLayer::Pool(_) => {
+                    (h, w) = (h / 2, w / 2);
+                    ops += 1;
+                }
+                PlanLayer::Relu => ops += 1,
+                PlanLayer::Flatten | PlanLayer::Dropout(_) => {}
+            }
+        }
+        assert_eq!(largest, 25088 * 4096);
+        assert!(largest <= MAX_TENSOR && total <= MAX_MODEL && ops <= MAX_OPS);
+        assert!(total > 130_000_000, "{total}");
+        assert!(activation <= MAX_ACTIVATION && patches <= MAX_ACTIVATION);
+        // And the caps are not far above it: a tensor twice the largest is refused.
+        assert!(2 * largest > MAX_TENSOR);
+    }
+
+    #[test]
+    fn dealing_ids_round_trip_and_one_dealing_shares_one_id() {
+        let a = small_model(2);
+        let b = small_model(3);
+        assert!(a.iter().all(|m| m.dealing() == a[0].dealing()));
+        assert_ne!(a[0].dealing(), b[0].dealing(), "two dealings, one id");
+        for m in a.iter().chain(&b) {
+            assert_eq!(
+                PartyModel::from_bytes(&m.to_bytes()).unwrap().dealing(),
+                m.dealing()
+            );
+        }
+    }
+
+    #[test]
+    fn an_old_version_model_share_says_to_share_again() {
+        let [m, _, _] = small_model(4);
+        let mut old = m.to_bytes();
+        old[4] = 1;
+        let err = decode_err(&old);
+        assert!(err.contains("format version 1"), "{err}");
+        assert!(err.contains("privxray share-model"), "{err}");
+        // A version from the future is not called old.
+        old[4] = MODEL_VERSION + 1;
+        let err = decode_err(&old);
+        assert!(
+            err.contains("expected 2") && !err.contains("older"),
+            "{err}"
+        );
     }
 }
