@@ -17,7 +17,10 @@
 //! - [`protocol`]: multiplication, exact truncation, sign bit, ReLU and max.
 //! - [`range`]: the range of a model's logits, checked by the client (re-run once, then refuse).
 //! - [`layers`]: convolution, dense and pooling layers over shares.
-//! - [`model`]: compiling a spec into secure operations and sharing it ([`PartyModel`]).
+//! - [`model`]: compiling a spec into secure operations and sharing it ([`PartyModel`]), each
+//!   dealing tagged with a random [`DealingId`].
+//! - [`consistency`]: before computing, neighbours compare digests of the input components they
+//!   hold in common, and the parties compare dealing ids.
 //! - [`client`]: input and output shares, [`share_input`] and [`reconstruct`].
 //! - [`codec`]: the little-endian byte format of everything that crosses the network.
 //! - [`network`]: [`infer`], one party's secure forward pass of a batch.
@@ -26,6 +29,7 @@
 pub mod bits;
 pub mod client;
 pub mod codec;
+pub mod consistency;
 pub mod context;
 pub mod error;
 pub mod fixed;
@@ -48,7 +52,7 @@ pub use client::{reconstruct, share_input, share_input_os, InputShare, OutputSha
 pub use context::{CommStats, Party};
 pub use error::MpcError;
 pub use fixed::FixedPoint;
-pub use model::{share_model, share_model_os, PartyModel};
+pub use model::{share_model, share_model_os, DealingId, PartyModel};
 pub use network::infer;
 pub use party::PartyId;
 pub use share::{ArithShare, BitShare};

@@ -5,7 +5,8 @@
 //! none), dropout and flatten vanish (activations are already CHW row-major), and a ReLU next to
 //! a max pooling is moved after the pooling, where it compares `size^2` times fewer values.
 //! Every weight and bias is then encoded in fixed point and secret-shared, so no party ever
-//! holds a whole weight.
+//! holds a whole weight. The three shares of one dealing carry the same random [`DealingId`],
+//! which the parties compare before serving, so shares of two dealings are never mixed.
 
 use super::error::{volume, MpcError, Result};
 use super::fixed::FixedPoint;
@@ -15,7 +16,44 @@ use super::prg::os_rng;
 use super::share::{deal, ArithShare};
 use crate::model::spec::Shape;
 use crate::model::{Layer, NetworkSpec};
-use rand::CryptoRng;
+use rand::{CryptoRng, Rng};
+use std::fmt;
+
+/// Random 16-byte tag of one run of [`share_model`]: all three shares of a dealing carry it.
+/// Shares of different dealings are not shares of one model (each dealing draws fresh
+/// randomness), so parties holding different ids must not compute together.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DealingId([u8; DealingId::LEN]);
+
+impl DealingId {
+    pub const LEN: usize = 16;
+
+    pub fn from_bytes(bytes: [u8; Self::LEN]) -> Self {
+        DealingId(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; Self::LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Display for DealingId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for DealingId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DealingId({self})")
+    }
+}
+
+/// Most values of one image's activation after any operation, and most entries of one image's
+/// convolution patch matrix: 2^27. Full-width VGG16-2 at 224x224 peaks at 64x224x224 = 3.2e6
+/// and 576x224x224 = 2.9e7; the cap keeps a model share from declaring layers whose working
+/// memory cannot exist.
+pub const MAX_ACTIVATION: usize = 1 << 27;
 
 /// One step of the secure forward pass, with this party's shares of its parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,6 +147,18 @@ impl SecureOp {
                 params("convolution bias share", g.out_channels, bias.len())?;
                 let (oh, ow) = g.out_hw();
                 volume("convolution output", &[g.out_channels, oh, ow])?;
+                let patches = volume("convolution output", &[oh, ow])?
+                    .checked_mul(g.patch_len())
+                    .filter(|&n| n <= MAX_ACTIVATION);
+                if patches.is_none() {
+                    return Err(MpcError::Mismatch {
+                        what: "convolution patch matrix",
+                        expected: format!(
+                            "op {index} (conv): at most {MAX_ACTIVATION} entries per image"
+                        ),
+                        got: format!("{oh}x{ow} positions of {} values", g.patch_len()),
+                    });
+                }
                 Ok(Shape::Chw(g.out_channels, oh, ow))
             }
             SecureOp::Dense {
@@ -172,6 +222,7 @@ impl SecureOp {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartyModel {
     party: PartyId,
+    dealing: DealingId,
     fixed: FixedPoint,
     name: String,
     input: [usize; 3],
@@ -184,6 +235,7 @@ impl PartyModel {
     /// have the sizes their op needs).
     pub fn new(
         party: PartyId,
+        dealing: DealingId,
         fixed: FixedPoint,
         name: String,
         input: [usize; 3],
@@ -191,15 +243,25 @@ impl PartyModel {
     ) -> Result<Self> {
         volume("model input shape", &input)?;
         let mut cur = Shape::Chw(input[0], input[1], input[2]);
-        if cur.is_empty() {
+        if cur.is_empty() || cur.len() > MAX_ACTIVATION {
             return Err(MpcError::mismatch(
                 "model input shape",
-                "non-empty",
+                format!("non-empty, at most {MAX_ACTIVATION} values"),
                 format!("{input:?}"),
             ));
         }
         for (i, op) in ops.iter().enumerate() {
             cur = op.out_shape(i, cur)?;
+            if cur.len() > MAX_ACTIVATION {
+                return Err(MpcError::mismatch(
+                    "operation output",
+                    format!(
+                        "at most {MAX_ACTIVATION} values per image after op {i} ({})",
+                        op.kind()
+                    ),
+                    format!("{cur:?}"),
+                ));
+            }
             if cur.is_empty() {
                 return Err(MpcError::mismatch(
                     "operation output",
@@ -210,6 +272,7 @@ impl PartyModel {
         }
         Ok(PartyModel {
             party,
+            dealing,
             fixed,
             name,
             input,
@@ -220,6 +283,10 @@ impl PartyModel {
 
     pub fn party(&self) -> PartyId {
         self.party
+    }
+    /// The dealing this share belongs to (the same in all three shares of one dealing).
+    pub fn dealing(&self) -> DealingId {
+        self.dealing
     }
     pub fn fixed(&self) -> FixedPoint {
         self.fixed
@@ -389,13 +456,15 @@ fn encode64(fixed: FixedPoint, v: &[f64]) -> Result<Vec<u64>> {
 
 /// The model owner's step: compiles `spec` and secret-shares every parameter with randomness
 /// from `rng`, which must be a cryptographic generator seeded from the OS (see
-/// [`share_model_os`]). Returns the shares for parties 0, 1 and 2.
+/// [`share_model_os`]); the dealing id comes from it too. Returns the shares for parties 0, 1
+/// and 2.
 pub fn share_model<R: CryptoRng + ?Sized>(
     spec: &NetworkSpec,
     fixed: FixedPoint,
     rng: &mut R,
 ) -> Result<[PartyModel; 3]> {
     let plain = compile(spec)?;
+    let dealing = DealingId(rng.random());
     let mut ops: [Vec<SecureOp>; 3] = Default::default();
     let mut share = |values: Vec<u64>| deal(&values, rng);
     for op in plain {
@@ -456,9 +525,9 @@ pub fn share_model<R: CryptoRng + ?Sized>(
     }
     let [o0, o1, o2] = ops;
     Ok([
-        PartyModel::new(PartyId::ALL[0], fixed, spec.name.clone(), spec.input, o0)?,
-        PartyModel::new(PartyId::ALL[1], fixed, spec.name.clone(), spec.input, o1)?,
-        PartyModel::new(PartyId::ALL[2], fixed, spec.name.clone(), spec.input, o2)?,
+        PartyModel::new(PartyId::ALL[0], dealing, fixed, spec.name.clone(), spec.input, o0)?,
+        PartyModel::new(PartyId::ALL[1], dealing, fixed, spec.name.clone(), spec.input, o1)?,
+        PartyModel::new(PartyId::ALL[2], dealing, fixed, spec.name.clone(), spec.input, o2)?,
     ])
 }
 

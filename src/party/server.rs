@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use super::queue::{Outcome, RequestQueue, ServeStats, Served, Taken};
 use super::store::ShareFile;
 use super::{log, PartyError};
-use crate::mpc::{infer, InputShare, Party, PartyModel};
+use crate::mpc::consistency;
+use crate::mpc::{infer, DealingId, InputShare, Party, PartyModel, PartyId as MpcPartyId};
 use crate::net::config::Timeouts;
 use crate::net::handshake::{accept_stream, connect_to_party, Inbound};
 use crate::net::message::Shape;
@@ -410,25 +411,33 @@ impl PartyServer {
         };
         match scheduled {
             None => {
-                self.exchange_ready(&mut t, 0, true)?;
+                let dealing = self.state.model().map(|m| m.dealing());
+                self.exchange_ready(&mut t, 0, true, dealing)?;
                 Ok(t)
             }
             Some(id) => self.serve_request(t, id),
         }
     }
 
-    /// Sends this party's readiness to both peers and returns the peers that refused.
+    /// Sends this party's readiness and the dealing id of its model share to both peers, and
+    /// returns the peers that refused and, when the three model shares come from different
+    /// dealings, the message saying so (every party sees all three ids, so all agree on it).
     fn exchange_ready(
         &self,
         t: &mut NoiseTransport,
         request_id: u64,
         accept: bool,
-    ) -> Result<Vec<PartyId>, PartyError> {
+        dealing: Option<DealingId>,
+    ) -> Result<Readiness, PartyError> {
         let others = self.state.me.others();
         for peer in others {
             t.send_message(peer, &Message::Ready { request_id, accept })?;
         }
+        let mpc_me = t.mpc_id();
+        consistency::send_dealing(t, mpc_me, dealing)?;
         let mut refused = Vec::new();
+        let mut dealings = [None; 3];
+        dealings[mpc_me.index()] = dealing;
         for peer in others {
             match t.recv_message(peer)? {
                 Message::Ready {
@@ -447,8 +456,48 @@ impl PartyServer {
                     })
                 }
             }
+            let from = MpcPartyId::ALL[peer.index()];
+            dealings[peer.index()] = consistency::recv_dealing(t, from)?;
         }
-        Ok(refused)
+        Ok(Readiness {
+            refused,
+            mixed_dealings: consistency::mixed_dealings(dealings),
+        })
+    }
+
+    /// The parties compare digests of the input components they hold in common (one round),
+    /// so a client that sent two holders different copies is refused before anything is
+    /// computed. A party that finds a difference answers its client and drops the share; the
+    /// third party, which cannot see the difference, learns of it in the ready exchange.
+    fn compare_copies(
+        &self,
+        t: &mut NoiseTransport,
+        held: Option<Held>,
+        why_not: Option<String>,
+    ) -> Result<(Option<Held>, Option<String>), PartyError> {
+        let me = self.state.me;
+        let share = held.as_ref().map(|(s, _, _)| std::slice::from_ref(&**s));
+        let mpc_me = t.mpc_id();
+        let found = match consistency::compare_input_copies(t, mpc_me, share) {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some((_, reply, _)) = held {
+                    let _ = reply.send(Err(format!(
+                        "party {me}: the mesh failed before the computation ({e}); the \
+                         request was dropped"
+                    )));
+                }
+                return Err(e.into());
+            }
+        };
+        match held {
+            Some((_, reply, _)) if !found.is_empty() => {
+                let text = format!("party {me}: {}", consistency::inconsistent_input(&found));
+                let _ = reply.send(Err(text.clone()));
+                Ok((None, Some(text)))
+            }
+            held => Ok((held, why_not)),
+        }
     }
 
     fn serve_request(&self, mut t: NoiseTransport, id: u64) -> Result<NoiseTransport, PartyError> {
@@ -479,7 +528,12 @@ impl PartyServer {
                 Some(format!("its share did not arrive within {wait:?}")),
             ),
         };
-        let refused = match self.exchange_ready(&mut t, id, held.is_some()) {
+        let (held, why_not) = self.compare_copies(&mut t, held, why_not)?;
+        let dealing = held.as_ref().map(|(_, _, m)| m.dealing());
+        let Readiness {
+            refused,
+            mixed_dealings,
+        } = match self.exchange_ready(&mut t, id, held.is_some(), dealing) {
             Ok(r) => r,
             Err(e) => {
                 if let Some((_, reply, _)) = held {
@@ -501,11 +555,17 @@ impl PartyServer {
             );
             return Ok(t);
         };
+        if let Some(text) = mixed_dealings {
+            let _ = reply.send(Err(format!("party {me}: {text}")));
+            log(me, format_args!("refused a request: {text}"));
+            return Ok(t);
+        }
         if !refused.is_empty() {
             let names: Vec<String> = refused.iter().map(|p| format!("party {p}")).collect();
             let _ = reply.send(Err(format!(
                 "{} did not hold a usable share of this request (it did not arrive within \
-                 {:?}, or was rejected there); the request was dropped",
+                 {:?}, was rejected there, or its copies at two parties differed); the request \
+                 was dropped",
                 names.join(" and "),
                 self.state.timings.share_wait
             )));
@@ -574,6 +634,18 @@ impl PartyServer {
         );
         Ok(party.into_transport())
     }
+}
+
+/// A request's share as a party holds it: the share, where to answer, and the model it was
+/// checked against.
+type Held = (Box<InputShare>, std::sync::mpsc::Sender<Outcome>, Arc<PartyModel>);
+
+/// What the ready exchange found.
+struct Readiness {
+    /// Peers without a usable share of the request.
+    refused: Vec<PartyId>,
+    /// Set when the parties' model shares come from different dealings.
+    mixed_dealings: Option<String>,
 }
 
 /// A refusal by a peer: a misconfiguration, not an outage.
