@@ -27,7 +27,7 @@ use super::queue::{Outcome, RequestQueue, ServeStats, Served, Taken};
 use super::store::ShareFile;
 use super::{log, PartyError};
 use crate::mpc::consistency;
-use crate::mpc::{infer, DealingId, InputShare, Party, PartyModel, PartyId as MpcPartyId};
+use crate::mpc::{infer, DealingId, InputShare, Party, PartyId as MpcPartyId, PartyModel};
 use crate::net::config::Timeouts;
 use crate::net::handshake::{accept_stream, connect_to_party, Inbound};
 use crate::net::message::Shape;
@@ -638,7 +638,11 @@ impl PartyServer {
 
 /// A request's share as a party holds it: the share, where to answer, and the model it was
 /// checked against.
-type Held = (Box<InputShare>, std::sync::mpsc::Sender<Outcome>, Arc<PartyModel>);
+type Held = (
+    Box<InputShare>,
+    std::sync::mpsc::Sender<Outcome>,
+    Arc<PartyModel>,
+);
 
 /// What the ready exchange found.
 struct Readiness {
