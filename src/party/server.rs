@@ -7,9 +7,11 @@
 //!
 //! 1. party 0 picks the oldest request it holds and sends `Schedule` to parties 1 and 2 (or a
 //!    `Heartbeat` when idle, which keeps every link of the mesh checked);
-//! 2. every party takes its share of that request, waiting up to `share_wait` for it, and sends
-//!    `Ready { accept }` to both others; a request is computed only if all three accept,
-//!    otherwise every party drops it and tells its client why;
+//! 2. every party takes its share of that request, waiting up to `share_wait` for it, compares
+//!    digests of the input components it shares with each neighbour ([`consistency`]), and
+//!    sends `Ready { accept }` and its model's dealing id to both others; a request is computed
+//!    only if all three accept and hold shares of one dealing, otherwise every party drops it
+//!    and tells its client why;
 //! 3. the three parties run the secure forward pass and each answers its own client
 //!    connection with its output share (parties never open values).
 //!
