@@ -159,7 +159,11 @@ pub fn inconsistent_input(found: &[Disagreement]) -> MpcError {
 /// The first half of the dealing exchange: sends this party's dealing id (nothing when it has
 /// no model) to both other parties. Sends do not wait, so a party sends everything of its
 /// round before receiving.
-pub fn send_dealing<T: Transport>(t: &mut T, me: PartyId, dealing: Option<DealingId>) -> Result<()> {
+pub fn send_dealing<T: Transport>(
+    t: &mut T,
+    me: PartyId,
+    dealing: Option<DealingId>,
+) -> Result<()> {
     let bytes = dealing.map_or_else(Vec::new, |d| d.as_bytes().to_vec());
     for peer in [me.next(), me.prev()] {
         t.send(peer, bytes.clone())?;
@@ -315,9 +319,15 @@ mod tests {
     fn digests_bind_the_component_index_and_the_words() {
         let w = [1u64, 2, 3];
         assert_ne!(component_digest(0, &[&w]), component_digest(1, &[&w]));
-        assert_ne!(component_digest(0, &[&w]), component_digest(0, &[&[1, 2, 4]]));
+        assert_ne!(
+            component_digest(0, &[&w]),
+            component_digest(0, &[&[1, 2, 4]])
+        );
         // Splitting one copy into two images is another batch.
-        assert_ne!(component_digest(0, &[&w]), component_digest(0, &[&w[..1], &w[1..]]));
+        assert_ne!(
+            component_digest(0, &[&w]),
+            component_digest(0, &[&w[..1], &w[1..]])
+        );
         assert_eq!(component_digest(2, &[&w]), component_digest(2, &[&w]));
     }
 
@@ -329,7 +339,10 @@ mod tests {
         assert_eq!(mixed_dealings([Some(a), None, Some(a)]), None);
         assert_eq!(mixed_dealings([None, None, None]), None);
         let text = mixed_dealings([Some(a), Some(b), Some(b)]).unwrap();
-        assert!(text.contains(&a.to_string()) && text.contains(&b.to_string()), "{text}");
+        assert!(
+            text.contains(&a.to_string()) && text.contains(&b.to_string()),
+            "{text}"
+        );
         assert!(text.contains("share-model"), "{text}");
         assert!(mixed_dealings([Some(b), None, Some(a)]).is_some());
     }

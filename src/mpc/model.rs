@@ -524,11 +524,17 @@ pub fn share_model<R: CryptoRng + ?Sized>(
         }
     }
     let [o0, o1, o2] = ops;
-    Ok([
-        PartyModel::new(PartyId::ALL[0], dealing, fixed, spec.name.clone(), spec.input, o0)?,
-        PartyModel::new(PartyId::ALL[1], dealing, fixed, spec.name.clone(), spec.input, o1)?,
-        PartyModel::new(PartyId::ALL[2], dealing, fixed, spec.name.clone(), spec.input, o2)?,
-    ])
+    let party = |i: usize, ops| {
+        PartyModel::new(
+            PartyId::ALL[i],
+            dealing,
+            fixed,
+            spec.name.clone(),
+            spec.input,
+            ops,
+        )
+    };
+    Ok([party(0, o0)?, party(1, o1)?, party(2, o2)?])
 }
 
 /// [`share_model`] with a ChaCha20 generator seeded from the OS CSPRNG.

@@ -314,8 +314,11 @@ mod tests {
         // Parties 0 and 2 hold component 0 and say why; party 1 finds them gone instead of
         // waiting forever.
         for i in [0, 2] {
-            let err = results[i].as_ref().err().expect("refused").to_string();
-            assert!(err.contains("component 0 of the input share differs"), "{err}");
+            let err = results[i].as_ref().expect_err("refused").to_string();
+            assert!(
+                err.contains("component 0 of the input share differs"),
+                "{err}"
+            );
         }
         assert!(matches!(results[1], Err(MpcError::Transport { .. })));
     }

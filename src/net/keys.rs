@@ -267,7 +267,9 @@ impl StaticKeypair {
 pub(crate) enum SecretReadError {
     Io(io::Error),
     /// Group or others may access the file; `mode` is its permission bits.
-    Insecure { mode: u32 },
+    Insecure {
+        mode: u32,
+    },
 }
 
 /// Reads a secret file (a private key, a model share). On Unix a file that group or others may
@@ -456,7 +458,11 @@ mod tests {
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let winners: Vec<PublicKey> = results.iter().filter_map(|r| r.as_ref().ok()).copied().collect();
+        let winners: Vec<PublicKey> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .copied()
+            .collect();
         assert_eq!(winners.len(), 1, "{results:?}");
         for r in &results {
             if let Err(KeyError::Write { source, .. }) = r {
@@ -468,7 +474,11 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, vec!["race.key".to_owned()], "temporary files left behind");
+        assert_eq!(
+            names,
+            vec!["race.key".to_owned()],
+            "temporary files left behind"
+        );
     }
 
     #[test]
@@ -478,7 +488,10 @@ mod tests {
         std::fs::write(&path, b"not a key, but someone's file").unwrap();
         let err = keygen(&path, false).unwrap_err();
         assert!(matches!(err, KeyError::AlreadyExists { .. }), "{err}");
-        assert_eq!(std::fs::read(&path).unwrap(), b"not a key, but someone's file");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"not a key, but someone's file"
+        );
         // A dangling symlink is an existing name too: no key is written through it.
         #[cfg(unix)]
         {

@@ -10,9 +10,10 @@
 //!    one that every party holds or has rejected; a request sent to party 0 alone waits there
 //!    (until it expires) without holding up the requests behind it. When idle, party 0 sends a
 //!    `Heartbeat`, which keeps every link of the mesh checked;
-//! 2. every party takes its share of that request and sends `Ready { accept }` to both others;
-//!    a request is computed only if all three accept, otherwise every party drops it and tells
-//!    its client why;
+//! 2. every party takes its share of that request, compares digests of the input components it
+//!    shares with each neighbour ([`consistency`]), and sends `Ready { accept }` and its model's
+//!    dealing id to both others; a request is computed only if all three accept and hold
+//!    shares of one dealing, otherwise every party drops it and tells its client why;
 //! 3. the three parties run the secure forward pass and each answers its own client
 //!    connection with its output share (parties never open values).
 //!
@@ -35,7 +36,7 @@ use super::queue::{Outcome, RequestQueue, ServeStats, Served, Taken};
 use super::store::ShareFile;
 use super::{log, PartyError};
 use crate::mpc::consistency;
-use crate::mpc::{infer, DealingId, InputShare, Party, PartyModel, PartyId as MpcPartyId};
+use crate::mpc::{infer, DealingId, InputShare, Party, PartyId as MpcPartyId, PartyModel};
 use crate::net::config::Timeouts;
 use crate::net::handshake::{accept_stream_observed, connect_to_party, Inbound};
 use crate::net::message::{Shape, MAX_IDS};
@@ -740,7 +741,11 @@ impl PartyServer {
 
 /// A request's share as a party holds it: the share, where to answer, and the model it was
 /// checked against.
-type Held = (Box<InputShare>, std::sync::mpsc::Sender<Outcome>, Arc<PartyModel>);
+type Held = (
+    Box<InputShare>,
+    std::sync::mpsc::Sender<Outcome>,
+    Arc<PartyModel>,
+);
 
 /// What the ready exchange found.
 struct Readiness {

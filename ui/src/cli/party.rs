@@ -10,7 +10,7 @@ use privxray::model::spec::pneumonia_probability;
 use privxray::mpc::range::{CheckError, LogitBound};
 use privxray::mpc::FixedPoint;
 use privxray::net::{LocalParty, PartiesConfig, PartyId, StaticKeypair};
-use privxray::party::{self, RemoteClient, ShareFile};
+use privxray::party::{self, PartyError, RemoteClient, ShareFile};
 
 use super::common::load_model;
 use super::prediction::{print_predictions, ImageResult, Prediction};
@@ -67,7 +67,20 @@ pub fn share_model_cmd(a: ShareModelArgs) -> anyhow::Result<()> {
     let owner = load_key(&a.key)?;
     let model = load_model(&a.model)?;
     let spec = model.to_spec()?;
-    let shared = party::share_model_remote(&config, &owner, &spec, FixedPoint::default())?;
+    let shared =
+        party::share_model_remote(&config, &owner, &spec, FixedPoint::default()).map_err(|e| {
+            match e {
+                // Connected, then failed at some parties: the others may have taken their share.
+                e @ (PartyError::Prediction(_) | PartyError::ModelMismatch(_)) => {
+                    anyhow::Error::new(e).context(
+                        "sharing the model did not finish: parties that took their share now hold \
+                     another dealing than the rest and refuse requests until `privxray \
+                     share-model` succeeds",
+                    )
+                }
+                e => e.into(),
+            }
+        })?;
     println!(
         "shared {} (input {:?}, {} fractional bits) with parties 0, 1 and 2",
         shared.name,
