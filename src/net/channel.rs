@@ -44,8 +44,6 @@ const LENGTH_HEADER: usize = 8;
 /// Messages queued for the writer thread before `send` blocks. MPC rounds have one or two
 /// outstanding messages per peer; the bound only stops a runaway sender from exhausting memory.
 const SEND_QUEUE: usize = 64;
-/// Never reserve more than this ahead of received data, whatever length a peer announces.
-const MAX_RESERVE: usize = 16 << 20;
 
 /// Writes one record (length prefix and body) to `w`.
 pub(crate) fn write_record(w: &mut impl Write, body: &[u8]) -> io::Result<()> {
@@ -86,7 +84,6 @@ impl DeadlineStream {
     pub(crate) fn get_ref(&self) -> &TcpStream {
         &self.stream
     }
-
 }
 
 impl Read for DeadlineStream {
@@ -396,7 +393,7 @@ impl SecureChannel {
     /// Receives and decodes a typed protocol message.
     pub fn recv_message(&mut self) -> Result<Message, NetError> {
         let bytes = self.recv()?;
-        Message::decode(&bytes).map_err(|source| NetError::Decode {
+        Message::decode_owned(bytes).map_err(|source| NetError::Decode {
             peer: self.label.to_string(),
             source,
         })
@@ -426,9 +423,11 @@ impl SecureChannel {
                 "first record carries {first} bytes of a {total}-byte message"
             )));
         }
-        let reserve = usize::try_from(total)
-            .unwrap_or(usize::MAX)
-            .min(MAX_RESERVE);
+        // `total` is within this peer's cap (a client's is its input share's size), so the
+        // whole message is reserved at once: growing by doubling would hold the old and the new
+        // buffer together, three times a 2.2 GB VGG16-2 share at the peak. Capacity not yet
+        // written costs address space, not memory, so a sender that stops early costs little.
+        let reserve = usize::try_from(total).unwrap_or(usize::MAX);
         let mut out = Vec::with_capacity(reserve);
         out.extend_from_slice(&self.plain[LENGTH_HEADER..n]);
         while (out.len() as u64) < total {
@@ -840,8 +839,7 @@ mod tests {
         // transport records.
         let records = (8 + secret.len()).div_ceil(MAX_RECORD_PLAINTEXT);
         let confirmation = 2 + 8 + CONFIRM.len() + TAG_LEN;
-        let expected =
-            39 + (2 + 48) + confirmation + records * (2 + TAG_LEN) + 8 + secret.len();
+        let expected = 39 + (2 + 48) + confirmation + records * (2 + TAG_LEN) + 8 + secret.len();
         assert_eq!(wire.len(), expected);
     }
 
@@ -965,7 +963,10 @@ mod tests {
             };
             c.with_timeouts(t)
         });
-        let via = trickle_proxy(f.listeners[0].local_addr().unwrap(), Duration::from_millis(50));
+        let via = trickle_proxy(
+            f.listeners[0].local_addr().unwrap(),
+            Duration::from_millis(50),
+        );
         let config = config_via(&f, via);
         let (result, elapsed) = thread::scope(|s| {
             let server = s.spawn(|| {
