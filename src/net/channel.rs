@@ -86,7 +86,6 @@ impl DeadlineStream {
     pub(crate) fn get_ref(&self) -> &TcpStream {
         &self.stream
     }
-
 }
 
 impl Read for DeadlineStream {
@@ -840,8 +839,7 @@ mod tests {
         // transport records.
         let records = (8 + secret.len()).div_ceil(MAX_RECORD_PLAINTEXT);
         let confirmation = 2 + 8 + CONFIRM.len() + TAG_LEN;
-        let expected =
-            39 + (2 + 48) + confirmation + records * (2 + TAG_LEN) + 8 + secret.len();
+        let expected = 39 + (2 + 48) + confirmation + records * (2 + TAG_LEN) + 8 + secret.len();
         assert_eq!(wire.len(), expected);
     }
 
@@ -965,7 +963,10 @@ mod tests {
             };
             c.with_timeouts(t)
         });
-        let via = trickle_proxy(f.listeners[0].local_addr().unwrap(), Duration::from_millis(50));
+        let via = trickle_proxy(
+            f.listeners[0].local_addr().unwrap(),
+            Duration::from_millis(50),
+        );
         let config = config_via(&f, via);
         let (result, elapsed) = thread::scope(|s| {
             let server = s.spawn(|| {
