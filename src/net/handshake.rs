@@ -665,13 +665,15 @@ fn confirm(channel: &mut SecureChannel, label: &str, deadline: Instant) -> Resul
     let limit = channel.recv_limit();
     // Nothing longer than the confirmation is read before it.
     channel.set_recv_limit(CONFIRM.len() as u64);
-    let got = channel.recv_until(deadline).map_err(|e| NetError::Handshake {
-        peer: label.to_owned(),
-        detail: format!(
+    let got = channel
+        .recv_until(deadline)
+        .map_err(|e| NetError::Handshake {
+            peer: label.to_owned(),
+            detail: format!(
             "no confirmation from the initiator ({e}): a replayed or abandoned handshake is not \
              a connection"
         ),
-    })?;
+        })?;
     if got != CONFIRM {
         return Err(NetError::Handshake {
             peer: label.to_owned(),
@@ -1008,7 +1010,13 @@ pub(crate) mod tests {
         });
         let err = server.unwrap_err();
         assert!(
-            matches!(err, NetError::Timeout { during: "reading the hello", .. }),
+            matches!(
+                err,
+                NetError::Timeout {
+                    during: "reading the hello",
+                    ..
+                }
+            ),
             "{err}"
         );
         // Generous: the trickle alone would take 44 s.
@@ -1027,7 +1035,13 @@ pub(crate) mod tests {
             .unwrap()
             .local_private_key(f.parties[2].keypair.private_bytes())
             .unwrap()
-            .remote_public_key(f.parties[0].config().party(PartyId::ALL[0]).public_key.as_bytes())
+            .remote_public_key(
+                f.parties[0]
+                    .config()
+                    .party(PartyId::ALL[0])
+                    .public_key
+                    .as_bytes(),
+            )
             .unwrap()
             .build_initiator()
             .unwrap();

@@ -176,10 +176,9 @@ impl Handshaking {
         if stage == Stage::Keyed {
             // One protected handshake per identity: an older one of the same identity is a
             // replay or an attempt the peer gave up.
-            let older = inner
-                .pending
-                .iter()
-                .position(|p| p.ticket != self.ticket && p.stage == Stage::Keyed && p.role == Some(role));
+            let older = inner.pending.iter().position(|p| {
+                p.ticket != self.ticket && p.stage == Stage::Keyed && p.role == Some(role)
+            });
             if let Some(i) = older {
                 evict(&mut inner, i);
             }
@@ -345,7 +344,11 @@ mod tests {
 
     /// Admits `n` connections and brings each to `stage` (if any); returns the handles and
     /// the far ends.
-    fn fill(a: &Arc<Admission>, n: usize, stage: Option<Progress>) -> Vec<(Handshaking, TcpStream)> {
+    fn fill(
+        a: &Arc<Admission>,
+        n: usize,
+        stage: Option<Progress>,
+    ) -> Vec<(Handshaking, TcpStream)> {
         pairs(n)
             .into_iter()
             .map(|(ours, far)| {
@@ -375,7 +378,11 @@ mod tests {
         // Once no idle connection is left, the claimed one goes, then the keyed client.
         drop(idle);
         drop(newest);
-        let _more = fill(&a, HANDSHAKE_SLOTS - 3, Some(Progress::Keyed(PeerRole::Client)));
+        let _more = fill(
+            &a,
+            HANDSHAKE_SLOTS - 3,
+            Some(Progress::Keyed(PeerRole::Client)),
+        );
         let client = Some(Progress::Keyed(PeerRole::Client));
         let _next = fill(&a, 1, client);
         assert!(closed(&mut claimed[0].1));

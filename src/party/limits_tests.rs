@@ -9,7 +9,9 @@ use super::server::{PartyServer, ServerTimings, StopHandle};
 use super::{share_model_remote, PartyError, RemoteClient, ShareFile};
 use crate::model::arch::random_spec;
 use crate::model::{ModelKind, NetworkSpec};
-use crate::mpc::{reconstruct, share_input_os, share_model_os, FixedPoint, OutputShare, PartyModel};
+use crate::mpc::{
+    reconstruct, share_input_os, share_model_os, FixedPoint, OutputShare, PartyModel,
+};
 use crate::net::config::Timeouts;
 use crate::net::handshake::tests::{fixture_with, Fixture};
 use crate::net::handshake::{connect_client, connect_owner};
@@ -119,7 +121,10 @@ fn a_client_may_send_one_input_share_and_little_more() {
         share: shares[0].to_bytes(),
     })
     .unwrap();
-    assert!(matches!(o.recv_message().unwrap(), Message::ModelInfo { .. }));
+    assert!(matches!(
+        o.recv_message().unwrap(),
+        Message::ModelInfo { .. }
+    ));
 
     let model = PartyModel::from_bytes(&shares[0].to_bytes()).unwrap();
     let cap = client_message_cap(Some(&model));
@@ -144,7 +149,10 @@ fn a_client_may_send_one_input_share_and_little_more() {
     assert!(c.recv_message().is_err(), "an oversized request was read");
     // The owner, proven by its key, keeps the configured cap.
     o.send_message(&Message::ModelInfoRequest).unwrap();
-    assert!(matches!(o.recv_message().unwrap(), Message::ModelInfo { .. }));
+    assert!(matches!(
+        o.recv_message().unwrap(),
+        Message::ModelInfo { .. }
+    ));
     stop(&stops, threads);
 }
 

@@ -133,7 +133,10 @@ fn three_hundred_idle_or_trickling_connections_do_not_keep_the_mesh_from_re_form
     let setup = Setup::new(dir);
     let mut children = Children::default();
     for id in 0..3 {
-        children.push(id, start_party(dir, id, "parties.toml", &format!("p{id}.log")));
+        children.push(
+            id,
+            start_party(dir, id, "parties.toml", &format!("p{id}.log")),
+        );
     }
     for id in 0..3 {
         wait_for_log(dir, &format!("p{id}.log"), "mesh ready", 1);

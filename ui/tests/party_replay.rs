@@ -112,7 +112,11 @@ fn a_replayed_party_handshake_does_not_disturb_a_live_mesh() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(&hello[..4], b"PXN3");
-    assert_eq!((hello[4], hello[5], hello[6]), (1, 2, 0), "party 2 -> party 0");
+    assert_eq!(
+        (hello[4], hello[5], hello[6]),
+        (1, 2, 0),
+        "party 2 -> party 0"
+    );
     let opening = [hello.clone(), recs[0].clone()].concat();
     let with_confirmation = [opening.clone(), recs[1].clone()].concat();
 

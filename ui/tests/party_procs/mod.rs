@@ -115,10 +115,9 @@ impl Setup {
              {HANDSHAKE_MS}\nio_ms = 60000\nstartup_ms = 5000\n",
             self.owner
         );
-        for i in 0..3 {
+        for (i, (port, key)) in ports.iter().zip(&self.keys).enumerate() {
             s.push_str(&format!(
-                "\n[[party]]\nid = {i}\naddress = \"127.0.0.1:{}\"\npublic_key = \"{}\"\n",
-                ports[i], self.keys[i]
+                "\n[[party]]\nid = {i}\naddress = \"127.0.0.1:{port}\"\npublic_key = \"{key}\"\n"
             ));
         }
         s
