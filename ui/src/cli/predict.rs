@@ -3,8 +3,10 @@
 
 use super::common::load_model;
 use super::prediction::{print_predictions, ImageResult, Prediction};
+use anyhow::Context;
 use clap::Args;
 use privxray::model::spec::pneumonia_probability;
+use privxray::mpc::{FixedPoint, Simulation};
 use privxray::pipeline::{self, load_input};
 use privxray::train::Model;
 use std::path::PathBuf;
@@ -53,9 +55,9 @@ pub fn run(a: PredictArgs) -> anyhow::Result<()> {
 }
 
 /// Private predictions with the three parties on threads of this process, one result per image
-/// in the order given. Images that load go in batches of `batch`; each reports its batch's wall
-/// time and rounds, and an equal part of its batch's traffic between the parties. An image
-/// that does not load, or a batch that fails, costs only those images.
+/// in the order given. The model is dealt once; images that load go in batches of `batch`; each
+/// reports its batch's wall time and rounds, and an equal part of its batch's traffic between
+/// the parties. An image that does not load, or a batch that fails, costs only those images.
 pub fn predict_simulated(
     model: &privxray::train::Model,
     images: &[PathBuf],
@@ -64,7 +66,6 @@ pub fn predict_simulated(
     if batch == 0 {
         anyhow::bail!("--batch must be at least 1");
     }
-    let spec = model.to_spec()?;
     let technique = model.kind().technique();
     let mut results: Vec<Option<ImageResult>> = vec![None; images.len()];
     let mut loaded = Vec::with_capacity(images.len());
@@ -74,9 +75,18 @@ pub fn predict_simulated(
             Err(e) => results[i] = Some(ImageResult::failed(path, e)),
         }
     }
+    if loaded.is_empty() {
+        return Ok(finish(results, images));
+    }
+    // The plaintext spec is only needed for the dealing (a full-width VGG16-2 holds 0.55 GB).
+    let sim = {
+        let spec = model.to_spec()?;
+        Simulation::new(&spec, FixedPoint::default())
+            .context("secret-sharing the model for --simulate-mpc")?
+    };
     for chunk in loaded.chunks(batch) {
         let xs: Vec<Vec<f32>> = chunk.iter().map(|(_, x)| x.clone()).collect();
-        match privxray::mpc::simulate(&spec, &xs, batch) {
+        match sim.run(&xs, batch) {
             Ok(r) => {
                 for ((i, _), logits) in chunk.iter().zip(&r.logits) {
                     let p = pneumonia_probability(logits) as f64;
@@ -94,11 +104,15 @@ pub fn predict_simulated(
             }
         }
     }
-    Ok(results
+    Ok(finish(results, images))
+}
+
+fn finish(results: Vec<Option<ImageResult>>, images: &[PathBuf]) -> Vec<ImageResult> {
+    results
         .into_iter()
         .zip(images)
         .map(|(r, path)| r.unwrap_or_else(|| ImageResult::failed(path, "no result")))
-        .collect())
+        .collect()
 }
 
 /// Plaintext predictions with candle, one result per image: a bad image costs only itself.
