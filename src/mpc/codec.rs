@@ -5,21 +5,52 @@
 //! words; shapes and sizes are `u32`; text is a `u32` length then UTF-8. The decoder checks
 //! every count against the bytes actually left before allocating, checks that the decoded
 //! object is consistent (shapes, share lengths), and rejects trailing bytes.
+//!
+//! A model share (format version 2) continues with the 16-byte dealing id, the name, the input
+//! shape, the operation count and the operations. Version 1 had no dealing id; such files are
+//! refused with a message saying to share the model again. The model decoder also caps what a
+//! model may declare before it allocates anything for it: at most [`MAX_OPS`] operations,
+//! [`MAX_TENSOR`] elements in one parameter tensor (full-width VGG16-2's 25088x4096 dense layer
+//! has about 2^26.6) and [`MAX_MODEL`] elements in all.
 
 use super::client::{InputShare, OutputShare};
 use super::error::{MpcError, Result};
 use super::fixed::FixedPoint;
 use super::layers::ConvGeom;
-use super::model::{PartyModel, SecureOp};
+use super::model::{DealingId, PartyModel, SecureOp};
 use super::party::PartyId;
 use super::share::ArithShare;
 use crate::bytes::{Cursor, Short};
 
+/// Version of the input and output share formats.
 const VERSION: u8 = 1;
+/// Version of the model share format: 2 added the dealing id.
+const MODEL_VERSION: u8 = 2;
 const MAGIC_MODEL: &[u8; 4] = b"PXMS";
 const MAGIC_INPUT: &[u8; 4] = b"PXIS";
 const MAGIC_OUTPUT: &[u8; 4] = b"PXOS";
 const MAX_NAME: usize = 4096;
+/// Most operations a model share may declare (VGG16 compiles to about 40).
+pub const MAX_OPS: usize = 256;
+/// Most elements in one parameter tensor: 2^27, above full-width VGG16-2's largest (25088 x
+/// 4096 = 102,760,448).
+pub const MAX_TENSOR: usize = 1 << 27;
+/// Most parameter elements in a whole model: 2^28, twice full-width VGG16-2's 1.35e8.
+pub const MAX_MODEL: usize = 1 << 28;
+
+/// The caps the model decoder applies (the constants above; smaller in tests).
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    ops: usize,
+    tensor: usize,
+    model: usize,
+}
+
+const LIMITS: Limits = Limits {
+    ops: MAX_OPS,
+    tensor: MAX_TENSOR,
+    model: MAX_MODEL,
+};
 
 const TAG_CONV: u8 = 1;
 const TAG_DENSE: u8 = 2;
@@ -31,10 +62,10 @@ const TAG_AVGPOOL: u8 = 6;
 struct Writer(Vec<u8>);
 
 impl Writer {
-    fn header(magic: &[u8; 4], party: PartyId, fixed: FixedPoint) -> Self {
+    fn header(magic: &[u8; 4], version: u8, party: PartyId, fixed: FixedPoint) -> Self {
         let mut w = Writer(Vec::new());
         w.0.extend_from_slice(magic);
-        w.0.push(VERSION);
+        w.0.push(version);
         w.0.push(party.get());
         // frac_bits is at most FixedPoint::MAX_FRAC_BITS (24).
         w.0.push(fixed.frac_bits() as u8);
@@ -91,6 +122,10 @@ impl<'a> Reader<'a> {
     }
     fn words(&mut self) -> Result<Vec<u64>> {
         let n = self.u64()?;
+        self.words_body(n)
+    }
+    /// The `n` words after a count that has been read.
+    fn words_body(&mut self, n: u64) -> Result<Vec<u64>> {
         let left = self.cur.remaining() as u64;
         if n > left / 8 {
             return Err(self.err(format!("declares {n} words but only {left} bytes are left")));
@@ -106,10 +141,36 @@ impl<'a> Reader<'a> {
         let next = self.words()?;
         ArithShare::new(own, next)
     }
+    /// A model parameter share: its declared length is checked against the per-tensor cap and
+    /// against what is left of the model's `budget` before anything is read.
+    fn param(&mut self, what: &str, limits: Limits, budget: &mut usize) -> Result<ArithShare> {
+        let mut parts = [Vec::new(), Vec::new()];
+        for part in &mut parts {
+            let n = self.u64()?;
+            if n > limits.tensor as u64 {
+                return Err(self.err(format!(
+                    "{what} declares {n} elements, at most {} per tensor",
+                    limits.tensor
+                )));
+            }
+            if n > *budget as u64 {
+                return Err(self.err(format!(
+                    "{what} declares {n} elements, past the limit of {} parameter elements in \
+                     a model",
+                    limits.model
+                )));
+            }
+            *part = self.words_body(n)?;
+        }
+        let [own, next] = parts;
+        *budget -= own.len();
+        ArithShare::new(own, next)
+    }
     fn header(
         data: &'a [u8],
         what: &'static str,
         magic: &[u8; 4],
+        version: u8,
     ) -> Result<(Self, PartyId, FixedPoint)> {
         let mut r = Reader {
             what,
@@ -120,8 +181,15 @@ impl<'a> Reader<'a> {
             return Err(r.err(format!("magic {m:?}, expected {magic:?}")));
         }
         let v = r.u8()?;
-        if v != VERSION {
-            return Err(r.err(format!("format version {v}, expected {VERSION}")));
+        if v < version && magic == MAGIC_MODEL {
+            return Err(r.err(format!(
+                "format version {v} was written by an older privxray (this one reads version \
+                 {version}, which carries a dealing id); the model owner must run `privxray \
+                 share-model` again"
+            )));
+        }
+        if v != version {
+            return Err(r.err(format!("format version {v}, expected {version}")));
         }
         let party = PartyId::new(r.u8()?)?;
         let fixed = FixedPoint::new(u32::from(r.u8()?))?;
@@ -137,7 +205,7 @@ impl<'a> Reader<'a> {
 
 impl InputShare {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::header(MAGIC_INPUT, self.party(), self.fixed());
+        let mut w = Writer::header(MAGIC_INPUT, VERSION, self.party(), self.fixed());
         for d in self.shape() {
             w.u32(d);
         }
@@ -146,7 +214,7 @@ impl InputShare {
     }
 
     pub fn from_bytes(data: &[u8]) -> Result<Self> {
-        let (mut r, party, fixed) = Reader::header(data, "input share", MAGIC_INPUT)?;
+        let (mut r, party, fixed) = Reader::header(data, "input share", MAGIC_INPUT, VERSION)?;
         let shape = [r.u32()?, r.u32()?, r.u32()?];
         let share = r.share()?;
         r.finish()?;
@@ -156,13 +224,13 @@ impl InputShare {
 
 impl OutputShare {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::header(MAGIC_OUTPUT, self.party(), self.fixed());
+        let mut w = Writer::header(MAGIC_OUTPUT, VERSION, self.party(), self.fixed());
         w.words(self.part());
         w.0
     }
 
     pub fn from_bytes(data: &[u8]) -> Result<Self> {
-        let (mut r, party, fixed) = Reader::header(data, "output share", MAGIC_OUTPUT)?;
+        let (mut r, party, fixed) = Reader::header(data, "output share", MAGIC_OUTPUT, VERSION)?;
         let part = r.words()?;
         r.finish()?;
         Ok(OutputShare::new(party, fixed, part))
@@ -171,7 +239,8 @@ impl OutputShare {
 
 impl PartyModel {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::header(MAGIC_MODEL, self.party(), self.fixed());
+        let mut w = Writer::header(MAGIC_MODEL, MODEL_VERSION, self.party(), self.fixed());
+        w.0.extend_from_slice(self.dealing().as_bytes());
         w.u32(self.name().len());
         w.0.extend_from_slice(self.name().as_bytes());
         for d in self.input_shape() {
@@ -251,81 +320,295 @@ impl PartyModel {
         w.0
     }
 
-    /// Decodes and validates a model share ([`PartyModel::new`] checks every shape).
+    /// Decodes and validates a model share ([`PartyModel::new`] checks every shape). Counts and
+    /// sizes are checked against [`MAX_OPS`], [`MAX_TENSOR`] and [`MAX_MODEL`] before anything
+    /// is allocated for them.
     pub fn from_bytes(data: &[u8]) -> Result<Self> {
-        let (mut r, party, fixed) = Reader::header(data, "model share", MAGIC_MODEL)?;
-        let name_len = r.u32()?;
-        if name_len > MAX_NAME {
-            return Err(r.err(format!(
-                "model name of {name_len} bytes, at most {MAX_NAME}"
-            )));
-        }
-        let name = String::from_utf8(r.take(name_len)?.to_vec())
-            .map_err(|_| r.err("model name is not UTF-8"))?;
-        let input = [r.u32()?, r.u32()?, r.u32()?];
-        let count = r.u32()?;
-        // Every op takes at least one byte.
-        if count > data.len() {
-            return Err(r.err(format!(
-                "declares {count} operations in {} bytes",
-                data.len()
-            )));
-        }
-        let mut ops = Vec::with_capacity(count);
-        for _ in 0..count {
-            let tag = r.u8()?;
-            let op = match tag {
-                TAG_CONV => {
-                    let geom = ConvGeom {
-                        in_channels: r.u32()?,
-                        out_channels: r.u32()?,
-                        kernel: r.u32()?,
-                        padding: r.u32()?,
-                        height: r.u32()?,
-                        width: r.u32()?,
-                    };
-                    SecureOp::Conv {
-                        geom,
-                        weight: r.share()?,
-                        bias: r.share()?,
-                    }
+        decode_model(data, LIMITS)
+    }
+}
+
+fn decode_model(data: &[u8], limits: Limits) -> Result<PartyModel> {
+    let (mut r, party, fixed) = Reader::header(data, "model share", MAGIC_MODEL, MODEL_VERSION)?;
+    let dealing = DealingId::from_bytes(r.cur.array().map_err(|s| r.short(s))?);
+    let name_len = r.u32()?;
+    if name_len > MAX_NAME {
+        return Err(r.err(format!(
+            "model name of {name_len} bytes, at most {MAX_NAME}"
+        )));
+    }
+    let name = String::from_utf8(r.take(name_len)?.to_vec())
+        .map_err(|_| r.err("model name is not UTF-8"))?;
+    let input = [r.u32()?, r.u32()?, r.u32()?];
+    let count = r.u32()?;
+    if count > limits.ops {
+        return Err(r.err(format!(
+            "declares {count} operations, at most {}",
+            limits.ops
+        )));
+    }
+    let mut ops = Vec::with_capacity(count);
+    let mut budget = limits.model;
+    for _ in 0..count {
+        let tag = r.u8()?;
+        let op = match tag {
+            TAG_CONV => {
+                let geom = ConvGeom {
+                    in_channels: r.u32()?,
+                    out_channels: r.u32()?,
+                    kernel: r.u32()?,
+                    padding: r.u32()?,
+                    height: r.u32()?,
+                    width: r.u32()?,
+                };
+                SecureOp::Conv {
+                    geom,
+                    weight: r.param("convolution weight", limits, &mut budget)?,
+                    bias: r.param("convolution bias", limits, &mut budget)?,
                 }
-                TAG_DENSE => SecureOp::Dense {
-                    in_features: r.u32()?,
-                    out_features: r.u32()?,
-                    weight: r.share()?,
-                    bias: r.share()?,
+            }
+            TAG_DENSE => SecureOp::Dense {
+                in_features: r.u32()?,
+                out_features: r.u32()?,
+                weight: r.param("dense weight", limits, &mut budget)?,
+                bias: r.param("dense bias", limits, &mut budget)?,
+            },
+            TAG_AFFINE => SecureOp::ChannelAffine {
+                channels: r.u32()?,
+                height: r.u32()?,
+                width: r.u32()?,
+                scale: r.param("affine scale", limits, &mut budget)?,
+                shift: r.param("affine shift", limits, &mut budget)?,
+            },
+            TAG_RELU => SecureOp::Relu,
+            TAG_MAXPOOL => SecureOp::MaxPool {
+                channels: r.u32()?,
+                height: r.u32()?,
+                width: r.u32()?,
+                size: r.u32()?,
+                relu: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    b => return Err(r.err(format!("max-pool ReLU flag {b}, expected 0 or 1"))),
                 },
-                TAG_AFFINE => SecureOp::ChannelAffine {
-                    channels: r.u32()?,
-                    height: r.u32()?,
-                    width: r.u32()?,
-                    scale: r.share()?,
-                    shift: r.share()?,
-                },
-                TAG_RELU => SecureOp::Relu,
-                TAG_MAXPOOL => SecureOp::MaxPool {
-                    channels: r.u32()?,
-                    height: r.u32()?,
-                    width: r.u32()?,
-                    size: r.u32()?,
-                    relu: match r.u8()? {
-                        0 => false,
-                        1 => true,
-                        b => return Err(r.err(format!("max-pool ReLU flag {b}, expected 0 or 1"))),
-                    },
-                },
-                TAG_AVGPOOL => SecureOp::AvgPool {
-                    channels: r.u32()?,
-                    height: r.u32()?,
-                    width: r.u32()?,
-                    size: r.u32()?,
-                },
-                t => return Err(r.err(format!("unknown operation tag {t}"))),
-            };
-            ops.push(op);
+            },
+            TAG_AVGPOOL => SecureOp::AvgPool {
+                channels: r.u32()?,
+                height: r.u32()?,
+                width: r.u32()?,
+                size: r.u32()?,
+            },
+            t => return Err(r.err(format!("unknown operation tag {t}"))),
+        };
+        ops.push(op);
+    }
+    r.finish()?;
+    PartyModel::new(party, dealing, fixed, name, input, ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::arch::{ModelKind, PlanLayer};
+    use crate::model::{Layer, NetworkSpec};
+    use crate::mpc::model::{share_model, MAX_ACTIVATION};
+    use rand::SeedableRng;
+
+    fn rng(seed: u64) -> rand_chacha::ChaCha20Rng {
+        rand_chacha::ChaCha20Rng::seed_from_u64(seed)
+    }
+
+    /// A dense 16 -> 8 -> 2 network: 128 + 8 + 16 + 2 = 154 parameter elements.
+    fn small_model(seed: u64) -> [PartyModel; 3] {
+        let dense = |i: usize, o: usize| Layer::Dense {
+            in_features: i,
+            out_features: o,
+            weight: (0..i * o).map(|k| (k % 7) as f32 / 10.0 - 0.3).collect(),
+            bias: vec![0.1; o],
+        };
+        let spec = NetworkSpec {
+            name: "small".into(),
+            input: [1, 4, 4],
+            layers: vec![Layer::Flatten, dense(16, 8), Layer::Relu, dense(8, 2)],
+        };
+        share_model(&spec, FixedPoint::default(), &mut rng(seed)).unwrap()
+    }
+
+    /// A model share header up to the operation count, as a hostile sender would write it.
+    fn header(count: u32) -> Vec<u8> {
+        let mut b = MAGIC_MODEL.to_vec();
+        b.extend([MODEL_VERSION, 0, 14]);
+        b.extend([7u8; DealingId::LEN]);
+        b.extend(1u32.to_le_bytes()); // name length
+        b.push(b'm');
+        for d in [1u32, 4, 4] {
+            b.extend(d.to_le_bytes());
         }
-        r.finish()?;
-        PartyModel::new(party, fixed, name, input, ops)
+        b.extend(count.to_le_bytes());
+        b
+    }
+
+    /// One dense 16 -> 2 op whose weight share declares `n` words (and carries none).
+    fn claiming_dense_weight(n: u64) -> Vec<u8> {
+        let mut b = header(1);
+        b.push(TAG_DENSE);
+        b.extend(16u32.to_le_bytes());
+        b.extend(2u32.to_le_bytes());
+        b.extend(n.to_le_bytes());
+        b
+    }
+
+    fn decode_err(data: &[u8]) -> String {
+        match PartyModel::from_bytes(data) {
+            Err(e @ MpcError::Decode { .. }) => e.to_string(),
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_header_claiming_huge_counts_is_refused_before_allocating() {
+        // Vec::with_capacity(u32::MAX) of operations would abort the process, so reaching the
+        // error shows the cap came first.
+        let err = decode_err(&header(u32::MAX));
+        assert!(err.contains("4294967295 operations, at most 256"), "{err}");
+        let err = decode_err(&header(MAX_OPS as u32 + 1));
+        assert!(err.contains("at most 256"), "{err}");
+        // At the cap the count is accepted and the decoder goes on to the (missing) operations.
+        let err = decode_err(&header(MAX_OPS as u32));
+        assert!(!err.contains("at most 256"), "{err}");
+
+        for n in [u64::MAX, 1 << 40, MAX_TENSOR as u64 + 1] {
+            let err = decode_err(&claiming_dense_weight(n));
+            assert!(
+                err.contains(&format!("dense weight declares {n} elements")),
+                "{err}"
+            );
+            assert!(
+                err.contains(&format!("at most {MAX_TENSOR} per tensor")),
+                "{err}"
+            );
+        }
+        // Exactly at the tensor cap: refused only because the words are not there.
+        let err = decode_err(&claiming_dense_weight(MAX_TENSOR as u64));
+        assert!(err.contains("bytes are left"), "{err}");
+    }
+
+    #[test]
+    fn tensor_and_model_caps_apply_to_real_shares() {
+        let [m, _, _] = small_model(1);
+        let bytes = m.to_bytes();
+        let generous = Limits {
+            ops: 256,
+            tensor: 128,
+            model: 154,
+        };
+        assert_eq!(decode_model(&bytes, generous).unwrap(), m);
+        let err = decode_model(
+            &bytes,
+            Limits {
+                tensor: 127,
+                ..generous
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("dense weight declares 128 elements, at most 127"),
+            "{err}"
+        );
+        let err = decode_model(
+            &bytes,
+            Limits {
+                model: 153,
+                ..generous
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("limit of 153 parameter elements"), "{err}");
+        let err = decode_model(&bytes, Limits { ops: 2, ..generous })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("3 operations, at most 2"), "{err}");
+    }
+
+    #[test]
+    fn full_width_vgg16_2_fits_under_the_caps() {
+        // Counted from the plan: building the real 1.35e8-parameter model here would cost GBs.
+        let kind = ModelKind::Vgg16_2;
+        let [c0, h0, w0] = kind.technique().input_shape();
+        let (mut c, mut h, mut w) = (c0, h0, w0);
+        let (mut largest, mut total, mut ops) = (0usize, 0usize, 0usize);
+        let mut activation = c * h * w;
+        let mut patches = 0usize;
+        for layer in kind.plan(1.0) {
+            match layer {
+                PlanLayer::Conv {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    ..
+                } => {
+                    let weights = in_channels * out_channels * kernel * kernel;
+                    largest = largest.max(weights);
+                    total += weights + out_channels;
+                    patches = patches.max(in_channels * kernel * kernel * h * w);
+                    c = out_channels;
+                    activation = activation.max(c * h * w);
+                    ops += 1;
+                }
+                PlanLayer::Dense {
+                    in_features,
+                    out_features,
+                } => {
+                    largest = largest.max(in_features * out_features);
+                    total += in_features * out_features + out_features;
+                    ops += 1;
+                }
+                PlanLayer::Pool(_) => {
+                    (h, w) = (h / 2, w / 2);
+                    ops += 1;
+                }
+                PlanLayer::Relu => ops += 1,
+                PlanLayer::Flatten | PlanLayer::Dropout(_) => {}
+            }
+        }
+        assert_eq!(largest, 25088 * 4096);
+        assert!(largest <= MAX_TENSOR && total <= MAX_MODEL && ops <= MAX_OPS);
+        assert!(total > 130_000_000, "{total}");
+        assert!(activation <= MAX_ACTIVATION && patches <= MAX_ACTIVATION);
+        // And the caps are not far above it: a tensor twice the largest is refused.
+        assert!(2 * largest > MAX_TENSOR);
+    }
+
+    #[test]
+    fn dealing_ids_round_trip_and_one_dealing_shares_one_id() {
+        let a = small_model(2);
+        let b = small_model(3);
+        assert!(a.iter().all(|m| m.dealing() == a[0].dealing()));
+        assert_ne!(a[0].dealing(), b[0].dealing(), "two dealings, one id");
+        for m in a.iter().chain(&b) {
+            assert_eq!(
+                PartyModel::from_bytes(&m.to_bytes()).unwrap().dealing(),
+                m.dealing()
+            );
+        }
+    }
+
+    #[test]
+    fn an_old_version_model_share_says_to_share_again() {
+        let [m, _, _] = small_model(4);
+        let mut old = m.to_bytes();
+        old[4] = 1;
+        let err = decode_err(&old);
+        assert!(err.contains("format version 1"), "{err}");
+        assert!(err.contains("privxray share-model"), "{err}");
+        // A version from the future is not called old.
+        old[4] = MODEL_VERSION + 1;
+        let err = decode_err(&old);
+        assert!(
+            err.contains("expected 2") && !err.contains("older"),
+            "{err}"
+        );
     }
 }

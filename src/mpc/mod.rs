@@ -6,7 +6,7 @@
 //! learns the logits through [`reconstruct`]. No party ever sees the whole model, the image or
 //! any intermediate value.
 //!
-//! - [`fixed`]: fixed-point encoding (default 12 fractional bits, see [`FixedPoint`]).
+//! - [`fixed`]: fixed-point encoding (14 fractional bits, 18 for weights; see [`FixedPoint`]).
 //! - [`party`]: party identities and ring neighbours.
 //! - [`share`]: 2-out-of-3 replicated shares (arithmetic and boolean) and a dealer for tests.
 //! - [`prg`]: pairwise ChaCha12 streams for zero-sharings and common randomness.
@@ -14,9 +14,13 @@
 //! - [`context`]: a party's protocol context ([`Party`]): transport, PRGs, byte and round counts.
 //! - [`matmul`]: multithreaded wrapping u64 matrix products, the hot loop.
 //! - [`bits`]: 64x64 bit-matrix transposition for bit-sliced boolean circuits.
-//! - [`protocol`]: multiplication, truncation, sign bit, ReLU and max.
+//! - [`protocol`]: multiplication, exact truncation, sign bit, ReLU and max.
+//! - [`range`]: the range of a model's logits, checked by the client (re-run once, then refuse).
 //! - [`layers`]: convolution, dense and pooling layers over shares.
-//! - [`model`]: compiling a spec into secure operations and sharing it ([`PartyModel`]).
+//! - [`model`]: compiling a spec into secure operations and sharing it ([`PartyModel`]), each
+//!   dealing tagged with a random [`DealingId`].
+//! - [`consistency`]: before computing, neighbours compare digests of the input components they
+//!   hold in common, and the parties compare dealing ids.
 //! - [`client`]: input and output shares, [`share_input`] and [`reconstruct`].
 //! - [`codec`]: the little-endian byte format of everything that crosses the network.
 //! - [`network`]: [`infer`], one party's secure forward pass of a batch.
@@ -25,6 +29,7 @@
 pub mod bits;
 pub mod client;
 pub mod codec;
+pub mod consistency;
 pub mod context;
 pub mod error;
 pub mod fixed;
@@ -35,6 +40,7 @@ pub mod network;
 pub mod party;
 pub mod prg;
 pub mod protocol;
+pub mod range;
 pub mod share;
 pub mod simulate;
 pub mod transport;
@@ -46,7 +52,7 @@ pub use client::{reconstruct, share_input, share_input_os, InputShare, OutputSha
 pub use context::{CommStats, Party};
 pub use error::MpcError;
 pub use fixed::FixedPoint;
-pub use model::{share_model, share_model_os, ModelDealing, PartyModel};
+pub use model::{share_model, share_model_os, DealingId, ModelDealing, PartyModel};
 pub use network::infer;
 pub use party::PartyId;
 pub use share::{ArithShare, BitShare};

@@ -6,7 +6,9 @@
 //! a max pooling is moved after the pooling, where it compares `size^2` times fewer values.
 //! Every weight and bias is then encoded in fixed point and secret-shared, so no party ever
 //! holds a whole weight. The dealing ([`ModelDealing`]) produces one party's share at a time
-//! from two secret keys, so the owner never holds all three shares of a large model.
+//! from two secret keys, so the owner never holds all three shares of a large model. The three
+//! shares of one dealing carry the same random [`DealingId`], which the parties compare before
+//! serving, so shares of two dealings are never mixed.
 
 use super::error::{volume, MpcError, Result};
 use super::fixed::FixedPoint;
@@ -19,6 +21,43 @@ use crate::model::{Layer, NetworkSpec};
 use rand::{CryptoRng, Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
+use std::fmt;
+/// Random 16-byte tag of one dealing ([`ModelDealing`], [`share_model`]): all three shares of a
+/// dealing carry it.
+/// Shares of different dealings are not shares of one model (each dealing draws fresh
+/// randomness), so parties holding different ids must not compute together.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DealingId([u8; DealingId::LEN]);
+
+impl DealingId {
+    pub const LEN: usize = 16;
+
+    pub fn from_bytes(bytes: [u8; Self::LEN]) -> Self {
+        DealingId(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; Self::LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Display for DealingId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for DealingId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DealingId({self})")
+    }
+}
+
+/// Most values of one image's activation after any operation, and most entries of one image's
+/// convolution patch matrix: 2^27. Full-width VGG16-2 at 224x224 peaks at 64x224x224 = 3.2e6
+/// and 576x224x224 = 2.9e7; the cap keeps a model share from declaring layers whose working
+/// memory cannot exist.
+pub const MAX_ACTIVATION: usize = 1 << 27;
 
 /// One step of the secure forward pass, with this party's shares of its parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +151,18 @@ impl SecureOp {
                 params("convolution bias share", g.out_channels, bias.len())?;
                 let (oh, ow) = g.out_hw();
                 volume("convolution output", &[g.out_channels, oh, ow])?;
+                let patches = volume("convolution output", &[oh, ow])?
+                    .checked_mul(g.patch_len())
+                    .filter(|&n| n <= MAX_ACTIVATION);
+                if patches.is_none() {
+                    return Err(MpcError::Mismatch {
+                        what: "convolution patch matrix",
+                        expected: format!(
+                            "op {index} (conv): at most {MAX_ACTIVATION} entries per image"
+                        ),
+                        got: format!("{oh}x{ow} positions of {} values", g.patch_len()),
+                    });
+                }
                 Ok(Shape::Chw(g.out_channels, oh, ow))
             }
             SecureOp::Dense {
@@ -175,6 +226,7 @@ impl SecureOp {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartyModel {
     party: PartyId,
+    dealing: DealingId,
     fixed: FixedPoint,
     name: String,
     input: [usize; 3],
@@ -187,6 +239,7 @@ impl PartyModel {
     /// have the sizes their op needs).
     pub fn new(
         party: PartyId,
+        dealing: DealingId,
         fixed: FixedPoint,
         name: String,
         input: [usize; 3],
@@ -194,15 +247,25 @@ impl PartyModel {
     ) -> Result<Self> {
         volume("model input shape", &input)?;
         let mut cur = Shape::Chw(input[0], input[1], input[2]);
-        if cur.is_empty() {
+        if cur.is_empty() || cur.len() > MAX_ACTIVATION {
             return Err(MpcError::mismatch(
                 "model input shape",
-                "non-empty",
+                format!("non-empty, at most {MAX_ACTIVATION} values"),
                 format!("{input:?}"),
             ));
         }
         for (i, op) in ops.iter().enumerate() {
             cur = op.out_shape(i, cur)?;
+            if cur.len() > MAX_ACTIVATION {
+                return Err(MpcError::mismatch(
+                    "operation output",
+                    format!(
+                        "at most {MAX_ACTIVATION} values per image after op {i} ({})",
+                        op.kind()
+                    ),
+                    format!("{cur:?}"),
+                ));
+            }
             if cur.is_empty() {
                 return Err(MpcError::mismatch(
                     "operation output",
@@ -213,6 +276,7 @@ impl PartyModel {
         }
         Ok(PartyModel {
             party,
+            dealing,
             fixed,
             name,
             input,
@@ -223,6 +287,10 @@ impl PartyModel {
 
     pub fn party(&self) -> PartyId {
         self.party
+    }
+    /// The dealing this share belongs to (the same in all three shares of one dealing).
+    pub fn dealing(&self) -> DealingId {
+        self.dealing
     }
     pub fn fixed(&self) -> FixedPoint {
         self.fixed
@@ -443,6 +511,7 @@ const DEAL_CHUNK: usize = 1 << 16;
 /// the keys, each party's share is produced on its own, so the owner of a full-width VGG16-2
 /// (2.2 GB per share) never holds more than one share at a time.
 pub struct ModelDealing<'a> {
+    id: DealingId,
     name: String,
     input: [usize; 3],
     fixed: FixedPoint,
@@ -480,11 +549,13 @@ impl<'a> ModelDealing<'a> {
                     .try_for_each(|e| values.encode(fx, e).map(drop))?;
             }
         }
+        let id = DealingId(rng.random());
         let mut keys = [[0u8; 32]; 2];
         for k in &mut keys {
             rng.fill_bytes(k);
         }
         Ok(ModelDealing {
+            id,
             name: spec.name.clone(),
             input: spec.input,
             fixed,
@@ -496,6 +567,11 @@ impl<'a> ModelDealing<'a> {
     /// [`ModelDealing::new`] with keys from the OS CSPRNG.
     pub fn new_os(spec: &'a NetworkSpec, fixed: FixedPoint) -> Result<Self> {
         Self::new(spec, fixed, &mut os_rng()?)
+    }
+
+    /// The id all three shares of this dealing carry.
+    pub fn id(&self) -> DealingId {
+        self.id
     }
 
     /// Party `party`'s share of the model.
@@ -547,7 +623,7 @@ impl<'a> ModelDealing<'a> {
                 },
             });
         }
-        PartyModel::new(party, fixed, self.name.clone(), self.input, ops)
+        PartyModel::new(party, self.id, fixed, self.name.clone(), self.input, ops)
     }
 
     /// `party`'s two components of one parameter tensor: `c_i` and `c_{i+1}`, each either a
@@ -610,8 +686,9 @@ fn fill_last(acc: &mut [u64], other: &[u64], values: Plain<'_>, fixed: FixedPoin
 
 /// The model owner's step: compiles `spec` and secret-shares every parameter with randomness
 /// from `rng`, which must be a cryptographic generator seeded from the OS (see
-/// [`share_model_os`]). Returns the shares for parties 0, 1 and 2. A caller that sends the
-/// shares away one at a time should use [`ModelDealing`], which holds none of them.
+/// [`share_model_os`]); the dealing id comes from it too. Returns the shares for parties 0, 1
+/// and 2. A caller that sends the shares away one at a time should use [`ModelDealing`], which
+/// holds none of them.
 pub fn share_model<R: CryptoRng + ?Sized>(
     spec: &NetworkSpec,
     fixed: FixedPoint,

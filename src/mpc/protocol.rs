@@ -1,7 +1,7 @@
 //! The secure-computation primitives over replicated shares. All functions are batched: one
 //! call on a vector costs the same number of rounds as on one element.
 //!
-//! Round costs: [`mul`] 1, [`trunc`] 1, [`msb`] 8, [`select`] 3, [`relu`] and [`max`] 11 (per
+//! Round costs: [`mul`] 1, [`trunc`] 2, [`msb`] 8, [`select`] 3, [`relu`] and [`max`] 11 (per
 //! [`RELU_SLICE`] elements).
 
 use super::bits;
@@ -49,62 +49,99 @@ pub fn mul<T: Transport>(p: &mut Party<T>, x: &ArithShare, y: &ArithShare) -> Re
     reshare(p, z)
 }
 
-/// Probabilistic truncation by `bits` (division by `2^bits`): one round, one word per element
-/// sent by parties 0 and 1 each (a three-party form of SecureML's local truncation).
+/// Largest truncation [`trunc`] supports: the offset `2^62` must be a multiple of `2^bits`.
+pub const MAX_TRUNC_BITS: u32 = 62;
+
+/// The values [`trunc`] is exact on (up to one unit in the last place): `-2^62 <= x < 2^62`.
+/// Outside it the result is wrong, so [`crate::mpc::fixed`] keeps every value far inside (the
+/// four models stay below `2^41`).
+pub const TRUNC_RANGE: (i64, i64) = (-(1i64 << 62), 1i64 << 62);
+
+/// Truncation by `bits` (division by `2^bits`) with no failure probability: for every `x` in
+/// [`TRUNC_RANGE`] the result is `floor(x / 2^bits)` or one more (stochastic rounding; the
+/// expected result is `(x + 1) / 2^bits`). 2 rounds; party 0 sends one word per element in the first,
+/// every party one word in the second (a resharing).
 ///
-/// The secret is first split in two with a fresh mask `r` known to parties 0 and 1:
-/// `A = x_0 + x_1 - r` (party 0) and `B = x_2 + r` (party 1). Party 0 computes
-/// `floor(A / 2^d)`, party 1 computes `-floor(-B / 2^d)`, and the two halves become a fresh
-/// replicated sharing (party 0 masks its half with a second common word).
+/// Why exact: the offset `O = 2^62` makes `x' = x + O` lie in `[0, 2^63)`. Split it as
+/// `x' = A + B (mod 2^64)` with `A = x_0 + x_1 + O` (party 0) and `B = x_2` (parties 1 and 2).
+/// As integers `A + B = x' + w 2^64` with the wrap bit `w` equal to `msb(A) OR msb(B)`: if both
+/// are below `2^63` the sum is below `2^64`, and if either is not, the sum is at least
+/// `2^63 > x'`, so it must be `x' + 2^64`. Hence, with integer quotients,
+/// `A/2^d + B/2^d - w 2^(64-d) = floor(x' / 2^d) - c` where the carry `c` in {0, 1} comes from
+/// the low bits; adding `1 - O/2^d` gives `floor(x / 2^d) + 1 - c`. `w = a + b - ab` with
+/// `a = msb(A)` known to party 0 and `b = msb(B)` to parties 1 and 2; the product is one
+/// masked word: party 0 sends `a + rho` to party 1 (`rho` drawn with party 2, so party 1 sees a
+/// uniformly random word), party 1 keeps `b (a + rho)`, party 2 keeps `-b rho`. Only the
+/// product mod `2^d` matters (it is multiplied by `2^(64-d)`). The three additive parts are
+/// then reshared with a fresh zero-sharing, so no party sees anything but random words.
 ///
-/// Error bound: `A` is uniform whatever the input sharing looks like, so if `|x| < 2^l` the
-/// result is `floor(x / 2^d)` or `floor(x / 2^d) + 1` (an error below one unit in the last
-/// place) except with probability `|x| / 2^64 <= 2^(l - 64)`, when `A - x` wraps around the
-/// ring and the result is garbage. The `trunc_error_is_at_most_one_ulp` and
-/// `trunc_failure_rate_follows_the_bound` tests check both halves of that statement.
+/// The probabilistic one-round truncation this replaces failed with probability `|x| / 2^64`
+/// per element (about one full-width VGG16-2 image in 300); the tests
+/// `trunc_is_exact_at_the_range_bounds` and `trunc_never_wraps_near_the_bound` drive values to
+/// the bounds.
 pub fn trunc<T: Transport>(p: &mut Party<T>, x: &ArithShare, bits: u32) -> Result<ArithShare> {
-    if bits >= 64 {
-        return Err(MpcError::mismatch("truncation bits", "below 64", bits));
+    if bits > MAX_TRUNC_BITS {
+        return Err(MpcError::mismatch(
+            "truncation bits",
+            format!("at most {MAX_TRUNC_BITS}"),
+            bits,
+        ));
+    }
+    if bits == 0 {
+        return Ok(x.clone());
     }
     let n = x.len();
     let id = p.id();
-    let out = match id.index() {
-        0 => {
-            let r = p.prg().common_with_next(2 * n);
-            let (mask, y1) = r.split_at(n);
-            let y0: Vec<u64> = (0..n)
+    let offset = 1u64 << 62;
+    let k = 1u64 << (64 - bits);
+    // `O / 2^d - 1`: removes the offset and turns "floor or one less" into "floor or one more".
+    let correction = (offset >> bits) - 1;
+    let par = |f: &(dyn Fn(usize) -> u64 + Sync)| -> Vec<u64> {
+        if n < PAR_MIN {
+            (0..n).map(f).collect()
+        } else {
+            (0..n)
                 .into_par_iter()
                 .with_min_len(PAR_MIN / 4)
-                .map(|e| {
-                    let a = x.own()[e].wrapping_add(x.next()[e]).wrapping_sub(mask[e]);
-                    (a >> bits).wrapping_sub(y1[e])
-                })
-                .collect();
-            p.send_words(id.prev(), &y0)?;
-            ArithShare::from_parts(y0, y1.to_vec())
-        }
-        1 => {
-            let r = p.prg().common_with_prev(2 * n);
-            let (mask, y1) = r.split_at(n);
-            let y2: Vec<u64> = (0..n)
-                .into_par_iter()
-                .with_min_len(PAR_MIN / 4)
-                .map(|e| {
-                    let b = x.next()[e].wrapping_add(mask[e]);
-                    (b.wrapping_neg() >> bits).wrapping_neg()
-                })
-                .collect();
-            p.send_words(id.next(), &y2)?;
-            ArithShare::from_parts(y1.to_vec(), y2)
-        }
-        _ => {
-            let y0 = p.recv_words(id.next(), n)?;
-            let y2 = p.recv_words(id.prev(), n)?;
-            ArithShare::from_parts(y2, y0)
+                .map(f)
+                .collect()
         }
     };
-    p.end_round();
-    Ok(out)
+    let z = match id.index() {
+        0 => {
+            let rho = p.prg().common_with_prev(n);
+            let a_of = |e: usize| x.own()[e].wrapping_add(x.next()[e]).wrapping_add(offset);
+            let masked = par(&|e| (a_of(e) >> 63).wrapping_add(rho[e]));
+            p.send_words(id.next(), &masked)?;
+            p.end_round();
+            par(&|e| {
+                let a = a_of(e);
+                (a >> bits)
+                    .wrapping_sub(k.wrapping_mul(a >> 63))
+                    .wrapping_sub(correction)
+            })
+        }
+        1 => {
+            let masked = p.recv_words(id.prev(), n)?;
+            p.end_round();
+            par(&|e| {
+                let b = x.next()[e];
+                let t1 = (b >> 63).wrapping_mul(masked[e]);
+                (b >> bits)
+                    .wrapping_sub(k.wrapping_mul(b >> 63))
+                    .wrapping_add(k.wrapping_mul(t1))
+            })
+        }
+        _ => {
+            let rho = p.prg().common_with_next(n);
+            p.end_round();
+            par(&|e| {
+                let t2 = (x.own()[e] >> 63).wrapping_mul(rho[e]).wrapping_neg();
+                k.wrapping_mul(t2)
+            })
+        }
+    };
+    reshare(p, z)
 }
 
 /// Wire `(words, plane)`: plane `plane` (of `ch` words) of a bit-sliced boolean share.

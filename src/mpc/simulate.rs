@@ -2,6 +2,7 @@
 //! in-memory transport. For tests, demonstrations and the benchmark.
 
 use super::client::{reconstruct, share_input_os, InputShare, OutputShare};
+use super::consistency::{compare_input_copies, inconsistent_input};
 use super::context::{CommStats, Party};
 use super::error::{MpcError, Result};
 use super::fixed::FixedPoint;
@@ -182,11 +183,18 @@ impl Simulation {
 
 fn run_party<T: Transport>(
     id: PartyId,
-    transport: T,
+    mut transport: T,
     model: &PartyModel,
     inputs: &[InputShare],
     batch: usize,
 ) -> Result<(Vec<OutputShare>, CommStats, Duration)> {
+    // The inputs came through their byte format as from a client: check the copies before
+    // computing (untimed, like the key setup). A party that finds a difference stops; the one
+    // that cannot see it then finds its peers gone, and the caller reports the root cause.
+    let found = compare_input_copies(&mut transport, id, Some(inputs))?;
+    if !found.is_empty() {
+        return Err(inconsistent_input(&found));
+    }
     let mut party = Party::setup(id, transport)?;
     let before = party.stats();
     let start = Instant::now();
@@ -313,4 +321,54 @@ pub fn bench_report(
         threads: rayon::current_num_threads(),
         rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::arch::random_spec;
+    use crate::model::ModelKind;
+    use crate::mpc::share::ArithShare;
+    use crate::mpc::share_model_os;
+
+    #[test]
+    fn inconsistent_input_copies_stop_every_party_before_computing() {
+        let spec = random_spec(ModelKind::DnnAv, 1.0, 7);
+        let fixed = FixedPoint::default();
+        let models = share_model_os(&spec, fixed).unwrap();
+        let image = vec![0.25f32; spec.input_len()];
+        let mut inputs = share_input_os(&image, spec.input, fixed).unwrap();
+        // Party 2's copy of component 0 (its `next`) differs from party 0's.
+        let (own, mut next) = inputs[2].share().clone().into_parts();
+        next[3] ^= 1;
+        inputs[2] = InputShare::new(
+            PartyId::ALL[2],
+            fixed,
+            spec.input,
+            ArithShare::new(own, next).unwrap(),
+        )
+        .unwrap();
+        let transports = InMemoryTransport::triple();
+        let results: Vec<Result<_>> = std::thread::scope(|s| {
+            let hs: Vec<_> = transports
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let (m, inp) = (&models[i], std::slice::from_ref(&inputs[i]));
+                    s.spawn(move || run_party(PartyId::ALL[i], t, m, inp, 1))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        // Parties 0 and 2 hold component 0 and say why; party 1 finds them gone instead of
+        // waiting forever.
+        for i in [0, 2] {
+            let err = results[i].as_ref().expect_err("refused").to_string();
+            assert!(
+                err.contains("component 0 of the input share differs"),
+                "{err}"
+            );
+        }
+        assert!(matches!(results[1], Err(MpcError::Transport { .. })));
+    }
 }

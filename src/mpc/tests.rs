@@ -60,49 +60,113 @@ fn multiplication_matches_ring_product() {
 #[test]
 fn trunc_error_is_at_most_one_ulp() {
     let mut rng = test_rng(2);
-    // |x| < 2^32: failure probability 2^-32 per element.
     let x: Vec<u64> = (0..20_000)
         .map(|_| rng.random_range(-(1i64 << 32)..(1i64 << 32)) as u64)
         .collect();
     let xs = deal(&x, &mut rng);
     for bits in [2u32, 12, 20] {
-        let y = run3(|p| trunc(p, &xs[p.id().index()], bits));
-        for (got, want) in signed(&open(&y).unwrap()).iter().zip(signed(&x)) {
-            let exact = want >> bits; // floor division
-            assert!(
-                (0..=1).contains(&(got - exact)),
-                "{want} >> {bits}: got {got}, floor {exact}"
-            );
-        }
+        let y = open(&run3(|p| trunc(p, &xs[p.id().index()], bits))).unwrap();
+        assert_truncated(&y, &x, bits);
+        // Stochastic rounding: the mean error is 2^-bits (the low bits' carry), not half a
+        // unit either way.
+        let mean_error = signed(&y)
+            .iter()
+            .zip(signed(&x))
+            .map(|(got, want)| *got as f64 - want as f64 / (1u64 << bits) as f64)
+            .sum::<f64>()
+            / x.len() as f64;
+        let expected = 1.0 / (1u64 << bits) as f64;
+        assert!(
+            (mean_error - expected).abs() < 0.05,
+            "bits {bits}: mean error {mean_error}, expected {expected}"
+        );
+    }
+}
+
+/// `floor(x / 2^bits)` or one more: the contract of [`trunc`] on its whole range.
+fn assert_truncated(got: &[u64], x: &[u64], bits: u32) {
+    for (got, want) in signed(got).iter().zip(signed(x)) {
+        let floor = want >> bits;
+        assert!(
+            (0..=1).contains(&(got.wrapping_sub(floor))),
+            "{want} >> {bits}: got {got}, floor {floor}"
+        );
     }
 }
 
 #[test]
-fn trunc_failure_rate_follows_the_bound() {
-    // With |x| = 2^60 the two halves wrap with probability |x| / 2^64 = 1/16.
+fn trunc_is_exact_at_the_range_bounds() {
+    use super::protocol::TRUNC_RANGE;
+    let (lo, hi) = TRUNC_RANGE;
     let mut rng = test_rng(3);
-    let n = 20_000;
-    let x: Vec<u64> = (0..n)
-        .map(|i| {
-            if i % 2 == 0 {
-                1u64 << 60
-            } else {
-                (1u64 << 60).wrapping_neg()
-            }
-        })
-        .collect();
+    // The bounds themselves, their neighbours, zero, and values spread over the whole range on
+    // a log scale (so both tiny and huge magnitudes appear), each dealt with fresh randomness.
+    let mut x: Vec<i64> = vec![lo, lo + 1, hi - 1, hi - 2, -1, 0, 1, lo / 2, hi / 2];
+    for _ in 0..20_000 {
+        let magnitude = rng.random_range(0..62u32);
+        let v = rng.random_range(0..(1i64 << magnitude).max(1));
+        x.push(if rng.random() { v } else { -v });
+        x.push(rng.random_range(lo..hi));
+        x.push(if rng.random() { lo + v } else { hi - 1 - v });
+    }
+    let x: Vec<u64> = x.into_iter().map(|v| v as u64).collect();
     let xs = deal(&x, &mut rng);
-    let y = run3(|p| trunc(p, &xs[p.id().index()], 12));
-    let failures = signed(&open(&y).unwrap())
-        .iter()
-        .zip(signed(&x))
-        .filter(|(got, want)| !(0..=1).contains(&(**got - (want >> 12))))
-        .count();
-    let expected = n as f64 / 16.0;
-    assert!(
-        (failures as f64) > 0.7 * expected && (failures as f64) < 1.3 * expected,
-        "{failures} failures, expected about {expected}"
-    );
+    for bits in [1u32, 14, 18, 32, 61, 62] {
+        let y = run3(|p| trunc(p, &xs[p.id().index()], bits));
+        assert_truncated(&open(&y).unwrap(), &x, bits);
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Any value of the range, any dealing, any shift: never more than one unit off.
+    #[test]
+    fn trunc_holds_for_any_value_and_dealing(
+        v in super::protocol::TRUNC_RANGE.0..super::protocol::TRUNC_RANGE.1,
+        seed in proptest::prelude::any::<u64>(),
+        bits in 1u32..=62,
+    ) {
+        let mut rng = test_rng(seed);
+        let x = [v as u64, (v / 3) as u64, v.wrapping_neg().max(super::protocol::TRUNC_RANGE.0) as u64];
+        let xs = deal(&x, &mut rng);
+        let y = run3(|p| trunc(p, &xs[p.id().index()], bits));
+        assert_truncated(&open(&y).unwrap(), &x, bits);
+    }
+}
+
+#[test]
+fn trunc_never_wraps_near_the_bound() {
+    // The one-round truncation this protocol replaced failed with probability |x| / 2^64: at
+    // |x| = 2^62 one element in four. Ten million truncations of values within 2^20 of either
+    // bound (fresh dealing and fresh protocol randomness for every chunk) must all be exact.
+    use super::protocol::TRUNC_RANGE;
+    let (lo, hi) = TRUNC_RANGE;
+    let mut rng = test_rng(5);
+    let chunk = 1 << 20;
+    let mut checked = 0usize;
+    while checked < 10_000_000 {
+        let x: Vec<u64> = (0..chunk)
+            .map(|i| {
+                let d = rng.random_range(0..1i64 << 20);
+                (if i % 2 == 0 { lo + d } else { hi - 1 - d }) as u64
+            })
+            .collect();
+        let xs = deal(&x, &mut rng);
+        let y = run3(|p| trunc(p, &xs[p.id().index()], 18));
+        assert_truncated(&open(&y).unwrap(), &x, 18);
+        checked += chunk;
+    }
+}
+
+#[test]
+fn trunc_by_zero_is_the_identity_and_too_many_bits_are_refused() {
+    let mut rng = test_rng(6);
+    let x: Vec<u64> = (0..100).map(|_| rng.random()).collect();
+    let xs = deal(&x, &mut rng);
+    let y = run3(|p| trunc(p, &xs[p.id().index()], 0));
+    assert_eq!(open(&y).unwrap(), x);
+    let errs = run3(|p| Ok(trunc(p, &xs[p.id().index()], 63).is_err()));
+    assert_eq!(errs, [true; 3]);
 }
 
 #[test]

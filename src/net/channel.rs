@@ -12,6 +12,10 @@
 //! recovery within a session. A receiver checks the announced length against its limit before
 //! reading on, and never allocates more than it has received plus a bounded reserve.
 //!
+//! Deadlines. A receive has one deadline for the whole message (the I/O timeout from the moment
+//! the wait starts), not one per read: every read gets only the time that is left, so a peer
+//! that sends a byte now and then cannot hold the channel open beyond it.
+//!
 //! Sending is done by a writer thread that owns the socket's write half: [`SecureChannel::send`]
 //! queues the message and returns. That way two parties that both send a large message before
 //! reading (the usual shape of an MPC round) cannot deadlock on full TCP buffers.
@@ -21,7 +25,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use snow::StatelessTransportState;
 
@@ -59,6 +63,60 @@ pub(crate) fn read_record(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()
     r.read_exact(buf)
 }
 
+/// A socket's read half under one deadline for a whole exchange: each read waits only for the
+/// time left, and once it has passed reads fail with `TimedOut`. Without a deadline, reads use
+/// the socket's own timeout.
+pub(crate) struct DeadlineStream {
+    stream: TcpStream,
+    deadline: Option<Instant>,
+}
+
+impl DeadlineStream {
+    pub(crate) fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            deadline: None,
+        }
+    }
+
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    pub(crate) fn get_ref(&self) -> &TcpStream {
+        &self.stream
+    }
+
+}
+
+impl Read for DeadlineStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.deadline {
+            Some(deadline) => read_by(&self.stream, deadline, buf),
+            None => self.stream.read(buf),
+        }
+    }
+}
+
+/// A borrowed socket read under one deadline (the handshake's).
+pub(crate) struct Within<'a>(pub &'a TcpStream, pub Instant);
+
+impl Read for Within<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        read_by(self.0, self.1, buf)
+    }
+}
+
+/// One read that waits at most until `deadline`.
+fn read_by(mut stream: &TcpStream, deadline: Instant, buf: &mut [u8]) -> io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+    }
+    stream.set_read_timeout(Some(left))?;
+    stream.read(buf)
+}
+
 enum Command {
     Data(Vec<u8>),
     Flush(mpsc::Sender<()>),
@@ -68,6 +126,9 @@ struct Writer {
     queue: SyncSender<Command>,
     thread: JoinHandle<()>,
 }
+
+/// Decides the receive limit when a message starts arriving.
+type LimitFn = Box<dyn Fn() -> u64 + Send>;
 
 /// The first error the writer thread hit; later sends report it.
 type Failure = Arc<Mutex<Option<String>>>;
@@ -81,9 +142,15 @@ pub struct SecureChannel {
     peer: PeerRole,
     label: Arc<str>,
     transport: Arc<StatelessTransportState>,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<DeadlineStream>,
     recv_nonce: u64,
+    /// The largest message this end sends.
     max_message: u64,
+    /// The largest message this end accepts (the role-dependent cap, see
+    /// [`SecureChannel::set_recv_limit`]), unless `recv_limit_fn` decides it per message.
+    recv_limit: u64,
+    recv_limit_fn: Option<LimitFn>,
+    /// The deadline for one whole message received.
     io_timeout: Duration,
     writer: Option<Writer>,
     write_failure: Failure,
@@ -139,9 +206,11 @@ impl SecureChannel {
             peer,
             label,
             transport,
-            reader: BufReader::with_capacity(4 * (MAX_RECORD + 2), stream),
+            reader: BufReader::with_capacity(4 * (MAX_RECORD + 2), DeadlineStream::new(stream)),
             recv_nonce: 0,
             max_message,
+            recv_limit: max_message,
+            recv_limit_fn: None,
             io_timeout,
             writer: Some(Writer { queue, thread }),
             write_failure,
@@ -163,9 +232,37 @@ impl SecureChannel {
         &self.label
     }
 
+    /// Caps the size of the messages this end accepts from now on. Sending is not affected.
+    pub fn set_recv_limit(&mut self, max: u64) {
+        self.recv_limit = max;
+        self.recv_limit_fn = None;
+    }
+
+    /// Like [`SecureChannel::set_recv_limit`], with the cap asked of `limit` when each
+    /// message's length arrives (a party gives a client no more than an input share of the
+    /// model installed at that moment).
+    pub fn set_recv_limit_fn(&mut self, limit: impl Fn() -> u64 + Send + 'static) {
+        self.recv_limit_fn = Some(Box::new(limit));
+    }
+
+    /// The cap on the next message received.
+    pub fn recv_limit(&self) -> u64 {
+        self.recv_limit_fn.as_ref().map_or(self.recv_limit, |f| f())
+    }
+
+    /// Forgets the traffic so far (the handshake's confirmation is not application data).
+    pub(crate) fn reset_traffic(&mut self) {
+        self.bytes_sent = 0;
+        self.bytes_received = 0;
+    }
+
     /// Application bytes sent and received so far.
     pub fn traffic(&self) -> (u64, u64) {
         (self.bytes_sent, self.bytes_received)
+    }
+
+    fn socket(&self) -> &TcpStream {
+        self.reader.get_ref().get_ref()
     }
 
     fn check_usable(&self) -> Result<(), NetError> {
@@ -246,22 +343,31 @@ impl SecureChannel {
             if self.broken.is_some() {
                 // Nothing more will be delivered in step; unblock a writer stuck on a full
                 // socket instead of waiting out the write timeout.
-                let _ = self.reader.get_ref().shutdown(Shutdown::Both);
+                let _ = self.socket().shutdown(Shutdown::Both);
             }
             drop(queue);
             if thread.join().is_err() {
                 *self.write_failure.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some("writer thread panicked".into());
             }
-            let _ = self.reader.get_ref().shutdown(Shutdown::Write);
+            let _ = self.socket().shutdown(Shutdown::Write);
         }
     }
 
-    /// Receives the next message. Any failure (timeout, authentication, malformed record)
-    /// breaks the channel: nonces are no longer in step, so later calls fail immediately.
+    /// Receives the next message, which must arrive whole within the I/O timeout. Any failure
+    /// (timeout, authentication, malformed record) breaks the channel: nonces are no longer in
+    /// step, so later calls fail immediately.
     pub fn recv(&mut self) -> Result<Vec<u8>, NetError> {
+        self.recv_until(Instant::now() + self.io_timeout)
+    }
+
+    /// Like [`SecureChannel::recv`], with the whole message due by `deadline`.
+    pub(crate) fn recv_until(&mut self, deadline: Instant) -> Result<Vec<u8>, NetError> {
         self.check_usable()?;
-        match self.recv_message_bytes() {
+        self.reader.get_mut().set_deadline(Some(deadline));
+        let waited = deadline.saturating_duration_since(Instant::now());
+        let result = self.recv_message_bytes(waited);
+        match result {
             Ok(v) => {
                 if super::debug_enabled() {
                     super::log(format_args!(
@@ -276,7 +382,7 @@ impl SecureChannel {
             Err(e) => {
                 self.broken = Some(e.to_string());
                 // Wake the writer thread and tell the peer we are gone.
-                let _ = self.reader.get_ref().shutdown(Shutdown::Both);
+                let _ = self.socket().shutdown(Shutdown::Both);
                 Err(e)
             }
         }
@@ -296,8 +402,8 @@ impl SecureChannel {
         })
     }
 
-    fn recv_message_bytes(&mut self) -> Result<Vec<u8>, NetError> {
-        let n = self.read_chunk("waiting for a message")?;
+    fn recv_message_bytes(&mut self, waited: Duration) -> Result<Vec<u8>, NetError> {
+        let n = self.read_chunk("waiting for a message", waited)?;
         if n < LENGTH_HEADER {
             return Err(self.malformed(format!(
                 "first record of a message holds {n} bytes, less than its {LENGTH_HEADER}-byte length header"
@@ -306,11 +412,12 @@ impl SecureChannel {
         let mut header = [0u8; LENGTH_HEADER];
         header.copy_from_slice(&self.plain[..LENGTH_HEADER]);
         let total = u64::from_le_bytes(header);
-        if total > self.max_message {
+        let limit = self.recv_limit();
+        if total > limit {
             return Err(NetError::TooLarge {
                 peer: self.label.to_string(),
                 len: total,
-                max: self.max_message,
+                max: limit,
             });
         }
         let first = n - LENGTH_HEADER;
@@ -325,7 +432,7 @@ impl SecureChannel {
         let mut out = Vec::with_capacity(reserve);
         out.extend_from_slice(&self.plain[LENGTH_HEADER..n]);
         while (out.len() as u64) < total {
-            let n = self.read_chunk("receiving the rest of a message")?;
+            let n = self.read_chunk("receiving the rest of a message", waited)?;
             let remaining = total - out.len() as u64;
             if n == 0 || n as u64 > remaining {
                 return Err(self.malformed(format!(
@@ -345,9 +452,10 @@ impl SecureChannel {
     }
 
     /// Reads and decrypts one record into `self.plain`, returning the plaintext length.
-    fn read_chunk(&mut self, during: &'static str) -> Result<usize, NetError> {
+    /// `waited` is the message's whole allowance, for the timeout error.
+    fn read_chunk(&mut self, during: &'static str, waited: Duration) -> Result<usize, NetError> {
         read_record(&mut self.reader, &mut self.record)
-            .map_err(|e| NetError::from_io(&self.label, during, self.io_timeout, e))?;
+            .map_err(|e| NetError::from_io(&self.label, during, waited, e))?;
         if self.record.len() < TAG_LEN {
             return Err(self.malformed(format!(
                 "record of {} bytes is shorter than an authentication tag",
@@ -493,7 +601,7 @@ mod tests {
     use super::*;
     use crate::net::config::{PartiesConfig, PartyAddress, PartyId};
     use crate::net::handshake::tests::{fixture, fixture_with, Fixture};
-    use crate::net::handshake::{accept, connect_client, connect_to_party, Inbound};
+    use crate::net::handshake::{accept, connect_client, connect_to_party, Inbound, CONFIRM};
     use std::net::{SocketAddr, TcpListener};
     use std::thread;
 
@@ -627,7 +735,8 @@ mod tests {
     }
 
     /// A man in the middle on the client -> party direction that parses records and applies
-    /// `fault` to transport record number `k` (the handshake record is not counted). Returns
+    /// `fault` to transport record number `k` (the handshake record and the confirmation are
+    /// not counted). Returns
     /// the address to connect to and a handle yielding every byte the client sent.
     fn proxy(backend: SocketAddr, fault: Fault) -> (SocketAddr, thread::JoinHandle<Vec<u8>>) {
         let front = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -651,7 +760,7 @@ mod tests {
             while read_record(&mut client, &mut record).is_ok() {
                 wire.extend_from_slice(&(record.len() as u16).to_be_bytes());
                 wire.extend_from_slice(&record);
-                let transport = index.checked_sub(1);
+                let transport = index.checked_sub(2);
                 index += 1;
                 let hit = |k: usize| transport == Some(k);
                 let result = match fault {
@@ -727,9 +836,12 @@ mod tests {
         for w in wire.windows(16) {
             assert!(!needles.contains(&w), "plaintext visible on the wire");
         }
-        // Records: hello + handshake record + ceil((8 + n) / max plaintext) transport records.
+        // Records: hello + handshake record + confirmation + ceil((8 + n) / max plaintext)
+        // transport records.
         let records = (8 + secret.len()).div_ceil(MAX_RECORD_PLAINTEXT);
-        let expected = 39 + (2 + 48) + records * (2 + TAG_LEN) + 8 + secret.len();
+        let confirmation = 2 + 8 + CONFIRM.len() + TAG_LEN;
+        let expected =
+            39 + (2 + 48) + confirmation + records * (2 + TAG_LEN) + 8 + secret.len();
         assert_eq!(wire.len(), expected);
     }
 
@@ -807,6 +919,75 @@ mod tests {
             "{:?}",
             results[0]
         );
+    }
+
+    /// A proxy to `backend` that passes the hello, the handshake record and the confirmation
+    /// at once, then everything else one byte per `pace`.
+    fn trickle_proxy(backend: SocketAddr, pace: Duration) -> SocketAddr {
+        let front = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = front.local_addr().unwrap();
+        thread::spawn(move || {
+            let (mut client, _) = front.accept().unwrap();
+            let mut server = TcpStream::connect(backend).unwrap();
+            let (mut back_client, mut back_server) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            thread::spawn(move || {
+                let _ = io::copy(&mut back_server, &mut back_client);
+            });
+            let mut hello = [0u8; 39];
+            client.read_exact(&mut hello).unwrap();
+            server.write_all(&hello).unwrap();
+            let mut record = Vec::new();
+            for _ in 0..2 {
+                read_record(&mut client, &mut record).unwrap();
+                write_record(&mut server, &record).unwrap();
+            }
+            let mut buf = vec![0u8; 1 << 16];
+            'outer: while let Ok(n @ 1..) = client.read(&mut buf) {
+                for b in &buf[..n] {
+                    if server.write_all(std::slice::from_ref(b)).is_err() {
+                        break 'outer;
+                    }
+                    thread::sleep(pace);
+                }
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_trickling_sender_is_cut_at_the_whole_message_deadline() {
+        let io = Duration::from_millis(1500);
+        let f = fixture_with(|c| {
+            let t = crate::net::config::Timeouts {
+                io,
+                ..*c.timeouts()
+            };
+            c.with_timeouts(t)
+        });
+        let via = trickle_proxy(f.listeners[0].local_addr().unwrap(), Duration::from_millis(50));
+        let config = config_via(&f, via);
+        let (result, elapsed) = thread::scope(|s| {
+            let server = s.spawn(|| {
+                let mut ch = channel_of(accept(&f.listeners[0], &f.parties[0]).unwrap());
+                let started = std::time::Instant::now();
+                let r = ch.recv();
+                (r, started.elapsed())
+            });
+            let mut client = connect_client(&config, PartyId::ALL[0]).unwrap();
+            // 4 KB at one byte per 50 ms would take over three minutes; every single read
+            // is far quicker than the I/O timeout.
+            client.send(&pattern(4000, 11)).unwrap();
+            let out = server.join().unwrap();
+            drop(client);
+            out
+        });
+        assert!(
+            matches!(result, Err(NetError::Timeout { after, .. }) if after <= io),
+            "{result:?}"
+        );
+        // Generous: cut near the deadline, nowhere near the trickle's end.
+        assert!(elapsed < io * 10, "cut after {elapsed:?}");
     }
 
     #[test]

@@ -131,10 +131,13 @@ pub struct PartyEntry {
 pub struct Timeouts {
     /// One TCP connect attempt.
     pub connect: Duration,
-    /// The whole Noise handshake of one connection.
+    /// The whole handshake of one connection, from the first byte of the hello to the
+    /// initiator's confirmation: a connection that has not proven itself by then is closed,
+    /// however slowly its bytes keep coming.
     pub handshake: Duration,
-    /// One blocking read or write once connected. Parties compute between rounds, so this is
-    /// generous by default.
+    /// One whole message once connected, from the start of the wait to its last byte (not one
+    /// read: a message that trickles in is cut here). Parties compute between rounds and model
+    /// shares are large, so this is generous by default.
     pub io: Duration,
     /// How long a party keeps retrying or waiting for its peers while the mesh starts.
     pub startup: Duration,

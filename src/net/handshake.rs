@@ -17,6 +17,16 @@
 //! - party to party: `KK`, both static keys pinned from the file; the higher id initiates;
 //! - client to party: `NK`, the client is anonymous and pins the party's key;
 //! - model owner to party: `IK`, the party checks the owner's key against `owner_public_key`.
+//!
+//! Confirmation. In all three patterns the responder could compute transport keys after
+//! its reply, but a recorded first message can be replayed, and the replayer cannot use the
+//! keys (it lacks the initiator's ephemeral key). So the initiator's first transport message
+//! is a fixed confirmation ([`CONFIRM`]), and the responder counts a connection only once that
+//! message has decrypted: a replayed handshake never becomes a channel.
+//!
+//! Deadlines. The responder allows `timeouts.handshake` for the whole exchange, from the first
+//! byte of the hello to the confirmation, and the initiator the same from its hello to the
+//! reply; each read waits only for the time left, so trickling bytes cannot stretch it.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -25,18 +35,22 @@ use std::time::{Duration, Instant};
 
 use snow::{Builder, HandshakeState};
 
-use super::channel::{read_record, write_record, SecureChannel, MAX_RECORD};
+use super::channel::{read_record, write_record, SecureChannel, Within, MAX_RECORD};
 use super::config::{ConfigHash, PartiesConfig, PartyAddress, PartyId};
 use super::error::NetError;
 use super::keys::{PublicKey, StaticKeypair};
 
 /// The last byte is the wire-protocol version: it changes whenever parties of two builds would
-/// compute differently (version 2: ChaCha12 pairwise streams). Mixed versions would connect and
-/// then produce wrong predictions silently, since nothing checks that zero-sharings cancel.
-const MAGIC: &[u8; 4] = b"PXN2";
+/// compute differently (version 2: ChaCha12 pairwise streams) or speak differently (version 3:
+/// the initiator confirms the handshake). Mixed versions would connect and then produce wrong
+/// predictions silently, since nothing checks that zero-sharings cancel.
+const MAGIC: &[u8; 4] = b"PXN3";
 const HELLO_LEN: usize = 4 + 1 + 1 + 1 + 32;
 const NO_PARTY: u8 = 0xFF;
 const PROLOGUE_LABEL: &[u8] = b"privxray noise prologue v2\0";
+
+/// The initiator's first transport message: proof that it holds the handshake's keys.
+pub const CONFIRM: &[u8] = b"privxray handshake confirmation v3";
 
 const PATTERN_KK: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";
 const PATTERN_NK: &str = "Noise_NK_25519_ChaChaPoly_BLAKE2s";
@@ -222,6 +236,18 @@ impl Inbound {
     }
 }
 
+/// How far an inbound handshake has come, reported to the caller of [`accept_stream_observed`]
+/// so that it can give handshakes in progress different priorities.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Progress {
+    /// The hello arrived: the initiator claims this role (nothing is proven yet).
+    Claimed(PeerRole),
+    /// The first handshake message authenticated: a party or the owner holds its static key,
+    /// or replayed a recorded message (the confirmation tells these apart). For a client this
+    /// proves nothing.
+    Keyed(PeerRole),
+}
+
 fn resolve(address: &PartyAddress) -> Result<Vec<SocketAddr>, NetError> {
     address
         .as_str()
@@ -293,13 +319,13 @@ fn initiate(
         },
         _ => NetError::from_io(&label, during, t.handshake, e),
     };
+    let started = Instant::now();
     stream
         .set_read_timeout(Some(t.handshake))
         .map_err(|e| io("setting timeouts", e))?;
     stream
         .set_write_timeout(Some(t.handshake))
         .map_err(|e| io("setting timeouts", e))?;
-    let started = Instant::now();
     let handshake_err = |detail: String| NetError::Handshake {
         peer: label.clone(),
         detail,
@@ -334,7 +360,8 @@ fn initiate(
     write_record(&mut s, &buf[..n]).map_err(|e| io("sending the handshake", e))?;
 
     let mut reply = Vec::new();
-    read_record(&mut s, &mut reply).map_err(|e| io("waiting for the handshake reply", e))?;
+    read_record(&mut Within(&stream, started + t.handshake), &mut reply)
+        .map_err(|e| io("waiting for the handshake reply", e))?;
     hs.read_message(&reply, &mut buf).map_err(|e| match e {
         snow::Error::Decrypt => handshake_err(
             "the reply failed authentication: the peer does not hold the pinned key, or its \
@@ -351,14 +378,18 @@ fn initiate(
         &init.hello.from.pattern()[6..8],
         started.elapsed().as_secs_f64() * 1e3
     ));
-    SecureChannel::new(
+    let mut channel = SecureChannel::new(
         stream,
         transport,
         init.peer,
         label,
         config.max_message_bytes(),
         t.io,
-    )
+    )?;
+    // Queued, not awaited: the responder counts the connection once this arrives.
+    channel.send(CONFIRM)?;
+    channel.reset_traffic();
+    Ok(channel)
 }
 
 /// Party `local` connects to party `peer` (KK). One attempt; see [`super::mesh`] for retries.
@@ -464,27 +495,43 @@ pub fn accept_stream(
     addr: SocketAddr,
     local: &LocalParty,
 ) -> Result<Inbound, NetError> {
-    let result = respond(stream, addr, local);
+    let result = respond(stream, addr, local, &mut |_| {});
     if let Err(e) = &result {
         super::log(format_args!("party {}: {e}", local.id));
     }
     result
 }
 
-fn respond(stream: TcpStream, addr: SocketAddr, local: &LocalParty) -> Result<Inbound, NetError> {
+/// Like [`accept_stream`], telling `observe` how far the handshake has come (see
+/// [`Progress`]), and leaving the logging of refusals to the caller (a server under a flood
+/// logs them within a budget).
+pub fn accept_stream_observed(
+    stream: TcpStream,
+    addr: SocketAddr,
+    local: &LocalParty,
+    observe: &mut dyn FnMut(Progress),
+) -> Result<Inbound, NetError> {
+    respond(stream, addr, local, observe)
+}
+
+fn respond(
+    stream: TcpStream,
+    addr: SocketAddr,
+    local: &LocalParty,
+    observe: &mut dyn FnMut(Progress),
+) -> Result<Inbound, NetError> {
     let t = local.config.timeouts();
+    let started = Instant::now();
+    // One deadline for the whole handshake, confirmation included.
+    let deadline = started + t.handshake;
     let _ = stream.set_nodelay(true);
     let anon = format!("connection from {addr}");
     let io = |label: &str, during, e| NetError::from_io(label, during, t.handshake, e);
     stream
-        .set_read_timeout(Some(t.handshake))
-        .map_err(|e| io(&anon, "setting timeouts", e))?;
-    stream
         .set_write_timeout(Some(t.handshake))
         .map_err(|e| io(&anon, "setting timeouts", e))?;
-    let started = Instant::now();
 
-    let mut s = &stream;
+    let mut s = Within(&stream, deadline);
     let mut raw = [0u8; HELLO_LEN];
     s.read_exact(&mut raw)
         .map_err(|e| io(&anon, "reading the hello", e))?;
@@ -552,6 +599,7 @@ fn respond(stream: TcpStream, addr: SocketAddr, local: &LocalParty) -> Result<In
     let mut hs: HandshakeState = builder
         .build_responder()
         .map_err(|e| handshake_err(snow_detail(e)))?;
+    observe(Progress::Claimed(hello.from));
 
     let mut msg = Vec::new();
     read_record(&mut s, &mut msg).map_err(|e| io(&label, "reading the handshake", e))?;
@@ -581,32 +629,58 @@ fn respond(stream: TcpStream, addr: SocketAddr, local: &LocalParty) -> Result<In
             });
         }
     }
+    observe(Progress::Keyed(hello.from));
     let n = hs
         .write_message(&[], &mut buf)
         .map_err(|e| handshake_err(snow_detail(e)))?;
-    write_record(&mut s, &buf[..n]).map_err(|e| io(&label, "sending the handshake reply", e))?;
+    write_record(&mut &stream, &buf[..n])
+        .map_err(|e| io(&label, "sending the handshake reply", e))?;
     let transport = hs
         .into_stateless_transport_mode()
         .map_err(|e| handshake_err(snow_detail(e)))?;
+    let mut channel = SecureChannel::new(
+        stream,
+        transport,
+        hello.from,
+        label.clone(),
+        local.config.max_message_bytes(),
+        t.io,
+    )?;
+    confirm(&mut channel, &label, deadline)?;
     super::log(format_args!(
         "party {}: accepted {label}: {} handshake in {:.2} ms",
         local.id,
         &hello.from.pattern()[6..8],
         started.elapsed().as_secs_f64() * 1e3
     ));
-    let channel = SecureChannel::new(
-        stream,
-        transport,
-        hello.from,
-        label,
-        local.config.max_message_bytes(),
-        t.io,
-    )?;
     Ok(match hello.from {
         PeerRole::Party(id) => Inbound::Party { id, channel },
         PeerRole::Client => Inbound::Client(channel),
         PeerRole::Owner => Inbound::Owner(channel),
     })
+}
+
+/// Waits for the initiator's confirmation (see the module documentation) until `deadline`.
+fn confirm(channel: &mut SecureChannel, label: &str, deadline: Instant) -> Result<(), NetError> {
+    let limit = channel.recv_limit();
+    // Nothing longer than the confirmation is read before it.
+    channel.set_recv_limit(CONFIRM.len() as u64);
+    let got = channel.recv_until(deadline).map_err(|e| NetError::Handshake {
+        peer: label.to_owned(),
+        detail: format!(
+            "no confirmation from the initiator ({e}): a replayed or abandoned handshake is not \
+             a connection"
+        ),
+    })?;
+    if got != CONFIRM {
+        return Err(NetError::Handshake {
+            peer: label.to_owned(),
+            detail: "the first transport message is not the handshake confirmation".into(),
+        });
+    }
+    channel.set_recv_limit(limit);
+    channel.reset_traffic();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -678,7 +752,7 @@ pub(crate) mod tests {
         let mut old = h.encode();
         old[3] = b'1';
         let e = Hello::decode(&old).unwrap_err();
-        assert!(e.contains("version 1") && e.contains("speaks 2"), "{e}");
+        assert!(e.contains("version 1") && e.contains("speaks 3"), "{e}");
         let mut bad = h.encode();
         bad[5] = 3;
         assert!(Hello::decode(&bad).is_err());
@@ -899,6 +973,112 @@ pub(crate) mod tests {
             let _ = s.read_to_end(&mut sink);
         });
         assert!(matches!(server.unwrap_err(), NetError::BadHello { .. }));
+    }
+
+    fn with_handshake(ms: u64) -> Fixture {
+        fixture_with(|c| {
+            let t = crate::net::config::Timeouts {
+                handshake: Duration::from_millis(ms),
+                ..*c.timeouts()
+            };
+            c.with_timeouts(t)
+        })
+    }
+
+    #[test]
+    fn a_trickled_handshake_is_cut_at_the_whole_handshake_deadline() {
+        let f = with_handshake(1000);
+        let addr = f.listeners[0].local_addr().unwrap();
+        let hello = Hello {
+            from: PeerRole::Client,
+            to: PartyId::ALL[0],
+            config: f.parties[0].config().hash(),
+        };
+        let started = Instant::now();
+        let (server, ()) = face_off(&f.listeners[0], &f.parties[0], || {
+            // A valid hello, then zeros, one byte every 100 ms: every read is quick, the
+            // handshake never ends.
+            let mut s = TcpStream::connect(addr).unwrap();
+            for b in hello.encode().into_iter().chain([0u8; 400]) {
+                if s.write_all(&[b]).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let err = server.unwrap_err();
+        assert!(
+            matches!(err, NetError::Timeout { during: "reading the hello", .. }),
+            "{err}"
+        );
+        // Generous: the trickle alone would take 44 s.
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    /// Party 2's hello and first KK message to party 0, and its handshake state after them.
+    fn party_2_opening(f: &Fixture) -> (Vec<u8>, HandshakeState) {
+        let hello = Hello {
+            from: PeerRole::Party(PartyId::ALL[2]),
+            to: PartyId::ALL[0],
+            config: f.parties[0].config().hash(),
+        };
+        let mut hs = Builder::new(PATTERN_KK.parse().unwrap())
+            .prologue(&hello.prologue())
+            .unwrap()
+            .local_private_key(f.parties[2].keypair.private_bytes())
+            .unwrap()
+            .remote_public_key(f.parties[0].config().party(PartyId::ALL[0]).public_key.as_bytes())
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut buf = vec![0u8; MAX_RECORD];
+        let n = hs.write_message(&[], &mut buf).unwrap();
+        let mut wire = hello.encode().to_vec();
+        write_record(&mut wire, &buf[..n]).unwrap();
+        (wire, hs)
+    }
+
+    #[test]
+    fn a_replayed_party_handshake_never_becomes_a_channel() {
+        let f = with_handshake(1000);
+        let addr = f.listeners[0].local_addr().unwrap();
+        // A genuine handshake, recorded: hello, first message and the confirmation.
+        let (opening, mut hs) = party_2_opening(&f);
+        let (server, recorded) = face_off(&f.listeners[0], &f.parties[0], || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(&opening).unwrap();
+            let mut reply = Vec::new();
+            read_record(&mut s, &mut reply).unwrap();
+            let mut buf = vec![0u8; MAX_RECORD];
+            hs.read_message(&reply, &mut buf).unwrap();
+            let transport = hs.into_stateless_transport_mode().unwrap();
+            let mut plain = (CONFIRM.len() as u64).to_le_bytes().to_vec();
+            plain.extend_from_slice(CONFIRM);
+            let n = transport.write_message(0, &plain, &mut buf).unwrap();
+            let mut confirmation = Vec::new();
+            write_record(&mut confirmation, &buf[..n]).unwrap();
+            s.write_all(&confirmation).unwrap();
+            [opening.clone(), confirmation].concat()
+        });
+        assert_eq!(server.unwrap().role(), PeerRole::Party(PartyId::ALL[2]));
+
+        // Replayed: the first message still authenticates, so party 0 replies, but neither
+        // silence nor the recorded confirmation (made for another session) gets further.
+        for replay in [opening.clone(), recorded] {
+            let (server, ()) = face_off(&f.listeners[0], &f.parties[0], || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(&replay).unwrap();
+                let mut reply = Vec::new();
+                read_record(&mut s, &mut reply).unwrap();
+                // Hold the connection until party 0 gives up on it.
+                let _ = s.read(&mut [0u8; 1]);
+            });
+            let err = server.unwrap_err();
+            assert!(
+                matches!(&err, NetError::Handshake { detail, .. } if detail.contains("no confirmation")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -182,46 +182,52 @@ impl StaticKeypair {
         )
     }
 
-    /// Writes the key file atomically with mode 0600. Without `force`, an existing file is
-    /// left alone and reported.
+    /// Writes the key file with mode 0600. With `force`, atomically replaces whatever is there;
+    /// without it, never replaces an existing file, even one another process creates at the
+    /// same moment (see [`write_new_file`]).
     pub fn save(&self, path: &Path, force: bool) -> Result<(), KeyError> {
-        if !force && path.symlink_metadata().is_ok() {
-            return Err(KeyError::AlreadyExists {
-                path: path.to_path_buf(),
-            });
-        }
-        crate::atomic::write_atomic_with_mode(path, self.file_text().as_bytes(), Some(0o600))
+        let exists = || KeyError::AlreadyExists {
+            path: path.to_path_buf(),
+        };
+        if force {
+            return crate::atomic::write_atomic_with_mode(
+                path,
+                self.file_text().as_bytes(),
+                Some(0o600),
+            )
             .map_err(|source| KeyError::Write {
                 path: path.to_path_buf(),
                 source,
-            })
+            });
+        }
+        // Cheap early answer; write_new_file is what makes the refusal race-free.
+        if path.symlink_metadata().is_ok() {
+            return Err(exists());
+        }
+        match write_new_file(path, self.file_text().as_bytes()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(exists()),
+            Err(source) => Err(KeyError::Write {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
     }
 
     /// Reads a key file written by [`StaticKeypair::save`]. On Unix, a file that group or
     /// others may access is refused, as ssh does, because the key is the party's identity.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let err_path = || path.to_path_buf();
-        let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
-            path: err_path(),
-            source,
+        let bytes = read_secret_file(path).map_err(|e| match e {
+            SecretReadError::Io(source) => KeyError::Read {
+                path: err_path(),
+                source,
+            },
+            SecretReadError::Insecure { mode } => KeyError::InsecurePermissions {
+                path: err_path(),
+                mode,
+            },
         })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map_err(|source| KeyError::Read {
-                    path: err_path(),
-                    source,
-                })?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(KeyError::InsecurePermissions {
-                    path: err_path(),
-                    mode: mode & 0o7777,
-                });
-            }
-        }
         let text = String::from_utf8(bytes).map_err(|_| KeyError::NotText { path: err_path() })?;
         let mut recorded = None;
         let mut data_lines = Vec::new();
@@ -254,6 +260,93 @@ impl StaticKeypair {
         }
         Ok(pair)
     }
+}
+
+/// Why [`read_secret_file`] refused.
+#[derive(Debug)]
+pub(crate) enum SecretReadError {
+    Io(io::Error),
+    /// Group or others may access the file; `mode` is its permission bits.
+    Insecure {
+        mode: u32,
+    },
+}
+
+/// Reads a secret file (a private key, a model share). On Unix a file that group or others may
+/// access is refused, as ssh does: whoever else could read it holds the secret too. The mode is
+/// taken from the opened file, so it is the mode of the bytes returned.
+pub(crate) fn read_secret_file(path: &Path) -> Result<Vec<u8>, SecretReadError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(SecretReadError::Io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file
+            .metadata()
+            .map_err(SecretReadError::Io)?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(SecretReadError::Insecure {
+                mode: mode & 0o7777,
+            });
+        }
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(SecretReadError::Io)?;
+    Ok(bytes)
+}
+
+/// Creates `path` holding `bytes` (mode 0600) unless it exists, without a window in which two
+/// writers both succeed or a reader sees half a file: the bytes go to a fresh temporary file
+/// beside it, which is hard-linked to `path` (`link` fails with `AlreadyExists` when `path`
+/// exists, atomically) and then removed. Where the file system has no hard links, falls back to
+/// an exclusive create, which still never replaces a file.
+fn write_new_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "key".into());
+    let tmp = path.with_file_name(format!(
+        ".{name}.new.{}.{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    crate::atomic::write_atomic_with_mode(&tmp, bytes, Some(0o600))?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+        Err(_) => write_exclusive(path, bytes)?,
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// `O_EXCL` create with mode 0600, for file systems without hard links.
+fn write_exclusive(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    if written.is_err() {
+        // Our own half-written file: remove it rather than leave a key that does not load.
+        let _ = std::fs::remove_file(path);
+    }
+    written
 }
 
 impl fmt::Debug for StaticKeypair {
@@ -339,6 +432,77 @@ mod tests {
         let second = keygen(&path, true).unwrap();
         assert_ne!(first, second);
         assert_eq!(StaticKeypair::load(&path).unwrap().public_key(), second);
+    }
+
+    #[test]
+    fn racing_keygens_leave_exactly_one_winner_and_a_valid_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("race.key");
+        let n = 16;
+        let barrier = std::sync::Barrier::new(n);
+        let results: Vec<Result<PublicKey, KeyError>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..n)
+                .map(|_| {
+                    s.spawn(|| {
+                        let pair = StaticKeypair::generate().unwrap();
+                        barrier.wait();
+                        // Past the early existence check at once, as racing processes are.
+                        write_new_file(&path, pair.file_text().as_bytes())
+                            .map(|()| pair.public_key())
+                            .map_err(|source| KeyError::Write {
+                                path: path.clone(),
+                                source,
+                            })
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners: Vec<PublicKey> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .copied()
+            .collect();
+        assert_eq!(winners.len(), 1, "{results:?}");
+        for r in &results {
+            if let Err(KeyError::Write { source, .. }) = r {
+                assert_eq!(source.kind(), io::ErrorKind::AlreadyExists, "{source}");
+            }
+        }
+        assert_eq!(StaticKeypair::load(&path).unwrap().public_key(), winners[0]);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["race.key".to_owned()],
+            "temporary files left behind"
+        );
+    }
+
+    #[test]
+    fn keygen_without_force_leaves_an_existing_file_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        std::fs::write(&path, b"not a key, but someone's file").unwrap();
+        let err = keygen(&path, false).unwrap_err();
+        assert!(matches!(err, KeyError::AlreadyExists { .. }), "{err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"not a key, but someone's file"
+        );
+        // A dangling symlink is an existing name too: no key is written through it.
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link");
+            std::os::unix::fs::symlink(dir.path().join("target"), &link).unwrap();
+            assert!(matches!(
+                keygen(&link, false),
+                Err(KeyError::AlreadyExists { .. })
+            ));
+            assert!(!dir.path().join("target").exists());
+        }
     }
 
     fn write_key_file(dir: &Path, text: &str) -> PathBuf {

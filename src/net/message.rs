@@ -4,7 +4,8 @@
 //! - byte strings: `u64` length, then the bytes;
 //! - `shape`: one rank byte (at most [`MAX_RANK`]), then one `u32` per dimension;
 //! - text: `u32` length (at most [`MAX_TEXT`]), then UTF-8 bytes;
-//! - flags: one byte, 0 or 1.
+//! - flags: one byte, 0 or 1;
+//! - request id lists: `u32` count (at most [`MAX_IDS`]), then one `u64` per id.
 //!
 //! The decoder checks every length against the bytes actually present before using it, so a
 //! hostile length never causes an allocation or a panic, and it rejects trailing bytes.
@@ -16,6 +17,8 @@ use std::fmt;
 pub const MAX_RANK: usize = 8;
 /// Largest error text, in bytes.
 pub const MAX_TEXT: usize = 64 * 1024;
+/// Most request ids in one [`Message::Poll`] or [`Message::Holding`] list.
+pub const MAX_IDS: usize = 1024;
 
 const TAG_SHARE_MODEL: u8 = 1;
 const TAG_PREDICT_REQUEST: u8 = 2;
@@ -28,6 +31,9 @@ const TAG_SCHEDULE: u8 = 8;
 const TAG_HEARTBEAT: u8 = 9;
 const TAG_READY: u8 = 10;
 const TAG_REQUEST_STATS: u8 = 11;
+// 12-15 left free for other control messages.
+const TAG_POLL: u8 = 16;
+const TAG_HOLDING: u8 = 17;
 
 /// One protocol message. Share bytes are opaque here; the MPC engine defines their layout.
 #[derive(Clone, PartialEq, Eq)]
@@ -77,6 +83,13 @@ pub enum Message {
         rounds: u64,
         micros: u64,
     },
+    /// Party 0 -> parties 1 and 2: which of these requests (party 0 holds them, oldest first)
+    /// do you hold? A round like a heartbeat's, after which each answers with
+    /// [`Message::Holding`].
+    Poll { request_ids: Vec<u64> },
+    /// Party 1 or 2 -> party 0, after a [`Message::Poll`]: the polled requests it holds a share
+    /// of, and those it rejected. Party 0 schedules only requests every party has answered for.
+    Holding { held: Vec<u64>, refused: Vec<u64> },
 }
 
 impl Message {
@@ -94,6 +107,8 @@ impl Message {
             Message::Heartbeat => "Heartbeat",
             Message::Ready { .. } => "Ready",
             Message::RequestStats { .. } => "RequestStats",
+            Message::Poll { .. } => "Poll",
+            Message::Holding { .. } => "Holding",
         }
     }
 
@@ -164,6 +179,15 @@ impl Message {
                     out.extend_from_slice(&v.to_le_bytes());
                 }
             }
+            Message::Poll { request_ids } => {
+                out.push(TAG_POLL);
+                put_ids(&mut out, request_ids);
+            }
+            Message::Holding { held, refused } => {
+                out.push(TAG_HOLDING);
+                put_ids(&mut out, held);
+                put_ids(&mut out, refused);
+            }
         }
         out
     }
@@ -180,6 +204,8 @@ impl Message {
                 Message::Error { text } => text.len(),
                 Message::Mpc { payload } => payload.len(),
                 Message::ModelInfo { name, shape, .. } => 4 + name.len() + 1 + 4 * shape.rank() + 5,
+                Message::Poll { request_ids } => 4 + 8 * request_ids.len(),
+                Message::Holding { held, refused } => 8 + 8 * (held.len() + refused.len()),
                 Message::ModelInfoRequest
                 | Message::Schedule { .. }
                 | Message::Heartbeat
@@ -239,6 +265,13 @@ impl Message {
                 bytes_sent: r.u64("bytes_sent")?,
                 rounds: r.u64("rounds")?,
                 micros: r.u64("micros")?,
+            },
+            TAG_POLL => Message::Poll {
+                request_ids: r.ids("request_ids")?,
+            },
+            TAG_HOLDING => Message::Holding {
+                held: r.ids("held")?,
+                refused: r.ids("refused")?,
             },
             other => return Err(DecodeError::UnknownTag(other)),
         };
@@ -303,6 +336,13 @@ impl fmt::Debug for Message {
                 f,
                 "RequestStats(id {request_id}, {bytes_sent} bytes, {rounds} rounds, {micros} us)"
             ),
+            Message::Poll { request_ids } => write!(f, "Poll({} ids)", request_ids.len()),
+            Message::Holding { held, refused } => write!(
+                f,
+                "Holding({} held, {} refused)",
+                held.len(),
+                refused.len()
+            ),
         }
     }
 }
@@ -362,6 +402,16 @@ fn put_text(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(bytes);
 }
 
+/// Writes at most [`MAX_IDS`] ids (the senders never list more), so every encoded list
+/// decodes.
+fn put_ids(out: &mut Vec<u8>, ids: &[u64]) {
+    let ids = &ids[..ids.len().min(MAX_IDS)];
+    out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+    for id in ids {
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+}
+
 fn put_shape(out: &mut Vec<u8>, shape: &Shape) {
     // `Shape` guarantees rank <= MAX_RANK, so the rank fits its byte.
     out.push(shape.rank() as u8);
@@ -390,6 +440,8 @@ pub enum DecodeError {
     BadUtf8,
     #[error("flag byte {0} is neither 0 nor 1")]
     BadFlag(u8),
+    #[error("a list of {count} request ids exceeds the maximum of {max}")]
+    TooManyIds { count: usize, max: usize },
 }
 
 struct Reader<'a> {
@@ -430,6 +482,17 @@ impl<'a> Reader<'a> {
         Ok(std::str::from_utf8(raw)
             .map_err(|_| DecodeError::BadUtf8)?
             .to_owned())
+    }
+
+    fn ids(&mut self, field: &'static str) -> Result<Vec<u64>, DecodeError> {
+        let count = self.u32(field)? as usize;
+        if count > MAX_IDS {
+            return Err(DecodeError::TooManyIds {
+                count,
+                max: MAX_IDS,
+            });
+        }
+        (0..count).map(|_| self.u64(field)).collect()
     }
 
     fn shape(&mut self) -> Result<Shape, DecodeError> {
@@ -579,6 +642,39 @@ mod tests {
     }
 
     #[test]
+    fn id_lists_match_the_documented_format_and_are_bounded() {
+        let mut want = vec![17u8];
+        want.extend(2u32.to_le_bytes());
+        want.extend(5u64.to_le_bytes());
+        want.extend(6u64.to_le_bytes());
+        want.extend(0u32.to_le_bytes());
+        let holding = Message::Holding {
+            held: vec![5, 6],
+            refused: vec![],
+        };
+        assert_eq!(holding.encode(), want);
+        assert_eq!(Message::decode(&want).unwrap(), holding);
+        // A count over the bound is refused before anything is read.
+        let mut long = vec![16u8];
+        long.extend((MAX_IDS as u32 + 1).to_le_bytes());
+        assert_eq!(
+            Message::decode(&long),
+            Err(DecodeError::TooManyIds {
+                count: MAX_IDS + 1,
+                max: MAX_IDS
+            })
+        );
+        // The encoder never writes a list the decoder refuses.
+        let many = Message::Poll {
+            request_ids: (0..MAX_IDS as u64 + 10).collect(),
+        };
+        let Message::Poll { request_ids } = Message::decode(&many.encode()).unwrap() else {
+            panic!("wrong variant")
+        };
+        assert_eq!(request_ids.len(), MAX_IDS);
+    }
+
+    #[test]
     fn every_strict_prefix_is_rejected() {
         let m = Message::PredictRequest {
             request_id: 7,
@@ -615,6 +711,10 @@ mod tests {
         };
         let shown = format!("{m:?}");
         assert_eq!(shown, "Mpc(4 bytes)");
+    }
+
+    fn ids() -> impl Strategy<Value = Vec<u64>> {
+        proptest::collection::vec(any::<u64>(), 0..20)
     }
 
     fn any_message() -> impl Strategy<Value = Message> {
@@ -664,6 +764,8 @@ mod tests {
                     micros
                 }
             ),
+            ids().prop_map(|request_ids| Message::Poll { request_ids }),
+            (ids(), ids()).prop_map(|(held, refused)| Message::Holding { held, refused }),
         ]
     }
 
@@ -676,7 +778,7 @@ mod tests {
         }
 
         #[test]
-        fn tagged_random_bodies_never_panic(tag in 0u8..14, body in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn tagged_random_bodies_never_panic(tag in 0u8..20, body in proptest::collection::vec(any::<u8>(), 0..64)) {
             let mut bytes = vec![tag];
             bytes.extend(body);
             let _ = Message::decode(&bytes);

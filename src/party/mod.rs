@@ -5,6 +5,8 @@
 //! - [`server`]: one party: accepts the model owner (IK) and clients (NK), keeps the mesh with
 //!   the other two parties (KK), serves queued requests in the order party 0 decides, and
 //!   re-forms the mesh after a peer fails.
+//! - [`admission`]: which connections a party takes, by role (slots for handshakes, clients
+//!   and the owner; a client's message cap), so outsiders cannot crowd out the mesh.
 //! - [`queue`]: the requests a party holds shares of, waiting to be scheduled.
 //! - [`store`]: the party's model share on disk, so a restarted party resumes serving.
 //! - [`client`]: the client (shares an image, reconstructs the logits) and the model owner
@@ -15,11 +17,15 @@
 //! Logs (stderr) name sizes, timings and party ids only: never share values, request contents
 //! or file names.
 
+pub mod admission;
 pub mod bench;
 pub mod client;
 pub mod queue;
 pub mod server;
 pub mod store;
+
+#[cfg(test)]
+mod limits_tests;
 
 pub use client::{share_model_remote, RemoteClient, RemoteModel, RemotePrediction};
 pub use server::{serve, PartyServer, ServerTimings};

@@ -1,6 +1,10 @@
 //! The requests a party holds shares of. Connection threads submit; the serving loop takes
 //! them in the order party 0 decides and answers each through the channel its connection
 //! thread waits on.
+//!
+//! Held requests are bounded by the client connections (each waits for its one request); the
+//! ids of rejected requests are remembered, at most [`MAX_REFUSED`] of them, oldest forgotten
+//! first, so a client sending malformed requests in a loop cannot grow the party's memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -8,6 +12,9 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::mpc::InputShare;
+
+/// Most rejected request ids remembered at once.
+pub const MAX_REFUSED: usize = 1024;
 
 /// What one party's computation of a request cost it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -43,7 +50,12 @@ struct Entry {
 struct Inner {
     /// Held requests in arrival order (party 0 schedules from the front).
     order: VecDeque<u64>,
+    /// Rejected requests in arrival order, at most [`MAX_REFUSED`] (ids already taken or
+    /// expired may linger here; they count towards the bound, never beyond it).
+    refused: VecDeque<u64>,
     entries: HashMap<u64, Entry>,
+    /// Requests submitted so far, so party 0 can wait for a new one.
+    arrivals: u64,
 }
 
 /// A taken request.
@@ -96,20 +108,104 @@ impl RequestQueue {
             },
         );
         inner.order.push_back(id);
+        inner.arrivals += 1;
         drop(inner);
         self.changed.notify_all();
         Ok(rx)
     }
 
-    /// Remembers that request `id` was rejected here (unless it is already pending).
+    /// Remembers that request `id` was rejected here (unless it is already pending),
+    /// forgetting the oldest rejection beyond [`MAX_REFUSED`].
     pub fn refuse(&self, id: u64) {
         let mut inner = self.lock();
-        inner.entries.entry(id).or_insert(Entry {
-            arrived: Instant::now(),
-            state: State::Refused,
-        });
+        if inner.entries.contains_key(&id) {
+            return;
+        }
+        inner.entries.insert(
+            id,
+            Entry {
+                arrived: Instant::now(),
+                state: State::Refused,
+            },
+        );
+        inner.refused.push_back(id);
+        while inner.refused.len() > MAX_REFUSED {
+            if let Some(old) = inner.refused.pop_front() {
+                if matches!(
+                    inner.entries.get(&old),
+                    Some(Entry {
+                        state: State::Refused,
+                        ..
+                    })
+                ) {
+                    inner.entries.remove(&old);
+                }
+            }
+        }
         drop(inner);
         self.changed.notify_all();
+    }
+
+    /// Up to `max` held requests, oldest first, with their arrival times.
+    pub fn held(&self, max: usize) -> Vec<(u64, Instant)> {
+        let inner = self.lock();
+        inner
+            .order
+            .iter()
+            .take(max)
+            .filter_map(|id| inner.entries.get(id).map(|e| (*id, e.arrived)))
+            .collect()
+    }
+
+    /// Which of `ids` this party holds, and which it rejected.
+    pub fn status(&self, ids: &[u64]) -> (Vec<u64>, Vec<u64>) {
+        let inner = self.lock();
+        let mut held = Vec::new();
+        let mut refused = Vec::new();
+        for id in ids {
+            match inner.entries.get(id).map(|e| &e.state) {
+                Some(State::Held(..)) => held.push(*id),
+                Some(State::Refused) => refused.push(*id),
+                None => {}
+            }
+        }
+        (held, refused)
+    }
+
+    /// How many requests have been submitted so far.
+    pub fn arrivals(&self) -> u64 {
+        self.lock().arrivals
+    }
+
+    /// Waits up to `wait` for a request to be submitted after `seen` arrivals. Returns whether
+    /// one was.
+    pub fn wait_arrival(&self, seen: u64, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut inner = self.lock();
+        loop {
+            if inner.arrivals != seen {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            inner = self
+                .changed
+                .wait_timeout(inner, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Number of rejected requests remembered.
+    pub fn refused_len(&self) -> usize {
+        let inner = self.lock();
+        inner
+            .entries
+            .values()
+            .filter(|e| matches!(e.state, State::Refused))
+            .count()
     }
 
     /// The oldest held request, waiting up to `wait` for one (party 0's scheduling choice).
@@ -176,6 +272,7 @@ impl RequestQueue {
             }
         }
         inner.order.retain(|q| !old.contains(q));
+        inner.refused.retain(|q| !old.contains(q));
         old.len()
     }
 
@@ -234,6 +331,51 @@ mod tests {
         assert!(matches!(q.take(4, Duration::ZERO), Taken::Refused));
         assert!(matches!(q.take(5, Duration::ZERO), Taken::Missing));
         assert_eq!(q.next(Duration::ZERO), None);
+    }
+
+    #[test]
+    fn the_refused_set_is_bounded_and_forgets_the_oldest_first() {
+        let q = RequestQueue::new();
+        let rx = q.submit(u64::MAX, share()).unwrap();
+        let total = 10 * MAX_REFUSED as u64;
+        for id in 0..total {
+            q.refuse(id);
+        }
+        assert_eq!(q.refused_len(), MAX_REFUSED);
+        // The newest rejections are remembered, the oldest forgotten; held requests are not
+        // touched by the bound.
+        assert!(matches!(q.take(total - 1, Duration::ZERO), Taken::Refused));
+        assert!(matches!(
+            q.take(total - MAX_REFUSED as u64, Duration::ZERO),
+            Taken::Refused
+        ));
+        assert!(matches!(q.take(0, Duration::ZERO), Taken::Missing));
+        assert!(matches!(
+            q.take(total - MAX_REFUSED as u64 - 1, Duration::ZERO),
+            Taken::Missing
+        ));
+        assert!(matches!(q.take(u64::MAX, Duration::ZERO), Taken::Held(..)));
+        drop(rx);
+        // Refusing an id already held does not replace it.
+        let _rx = q.submit(5, share()).unwrap();
+        q.refuse(5);
+        assert_eq!(q.status(&[5, 6]), (vec![5], vec![]));
+    }
+
+    #[test]
+    fn status_and_arrivals_report_what_party_0_polls_for() {
+        let q = RequestQueue::new();
+        let seen = q.arrivals();
+        assert!(!q.wait_arrival(seen, Duration::ZERO));
+        let _a = q.submit(1, share()).unwrap();
+        q.refuse(2);
+        let _b = q.submit(3, share()).unwrap();
+        assert!(q.wait_arrival(seen, Duration::ZERO));
+        assert_eq!(q.arrivals(), seen + 2);
+        assert_eq!(q.status(&[3, 2, 1, 4]), (vec![3, 1], vec![2]));
+        let held: Vec<u64> = q.held(10).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(held, vec![1, 3]);
+        assert_eq!(q.held(1).len(), 1);
     }
 
     #[test]

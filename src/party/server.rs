@@ -5,47 +5,61 @@
 //! (requests go into the [`RequestQueue`]) or the model owner (the share is installed and
 //! persisted). The serving loop owns the mesh ([`NoiseTransport`]) and runs one step at a time:
 //!
-//! 1. party 0 picks the oldest request it holds and sends `Schedule` to parties 1 and 2 (or a
-//!    `Heartbeat` when idle, which keeps every link of the mesh checked);
-//! 2. every party takes its share of that request, waiting up to `share_wait` for it, and sends
-//!    `Ready { accept }` to both others; a request is computed only if all three accept,
-//!    otherwise every party drops it and tells its client why;
+//! 1. party 0 asks parties 1 and 2 which of the requests it holds they hold too (`Poll`, a
+//!    round like a `Heartbeat`'s, answered with `Holding`), then sends `Schedule` for the oldest
+//!    one that every party holds or has rejected; a request sent to party 0 alone waits there
+//!    (until it expires) without holding up the requests behind it. When idle, party 0 sends a
+//!    `Heartbeat`, which keeps every link of the mesh checked;
+//! 2. every party takes its share of that request, compares digests of the input components it
+//!    shares with each neighbour ([`consistency`]), and sends `Ready { accept }` and its model's
+//!    dealing id to both others; a request is computed only if all three accept and hold
+//!    shares of one dealing, otherwise every party drops it and tells its client why;
 //! 3. the three parties run the secure forward pass and each answers its own client
 //!    connection with its output share (parties never open values).
 //!
 //! Any mesh failure (a peer died, a timeout, a frame out of place) drops the request in
 //! progress with an error to the client and re-forms the mesh; a peer that reconnects while the
-//! mesh is up (it restarted) also triggers a re-formation. A party with a lower id is dialled,
-//! a higher one accepted, exactly as in [`crate::net::mesh`].
+//! mesh is up (it restarted) also triggers a re-formation, but only once its connection has
+//! confirmed the handshake, so a replayed handshake cannot displace a working channel. A party
+//! with a lower id is dialled, a higher one accepted, exactly as in [`crate::net::mesh`]; a
+//! party that is turned away (or not answered) keeps trying, since a flood of connections at
+//! its peer looks the same as a peer that is not up yet. Which connections are taken, and how
+//! much each may send, is [`super::admission`]'s.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use super::admission::{Admission, ClientCap, Handshaking, LogBudget};
 use super::queue::{Outcome, RequestQueue, ServeStats, Served, Taken};
 use super::store::ShareFile;
 use super::{log, PartyError};
-use crate::mpc::{infer, InputShare, Party, PartyModel};
+use crate::mpc::consistency;
+use crate::mpc::{infer, DealingId, InputShare, Party, PartyId as MpcPartyId, PartyModel};
 use crate::net::config::Timeouts;
-use crate::net::handshake::{accept_stream, connect_to_party, Inbound};
-use crate::net::message::Shape;
+use crate::net::handshake::{accept_stream_observed, connect_to_party, Inbound};
+use crate::net::message::{Shape, MAX_IDS};
 use crate::net::{LocalParty, Message, NetError, NoiseTransport, PartyId, SecureChannel};
 
-/// Connections served at the same time; further ones are closed at once (a flood of idle
-/// connections must not exhaust threads).
-const MAX_CONNECTIONS: usize = 256;
 /// Poll interval of the non-blocking acceptor and of waits that watch the stop flag.
 const POLL: Duration = Duration::from_millis(10);
 /// Pause between dial attempts to a peer that is not listening (yet).
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Pause after a peer turned this party away (it may be flooded, or misconfigured: each
+/// attempt is logged with the reason).
+const REFUSED_PAUSE: Duration = Duration::from_millis(500);
+/// Shortest pause between two polls while party 0 holds requests the others do not (yet).
+const MIN_POLL_PAUSE: Duration = Duration::from_millis(2);
 
 /// The serving loop's waits, derived from the configuration's timeouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerTimings {
     /// Idle time after which party 0 checks the mesh with a heartbeat round.
     pub heartbeat: Duration,
-    /// How long a scheduled party waits for its share of the request to arrive.
+    /// Extra time a client's connection waits for its request's outcome beyond
+    /// `request_ttl` (the request is scheduled only once every party holds it, so no party
+    /// waits for a share at scheduling time).
     pub share_wait: Duration,
     /// How long a request may wait in the queue before it is dropped with an error.
     pub request_ttl: Duration,
@@ -80,6 +94,8 @@ impl Inbox {
 
     fn put(&self, peer: PartyId, channel: SecureChannel) {
         // A newer connection from the same peer replaces an older one: the peer gave up on it.
+        // Only confirmed handshakes get here (a replayed one never completes), so the newer
+        // one is the live peer's.
         self.lock()[peer.index()] = Some(channel);
         self.arrived.notify_all();
     }
@@ -117,8 +133,25 @@ struct State {
     queue: RequestQueue,
     inbox: Inbox,
     stop: AtomicBool,
-    connections: AtomicUsize,
+    admission: Arc<Admission>,
+    client_cap: ClientCap,
+    refusals: LogBudget,
     timings: ServerTimings,
+}
+
+impl State {
+    /// Logs a refused connection within the log budget (a flood must not flood the log).
+    fn log_refusal(&self, args: std::fmt::Arguments<'_>) {
+        if let Some(skipped) = self.refusals.allow() {
+            if skipped > 0 {
+                log(
+                    self.me,
+                    format_args!("{skipped} more refused connections were not logged"),
+                );
+            }
+            log(self.me, args);
+        }
+    }
 }
 
 impl State {
@@ -138,6 +171,12 @@ pub struct StopHandle(Arc<State>);
 impl StopHandle {
     pub fn stop(&self) {
         self.0.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Requests this party holds, waiting to be scheduled (tests use it to order events).
+    #[cfg(test)]
+    pub(crate) fn held_requests(&self) -> usize {
+        self.0.queue.len()
     }
 }
 
@@ -189,7 +228,9 @@ impl PartyServer {
                 queue: RequestQueue::new(),
                 inbox: Inbox::default(),
                 stop: AtomicBool::new(false),
-                connections: AtomicUsize::new(0),
+                admission: Arc::new(Admission::new()),
+                client_cap: ClientCap::default(),
+                refusals: LogBudget::default(),
                 timings,
             }),
         })
@@ -203,8 +244,9 @@ impl PartyServer {
         self.listener.local_addr().ok()
     }
 
-    /// Serves until stopped. Returns an error only when the first mesh cannot form for a
-    /// reason waiting cannot fix (a peer refused this party: wrong key or parties.toml).
+    /// Serves until stopped. A mesh that does not form is retried, each failure logged with
+    /// its reason (a peer that refuses this party may be flooded, or hold another
+    /// parties.toml: the log says which). Returns an error only if the acceptor cannot start.
     pub fn run(self) -> Result<(), PartyError> {
         let me = self.state.me;
         let acceptor = {
@@ -240,7 +282,6 @@ impl PartyServer {
 
     fn serve_loop(&self) -> Result<(), PartyError> {
         let me = self.state.me;
-        let mut first = true;
         let mut mesh: Option<NoiseTransport> = None;
         while !self.state.stopped() {
             self.expire();
@@ -256,7 +297,6 @@ impl PartyServer {
                 }
                 None => match self.form_mesh() {
                     Ok(t) => t,
-                    Err(e) if first && is_refusal(&e) => return Err(e),
                     Err(e) => {
                         if !self.state.stopped() {
                             log(me, format_args!("mesh not formed, retrying: {e}"));
@@ -265,7 +305,6 @@ impl PartyServer {
                     }
                 },
             };
-            first = false;
             mesh = match self.step(transport) {
                 Ok(t) => Some(t),
                 Err(e) => {
@@ -364,10 +403,12 @@ impl PartyServer {
         while Instant::now() < deadline && !self.state.stopped() {
             match connect_to_party(&self.local, peer) {
                 Ok(c) => return Ok(c),
-                // A refusal cannot be fixed by waiting.
+                // Turned away: a misconfiguration, or a peer busy with a flood of connections.
+                // Waiting fixes the second, so keep trying, saying why each time.
                 Err(e @ (NetError::RefusedByPeer { .. } | NetError::Handshake { .. })) => {
-                    log(self.state.me, format_args!("{e}"));
-                    return Err(e);
+                    log(self.state.me, format_args!("{e}; trying again"));
+                    last = Some(e);
+                    std::thread::sleep(REFUSED_PAUSE);
                 }
                 Err(e) => {
                     last = Some(e);
@@ -386,23 +427,30 @@ impl PartyServer {
         let me = self.state.me;
         let lead = PartyId::ALL[0];
         let scheduled = if me == lead {
-            let next = self.state.queue.next(self.state.timings.heartbeat);
-            let msg = match next {
-                Some(request_id) => Message::Schedule { request_id },
-                None => Message::Heartbeat,
+            let Some(next) = self.lead_schedule(&mut t)? else {
+                return Ok(t);
             };
-            for peer in me.others() {
-                t.send_message(peer, &msg)?;
+            if let Some(request_id) = next {
+                for peer in me.others() {
+                    t.send_message(peer, &Message::Schedule { request_id })?;
+                }
             }
             next
         } else {
             match t.recv_message(lead)? {
                 Message::Schedule { request_id } => Some(request_id),
                 Message::Heartbeat => None,
+                Message::Poll { request_ids } => {
+                    let dealing = self.state.model().map(|m| m.dealing());
+                    self.exchange_ready(&mut t, 0, true, dealing)?;
+                    let (held, refused) = self.state.queue.status(&request_ids);
+                    t.send_message(lead, &Message::Holding { held, refused })?;
+                    return Ok(t);
+                }
                 other => {
                     return Err(PartyError::Protocol {
                         party: lead,
-                        expected: "Schedule or Heartbeat",
+                        expected: "Schedule, Poll or Heartbeat",
                         got: other.kind().into(),
                     })
                 }
@@ -410,25 +458,94 @@ impl PartyServer {
         };
         match scheduled {
             None => {
-                self.exchange_ready(&mut t, 0, true)?;
+                let dealing = self.state.model().map(|m| m.dealing());
+                self.exchange_ready(&mut t, 0, true, dealing)?;
                 Ok(t)
             }
             Some(id) => self.serve_request(t, id),
         }
     }
 
-    /// Sends this party's readiness to both peers and returns the peers that refused.
+    /// Party 0's choice for this step: `Some(Some(id))` to schedule `id`, `Some(None)` for a
+    /// heartbeat round, `None` for nothing more this step (a request just arrived and the
+    /// next step polls; or a poll found no request every party holds, and then it waits a
+    /// little, or for a new request, before the next).
+    fn lead_schedule(&self, t: &mut NoiseTransport) -> Result<Option<Option<u64>>, PartyError> {
+        let queue = &self.state.queue;
+        let timings = &self.state.timings;
+        let seen = queue.arrivals();
+        let held = queue.held(MAX_IDS);
+        if held.is_empty() {
+            return Ok(match queue.next(timings.heartbeat) {
+                // Poll at the next step.
+                Some(_) => None,
+                None => Some(None),
+            });
+        }
+        let request_ids: Vec<u64> = held.iter().map(|(id, _)| *id).collect();
+        for peer in self.state.me.others() {
+            t.send_message(
+                peer,
+                &Message::Poll {
+                    request_ids: request_ids.clone(),
+                },
+            )?;
+        }
+        let dealing = self.state.model().map(|m| m.dealing());
+        self.exchange_ready(t, 0, true, dealing)?;
+        let mut answered: Vec<Vec<u64>> = Vec::with_capacity(2);
+        for peer in self.state.me.others() {
+            match t.recv_message(peer)? {
+                Message::Holding { held, refused } => {
+                    answered.push(held.into_iter().chain(refused).collect());
+                }
+                other => {
+                    return Err(PartyError::Protocol {
+                        party: peer,
+                        expected: "Holding after a Poll",
+                        got: other.kind().into(),
+                    })
+                }
+            }
+        }
+        if let Some(id) = request_ids
+            .iter()
+            .find(|id| answered.iter().all(|a| a.contains(id)))
+        {
+            return Ok(Some(Some(*id)));
+        }
+        // Nobody else holds these (yet): poll again soon for a fresh request (its shares may
+        // still be on their way to the others), rarely for stale ones, and at once when a new
+        // request arrives here.
+        let youngest = held
+            .iter()
+            .map(|(_, arrived)| arrived.elapsed())
+            .min()
+            .unwrap_or_default();
+        let pause = (youngest / 4).clamp(MIN_POLL_PAUSE, timings.heartbeat.max(MIN_POLL_PAUSE));
+        queue.wait_arrival(seen, pause);
+        Ok(None)
+    }
+
+    /// Sends this party's readiness and the dealing id of its model share to both peers, and
+    /// returns the peers that refused and, when the three model shares come from different
+    /// dealings, the message saying so (every party sees all three ids, so all agree on it).
     fn exchange_ready(
         &self,
         t: &mut NoiseTransport,
         request_id: u64,
         accept: bool,
-    ) -> Result<Vec<PartyId>, PartyError> {
+        dealing: Option<DealingId>,
+    ) -> Result<Readiness, PartyError> {
         let others = self.state.me.others();
         for peer in others {
             t.send_message(peer, &Message::Ready { request_id, accept })?;
         }
+        let mpc_me = t.mpc_id();
+        consistency::send_dealing(t, mpc_me, dealing)?;
         let mut refused = Vec::new();
+        let mut dealings = [None; 3];
+        dealings[mpc_me.index()] = dealing;
         for peer in others {
             match t.recv_message(peer)? {
                 Message::Ready {
@@ -447,18 +564,55 @@ impl PartyServer {
                     })
                 }
             }
+            let from = MpcPartyId::ALL[peer.index()];
+            dealings[peer.index()] = consistency::recv_dealing(t, from)?;
         }
-        Ok(refused)
+        Ok(Readiness {
+            refused,
+            mixed_dealings: consistency::mixed_dealings(dealings),
+        })
+    }
+
+    /// The parties compare digests of the input components they hold in common (one round),
+    /// so a client that sent two holders different copies is refused before anything is
+    /// computed. A party that finds a difference answers its client and drops the share; the
+    /// third party, which cannot see the difference, learns of it in the ready exchange.
+    fn compare_copies(
+        &self,
+        t: &mut NoiseTransport,
+        held: Option<Held>,
+        why_not: Option<String>,
+    ) -> Result<(Option<Held>, Option<String>), PartyError> {
+        let me = self.state.me;
+        let share = held.as_ref().map(|(s, _, _)| std::slice::from_ref(&**s));
+        let mpc_me = t.mpc_id();
+        let found = match consistency::compare_input_copies(t, mpc_me, share) {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some((_, reply, _)) = held {
+                    let _ = reply.send(Err(format!(
+                        "party {me}: the mesh failed before the computation ({e}); the \
+                         request was dropped"
+                    )));
+                }
+                return Err(e.into());
+            }
+        };
+        match held {
+            Some((_, reply, _)) if !found.is_empty() => {
+                let text = format!("party {me}: {}", consistency::inconsistent_input(&found));
+                let _ = reply.send(Err(text.clone()));
+                Ok((None, Some(text)))
+            }
+            held => Ok((held, why_not)),
+        }
     }
 
     fn serve_request(&self, mut t: NoiseTransport, id: u64) -> Result<NoiseTransport, PartyError> {
         let me = self.state.me;
-        // Party 0 scheduled a request it holds; the others may still be receiving theirs.
-        let wait = if me == PartyId::ALL[0] {
-            Duration::ZERO
-        } else {
-            self.state.timings.share_wait
-        };
+        // Party 0 schedules only requests every party said it holds (or rejected): nothing to
+        // wait for. One withdrawn since is refused like a missing one.
+        let wait = Duration::ZERO;
         let (held, why_not) = match self.state.queue.take(id, wait) {
             Taken::Held(share, reply) => match self.state.model() {
                 Some(m) if m.input_shape() == share.shape() && m.fixed() == share.fixed() => {
@@ -476,10 +630,15 @@ impl PartyServer {
             Taken::Refused => (None, Some("rejected on arrival".into())),
             Taken::Missing => (
                 None,
-                Some(format!("its share did not arrive within {wait:?}")),
+                Some("its share was withdrawn or expired here".to_owned()),
             ),
         };
-        let refused = match self.exchange_ready(&mut t, id, held.is_some()) {
+        let (held, why_not) = self.compare_copies(&mut t, held, why_not)?;
+        let dealing = held.as_ref().map(|(_, _, m)| m.dealing());
+        let Readiness {
+            refused,
+            mixed_dealings,
+        } = match self.exchange_ready(&mut t, id, held.is_some(), dealing) {
             Ok(r) => r,
             Err(e) => {
                 if let Some((_, reply, _)) = held {
@@ -501,13 +660,17 @@ impl PartyServer {
             );
             return Ok(t);
         };
+        if let Some(text) = mixed_dealings {
+            let _ = reply.send(Err(format!("party {me}: {text}")));
+            log(me, format_args!("refused a request: {text}"));
+            return Ok(t);
+        }
         if !refused.is_empty() {
             let names: Vec<String> = refused.iter().map(|p| format!("party {p}")).collect();
             let _ = reply.send(Err(format!(
-                "{} did not hold a usable share of this request (it did not arrive within \
-                 {:?}, or was rejected there); the request was dropped",
-                names.join(" and "),
-                self.state.timings.share_wait
+                "{} did not hold a usable share of this request (it was rejected, withdrawn or \
+                 expired there, or its copies at two parties differed); the request was dropped",
+                names.join(" and ")
             )));
             log(
                 me,
@@ -576,12 +739,20 @@ impl PartyServer {
     }
 }
 
-/// A refusal by a peer: a misconfiguration, not an outage.
-fn is_refusal(e: &PartyError) -> bool {
-    matches!(
-        e,
-        PartyError::Net(NetError::RefusedByPeer { .. } | NetError::Handshake { .. })
-    )
+/// A request's share as a party holds it: the share, where to answer, and the model it was
+/// checked against.
+type Held = (
+    Box<InputShare>,
+    std::sync::mpsc::Sender<Outcome>,
+    Arc<PartyModel>,
+);
+
+/// What the ready exchange found.
+struct Readiness {
+    /// Peers without a usable share of the request.
+    refused: Vec<PartyId>,
+    /// Set when the parties' model shares come from different dealings.
+    mixed_dealings: Option<String>,
 }
 
 fn accept_loop(listener: &TcpListener, local: &Arc<LocalParty>, state: &Arc<State>) {
@@ -607,46 +778,65 @@ fn accept_loop(listener: &TcpListener, local: &Arc<LocalParty>, state: &Arc<Stat
                 continue;
             }
         };
-        if state.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            state.connections.fetch_sub(1, Ordering::SeqCst);
-            log(
-                me,
-                format_args!("refused a connection from {addr}: {MAX_CONNECTIONS} already open"),
-            );
+        // A second handle on the socket, so that a flood can be evicted (see `admission`).
+        let Ok(handle) = stream.try_clone() else {
             continue;
-        }
+        };
+        let slot = match state.admission.admit(handle) {
+            Ok(slot) => slot,
+            Err(full) => {
+                state.log_refusal(format_args!("closed a connection from {addr}: {full}"));
+                continue;
+            }
+        };
         let local = Arc::clone(local);
         let conn_state = Arc::clone(state);
         let spawned = std::thread::Builder::new()
             .name(format!("privxray-conn-{me}"))
-            .spawn(move || {
-                handle_connection(stream, addr, &local, &conn_state);
-                conn_state.connections.fetch_sub(1, Ordering::SeqCst);
-            });
+            .spawn(move || handle_connection(stream, addr, &local, &conn_state, slot));
         if let Err(e) = spawned {
-            state.connections.fetch_sub(1, Ordering::SeqCst);
             log(me, format_args!("cannot start a connection thread: {e}"));
         }
     }
 }
 
-fn handle_connection(stream: TcpStream, addr: SocketAddr, local: &LocalParty, state: &State) {
+fn handle_connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    local: &LocalParty,
+    state: &Arc<State>,
+    slot: Handshaking,
+) {
     let me = state.me;
     // The listener polls without blocking; the connection itself blocks with timeouts.
     if stream.set_nonblocking(false).is_err() {
         return;
     }
     let _ = stream.set_nodelay(true);
-    // Refusals are logged with their reason by `accept_stream`.
-    match accept_stream(stream, addr, local) {
-        Ok(Inbound::Party { id, channel }) if id > me => state.inbox.put(id, channel),
-        Ok(Inbound::Party { id, .. }) => log(
+    let inbound = match accept_stream_observed(stream, addr, local, &mut |p| slot.progress(p)) {
+        Ok(inbound) => inbound,
+        Err(e) => return state.log_refusal(format_args!("{e}")),
+    };
+    let role = inbound.role();
+    let _slot = match slot.finish(role) {
+        Ok(slot) => slot,
+        Err(full) => {
+            state.log_refusal(format_args!("closed a connection from {role}: {full}"));
+            if let Inbound::Client(mut channel) | Inbound::Owner(mut channel) = inbound {
+                let text = format!("party {me}: {full}; try again later");
+                let _ = channel.send_message(&Message::Error { text });
+            }
+            return;
+        }
+    };
+    match inbound {
+        Inbound::Party { id, channel } if id > me => state.inbox.put(id, channel),
+        Inbound::Party { id, .. } => log(
             me,
             format_args!("closed a connection from party {id}: parties with lower ids are dialled by this party"),
         ),
-        Ok(Inbound::Client(channel)) => serve_client(state, channel),
-        Ok(Inbound::Owner(channel)) => serve_owner(state, channel),
-        Err(_) => {}
+        Inbound::Client(channel) => serve_client(state, channel),
+        Inbound::Owner(channel) => serve_owner(state, channel),
     }
 }
 
@@ -699,8 +889,12 @@ fn next_message(me: PartyId, channel: &mut SecureChannel) -> Option<Message> {
     }
 }
 
-fn serve_client(state: &State, mut channel: SecureChannel) {
+fn serve_client(state: &Arc<State>, mut channel: SecureChannel) {
     let me = state.me;
+    // A client sends no more than one input share of the model installed when its message
+    // starts arriving (plus slack).
+    let limits = Arc::clone(state);
+    channel.set_recv_limit_fn(move || limits.client_cap.get(limits.model().as_ref()));
     while let Some(message) = next_message(me, &mut channel) {
         let replies = match message {
             Message::ModelInfoRequest => vec![state

@@ -1,10 +1,12 @@
 //! A party's model share on disk: `<key file>.model-share`, written atomically with mode 0600
-//! (a share is secret: two of them reveal the model), read back when the party restarts.
+//! (a share is secret: two of them reveal the model), read back when the party restarts. A
+//! stored share that group or others may read is refused, as the party's key is.
 
 use std::path::{Path, PathBuf};
 
 use super::PartyError;
 use crate::mpc::PartyModel;
+use crate::net::keys::{read_secret_file, SecretReadError};
 use crate::net::PartyId;
 
 /// Where a party keeps its model share.
@@ -43,12 +45,23 @@ impl ShareFile {
 
     /// The stored share of party `me`, or `None` when no model has been shared yet. A file
     /// that does not decode, or holds another party's share, is an error: serving with it
-    /// would give wrong answers.
+    /// would give wrong answers. So is one that group or others may access (Unix): the share
+    /// may already have leaked, and a party should not go on serving with it unnoticed.
     pub fn load(&self, me: PartyId) -> Result<Option<PartyModel>, PartyError> {
-        let bytes = match std::fs::read(&self.path) {
+        let bytes = match read_secret_file(&self.path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.err(format!("cannot read: {e}"))),
+            Err(SecretReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(SecretReadError::Io(e)) => return Err(self.err(format!("cannot read: {e}"))),
+            Err(SecretReadError::Insecure { mode }) => {
+                return Err(self.err(format!(
+                    "is accessible by group or others (mode {mode:o}); a model share is \
+                     secret: run `chmod 600 {}`, and if others may have read it, have the \
+                     model owner run `privxray share-model` again",
+                    self.path.display()
+                )))
+            }
         };
         let model = PartyModel::from_bytes(&bytes)
             .map_err(|e| self.err(format!("cannot decode (delete it and share again): {e}")))?;
@@ -100,5 +113,40 @@ mod tests {
         let bytes = shares[1].to_bytes();
         file.save(&bytes[..bytes.len() / 2]).unwrap();
         assert!(file.load(me).unwrap_err().to_string().contains("decode"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_share_file_readable_by_others_is_refused_with_what_to_do() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = ShareFile::beside_key(&dir.path().join("p0.key"));
+        let me = PartyId::new(0).unwrap();
+        let spec = random_spec(ModelKind::DnnAv, 1.0, 5);
+        let shares = share_model_os(&spec, FixedPoint::default()).unwrap();
+        file.save(&shares[0].to_bytes()).unwrap();
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = file.load(me).unwrap_err().to_string();
+            assert!(err.contains(&format!("mode {mode:o}")), "{err}");
+            assert!(err.contains("chmod 600"), "{err}");
+            assert!(err.contains(&file.path().display().to_string()), "{err}");
+        }
+        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(file.load(me).unwrap().as_ref(), Some(&shares[0]));
+    }
+
+    #[test]
+    fn an_old_format_share_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = ShareFile::beside_key(&dir.path().join("p2.key"));
+        let spec = random_spec(ModelKind::DnnAv, 1.0, 6);
+        let shares = share_model_os(&spec, FixedPoint::default()).unwrap();
+        let mut old = shares[2].to_bytes();
+        old[4] = 1; // the format version byte
+        file.save(&old).unwrap();
+        let err = file.load(PartyId::new(2).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("format version 1"), "{err}");
+        assert!(err.contains("share-model"), "{err}");
     }
 }

@@ -8,7 +8,8 @@ pub struct KeygenArgs {
     /// Where the private key goes (mode 0600, written atomically).
     #[arg(long)]
     pub out: PathBuf,
-    /// Replace an existing key file.
+    /// Replace an existing key file (atomically). Without it an existing file is never
+    /// replaced, even by another keygen running at the same moment.
     #[arg(long)]
     pub force: bool,
 }

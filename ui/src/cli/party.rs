@@ -7,9 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use privxray::model::spec::pneumonia_probability;
+use privxray::mpc::range::{CheckError, LogitBound};
 use privxray::mpc::FixedPoint;
 use privxray::net::{LocalParty, PartiesConfig, PartyId, StaticKeypair};
-use privxray::party::{self, RemoteClient, ShareFile};
+use privxray::party::{self, PartyError, RemoteClient, ShareFile};
 
 use super::common::load_model;
 use super::prediction::{print_predictions, ImageResult, Prediction};
@@ -67,7 +68,20 @@ pub fn share_model_cmd(a: ShareModelArgs) -> anyhow::Result<()> {
     // The candle model is only needed for its spec: dropped before the dealing, which holds
     // about two copies of one party's share at a time (2.2 GB each for VGG16-2).
     let spec = load_model(&a.model)?.to_spec()?;
-    let shared = party::share_model_remote(&config, &owner, &spec, FixedPoint::default())?;
+    let shared =
+        party::share_model_remote(&config, &owner, &spec, FixedPoint::default()).map_err(|e| {
+            match e {
+                // Connected, then failed at some parties: the others may have taken their share.
+                e @ (PartyError::Prediction(_) | PartyError::ModelMismatch(_)) => {
+                    anyhow::Error::new(e).context(
+                        "sharing the model did not finish: parties that took their share now hold \
+                     another dealing than the rest and refuse requests until `privxray \
+                     share-model` succeeds",
+                    )
+                }
+                e => e.into(),
+            }
+        })?;
     println!(
         "shared {} (input {:?}, {} fractional bits) with parties 0, 1 and 2",
         shared.name,
@@ -119,18 +133,36 @@ pub fn predict_remote(
                 continue;
             }
         };
-        results.push(match client.predict(&x) {
-            Ok(r) => {
-                let prob = f64::from(pneumonia_probability(&r.logits));
+        // Every request is shared afresh, so a second run has fresh randomness.
+        let mut last = None;
+        let checked = LogitBound::ceiling().checked(|| {
+            client.predict(&x).map(|r| {
+                let logits = r.logits.clone();
+                last = Some(r);
+                logits
+            })
+        });
+        results.push(match checked.map(|c| (c, last.take())) {
+            Ok((c, Some(r))) => {
+                if c.retried {
+                    eprintln!(
+                        "{}: the first private answer was out of the model's range; asked again",
+                        path.display()
+                    );
+                }
+                let prob = f64::from(pneumonia_probability(&c.logits));
                 let mut p = Prediction::new(path, prob, r.seconds);
                 p.bytes = Some(r.bytes_between_parties);
                 p.rounds = Some(r.rounds);
+                p.retried = Some(c.retried);
                 ImageResult::Predicted(p)
             }
-            Err(e) => {
+            Ok((_, None)) => ImageResult::failed(path, "no answer"),
+            Err(CheckError::Predict(e)) => {
                 broken = Some(e.to_string());
                 ImageResult::failed(path, format!("private prediction: {e}"))
             }
+            Err(e) => ImageResult::failed(path, e),
         });
     }
     print_predictions(&results, json)

@@ -6,6 +6,7 @@ use super::prediction::{print_predictions, ImageResult, Prediction};
 use anyhow::Context;
 use clap::Args;
 use privxray::model::spec::pneumonia_probability;
+use privxray::mpc::range::LogitBound;
 use privxray::mpc::{FixedPoint, Simulation};
 use privxray::pipeline::{self, load_input};
 use privxray::train::Model;
@@ -78,22 +79,37 @@ pub fn predict_simulated(
     if loaded.is_empty() {
         return Ok(finish(results, images));
     }
-    // The plaintext spec is only needed for the dealing (a full-width VGG16-2 holds 0.55 GB).
-    let sim = {
+    // The plaintext spec is only needed for the range and the dealing (a full-width VGG16-2
+    // holds 0.55 GB of it).
+    let (bound, sim) = {
         let spec = model.to_spec()?;
-        Simulation::new(&spec, FixedPoint::default())
-            .context("secret-sharing the model for --simulate-mpc")?
+        let sim = Simulation::new(&spec, FixedPoint::default())
+            .context("secret-sharing the model for --simulate-mpc")?;
+        (LogitBound::of(&spec), sim)
     };
     for chunk in loaded.chunks(batch) {
         let xs: Vec<Vec<f32>> = chunk.iter().map(|(_, x)| x.clone()).collect();
         match sim.run(&xs, batch) {
             Ok(r) => {
-                for ((i, _), logits) in chunk.iter().zip(&r.logits) {
-                    let p = pneumonia_probability(logits) as f64;
-                    let mut p = Prediction::new(&images[*i], p, r.seconds);
-                    p.bytes = Some(r.bytes_between_parties / chunk.len() as u64);
-                    p.rounds = Some(r.rounds);
-                    results[*i] = Some(ImageResult::Predicted(p));
+                for ((i, x), logits) in chunk.iter().zip(&r.logits) {
+                    results[*i] = Some(match recheck(&sim, &bound, logits, x) {
+                        Ok((logits, retried)) => {
+                            if retried {
+                                eprintln!(
+                                    "{}: the first private answer was out of the model's range; \
+                                     ran it again",
+                                    images[*i].display()
+                                );
+                            }
+                            let prob = pneumonia_probability(&logits) as f64;
+                            let mut p = Prediction::new(&images[*i], prob, r.seconds);
+                            p.bytes = Some(r.bytes_between_parties / chunk.len() as u64);
+                            p.rounds = Some(r.rounds);
+                            p.retried = Some(retried);
+                            ImageResult::Predicted(p)
+                        }
+                        Err(e) => ImageResult::failed(&images[*i], e),
+                    });
                 }
             }
             Err(e) => {
@@ -115,6 +131,28 @@ fn finish(results: Vec<Option<ImageResult>>, images: &[PathBuf]) -> Vec<ImageRes
         .collect()
 }
 
+/// The range check of one image's private logits: in range, as they are; out of range, the
+/// image runs once more alone (fresh input shares and protocol randomness, the same model
+/// shares) and that answer stands if it is in range.
+fn recheck(
+    sim: &Simulation,
+    bound: &LogitBound,
+    logits: &[f32],
+    x: &[f32],
+) -> Result<(Vec<f32>, bool), String> {
+    let mut first = Some(logits.to_vec());
+    bound
+        .checked(|| match first.take() {
+            Some(l) => Ok(l),
+            None => sim
+                .run(&[x.to_vec()], 1)
+                .map_err(|e| format!("secure computation: {e}"))
+                .and_then(|r| r.logits.into_iter().next().ok_or("no logits".to_string())),
+        })
+        .map(|c| (c.logits, c.retried))
+        .map_err(|e| e.to_string())
+}
+
 /// Plaintext predictions with candle, one result per image: a bad image costs only itself.
 pub fn predict_plain(model: &Model, images: &[PathBuf]) -> Vec<ImageResult> {
     pipeline::predict_images(model, images)
@@ -125,4 +163,34 @@ pub fn predict_plain(model: &Model, images: &[PathBuf]) -> Vec<ImageResult> {
             Err(e) => ImageResult::failed(path, format!("{:#}", anyhow::Error::from(e))),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use privxray::model::{arch::random_spec, ModelKind};
+
+    /// An out-of-range answer (what a wrapped ring element decodes to) is replaced by a second,
+    /// private run's answer, marked as retried; an in-range one is kept as it is.
+    #[test]
+    fn an_out_of_range_answer_is_run_again_privately() {
+        let spec = random_spec(ModelKind::DnnAv, 1.0, 5);
+        let x: Vec<f32> = (0..spec.input_len())
+            .map(|i| (i % 255) as f32 / 255.0)
+            .collect();
+        let bound = LogitBound::ceiling();
+        let plain = spec.forward(&x).unwrap();
+        let sim = Simulation::new(&spec, FixedPoint::default()).unwrap();
+        let (logits, retried) = recheck(&sim, &bound, &[3.0e14, 0.0], &x).unwrap();
+        assert!(retried);
+        for (a, b) in logits.iter().zip(&plain) {
+            assert!(
+                (a - b).abs() < 1e-2,
+                "private {logits:?}, plaintext {plain:?}"
+            );
+        }
+        let (kept, retried) = recheck(&sim, &bound, &[0.25, -0.5], &x).unwrap();
+        assert!(!retried);
+        assert_eq!(kept, vec![0.25, -0.5]);
+    }
 }

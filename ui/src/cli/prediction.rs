@@ -17,6 +17,10 @@ pub struct Prediction {
     pub bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rounds: Option<u64>,
+    /// Private predictions only: the first run's logits were out of the model's range (a fault,
+    /// see `privxray::mpc::range`) and this is the second run's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retried: Option<bool>,
 }
 
 impl Prediction {
@@ -33,6 +37,7 @@ impl Prediction {
             seconds,
             bytes: None,
             rounds: None,
+            retried: None,
         }
     }
 }
@@ -69,6 +74,9 @@ pub fn print_predictions(results: &[ImageResult], json: bool) -> anyhow::Result<
                     );
                     if let (Some(b), Some(r)) = (p.bytes, p.rounds) {
                         print!(", {:.1} MB between parties, {r} rounds", b as f64 / 1e6);
+                    }
+                    if p.retried == Some(true) {
+                        print!(" (run twice: the first answer was out of the model's range)");
                     }
                     println!();
                 }
