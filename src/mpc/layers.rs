@@ -71,32 +71,41 @@ fn add_channel_bias(x: &mut ArithShare, bias: &ArithShare, channels: usize, per_
     }
 }
 
-/// Secure convolution: im2col, one local GEMM per image for the three cross terms
+/// Words of im2col patches built at once: larger convolutions (VGG16's first blocks, 462 MB
+/// of patches per image at 224x224) run in bands of output rows, so memory stays bounded
+/// without changing the products. DNN-Max's largest layer needs 2.4M words: one band.
+const PATCH_WORDS: usize = 1 << 23;
+
+/// Secure convolution: im2col, one local GEMM per band of output rows for the three cross terms
 /// (`W_i (X_i + X_{i+1}) + W_{i+1} X_i`, as one product with doubled depth), one resharing
-/// round for the whole batch, truncation by `frac_bits`, then the bias. 2 rounds.
+/// round for the whole batch, truncation by `frac_bits`, then the bias.
 ///
-/// `weight_cat` is [`concat_rows`] of the weight share (`out_channels x patch_len` each).
+/// `weight` is this party's share of the `out_channels x patch_len` weights.
 pub fn conv<T: Transport>(
     p: &mut Party<T>,
     x: &ArithShare,
     batch: usize,
     g: &ConvGeom,
-    weight_cat: &[u64],
+    weight: &ArithShare,
     bias: &ArithShare,
     frac_bits: u32,
 ) -> Result<ArithShare> {
     check_len("convolution input", batch * g.in_len(), x.len())?;
     check_len(
         "convolution weights",
-        g.out_channels * 2 * g.patch_len(),
-        weight_cat.len(),
+        g.out_channels * g.patch_len(),
+        weight.len(),
     )?;
     check_len("convolution bias", g.out_channels, bias.len())?;
     let (oh, ow) = g.out_hw();
     let positions = oh * ow;
     let k = g.patch_len();
-    let mut z = Vec::with_capacity(batch * g.out_len());
-    for b in 0..batch {
+    // Per layer and small (at most 512 x 4608 x 2 words): the GEMM wants both components of a
+    // weight row side by side.
+    let weight_cat = concat_rows(weight.own(), weight.next(), g.out_channels, k);
+    let band_rows = (PATCH_WORDS / (2 * k * ow).max(1)).clamp(1, oh.max(1));
+    let mut z = vec![0u64; batch * g.out_len()];
+    for (b, z_img) in z.chunks_mut(g.out_len().max(1)).enumerate().take(batch) {
         let range = b * g.in_len()..(b + 1) * g.in_len();
         let own = &x.own()[range.clone()];
         let next = &x.next()[range];
@@ -105,19 +114,29 @@ pub fn conv<T: Transport>(
             .zip(next)
             .map(|(a, c)| a.wrapping_add(*c))
             .collect();
-        let mut patches = vec![0u64; positions * 2 * k];
-        patches
-            .par_chunks_mut(2 * k * ow)
-            .enumerate()
-            .for_each(|(i, rows)| {
-                for (j, row) in rows.chunks_mut(2 * k).enumerate() {
-                    let (left, right) = row.split_at_mut(k);
-                    im2col_patch(&sum, g, i, j, left);
-                    im2col_patch(own, g, i, j, right);
-                }
-            });
-        let c = gemm_nt(&patches, weight_cat, positions, g.out_channels, 2 * k)?;
-        z.extend_from_slice(&transpose(&c, positions, g.out_channels));
+        for row0 in (0..oh).step_by(band_rows) {
+            let rows = band_rows.min(oh - row0);
+            let band = rows * ow;
+            let mut patches = vec![0u64; band * 2 * k];
+            patches
+                .par_chunks_mut(2 * k * ow)
+                .enumerate()
+                .for_each(|(i, prow)| {
+                    for (j, row) in prow.chunks_mut(2 * k).enumerate() {
+                        let (left, right) = row.split_at_mut(k);
+                        im2col_patch(&sum, g, row0 + i, j, left);
+                        im2col_patch(own, g, row0 + i, j, right);
+                    }
+                });
+            let c = gemm_nt(&patches, &weight_cat, band, g.out_channels, 2 * k)?;
+            drop(patches);
+            // Output is channel-major: channel o's band sits at o * positions + row0 * ow.
+            let t = transpose(&c, band, g.out_channels);
+            for (o, src) in t.chunks_exact(band).enumerate() {
+                let at = o * positions + row0 * ow;
+                z_img[at..at + band].copy_from_slice(src);
+            }
+        }
     }
     let y = reshare(p, z)?;
     let mut y = trunc(p, &y, frac_bits)?;
@@ -148,23 +167,22 @@ fn im2col_patch(x: &[u64], g: &ConvGeom, i: usize, j: usize, out: &mut [u64]) {
     }
 }
 
-/// Secure dense layer on `batch x in_features`: one GEMM for the cross terms, resharing,
-/// truncation, bias. 2 rounds.
+/// Secure dense layer on `batch x in_features`: the cross terms as two GEMMs straight from the
+/// weight share's components (`W_i (X_i + X_{i+1})` and `W_{i+1} X_i`; VGG16-2's first dense
+/// layer holds 1.6 GB of them, so they are never copied), resharing, truncation, bias.
+///
+/// `weight` is this party's share of the `out_features x in_features` weights.
 pub fn dense<T: Transport>(
     p: &mut Party<T>,
     x: &ArithShare,
     batch: usize,
     (in_features, out_features): (usize, usize),
-    weight_cat: &[u64],
+    weight: &ArithShare,
     bias: &ArithShare,
     frac_bits: u32,
 ) -> Result<ArithShare> {
     check_len("dense input", batch * in_features, x.len())?;
-    check_len(
-        "dense weights",
-        out_features * 2 * in_features,
-        weight_cat.len(),
-    )?;
+    check_len("dense weights", out_features * in_features, weight.len())?;
     check_len("dense bias", out_features, bias.len())?;
     let sum: Vec<u64> = x
         .own()
@@ -172,8 +190,11 @@ pub fn dense<T: Transport>(
         .zip(x.next())
         .map(|(a, c)| a.wrapping_add(*c))
         .collect();
-    let x_cat = concat_rows(&sum, x.own(), batch, in_features);
-    let c = gemm_nt(weight_cat, &x_cat, out_features, batch, 2 * in_features)?;
+    let mut c = gemm_nt(weight.own(), &sum, out_features, batch, in_features)?;
+    let c_next = gemm_nt(weight.next(), x.own(), out_features, batch, in_features)?;
+    for (a, b) in c.iter_mut().zip(&c_next) {
+        *a = a.wrapping_add(*b);
+    }
     let y = reshare(p, transpose(&c, out_features, batch))?;
     let mut y = trunc(p, &y, frac_bits)?;
     add_channel_bias(&mut y, bias, out_features, 1);
@@ -298,5 +319,45 @@ pub fn avg_pool<T: Transport>(
     } else {
         let c = ((1u64 << frac_bits) as f64 / area as f64).round() as u64;
         trunc(p, &sum.mul_public(c), frac_bits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Layer, NetworkSpec};
+    use crate::mpc::simulate;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn a_convolution_built_in_bands_equals_plaintext() {
+        // 64 x 96 x 96 input, 3x3 padded: 9216 positions x 1152 words of patches, more than
+        // PATCH_WORDS, so the output comes in two bands of rows (75 and 21).
+        let (c, h, w, out) = (64, 96, 96, 3);
+        let k = c * 9;
+        assert!(h * w * 2 * k > PATCH_WORDS && (PATCH_WORDS / (2 * k * w)) < h);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(31);
+        let bound = (6.0 / k as f32).sqrt();
+        let spec = NetworkSpec {
+            name: "banded".into(),
+            input: [c, h, w],
+            layers: vec![Layer::Conv2d {
+                in_channels: c,
+                out_channels: out,
+                kernel: 3,
+                padding: 1,
+                weight: (0..out * k)
+                    .map(|_| rng.random_range(-bound..bound))
+                    .collect(),
+                bias: (0..out).map(|_| rng.random_range(-0.1..0.1)).collect(),
+            }],
+        };
+        let image: Vec<f32> = (0..c * h * w).map(|_| rng.random::<f32>()).collect();
+        let got = simulate(&spec, std::slice::from_ref(&image), 1).unwrap();
+        let want = spec.forward(&image).unwrap();
+        assert_eq!(got.logits[0].len(), want.len());
+        for (i, (g, e)) in got.logits[0].iter().zip(&want).enumerate() {
+            assert!((g - e).abs() < 2e-3, "output {i}: {g} vs {e}");
+        }
     }
 }

@@ -52,9 +52,11 @@ pub use client::{reconstruct, share_input, share_input_os, InputShare, OutputSha
 pub use context::{CommStats, Party};
 pub use error::MpcError;
 pub use fixed::FixedPoint;
-pub use model::{share_model, share_model_os, DealingId, PartyModel};
+pub use model::{share_model, share_model_os, DealingId, ModelDealing, PartyModel};
 pub use network::infer;
 pub use party::PartyId;
 pub use share::{ArithShare, BitShare};
-pub use simulate::{bench_report, simulate, simulate_with, BenchReport, SimulationReport};
+pub use simulate::{
+    bench_report, simulate, simulate_with, BenchReport, Simulation, SimulationReport,
+};
 pub use transport::{InMemoryTransport, Transport};

@@ -3,7 +3,7 @@
 use super::client::{InputShare, OutputShare};
 use super::context::Party;
 use super::error::{MpcError, Result};
-use super::layers::{avg_pool, channel_affine, concat_rows, conv, dense, max_pool};
+use super::layers::{avg_pool, channel_affine, conv, dense, max_pool};
 use super::model::{PartyModel, SecureOp};
 use super::protocol::relu;
 use super::share::ArithShare;
@@ -53,24 +53,21 @@ pub fn infer<T: Transport>(
     let mut x = ArithShare::concat(inputs.iter().map(|i| i.share()));
     for op in model.ops() {
         x = match op {
-            SecureOp::Conv { geom, weight, bias } => {
-                let w = concat_rows(
-                    weight.own(),
-                    weight.next(),
-                    geom.out_channels,
-                    geom.patch_len(),
-                );
-                conv(p, &x, batch, geom, &w, bias, fw)?
-            }
+            SecureOp::Conv { geom, weight, bias } => conv(p, &x, batch, geom, weight, bias, fw)?,
             SecureOp::Dense {
                 in_features,
                 out_features,
                 weight,
                 bias,
-            } => {
-                let w = concat_rows(weight.own(), weight.next(), *out_features, *in_features);
-                dense(p, &x, batch, (*in_features, *out_features), &w, bias, fw)?
-            }
+            } => dense(
+                p,
+                &x,
+                batch,
+                (*in_features, *out_features),
+                weight,
+                bias,
+                fw,
+            )?,
             SecureOp::ChannelAffine {
                 channels,
                 height,

@@ -6,7 +6,7 @@ use super::consistency::{compare_input_copies, inconsistent_input};
 use super::context::{CommStats, Party};
 use super::error::{MpcError, Result};
 use super::fixed::FixedPoint;
-use super::model::{share_model_os, PartyModel};
+use super::model::{ModelDealing, PartyModel};
 use super::network::infer;
 use super::party::PartyId;
 use super::transport::{InMemoryTransport, Transport};
@@ -51,85 +51,134 @@ pub fn simulate_with(
     if batch == 0 {
         return Err(MpcError::mismatch("batch size", "at least 1", 0));
     }
-    // Everything the parties receive goes through its byte format, as over a network.
-    let models = share_model_os(spec, fixed)?;
-    let models: Vec<PartyModel> = models
-        .iter()
-        .map(|m| PartyModel::from_bytes(&m.to_bytes()))
-        .collect::<Result<_>>()?;
-    let mut client_bytes = 0u64;
-    let mut inputs: [Vec<InputShare>; 3] = Default::default();
-    for image in images {
-        for (list, share) in inputs
-            .iter_mut()
-            .zip(share_input_os(image, spec.input, fixed)?)
-        {
-            let bytes = share.to_bytes();
-            client_bytes += bytes.len() as u64;
-            list.push(InputShare::from_bytes(&bytes)?);
-        }
+    Simulation::new(spec, fixed)?
+        .with_latency(latency)
+        .run(images, batch)
+}
+
+/// The three parties' shares of one model, dealt once and kept for any number of runs: a
+/// full-width VGG16-2 share is 2.2 GB, so dealing it again per request would cost seconds and
+/// memory for nothing.
+pub struct Simulation {
+    input: [usize; 3],
+    fixed: FixedPoint,
+    models: [PartyModel; 3],
+    latency: Duration,
+}
+
+impl Simulation {
+    /// Deals `spec` with fresh OS randomness, one share after another. The shares are handed to
+    /// the party threads as they are, not through their byte format: a full-width VGG16-2
+    /// share is 2.2 GB, and an encoded copy beside it would raise the peak by as much (the
+    /// codec has its own round-trip tests; input and output shares still go through bytes).
+    pub fn new(spec: &NetworkSpec, fixed: FixedPoint) -> Result<Self> {
+        let dealing = ModelDealing::new_os(spec, fixed)?;
+        let models = [
+            dealing.share(PartyId::ALL[0])?,
+            dealing.share(PartyId::ALL[1])?,
+            dealing.share(PartyId::ALL[2])?,
+        ];
+        Ok(Simulation {
+            input: spec.input,
+            fixed,
+            models,
+            latency: Duration::ZERO,
+        })
     }
-    let transports = InMemoryTransport::triple_with_latency(latency);
-    type PartyResult = Result<(Vec<OutputShare>, CommStats, Duration)>;
-    let results: Vec<PartyResult> = std::thread::scope(|s| {
-        let handles: Vec<_> = transports
-            .into_iter()
-            .zip(models.iter().zip(&inputs))
-            .enumerate()
-            .map(|(i, (t, (model, inp)))| {
-                s.spawn(move || run_party(PartyId::ALL[i], t, model, inp, batch))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .enumerate()
-            .map(|(i, h)| {
-                h.join().unwrap_or_else(|_| {
-                    Err(MpcError::PartyFailed {
-                        party: PartyId::ALL[i],
-                        reason: "its thread panicked".into(),
+
+    /// Delays every message by `latency` in later runs, to model a network.
+    pub fn with_latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// The three model shares (for runs over other transports).
+    pub fn models(&self) -> &[PartyModel; 3] {
+        &self.models
+    }
+
+    /// Shares every image (fresh OS randomness), runs the three parties on threads over
+    /// [`InMemoryTransport`] in batches of `batch` images (the last batch may be smaller), and
+    /// reconstructs the logits.
+    pub fn run(&self, images: &[Vec<f32>], batch: usize) -> Result<SimulationReport> {
+        if batch == 0 {
+            return Err(MpcError::mismatch("batch size", "at least 1", 0));
+        }
+        let fixed = self.fixed;
+        let mut client_bytes = 0u64;
+        let mut inputs: [Vec<InputShare>; 3] = Default::default();
+        for image in images {
+            for (list, share) in inputs
+                .iter_mut()
+                .zip(share_input_os(image, self.input, fixed)?)
+            {
+                let bytes = share.to_bytes();
+                client_bytes += bytes.len() as u64;
+                list.push(InputShare::from_bytes(&bytes)?);
+            }
+        }
+        let transports = InMemoryTransport::triple_with_latency(self.latency);
+        type PartyResult = Result<(Vec<OutputShare>, CommStats, Duration)>;
+        let results: Vec<PartyResult> = std::thread::scope(|s| {
+            let handles: Vec<_> = transports
+                .into_iter()
+                .zip(self.models.iter().zip(&inputs))
+                .enumerate()
+                .map(|(i, (t, (model, inp)))| {
+                    s.spawn(move || run_party(PartyId::ALL[i], t, model, inp, batch))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(MpcError::PartyFailed {
+                            party: PartyId::ALL[i],
+                            reason: "its thread panicked".into(),
+                        })
                     })
                 })
-            })
-            .collect()
-    });
-    // Report the root cause: a party's own failure rather than a peer's "hung up".
-    if results.iter().any(|r| r.is_err()) {
-        let mut errs: Vec<MpcError> = results.into_iter().filter_map(|r| r.err()).collect();
-        let root = errs
-            .iter()
-            .position(|e| !matches!(e, MpcError::Transport { .. }))
-            .unwrap_or(0);
-        return Err(errs.swap_remove(root));
-    }
-    let mut outs: Vec<Vec<OutputShare>> = Vec::with_capacity(3);
-    let mut per_party = [CommStats::default(); 3];
-    let mut seconds = 0f64;
-    for (i, r) in results.into_iter().enumerate() {
-        let (o, stats, t) = r?;
-        per_party[i] = stats;
-        seconds = seconds.max(t.as_secs_f64());
-        outs.push(o);
-    }
-    let mut logits = Vec::with_capacity(images.len());
-    let [o0, o1, o2] = <[Vec<OutputShare>; 3]>::try_from(outs)
-        .map_err(|_| MpcError::mismatch("party results", 3, "fewer"))?;
-    for ((a, b), c) in o0.into_iter().zip(o1).zip(o2) {
-        let shares = [a, b, c];
-        for s in &shares {
-            client_bytes += s.to_bytes().len() as u64;
+                .collect()
+        });
+        // Report the root cause: a party's own failure rather than a peer's "hung up".
+        if results.iter().any(|r| r.is_err()) {
+            let mut errs: Vec<MpcError> = results.into_iter().filter_map(|r| r.err()).collect();
+            let root = errs
+                .iter()
+                .position(|e| !matches!(e, MpcError::Transport { .. }))
+                .unwrap_or(0);
+            return Err(errs.swap_remove(root));
         }
-        logits.push(reconstruct(&shares)?);
+        let mut outs: Vec<Vec<OutputShare>> = Vec::with_capacity(3);
+        let mut per_party = [CommStats::default(); 3];
+        let mut seconds = 0f64;
+        for (i, r) in results.into_iter().enumerate() {
+            let (o, stats, t) = r?;
+            per_party[i] = stats;
+            seconds = seconds.max(t.as_secs_f64());
+            outs.push(o);
+        }
+        let mut logits = Vec::with_capacity(images.len());
+        let [o0, o1, o2] = <[Vec<OutputShare>; 3]>::try_from(outs)
+            .map_err(|_| MpcError::mismatch("party results", 3, "fewer"))?;
+        for ((a, b), c) in o0.into_iter().zip(o1).zip(o2) {
+            let shares = [a, b, c];
+            for s in &shares {
+                client_bytes += s.to_bytes().len() as u64;
+            }
+            logits.push(reconstruct(&shares)?);
+        }
+        Ok(SimulationReport {
+            logits,
+            seconds,
+            bytes_between_parties: per_party.iter().map(|s| s.bytes_sent).sum(),
+            rounds: per_party.iter().map(|s| s.rounds).max().unwrap_or(0),
+            per_party,
+            client_bytes,
+            batch,
+        })
     }
-    Ok(SimulationReport {
-        logits,
-        seconds,
-        bytes_between_parties: per_party.iter().map(|s| s.bytes_sent).sum(),
-        rounds: per_party.iter().map(|s| s.rounds).max().unwrap_or(0),
-        per_party,
-        client_bytes,
-        batch,
-    })
 }
 
 fn run_party<T: Transport>(
@@ -210,7 +259,9 @@ impl fmt::Display for BenchReport {
                 r.plaintext_seconds_per_image
             )?;
         }
-        if let (Some(first), Some(last)) = (self.rows.first(), self.rows.last()) {
+        if let (Some(first), Some(last), true) =
+            (self.rows.first(), self.rows.last(), self.rows.len() > 1)
+        {
             writeln!(
                 f,
                 "throughput of batch {} vs batch {}: {:.2}x",
@@ -224,7 +275,8 @@ impl fmt::Display for BenchReport {
 }
 
 /// Runs `spec` securely on batches of the given sizes (one batch each, images in [0, 1] from a
-/// fixed seed: benchmark data, not secrets) and times the plaintext forward pass beside it.
+/// fixed seed: benchmark data, not secrets) and times the plaintext forward pass beside it. The
+/// model is dealt once for all batches.
 pub fn bench_report(
     spec: &NetworkSpec,
     batch_sizes: &[usize],
@@ -237,19 +289,15 @@ pub fn bench_report(
             .map(|_| (0..spec.input_len()).map(|_| rng.random::<f32>()).collect())
             .collect()
     };
+    let sim = Simulation::new(spec, FixedPoint::default())?;
     // One untimed run at the largest batch first, as a party process that has served a request
     // would be: otherwise the first row also pays for the kernel zeroing the pages the
     // allocator maps for the first time (batch 1 measured 2.3x slower cold than warm).
     let warm_up = batch_sizes.iter().copied().max().unwrap_or(0);
     if warm_up > 0 {
-        simulate_with(
-            spec,
-            &batch_of(warm_up),
-            warm_up,
-            FixedPoint::default(),
-            Duration::ZERO,
-        )?;
+        sim.run(&batch_of(warm_up), warm_up)?;
     }
+    let sim = sim.with_latency(latency);
     let mut rows = Vec::new();
     for &batch in batch_sizes {
         let images = batch_of(batch);
@@ -258,7 +306,7 @@ pub fn bench_report(
             spec.forward(im)?;
         }
         let plaintext_seconds_per_image = start.elapsed().as_secs_f64() / batch.max(1) as f64;
-        let rep = simulate_with(spec, &images, batch, FixedPoint::default(), latency)?;
+        let rep = sim.run(&images, batch)?;
         rows.push(BenchRow {
             batch,
             seconds: rep.seconds,
@@ -281,6 +329,7 @@ mod tests {
     use crate::model::arch::random_spec;
     use crate::model::ModelKind;
     use crate::mpc::share::ArithShare;
+    use crate::mpc::share_model_os;
 
     #[test]
     fn inconsistent_input_copies_stop_every_party_before_computing() {

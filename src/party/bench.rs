@@ -1,5 +1,5 @@
 //! The cost of the network and of encryption: the same secure inference run twice, by three
-//! threads over the in-memory transport ([`crate::mpc::simulate_with`]) and by three threads
+//! threads over the in-memory transport ([`crate::mpc::Simulation`]) and by three threads
 //! over real TCP on loopback with Noise channels ([`NoiseTransport`]), with fresh keys.
 
 use std::fmt;
@@ -9,8 +9,7 @@ use std::time::Instant;
 use super::PartyError;
 use crate::model::NetworkSpec;
 use crate::mpc::{
-    infer, reconstruct, share_input_os, share_model_os, simulate_with, FixedPoint, InputShare,
-    OutputShare, Party,
+    infer, reconstruct, share_input_os, FixedPoint, InputShare, OutputShare, Party, Simulation,
 };
 use crate::net::config::{PartyAddress, PartyEntry};
 use crate::net::{
@@ -156,13 +155,15 @@ pub fn loopback_report(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x10ab);
     let fixed = FixedPoint::default();
     let (mut transports, mesh_seconds) = loopback_mesh()?;
-    let models = share_model_os(spec, fixed)?;
+    // One dealing for both runs and every batch: a full-width VGG16-2 share is 2.2 GB.
+    let sim = Simulation::new(spec, fixed)?;
+    let models = sim.models();
     let mut rows = Vec::new();
     for &batch in batch_sizes {
         let images: Vec<Vec<f32>> = (0..batch.max(1))
             .map(|_| (0..spec.input_len()).map(|_| rng.random::<f32>()).collect())
             .collect();
-        let simulated = simulate_with(spec, &images, images.len(), fixed, Default::default())?;
+        let simulated = sim.run(&images, images.len())?;
         let mut inputs: [Vec<InputShare>; 3] = Default::default();
         for image in &images {
             for (list, s) in inputs
@@ -228,6 +229,7 @@ mod tests {
     use super::*;
     use crate::model::arch::random_spec;
     use crate::model::ModelKind;
+    use crate::mpc::simulate_with;
 
     #[test]
     fn loopback_run_agrees_with_the_simulation_and_counts_the_same_bytes() {

@@ -9,9 +9,9 @@ use rand::TryRngCore;
 
 use super::PartyError;
 use crate::model::{NetworkSpec, Technique};
-use crate::mpc::{reconstruct, share_input_os, share_model_os, FixedPoint, MpcError, OutputShare};
+use crate::mpc::{reconstruct, share_input_os, FixedPoint, ModelDealing, MpcError, OutputShare};
 use crate::net::config::Timeouts;
-use crate::net::handshake::{connect_client_to_all, connect_owner_to_all};
+use crate::net::handshake::{connect_client_to_all, connect_owner};
 use crate::net::message::Shape;
 use crate::net::{Message, PartiesConfig, PartyId, SecureChannel, StaticKeypair};
 
@@ -299,22 +299,47 @@ fn parse_reply(
 /// The model owner's step: secret-shares `spec` (fresh OS randomness) and sends each party its
 /// share over Noise IK (the parties check `owner` against `owner_public_key`). Returns the
 /// model as the parties acknowledged it.
+///
+/// One party at a time: its share is dealt, encoded, sent and acknowledged before the next is
+/// dealt, and each connection is opened just before its share is sent (it never idles through
+/// another party's upload). A full-width VGG16-2 share is 2.2 GB; the owner holds about two
+/// copies of one share at its peak, never all three, and the parties' installs do not overlap.
 pub fn share_model_remote(
     config: &PartiesConfig,
     owner: &StaticKeypair,
     spec: &NetworkSpec,
     fixed: FixedPoint,
 ) -> Result<RemoteModel, PartyError> {
-    let shares = share_model_os(spec, fixed)?;
-    let mut channels = connect_owner_to_all(config, owner)?;
-    let requests = shares.map(|s| Message::ShareModel {
-        share: s.to_bytes(),
+    let dealing = ModelDealing::new_os(spec, fixed)?;
+    let mut replies: Vec<Result<Message, PartyError>> = Vec::with_capacity(3);
+    for (party, mpc_party) in PartyId::ALL.into_iter().zip(crate::mpc::PartyId::ALL) {
+        replies.push(send_share(config, owner, party, || {
+            Ok(dealing.share(mpc_party)?.to_bytes())
+        }));
+    }
+    let replies: [Result<Message, PartyError>; 3] = replies.try_into().unwrap_or_else(|_| {
+        std::array::from_fn(|_| Err(PartyError::Prediction("missing reply".into())))
     });
-    let replies = exchange(&mut channels, requests, 1);
-    let [a, b, c] = collect(replies.map(|r| r.and_then(first)))?;
+    let [a, b, c] = collect(replies)?;
     agree([
         RemoteModel::from_message(PartyId::ALL[0], a)?,
         RemoteModel::from_message(PartyId::ALL[1], b)?,
         RemoteModel::from_message(PartyId::ALL[2], c)?,
     ])
+}
+
+/// Connects to `party`, sends it the share `share` encodes and returns its one reply.
+fn send_share(
+    config: &PartiesConfig,
+    owner: &StaticKeypair,
+    party: PartyId,
+    share: impl FnOnce() -> Result<Vec<u8>, PartyError>,
+) -> Result<Message, PartyError> {
+    let mut channel = connect_owner(config, owner, party)?;
+    // The message is dropped once encoded: the encoded copy alone waits in the send queue.
+    channel.send_message(&Message::ShareModel { share: share()? })?;
+    match channel.recv_message()? {
+        Message::Error { text } => Err(PartyError::Refused { party, text }),
+        m => Ok(m),
+    }
 }

@@ -1,11 +1,11 @@
 //! `privxray bench ...`: benchmarks that print figures (never timed tests).
 
 use clap::{Args, Subcommand};
-use privxray::model::Technique;
+use privxray::model::{ModelKind, Technique};
 use privxray::preprocess;
 use privxray::synth::{self, SynthOptions};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -13,8 +13,9 @@ pub enum BenchCommand {
     Preprocess(PreprocessBench),
     /// Noise channel throughput (six directions between three parties) and handshake time.
     Net(NetBench),
-    /// Private inference of dnn-max (random weights) by three in-process parties: seconds,
-    /// bytes between parties and rounds for one image and a batch, beside plaintext inference.
+    /// Private inference of one model (random weights; dnn-max unless --model) by three
+    /// in-process parties: seconds, bytes between parties and rounds per image and per batch,
+    /// beside plaintext inference.
     Mpc(MpcBench),
     /// Training images/s (plain and DP-SGD, batch 32 and 64) and inference latency of dnn-max.
     Train(TrainBench),
@@ -32,9 +33,17 @@ pub struct NetBench {
 
 #[derive(Debug, Args)]
 pub struct MpcBench {
-    /// Batch sizes to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1,16")]
-    pub batches: Vec<usize>,
+    /// The model: dnn-max, dnn-av, vgg16-1 or vgg16-2 (He-uniform random weights; the cost of
+    /// private inference does not depend on the weights).
+    #[arg(long, default_value = "dnn-max")]
+    pub model: ModelKind,
+    /// Width multiplier of the VGG16 models (1.0 is the real VGG16; the DNN models ignore it).
+    #[arg(long, default_value_t = 1.0)]
+    pub width: f32,
+    /// Batch sizes to measure (default: 1,16 for the DNN models, 1 for VGG16: a full-width
+    /// VGG16-2 batch of 16 would hold 16 images' activations in each party).
+    #[arg(long, value_delimiter = ',')]
+    pub batches: Option<Vec<usize>>,
     /// Added one-way latency per message in milliseconds (models a network).
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
@@ -139,32 +148,48 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn mpc_bench(b: MpcBench) -> anyhow::Result<()> {
-    use privxray::model::{arch::random_spec, ModelKind};
-    let spec = random_spec(ModelKind::DnnMax, 1.0, 7);
-    let report = privxray::mpc::bench_report(
-        &spec,
-        &b.batches,
-        std::time::Duration::from_millis(b.latency_ms),
-    )?;
+    use privxray::model::arch::random_spec;
+    let kind = b.model;
+    let width = match kind {
+        ModelKind::DnnAv | ModelKind::DnnMax => 1.0,
+        ModelKind::Vgg16_1 | ModelKind::Vgg16_2 => privxray::train::model::check_width(b.width)?,
+    };
+    let batches = b.batches.unwrap_or_else(|| match kind {
+        ModelKind::DnnAv | ModelKind::DnnMax => vec![1, 16],
+        ModelKind::Vgg16_1 | ModelKind::Vgg16_2 => vec![1],
+    });
+    if batches.is_empty() || batches.contains(&0) {
+        anyhow::bail!("--batches must list batch sizes of at least 1, found {batches:?}");
+    }
+    if width != 1.0 {
+        println!("{kind} at width {width}");
+    }
+    let spec = random_spec(kind, width, 7);
+    let report = privxray::mpc::bench_report(&spec, &batches, Duration::from_millis(b.latency_ms))?;
     println!("{report}");
     if b.loopback {
         println!(
             "{}",
-            privxray::party::bench::loopback_report(&spec, &b.batches)?
+            privxray::party::bench::loopback_report(&spec, &batches)?
         );
     }
+    drop(spec);
     // Plaintext inference with the training engine (candle), batch 1, for comparison.
     let device = candle_core::Device::Cpu;
-    let (model, _) = privxray::train::Model::init(ModelKind::DnnMax, 1.0, 7, &device)?;
-    let x = candle_core::Tensor::zeros((1, 1, 150, 125), candle_core::DType::F32, &device)?;
+    let (model, _) = privxray::train::Model::init(kind, width, 7, &device)?;
+    let [c, h, w] = kind.technique().input_shape();
+    let x = candle_core::Tensor::zeros((1, c, h, w), candle_core::DType::F32, &device)?;
     model.forward_with(&x, None)?;
-    let runs = 20;
+    let runs = match kind {
+        ModelKind::DnnAv | ModelKind::DnnMax => 20,
+        ModelKind::Vgg16_1 | ModelKind::Vgg16_2 => 3,
+    };
     let t0 = Instant::now();
     for _ in 0..runs {
         model.forward_with(&x, None)?;
     }
     println!(
-        "plaintext dnn-max inference with candle, batch 1: {:.2} ms",
+        "plaintext {kind} inference with candle, batch 1: {:.2} ms",
         t0.elapsed().as_secs_f64() * 1e3 / runs as f64
     );
     Ok(())

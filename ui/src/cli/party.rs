@@ -65,8 +65,9 @@ pub fn party_cmd(a: PartyArgs) -> anyhow::Result<()> {
 pub fn share_model_cmd(a: ShareModelArgs) -> anyhow::Result<()> {
     let config = load_config(&a.config)?;
     let owner = load_key(&a.key)?;
-    let model = load_model(&a.model)?;
-    let spec = model.to_spec()?;
+    // The candle model is only needed for its spec: dropped before the dealing, which holds
+    // about two copies of one party's share at a time (2.2 GB each for VGG16-2).
+    let spec = load_model(&a.model)?.to_spec()?;
     let shared =
         party::share_model_remote(&config, &owner, &spec, FixedPoint::default()).map_err(|e| {
             match e {

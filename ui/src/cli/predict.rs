@@ -3,10 +3,11 @@
 
 use super::common::load_model;
 use super::prediction::{print_predictions, ImageResult, Prediction};
+use anyhow::Context;
 use clap::Args;
 use privxray::model::spec::pneumonia_probability;
-use privxray::model::NetworkSpec;
 use privxray::mpc::range::LogitBound;
+use privxray::mpc::{FixedPoint, Simulation};
 use privxray::pipeline::{self, load_input};
 use privxray::train::Model;
 use std::path::PathBuf;
@@ -55,9 +56,9 @@ pub fn run(a: PredictArgs) -> anyhow::Result<()> {
 }
 
 /// Private predictions with the three parties on threads of this process, one result per image
-/// in the order given. Images that load go in batches of `batch`; each reports its batch's wall
-/// time and rounds, and an equal part of its batch's traffic between the parties. An image
-/// that does not load, or a batch that fails, costs only those images.
+/// in the order given. The model is dealt once; images that load go in batches of `batch`; each
+/// reports its batch's wall time and rounds, and an equal part of its batch's traffic between
+/// the parties. An image that does not load, or a batch that fails, costs only those images.
 pub fn predict_simulated(
     model: &privxray::train::Model,
     images: &[PathBuf],
@@ -66,9 +67,7 @@ pub fn predict_simulated(
     if batch == 0 {
         anyhow::bail!("--batch must be at least 1");
     }
-    let spec = model.to_spec()?;
     let technique = model.kind().technique();
-    let bound = LogitBound::of(&spec);
     let mut results: Vec<Option<ImageResult>> = vec![None; images.len()];
     let mut loaded = Vec::with_capacity(images.len());
     for (i, path) in images.iter().enumerate() {
@@ -77,12 +76,23 @@ pub fn predict_simulated(
             Err(e) => results[i] = Some(ImageResult::failed(path, e)),
         }
     }
+    if loaded.is_empty() {
+        return Ok(finish(results, images));
+    }
+    // The plaintext spec is only needed for the range and the dealing (a full-width VGG16-2
+    // holds 0.55 GB of it).
+    let (bound, sim) = {
+        let spec = model.to_spec()?;
+        let sim = Simulation::new(&spec, FixedPoint::default())
+            .context("secret-sharing the model for --simulate-mpc")?;
+        (LogitBound::of(&spec), sim)
+    };
     for chunk in loaded.chunks(batch) {
         let xs: Vec<Vec<f32>> = chunk.iter().map(|(_, x)| x.clone()).collect();
-        match privxray::mpc::simulate(&spec, &xs, batch) {
+        match sim.run(&xs, batch) {
             Ok(r) => {
                 for ((i, x), logits) in chunk.iter().zip(&r.logits) {
-                    results[*i] = Some(match recheck(&spec, &bound, logits, x) {
+                    results[*i] = Some(match recheck(&sim, &bound, logits, x) {
                         Ok((logits, retried)) => {
                             if retried {
                                 eprintln!(
@@ -110,17 +120,22 @@ pub fn predict_simulated(
             }
         }
     }
-    Ok(results
+    Ok(finish(results, images))
+}
+
+fn finish(results: Vec<Option<ImageResult>>, images: &[PathBuf]) -> Vec<ImageResult> {
+    results
         .into_iter()
         .zip(images)
         .map(|(r, path)| r.unwrap_or_else(|| ImageResult::failed(path, "no result")))
-        .collect())
+        .collect()
 }
 
 /// The range check of one image's private logits: in range, as they are; out of range, the
-/// image runs once more alone (fresh randomness) and that answer stands if it is in range.
+/// image runs once more alone (fresh input shares and protocol randomness, the same model
+/// shares) and that answer stands if it is in range.
 fn recheck(
-    spec: &NetworkSpec,
+    sim: &Simulation,
     bound: &LogitBound,
     logits: &[f32],
     x: &[f32],
@@ -129,7 +144,8 @@ fn recheck(
     bound
         .checked(|| match first.take() {
             Some(l) => Ok(l),
-            None => privxray::mpc::simulate(spec, &[x.to_vec()], 1)
+            None => sim
+                .run(&[x.to_vec()], 1)
                 .map_err(|e| format!("secure computation: {e}"))
                 .and_then(|r| r.logits.into_iter().next().ok_or("no logits".to_string())),
         })
@@ -164,7 +180,8 @@ mod tests {
             .collect();
         let bound = LogitBound::ceiling();
         let plain = spec.forward(&x).unwrap();
-        let (logits, retried) = recheck(&spec, &bound, &[3.0e14, 0.0], &x).unwrap();
+        let sim = Simulation::new(&spec, FixedPoint::default()).unwrap();
+        let (logits, retried) = recheck(&sim, &bound, &[3.0e14, 0.0], &x).unwrap();
         assert!(retried);
         for (a, b) in logits.iter().zip(&plain) {
             assert!(
@@ -172,7 +189,7 @@ mod tests {
                 "private {logits:?}, plaintext {plain:?}"
             );
         }
-        let (kept, retried) = recheck(&spec, &bound, &[0.25, -0.5], &x).unwrap();
+        let (kept, retried) = recheck(&sim, &bound, &[0.25, -0.5], &x).unwrap();
         assert!(!retried);
         assert_eq!(kept, vec![0.25, -0.5]);
     }
