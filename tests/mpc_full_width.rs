@@ -11,10 +11,10 @@
 //! of saturating. The plaintext reference runs the layers as written, batch normalisation
 //! unfolded, with candle's convolution.
 //!
-//! By default VGG16-1 runs on three images (one NORMAL, one PNEUMONIA, the DICOM; about a
-//! minute in release on 2 cores). VGG16-1 on all nine and VGG16-2 are ignored for time (VGG16-2
-//! takes about 25 s and 2.3 GB between the parties per image and about 10 GB of memory for the
-//! three parties):
+//! By default VGG16-1 runs on three images (one NORMAL, one PNEUMONIA, the DICOM; 30-60 s in
+//! release on 2 cores). VGG16-1 on all nine and VGG16-2 are ignored for time (VGG16-2 takes
+//! about 20 s and 2.5 GB between the parties per image and 8 GB of memory for the three
+//! parties; both together about 5 minutes):
 //! `cargo test --release -p privxray --test mpc_full_width -- --ignored --nocapture`.
 //! Without `../shared` every test prints a notice and passes without running.
 
@@ -178,7 +178,6 @@ fn vgg16_with_batchnorm(kind: ModelKind, images: &[Vec<f32>]) -> NetworkSpec {
                 .iter()
                 .map(|x| x.flatten_all().unwrap().to_vec1().unwrap())
                 .collect();
-            let mut ratios = Vec::with_capacity(c);
             for ch in 0..c {
                 let values = || {
                     planes
@@ -192,17 +191,9 @@ fn vgg16_with_batchnorm(kind: ModelKind, images: &[Vec<f32>]) -> NetworkSpec {
                 mean[ch] = m as f32;
                 // A channel that is constant on these images (ReLU-dead) keeps a unit variance.
                 var[ch] = if s > 1e-8 { s as f32 } else { 1.0 };
-                ratios.push(s);
                 gamma[ch] = rng.random_range(0.6..1.4);
                 beta[ch] = rng.random_range(-0.3..0.3);
             }
-            ratios.sort_by(|a, b| a.total_cmp(b));
-            eprintln!(
-                "  bn {i}: variance min {:.2e} median {:.2e} max {:.2e}",
-                ratios[0],
-                ratios[c / 2],
-                ratios[c - 1]
-            );
         }
         let layer = &spec.layers[i];
         xs = xs.into_iter().map(|x| apply(layer, x)).collect();
@@ -318,14 +309,14 @@ fn full_width_vgg16_1_with_batchnorm_agrees_with_plaintext_on_real_radiographs()
 }
 
 #[test]
-#[ignore = "about 2 minutes in release: all nine real samples at full width"]
+#[ignore = "about a minute in release: all nine real samples at full width"]
 fn full_width_vgg16_1_agrees_on_all_nine_real_samples() {
     let Some(paths) = real_samples() else { return };
     check(ModelKind::Vgg16_1, &paths);
 }
 
 #[test]
-#[ignore = "about 5 minutes and 10 GB in release; see the module documentation"]
+#[ignore = "about 4 minutes and 8 GB in release; see the module documentation"]
 fn full_width_vgg16_2_agrees_on_all_nine_real_samples() {
     let Some(paths) = real_samples() else { return };
     check(ModelKind::Vgg16_2, &paths);

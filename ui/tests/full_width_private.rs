@@ -3,8 +3,8 @@
 //! class, probability within 1e-2), both with `predict --simulate-mpc` (three parties on threads)
 //! and with three `privxray party` processes (`share-model`, then `predict --config`).
 //!
-//! VGG16-1 runs by default (about 3-4 minutes in release on 2 cores: training one epoch,
-//! dealing and sending a 0.92 GB share to each party, and two images each way). VGG16-2 is
+//! VGG16-1 runs by default (about 2 minutes in release on 2 cores: training one epoch,
+//! dealing and sending a 0.93 GB share to each party, and two images each way). VGG16-2 is
 //! ignored for time and memory (its share is 2.2 GB per party):
 //! `cargo test --release -p privxray-ui --test full_width_private -- --ignored --nocapture`.
 //! Each run prints seconds, bytes and rounds per image and each party's peak memory (VmHWM).
