@@ -134,6 +134,16 @@ fn failure_text(f: &Failure) -> Option<String> {
     f.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// Closes a channel's connection from another thread: a receive blocked on it fails at once.
+#[derive(Debug)]
+pub struct AbortHandle(TcpStream);
+
+impl AbortHandle {
+    pub fn abort(&self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
+}
+
 /// A bidirectional encrypted channel to one authenticated peer.
 pub struct SecureChannel {
     peer: PeerRole,
@@ -245,6 +255,14 @@ impl SecureChannel {
     /// The cap on the next message received.
     pub fn recv_limit(&self) -> u64 {
         self.recv_limit_fn.as_ref().map_or(self.recv_limit, |f| f())
+    }
+
+    /// A handle that can close this channel's connection from another thread.
+    pub fn abort_handle(&self) -> Result<AbortHandle, NetError> {
+        self.socket()
+            .try_clone()
+            .map(AbortHandle)
+            .map_err(|e| NetError::from_io(&self.label, "cloning the socket", self.io_timeout, e))
     }
 
     /// Forgets the traffic so far (the handshake's confirmation is not application data).

@@ -1,8 +1,10 @@
 //! The two outside roles: the client, who secret-shares an image to the three parties and
 //! reconstructs the logits from their output shares, and the model owner, who secret-shares a
 //! network. Both talk to the three parties at once (one thread per party), so a slow or dead
-//! party is reported within one timeout, by name.
+//! party is reported within one timeout, by name; once one party fails, the others are not
+//! waited for (the request cannot succeed without it).
 
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rand::TryRngCore;
@@ -10,6 +12,7 @@ use rand::TryRngCore;
 use super::PartyError;
 use crate::model::{NetworkSpec, Technique};
 use crate::mpc::{reconstruct, share_input_os, FixedPoint, ModelDealing, MpcError, OutputShare};
+use crate::net::channel::AbortHandle;
 use crate::net::config::Timeouts;
 use crate::net::handshake::{connect_client_to_all, connect_owner};
 use crate::net::message::Shape;
@@ -86,19 +89,27 @@ pub struct RemotePrediction {
 }
 
 /// Sends `requests[i]` to party `i` and collects `replies` messages from each, all three in
-/// parallel. Stops reading from a party after an `Error` message.
+/// parallel. Stops reading from a party after an `Error` message; once one party has failed,
+/// closes the connections still waiting (their results then say so): a party that will never
+/// be asked to compute (its peers dropped the request) must not hold the client until its
+/// timeout.
 fn exchange(
     channels: &mut [SecureChannel; 3],
     requests: [Message; 3],
     replies: usize,
 ) -> [Result<Vec<Message>, PartyError>; 3] {
+    let aborts: Vec<Option<AbortHandle>> = channels.iter().map(|c| c.abort_handle().ok()).collect();
+    let (done, finished) = mpsc::channel();
     std::thread::scope(|s| {
-        let handles: Vec<_> = channels
+        for (i, ((ch, req), party)) in channels
             .iter_mut()
             .zip(requests)
             .zip(PartyId::ALL)
-            .map(|((ch, req), party)| {
-                s.spawn(move || -> Result<Vec<Message>, PartyError> {
+            .enumerate()
+        {
+            let done = done.clone();
+            s.spawn(move || {
+                let result = (|| -> Result<Vec<Message>, PartyError> {
                     ch.send_message(&req)?;
                     let mut got = Vec::with_capacity(replies);
                     while got.len() < replies {
@@ -110,19 +121,44 @@ fn exchange(
                         }
                     }
                     Ok(got)
-                })
-            })
-            .collect();
-        let mut out = handles.into_iter().map(|h| {
-            h.join().unwrap_or_else(|_| {
+                })();
+                let _ = done.send((i, result));
+            });
+        }
+        drop(done);
+        let mut results: [Option<Result<Vec<Message>, PartyError>>; 3] = Default::default();
+        let mut first_failure: Option<PartyId> = None;
+        let mut abandoned = [false; 3];
+        for (i, result) in finished {
+            let result = match (result, first_failure) {
+                (Err(_), Some(failed)) if abandoned[i] => Err(PartyError::Refused {
+                    party: PartyId::ALL[i],
+                    text: format!(
+                        "party {}: not waited for after party {failed} failed",
+                        PartyId::ALL[i]
+                    ),
+                }),
+                (result, _) => result,
+            };
+            if result.is_err() && first_failure.is_none() {
+                first_failure = Some(PartyId::ALL[i]);
+                for (j, abort) in aborts.iter().enumerate() {
+                    if j != i && results[j].is_none() {
+                        abandoned[j] = true;
+                        if let Some(a) = abort {
+                            a.abort();
+                        }
+                    }
+                }
+            }
+            results[i] = Some(result);
+        }
+        results.map(|r| {
+            r.unwrap_or_else(|| {
                 Err(PartyError::Prediction(
                     "a connection thread panicked".into(),
                 ))
             })
-        });
-        std::array::from_fn(|_| {
-            out.next()
-                .unwrap_or_else(|| Err(PartyError::Prediction("missing result".into())))
         })
     })
 }
@@ -341,5 +377,59 @@ fn send_share(
     match channel.recv_message()? {
         Message::Error { text } => Err(PartyError::Refused { party, text }),
         m => Ok(m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::handshake::tests::fixture_with;
+    use crate::net::handshake::{accept, connect_client, Inbound};
+
+    #[test]
+    fn once_one_party_fails_the_others_are_not_waited_for() {
+        let f = fixture_with(|c| {
+            let t = Timeouts {
+                io: Duration::from_secs(120),
+                ..*c.timeouts()
+            };
+            c.with_timeouts(t)
+        });
+        let config = f.parties[0].config().clone();
+        let started = Instant::now();
+        let results = std::thread::scope(|s| {
+            // Party 0 refuses at once; parties 1 and 2 read the request and never answer.
+            for (i, (local, listener)) in f.parties.iter().zip(&f.listeners).enumerate() {
+                s.spawn(move || {
+                    let Ok(Inbound::Client(mut ch)) = accept(listener, local) else {
+                        panic!("expected a client")
+                    };
+                    let _ = ch.recv_message();
+                    if i == 0 {
+                        let text = "party 0: no".to_owned();
+                        let _ = ch.send_message(&Message::Error { text });
+                    }
+                    // Until the client closes the connection.
+                    let _ = ch.recv_message();
+                });
+            }
+            let mut channels =
+                [0u8, 1, 2].map(|i| connect_client(&config, PartyId::new(i).unwrap()).unwrap());
+            exchange(
+                &mut channels,
+                std::array::from_fn(|_| Message::ModelInfoRequest),
+                1,
+            )
+        });
+        let [r0, r1, r2] = results;
+        assert!(matches!(r0, Err(PartyError::Refused { text, .. }) if text == "party 0: no"));
+        for r in [r1, r2] {
+            assert!(
+                matches!(&r, Err(PartyError::Refused { text, .. }) if text.contains("not waited for after party 0 failed")),
+                "{r:?}"
+            );
+        }
+        // Generous: far below the two minutes the silent parties would otherwise take.
+        assert!(started.elapsed() < Duration::from_secs(60));
     }
 }

@@ -276,6 +276,22 @@ impl RequestQueue {
         old.len()
     }
 
+    /// Drops every held request, telling its client `reason`. Returns how many.
+    pub fn drop_held(&self, reason: &str) -> usize {
+        let mut inner = self.lock();
+        let ids: Vec<u64> = inner.order.drain(..).collect();
+        for id in &ids {
+            if let Some(Entry {
+                state: State::Held(_, tx),
+                ..
+            }) = inner.entries.remove(id)
+            {
+                let _ = tx.send(Err(reason.to_owned()));
+            }
+        }
+        ids.len()
+    }
+
     /// Number of held requests.
     pub fn len(&self) -> usize {
         self.lock().order.len()
@@ -376,6 +392,17 @@ mod tests {
         let held: Vec<u64> = q.held(10).into_iter().map(|(id, _)| id).collect();
         assert_eq!(held, vec![1, 3]);
         assert_eq!(q.held(1).len(), 1);
+    }
+
+    #[test]
+    fn dropping_the_held_requests_answers_their_clients_and_keeps_refusals() {
+        let q = RequestQueue::new();
+        let rx = q.submit(1, share()).unwrap();
+        q.refuse(2);
+        assert_eq!(q.drop_held("mesh failed"), 1);
+        assert_eq!(rx.recv().unwrap(), Err("mesh failed".into()));
+        assert!(q.is_empty());
+        assert!(matches!(q.take(2, Duration::ZERO), Taken::Refused));
     }
 
     #[test]

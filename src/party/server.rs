@@ -52,6 +52,17 @@ const REFUSED_PAUSE: Duration = Duration::from_millis(500);
 /// Shortest pause between two polls while party 0 holds requests the others do not (yet).
 const MIN_POLL_PAUSE: Duration = Duration::from_millis(2);
 
+/// What party 0 does in one step.
+enum LeadChoice {
+    /// Serve this request, which every party holds (or rejected).
+    Schedule(u64),
+    /// Nothing to schedule: check the mesh.
+    Heartbeat,
+    /// Nothing more this step: a request just arrived (the next step polls), or a poll found
+    /// none that every party holds and party 0 has waited a little before the next.
+    Done,
+}
+
 /// The serving loop's waits, derived from the configuration's timeouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerTimings {
@@ -140,6 +151,10 @@ struct State {
 }
 
 impl State {
+    fn model(&self) -> Option<Arc<PartyModel>> {
+        self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Logs a refused connection within the log budget (a flood must not flood the log).
     fn log_refusal(&self, args: std::fmt::Arguments<'_>) {
         if let Some(skipped) = self.refusals.allow() {
@@ -151,12 +166,6 @@ impl State {
             }
             log(self.me, args);
         }
-    }
-}
-
-impl State {
-    fn model(&self) -> Option<Arc<PartyModel>> {
-        self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn stopped(&self) -> bool {
@@ -293,6 +302,7 @@ impl PartyServer {
                         format_args!("a peer reconnected (it restarted); re-forming the mesh"),
                     );
                     drop(t);
+                    self.drop_queued("a party restarted");
                     continue;
                 }
                 None => match self.form_mesh() {
@@ -309,11 +319,28 @@ impl PartyServer {
                 Ok(t) => Some(t),
                 Err(e) => {
                     log(me, format_args!("mesh failed: {e}; re-forming it"));
+                    self.drop_queued("the mesh with the other parties failed");
                     None
                 }
             };
         }
         Ok(())
+    }
+
+    /// After a mesh failure a peer may have restarted without the requests it held, so no
+    /// queued request can be relied on to complete: each client is told at once rather than
+    /// at its timeout.
+    fn drop_queued(&self, why: &str) {
+        let n = self.state.queue.drop_held(&format!(
+            "party {}: {why}; the request was dropped (send it again)",
+            self.state.me
+        ));
+        if n > 0 {
+            log(
+                self.state.me,
+                format_args!("dropped {n} queued requests: {why}"),
+            );
+        }
     }
 
     fn expire(&self) {
@@ -427,15 +454,21 @@ impl PartyServer {
         let me = self.state.me;
         let lead = PartyId::ALL[0];
         let scheduled = if me == lead {
-            let Some(next) = self.lead_schedule(&mut t)? else {
-                return Ok(t);
-            };
-            if let Some(request_id) = next {
-                for peer in me.others() {
-                    t.send_message(peer, &Message::Schedule { request_id })?;
+            match self.lead_choice(&mut t)? {
+                LeadChoice::Schedule(request_id) => {
+                    for peer in me.others() {
+                        t.send_message(peer, &Message::Schedule { request_id })?;
+                    }
+                    Some(request_id)
                 }
+                LeadChoice::Heartbeat => {
+                    for peer in me.others() {
+                        t.send_message(peer, &Message::Heartbeat)?;
+                    }
+                    None
+                }
+                LeadChoice::Done => return Ok(t),
             }
-            next
         } else {
             match t.recv_message(lead)? {
                 Message::Schedule { request_id } => Some(request_id),
@@ -466,11 +499,8 @@ impl PartyServer {
         }
     }
 
-    /// Party 0's choice for this step: `Some(Some(id))` to schedule `id`, `Some(None)` for a
-    /// heartbeat round, `None` for nothing more this step (a request just arrived and the
-    /// next step polls; or a poll found no request every party holds, and then it waits a
-    /// little, or for a new request, before the next).
-    fn lead_schedule(&self, t: &mut NoiseTransport) -> Result<Option<Option<u64>>, PartyError> {
+    /// Party 0's choice for this step (it may poll the others first).
+    fn lead_choice(&self, t: &mut NoiseTransport) -> Result<LeadChoice, PartyError> {
         let queue = &self.state.queue;
         let timings = &self.state.timings;
         let seen = queue.arrivals();
@@ -478,8 +508,8 @@ impl PartyServer {
         if held.is_empty() {
             return Ok(match queue.next(timings.heartbeat) {
                 // Poll at the next step.
-                Some(_) => None,
-                None => Some(None),
+                Some(_) => LeadChoice::Done,
+                None => LeadChoice::Heartbeat,
             });
         }
         let request_ids: Vec<u64> = held.iter().map(|(id, _)| *id).collect();
@@ -512,7 +542,7 @@ impl PartyServer {
             .iter()
             .find(|id| answered.iter().all(|a| a.contains(id)))
         {
-            return Ok(Some(Some(*id)));
+            return Ok(LeadChoice::Schedule(*id));
         }
         // Nobody else holds these (yet): poll again soon for a fresh request (its shares may
         // still be on their way to the others), rarely for stale ones, and at once when a new
@@ -524,7 +554,7 @@ impl PartyServer {
             .unwrap_or_default();
         let pause = (youngest / 4).clamp(MIN_POLL_PAUSE, timings.heartbeat.max(MIN_POLL_PAUSE));
         queue.wait_arrival(seen, pause);
-        Ok(None)
+        Ok(LeadChoice::Done)
     }
 
     /// Sends this party's readiness and the dealing id of its model share to both peers, and
