@@ -5,36 +5,14 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_privxray"))
-}
-
-pub fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-pub fn run_in(dir: &Path, args: &[&str]) -> Output {
-    bin()
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run privxray")
-}
-
-pub fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = run_in(dir, args);
-    assert!(
-        out.status.success(),
-        "privxray {args:?} failed: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+// The process helpers every party test uses live in party_common; the mesh tests add theirs.
+#[path = "../party_common/mod.rs"]
+mod party_common;
+pub use party_common::{bin, free_ports, keygen, ok, run_in, text};
 
 /// Party processes, killed on drop so a failing test leaves none running.
 #[derive(Default)]
@@ -138,18 +116,6 @@ impl Setup {
         );
         assert!(shared.contains("dnn-max"), "{shared}");
     }
-}
-
-fn free_ports() -> [u16; 3] {
-    // Bound together so they differ; released just before the parties bind them.
-    let ls: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| ls[i].local_addr().unwrap().port())
-}
-
-fn keygen(dir: &Path, name: &str) -> String {
-    ok(dir, &["keygen", "--out", name]).trim().to_owned()
 }
 
 /// Starts party `id` with `config`, its stderr to `log`.
