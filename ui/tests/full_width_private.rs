@@ -13,34 +13,11 @@
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_privxray"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn run_in(dir: &Path, args: &[&str]) -> Output {
-    bin()
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run privxray")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = run_in(dir, args);
-    assert!(
-        out.status.success(),
-        "privxray {args:?} failed: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+mod party_common;
+use party_common::{bin, ok};
 
 /// Kills every party on drop, so a failing test leaves none running.
 #[derive(Default)]
