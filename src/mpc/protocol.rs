@@ -315,7 +315,8 @@ pub fn select<T: Transport>(p: &mut Party<T>, x: &ArithShare, b: &BitShare) -> R
 /// Largest number of elements one comparison circuit handles at once. The circuit's working
 /// set is about 40 words per element and party; beyond this, slices run one after the other
 /// (11 rounds each) so that memory stays bounded and buffers are reused instead of freshly
-/// mapped. Every layer of one image of the four models fits in one slice.
+/// mapped. Every layer of one image of the four models fits in one slice except the first two
+/// convolutions of VGG16-2 at 224x224 (64x224x224 = 3.2M elements), which take two.
 pub const RELU_SLICE: usize = 1 << 21;
 
 /// Share of `max(x, 0)`: `x * (1 - sign(x))`. 11 rounds per [`RELU_SLICE`] elements.

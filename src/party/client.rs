@@ -349,9 +349,10 @@ pub fn share_model_remote(
     let dealing = ModelDealing::new_os(spec, fixed)?;
     let mut replies: Vec<Result<Message, PartyError>> = Vec::with_capacity(3);
     for (party, mpc_party) in PartyId::ALL.into_iter().zip(crate::mpc::PartyId::ALL) {
-        replies.push(send_share(config, owner, party, || {
-            Ok(dealing.share(mpc_party)?.to_bytes())
-        }));
+        let share = dealing.share(mpc_party)?.to_bytes();
+        // All shares are the same size, so party 0's check fails before any party is sent one.
+        check_share_fits(config, party, share.len())?;
+        replies.push(send_share(config, owner, party, share));
     }
     let replies: [Result<Message, PartyError>; 3] = replies.try_into().unwrap_or_else(|_| {
         std::array::from_fn(|_| Err(PartyError::Prediction("missing reply".into())))
@@ -364,16 +365,34 @@ pub fn share_model_remote(
     ])
 }
 
-/// Connects to `party`, sends it the share `share` encodes and returns its one reply.
+/// Bytes a `ShareModel` message adds to its share: a tag and a length prefix.
+const SHARE_MESSAGE_OVERHEAD: u64 = 1 + 8;
+
+/// Refuses, before anything is sent, a share the parties would refuse as over their message
+/// cap: they read the same `limits.max_message_bytes` from the same configuration.
+fn check_share_fits(
+    config: &PartiesConfig,
+    party: PartyId,
+    share_len: usize,
+) -> Result<(), PartyError> {
+    let needed = share_len as u64 + SHARE_MESSAGE_OVERHEAD;
+    let max = config.max_message_bytes();
+    if needed > max {
+        return Err(PartyError::ShareTooLarge { party, needed, max });
+    }
+    Ok(())
+}
+
+/// Connects to `party`, sends it the encoded `share` and returns its one reply.
 fn send_share(
     config: &PartiesConfig,
     owner: &StaticKeypair,
     party: PartyId,
-    share: impl FnOnce() -> Result<Vec<u8>, PartyError>,
+    share: Vec<u8>,
 ) -> Result<Message, PartyError> {
     let mut channel = connect_owner(config, owner, party)?;
     // The message is dropped once encoded: the encoded copy alone waits in the send queue.
-    channel.send_message(&Message::ShareModel { share: share()? })?;
+    channel.send_message(&Message::ShareModel { share })?;
     match channel.recv_message()? {
         Message::Error { text } => Err(PartyError::Refused { party, text }),
         m => Ok(m),
@@ -431,5 +450,29 @@ mod tests {
         }
         // Generous: far below the two minutes the silent parties would otherwise take.
         assert!(started.elapsed() < Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_share_over_the_message_cap_is_refused_before_any_party_is_contacted() {
+        use crate::model::arch::{random_spec, ModelKind};
+        let f = fixture_with(|c| c.with_max_message_bytes(1 << 16).unwrap());
+        let spec = random_spec(ModelKind::DnnMax, 1.0, 5);
+        let config = f.parties[0].config().clone();
+        let err = share_model_remote(&config, &f.owner, &spec, FixedPoint::default())
+            .expect_err("a share of several MB fits no 64 KiB cap");
+        match &err {
+            PartyError::ShareTooLarge { party, needed, max } => {
+                assert_eq!(party.index(), 0);
+                assert_eq!(*max, 1 << 16);
+                assert!(*needed > *max, "{err}");
+            }
+            e => panic!("expected ShareTooLarge, got {e:?}"),
+        }
+        assert!(err.to_string().contains("max_message_bytes"), "{err}");
+        // Nobody was connected to: the listeners have nothing waiting.
+        for l in &f.listeners {
+            l.set_nonblocking(true).unwrap();
+            assert!(l.accept().is_err(), "a party was contacted");
+        }
     }
 }

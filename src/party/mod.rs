@@ -55,6 +55,17 @@ pub enum PartyError {
         expected: &'static str,
         got: String,
     },
+    /// The owner's share would exceed the parties' message cap; nothing was sent.
+    #[error(
+        "the model share for party {party} is {needed} bytes, over limits.max_message_bytes = \
+         {max} in the parties configuration; set max_message_bytes to at least {needed} under \
+         [limits] in every party's configuration, restart the parties, and share again"
+    )]
+    ShareTooLarge {
+        party: PartyId,
+        needed: u64,
+        max: u64,
+    },
     #[error("the parties disagree about the shared model: {0}")]
     ModelMismatch(String),
     #[error("private prediction failed: {0}")]

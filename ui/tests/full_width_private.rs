@@ -4,8 +4,9 @@
 //! and with three `privxray party` processes (`share-model`, then `predict --config`).
 //!
 //! VGG16-1 runs by default (about 2 minutes in release on 2 cores: training one epoch,
-//! dealing and sending a 0.93 GB share to each party, and two images each way). VGG16-2 is
-//! ignored for time and memory (its share is 2.2 GB per party):
+//! dealing and sending a 0.93 GB share to each party, and two images each way). VGG16-2 runs
+//! all nine real samples and is ignored for time and memory (its share is 2.2 GB per party,
+//! each party process peaks near 4.3 GB):
 //! `cargo test --release -p privxray-ui --test full_width_private -- --ignored --nocapture`.
 //! Each run prints seconds, bytes and rounds per image and each party's peak memory (VmHWM).
 //! Without `../shared` the tests print a notice and pass without running.
@@ -32,8 +33,9 @@ impl Drop for Parties {
     }
 }
 
-/// One NORMAL JPEG and the DICOM, or `None` (with a notice) without `../shared/data`.
-fn real_images() -> Option<Vec<String>> {
+/// The real radiographs: one NORMAL JPEG and the DICOM, or with `all` every Kermany sample and
+/// the DICOM; `None` (with a notice) without `../shared/data`.
+fn real_images(all: bool) -> Option<Vec<String>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
     if !root.is_dir() {
         eprintln!(
@@ -42,17 +44,22 @@ fn real_images() -> Option<Vec<String>> {
         );
         return None;
     }
-    let mut normal: Vec<PathBuf> = fs::read_dir(root.join("kermany-val-sample/NORMAL"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    normal.sort();
-    Some(
-        [normal[0].clone(), root.join("dicom/RG1_UNCR.dcm")]
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect(),
-    )
+    let class_dir = |class: &str| -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = fs::read_dir(root.join("kermany-val-sample").join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+    };
+    let mut images = class_dir("NORMAL");
+    if all {
+        images.extend(class_dir("PNEUMONIA"));
+    } else {
+        images.truncate(1);
+    }
+    images.push(root.join("dicom/RG1_UNCR.dcm"));
+    Some(images.iter().map(|p| p.display().to_string()).collect())
 }
 
 #[derive(serde::Deserialize, Debug)]
@@ -171,9 +178,11 @@ fn start_parties(dir: &Path) -> Parties {
 }
 
 /// Trains `model` at full width for one epoch on a few synthetic images, then checks both
-/// private paths against plaintext on the real images.
-fn full_width_through_the_binary(model: &str) {
-    let Some(images) = real_images() else { return };
+/// private paths against plaintext on the real images (all nine with `all_samples`).
+fn full_width_through_the_binary(model: &str, all_samples: bool) {
+    let Some(images) = real_images(all_samples) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     ok(
@@ -264,11 +273,11 @@ fn full_width_through_the_binary(model: &str) {
 
 #[test]
 fn full_width_vgg16_1_agrees_with_plaintext_in_process_and_over_three_party_processes() {
-    full_width_through_the_binary("vgg16-1");
+    full_width_through_the_binary("vgg16-1", false);
 }
 
 #[test]
 #[ignore = "about 10 minutes and three 2.2 GB model shares; see the module documentation"]
 fn full_width_vgg16_2_agrees_with_plaintext_in_process_and_over_three_party_processes() {
-    full_width_through_the_binary("vgg16-2");
+    full_width_through_the_binary("vgg16-2", true);
 }
