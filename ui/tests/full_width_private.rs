@@ -7,7 +7,8 @@
 //! dealing and sending a 0.93 GB share to each party, and two images each way). VGG16-2 runs
 //! all nine real samples and is ignored for time and memory (its share is 2.2 GB per party,
 //! each party process peaks near 4.3 GB):
-//! `cargo test --release -p privxray-ui --test full_width_private -- --ignored --nocapture`.
+//! `cargo test --release -p privxray-ui --test full_width_private -- --ignored --nocapture`
+//! (which also runs VGG16-1 on all nine).
 //! Each run prints seconds, bytes and rounds per image and each party's peak memory (VmHWM).
 //! Without `../shared` the tests print a notice and pass without running.
 
@@ -274,6 +275,12 @@ fn full_width_through_the_binary(model: &str, all_samples: bool) {
 #[test]
 fn full_width_vgg16_1_agrees_with_plaintext_in_process_and_over_three_party_processes() {
     full_width_through_the_binary("vgg16-1", false);
+}
+
+#[test]
+#[ignore = "about 5 minutes; the default test above covers two of the nine images"]
+fn full_width_vgg16_1_agrees_with_plaintext_on_all_nine_real_samples() {
+    full_width_through_the_binary("vgg16-1", true);
 }
 
 #[test]
