@@ -6,6 +6,8 @@ pub mod keys;
 pub mod state;
 pub mod view;
 
-pub use crate::tui::format::fmt_eps;
-pub use state::*;
+pub use state::{
+    Adjusted, Epsilon, Field, RunState, TrainTab, BATCH_SIZES, CLIP_RANGE, CLIP_STEP, DELTAS,
+    DROPOUTS, EMA_DECAYS, LEARNING_RATES, MAX_EPOCHS, NOISE_RANGE, NOISE_STEP,
+};
 pub use view::TrainView;
