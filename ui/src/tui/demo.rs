@@ -145,3 +145,61 @@ impl Default for Demo {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::event::{Event, EventQueue};
+
+    fn pressed(queue: &mut EventQueue) -> Vec<(TabId, KeyCode)> {
+        queue
+            .drain()
+            .into_iter()
+            .map(|e| match e {
+                Event::App(AppEvent::DemoKey { tab, key }) => (tab, key.code),
+                other => panic!("not a demo key: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_step_presses_its_keys_through_the_queue_once() {
+        let mut queue = EventQueue::new();
+        let mut demo = Demo::new();
+        demo.tick(30.0, false, &queue.sender());
+        assert_eq!(pressed(&mut queue), [(TabId::Data, KeyCode::Enter)]);
+        demo.tick(30.0, false, &queue.sender());
+        assert!(pressed(&mut queue).is_empty());
+        assert_eq!(demo.current, 0);
+    }
+
+    #[test]
+    fn a_reached_wait_ends_the_step_only_after_its_least_time() {
+        let queue = EventQueue::new();
+        let mut demo = Demo::new();
+        let least = demo.steps[0].min_s as usize;
+        demo.tick(1.0, true, &queue.sender());
+        for _ in 1..least {
+            demo.tick(1.0, true, &queue.sender());
+            assert_eq!(demo.current, 0);
+        }
+        demo.tick(1.0, true, &queue.sender());
+        assert_eq!(demo.current, 1);
+    }
+
+    #[test]
+    fn a_step_without_keys_still_shows_its_tab() {
+        let mut queue = EventQueue::new();
+        let mut demo = Demo::new();
+        demo.skip();
+        demo.skip();
+        demo.skip();
+        demo.skip();
+        demo.tick(30.0, false, &queue.sender());
+        assert_eq!(pressed(&mut queue), [(TabId::Privacy, KeyCode::Char('a'))]);
+        let mut demo = Demo::new();
+        demo.skip();
+        demo.tick(30.0, false, &queue.sender());
+        assert_eq!(pressed(&mut queue), [(TabId::Data, KeyCode::Null)]);
+    }
+}

@@ -260,3 +260,56 @@ impl Drop for App {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::event::EventQueue;
+
+    fn app(queue: &EventQueue) -> App {
+        let sources = vec![DataSource::folder("no/such/folder", "missing")];
+        App::new(
+            sources,
+            None,
+            Backends::none(),
+            queue.sender(),
+            Theme { color: false },
+        )
+    }
+
+    #[test]
+    fn demo_keys_arrive_through_the_queue_and_act_on_their_tab() {
+        let mut queue = EventQueue::new();
+        let mut app = app(&queue);
+        app.tab = TabId::Predict;
+        app.demo = Some(Demo::new());
+        app.handle_event(Event::Tick);
+        // Nothing happens until the queue delivers the key.
+        assert_eq!(app.tab, TabId::Predict);
+        assert!(matches!(app.data.job, JobState::Idle));
+        for e in queue.drain() {
+            app.handle_event(e);
+        }
+        assert_eq!(app.tab, TabId::Data);
+        // Enter asked for preprocessing, which this build's backends cannot do.
+        assert!(
+            matches!(&app.data.job, JobState::Failed(m) if m.contains("not available")),
+            "{:?}",
+            app.data.job
+        );
+    }
+
+    #[test]
+    fn esc_drops_the_demo_keys_still_queued() {
+        let mut queue = EventQueue::new();
+        let mut app = app(&queue);
+        app.demo = Some(Demo::new());
+        app.handle_event(Event::Tick);
+        app.handle_event(Event::Key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)));
+        assert!(app.demo.is_none());
+        for e in queue.drain() {
+            app.handle_event(e);
+        }
+        assert!(matches!(app.data.job, JobState::Idle));
+    }
+}
