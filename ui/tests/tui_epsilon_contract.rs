@@ -15,6 +15,7 @@ mod tui_common;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use privxray::synth::{self, SynthOptions};
 use privxray::train::checkpoint;
+use privxray_ui::backends::data::EngineData;
 use privxray_ui::backends::training::EngineTraining;
 use privxray_ui::backends::TrainedOn;
 use privxray_ui::tui::app::App;
@@ -44,6 +45,7 @@ fn to_field(h: &mut Harness, f: Field) {
 fn engine_harness(data: &std::path::Path, checkpoints: &std::path::Path) -> Harness {
     let queue = EventQueue::new();
     let backends = Backends {
+        data: Some(Box::new(EngineData)),
         training: Some(Box::new(EngineTraining::new(
             checkpoints.to_path_buf(),
             TrainedOn::default(),

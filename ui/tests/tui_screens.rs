@@ -355,6 +355,10 @@ fn demo_caption() {
     let mut h = harness();
     h.app.demo = Some(tui::demo::Demo::new());
     h.app.handle_event(Event::Tick);
+    // The demo presses its keys through the event queue, as the event loop would apply them.
+    for e in h.queue.drain() {
+        h.app.handle_event(e);
+    }
     assert_eq!(h.app.tab, TabId::Data);
     insta::assert_snapshot!("demo_first_step", h.screen());
 }

@@ -3,6 +3,7 @@
 //! the Train tab projects the rest with `tui::projection`.)
 
 pub mod audit;
+pub mod data;
 pub mod export;
 pub mod in_process;
 pub mod parties;
@@ -58,6 +59,7 @@ impl Default for Folders {
 pub fn engine_backends(folders: Folders) -> Backends {
     let trained_on = TrainedOn::default();
     Backends {
+        data: Some(Box::new(data::EngineData)),
         training: Some(Box::new(training::EngineTraining::new(
             folders.checkpoints,
             trained_on.clone(),

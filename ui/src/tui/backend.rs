@@ -1,24 +1,19 @@
-//! What the interface needs from the engine, as traits and small UI-side event enums, so the
-//! screens can be built and tested before (and independently of) the engine's training, privacy
-//! and secure-computation parts.
+//! The boundary between the interface and the work it drives: what goes to a backend (the
+//! settings of a run, a prediction request, a data source), what comes back ([`AppEvent`] and
+//! the update enums it carries, sent through an [`AppSender`]), and the backend traits. Epsilon
+//! spent is the engine ledger's figure carried by the step events; the interface keeps no
+//! ledger of its own (see [`super::projection`] for the projected figure).
 //!
-//! Mapping notes for the glue code (engine name -> UI name):
-//! - `train::engine::TrainingEvent::Started { device, steps_per_epoch, epochs, train_images,
-//!   sample_rate, .. }` -> [`TrainUpdate::Started`]; `Step { epoch, step, loss, images_per_sec,
-//!   epsilon, noise_multiplier, clip_norm, accounted_noise_multiplier, .. }` ->
-//!   [`TrainUpdate::Step`]; `Epoch { .. }` -> [`TrainUpdate::Epoch`]; `DpSettingsChanged` ->
-//!   [`TrainUpdate::DpApplied`]; `Paused`/`Resumed` -> same; `Stopped` and `Finished` ->
-//!   [`TrainUpdate::Finished`] (with `stopped` set for the former); errors -> `Failed`.
-//! - Epsilon spent is the engine ledger's figure carried by the step events; the interface
-//!   keeps no ledger of its own (see [`super::projection`] for the projected figure).
-//! - `privacy::audit::AuditReport { auc, advantage, .. }` -> [`AuditUpdate::Finished`].
-//! - party processes (src/mpc, src/net) -> [`PartyUpdate`].
+//! The event queue and every tab import this module; it imports only the leaf modules
+//! `data::source` and `tabs`, never the app, the queue or the views.
 
-use super::data::DataReady;
-use super::event::AppSender;
-use privxray::model::ModelKind;
+use super::data::source::{DataReady, DataSource, PreprocessUpdate};
+use super::tabs::TabId;
+use crossterm::event::KeyEvent;
+use privxray::model::{ModelKind, Technique};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A backend refused or failed an operation; shown in the tab's status line.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -97,11 +92,11 @@ pub struct TrainConfig {
 
 /// A finished preprocessing job handed to a backend. Two are equal when they are the same job.
 #[derive(Debug, Clone)]
-pub struct SharedData(pub std::sync::Arc<DataReady>);
+pub struct SharedData(pub Arc<DataReady>);
 
 impl PartialEq for SharedData {
     fn eq(&self, other: &Self) -> bool {
-        std::sync::Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -326,8 +321,21 @@ pub trait PartyBackend: Send {
     fn shutdown(&mut self);
 }
 
+/// Preprocesses a data source on its own thread: progress and the result come back as
+/// [`AppEvent::Preprocess`]. `cache_dir` is the preprocessing cache (`None`: no cache).
+pub trait DataBackend: Send {
+    fn preprocess(
+        &mut self,
+        source: DataSource,
+        technique: Technique,
+        cache_dir: Option<PathBuf>,
+        events: AppSender,
+    ) -> Result<(), BackendError>;
+}
+
 /// Everything the interface drives. `None` shows "not available in this build" on the tab.
 pub struct Backends {
+    pub data: Option<Box<dyn DataBackend>>,
     pub training: Option<Box<dyn TrainingBackend>>,
     pub audit: Option<Box<dyn AuditBackend>>,
     pub exporter: Option<Box<dyn CurveExporter>>,
@@ -337,10 +345,60 @@ pub struct Backends {
 impl Backends {
     pub fn none() -> Self {
         Backends {
+            data: None,
             training: None,
             audit: None,
             exporter: None,
             parties: None,
         }
+    }
+}
+
+/// Notifications from background work (and the keys the demo presses).
+#[derive(Debug, Clone)]
+pub enum AppEvent {
+    Preprocess(PreprocessUpdate),
+    Train(TrainUpdate),
+    Audit(AuditUpdate),
+    Party(PartyUpdate),
+    /// A key the demo presses, on the tab it shows first.
+    DemoKey {
+        tab: TabId,
+        key: KeyEvent,
+    },
+}
+
+/// Where an [`AppSender`] delivers: the interface's event queue implements it, so this module
+/// need not know the queue's own event type (the queue imports this module, not the reverse).
+pub trait Outbox: Send + Sync {
+    /// Queues `event`; dropped when the interface has gone.
+    fn post(&self, event: AppEvent);
+    /// Whether the interface is still listening.
+    fn is_open(&self) -> bool;
+}
+
+/// A cloneable handle for jobs to send [`AppEvent`]s; usable from any thread. Sending after the
+/// interface has gone is silently dropped: the job's result has no one left to show it to.
+#[derive(Clone)]
+pub struct AppSender(Arc<dyn Outbox>);
+
+impl AppSender {
+    pub fn new(outbox: impl Outbox + 'static) -> Self {
+        AppSender(Arc::new(outbox))
+    }
+    pub fn send(&self, event: AppEvent) {
+        self.0.post(event);
+    }
+    /// Whether the interface is still listening (jobs may stop early when not).
+    pub fn is_open(&self) -> bool {
+        self.0.is_open()
+    }
+}
+
+impl fmt::Debug for AppSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppSender")
+            .field("open", &self.is_open())
+            .finish()
     }
 }

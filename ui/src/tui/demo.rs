@@ -1,12 +1,15 @@
 //! `privxray demo`: walks through the four tabs with captions, pressing the keys a user would.
 //! Each step waits for what it started (data ready, training finished, ...) or a time limit;
 //! Space or → skips a step, Esc leaves the demo and keeps the interface.
+//!
+//! The demo presses keys by sending them into the event queue ([`AppEvent::DemoKey`]), as a
+//! user would type them; the app tells it whether the step's wait is over. May not import the
+//! app.
 
-use super::app::{App, TabId};
-use super::backend::PartyState;
-use super::privacy::AuditState;
-use super::train::{Field, RunState};
-use crossterm::event::{KeyCode, KeyEvent};
+use super::backend::{AppEvent, AppSender};
+use super::tabs::TabId;
+use super::train::Field;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitFor {
@@ -101,66 +104,102 @@ impl Demo {
         }
     }
 
-    fn done(wait: WaitFor, app: &App) -> bool {
-        match wait {
-            WaitFor::Seconds => true,
-            WaitFor::Forever => false,
-            WaitFor::DataReady => {
-                app.data.ready().is_some()
-                    || matches!(app.data.job, super::data::JobState::Failed(_))
-            }
-            WaitFor::TrainingDone => matches!(
-                app.train.state,
-                RunState::Finished(_) | RunState::Failed(_) | RunState::Idle
-            ),
-            WaitFor::AuditDone => app
-                .privacy
-                .runs
-                .last()
-                .is_none_or(|r| !matches!(r.audit, AuditState::Running)),
-            WaitFor::PartiesReady => {
-                app.backends.parties.is_none()
-                    || app
-                        .predict
-                        .parties
-                        .iter()
-                        .all(|p| p.state == PartyState::Ready)
-            }
-            WaitFor::ModelShared => app.backends.parties.is_none() || app.predict.model.is_some(),
-            WaitFor::Prediction => app.predict.pending.is_empty(),
-        }
+    /// What the current step waits for, if a step is left.
+    pub fn waiting_for(&self) -> Option<WaitFor> {
+        self.steps.get(self.current).map(|s| s.wait)
     }
 
-    /// Advances on a tick; returns keys to press (with the tab to show first).
-    pub fn tick(&mut self, app: &App) -> Vec<(TabId, KeyEvent)> {
+    /// Advances on a tick at `fps` ticks per second. A step starts by sending its keys (with
+    /// the tab to show first) into `keys`; it ends after its most time, or after its least
+    /// time once `reached` says what it waits for has happened.
+    pub fn tick(&mut self, fps: f64, reached: bool, keys: &AppSender) {
         let Some(step) = self.steps.get(self.current).cloned() else {
-            return vec![];
+            return;
         };
         if !self.started {
             self.started = true;
             self.ticks = 0;
-            let mut keys: Vec<(TabId, KeyEvent)> = step
-                .keys
-                .iter()
-                .map(|&k| (step.tab, App::demo_press(k)))
-                .collect();
-            if keys.is_empty() {
+            let press = |code| {
+                keys.send(AppEvent::DemoKey {
+                    tab: step.tab,
+                    key: KeyEvent::new(code, KeyModifiers::NONE),
+                })
+            };
+            step.keys.iter().for_each(|&k| press(k));
+            if step.keys.is_empty() {
                 // Still switch to the step's tab.
-                keys.push((step.tab, App::demo_press(KeyCode::Null)));
+                press(KeyCode::Null);
             }
-            return keys;
+            return;
         }
         self.ticks += 1;
-        let secs = self.ticks as f64 / app.fps.max(1.0);
-        if secs >= step.max_s || (secs >= step.min_s && Self::done(step.wait, app)) {
+        let secs = self.ticks as f64 / fps.max(1.0);
+        if secs >= step.max_s || (secs >= step.min_s && reached) {
             self.skip();
         }
-        vec![]
     }
 }
 
 impl Default for Demo {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::event::{Event, EventQueue};
+
+    fn pressed(queue: &mut EventQueue) -> Vec<(TabId, KeyCode)> {
+        queue
+            .drain()
+            .into_iter()
+            .map(|e| match e {
+                Event::App(AppEvent::DemoKey { tab, key }) => (tab, key.code),
+                other => panic!("not a demo key: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_step_presses_its_keys_through_the_queue_once() {
+        let mut queue = EventQueue::new();
+        let mut demo = Demo::new();
+        demo.tick(30.0, false, &queue.sender());
+        assert_eq!(pressed(&mut queue), [(TabId::Data, KeyCode::Enter)]);
+        demo.tick(30.0, false, &queue.sender());
+        assert!(pressed(&mut queue).is_empty());
+        assert_eq!(demo.current, 0);
+    }
+
+    #[test]
+    fn a_reached_wait_ends_the_step_only_after_its_least_time() {
+        let queue = EventQueue::new();
+        let mut demo = Demo::new();
+        let least = demo.steps[0].min_s as usize;
+        demo.tick(1.0, true, &queue.sender());
+        for _ in 1..least {
+            demo.tick(1.0, true, &queue.sender());
+            assert_eq!(demo.current, 0);
+        }
+        demo.tick(1.0, true, &queue.sender());
+        assert_eq!(demo.current, 1);
+    }
+
+    #[test]
+    fn a_step_without_keys_still_shows_its_tab() {
+        let mut queue = EventQueue::new();
+        let mut demo = Demo::new();
+        demo.skip();
+        demo.skip();
+        demo.skip();
+        demo.skip();
+        demo.tick(30.0, false, &queue.sender());
+        assert_eq!(pressed(&mut queue), [(TabId::Privacy, KeyCode::Char('a'))]);
+        let mut demo = Demo::new();
+        demo.skip();
+        demo.tick(30.0, false, &queue.sender());
+        assert_eq!(pressed(&mut queue), [(TabId::Data, KeyCode::Null)]);
     }
 }

@@ -1,9 +1,12 @@
 //! One queue for everything the interface reacts to: a tick timer, terminal input, and the
 //! notifications background jobs send. A single task merges the timer and crossterm's event
-//! stream; jobs on std threads push into the same channel through an [`AppSender`].
+//! stream; jobs on std threads push into the same channel through an [`AppSender`]. The
+//! notification types live in [`super::backend`], which this module imports (never the
+//! reverse); they are re-exported here.
 
-use super::backend::{AuditUpdate, PartyUpdate, TrainUpdate};
-use super::data::PreprocessUpdate;
+pub use super::backend::{AppEvent, AppSender};
+
+use super::backend::Outbox;
 use crossterm::event::{Event as TermEvent, EventStream, KeyEvent, KeyEventKind};
 use futures::StreamExt;
 use std::time::Duration;
@@ -17,27 +20,13 @@ pub enum Event {
     App(AppEvent),
 }
 
-/// Notifications from background work.
-#[derive(Debug, Clone)]
-pub enum AppEvent {
-    Preprocess(PreprocessUpdate),
-    Train(TrainUpdate),
-    Audit(AuditUpdate),
-    Party(PartyUpdate),
-}
-
-/// A cloneable handle for jobs to send [`AppEvent`]s; usable from any thread. Sending after the
-/// interface has gone is silently dropped: the job's result has no one left to show it to.
-#[derive(Debug, Clone)]
-pub struct AppSender(mpsc::UnboundedSender<Event>);
-
-impl AppSender {
-    pub fn send(&self, event: AppEvent) {
-        let _ = self.0.send(Event::App(event));
+/// Background work's notifications join the queue as [`Event::App`].
+impl Outbox for mpsc::UnboundedSender<Event> {
+    fn post(&self, event: AppEvent) {
+        let _ = self.send(Event::App(event));
     }
-    /// Whether the interface is still listening (jobs may stop early when not).
-    pub fn is_open(&self) -> bool {
-        !self.0.is_closed()
+    fn is_open(&self) -> bool {
+        !self.is_closed()
     }
 }
 
@@ -85,7 +74,7 @@ impl EventQueue {
     }
 
     pub fn sender(&self) -> AppSender {
-        AppSender(self.tx.clone())
+        AppSender::new(self.tx.clone())
     }
 
     pub async fn next(&mut self) -> Option<Event> {

@@ -2,15 +2,24 @@
 //! overlay and a demo mode. Work runs on background threads that send events into one queue;
 //! the loop here applies them and redraws. The terminal is restored on exit, on error and on
 //! panic, and backends (training, parties) are stopped.
+//!
+//! Layering, bottom up (no module imports one above it): `tabs` and `data::source` (plain
+//! data); `backend` (what goes to and comes back from the backends, and their traits); `action`
+//! and `event` (the queue); each tab's `state`, `keys` and `view`; `demo`; `app` (state and
+//! input, `perform`); `ui` (draws the app). The implementations on the engine live in the
+//! crate's `backends` module, which the interface never imports.
 
+pub mod action;
 pub mod app;
 pub mod backend;
 pub mod data;
 pub mod demo;
 pub mod event;
+pub mod format;
 pub mod predict;
 pub mod privacy;
 pub mod projection;
+pub mod tabs;
 pub mod terminal;
 pub mod theme;
 pub mod train;

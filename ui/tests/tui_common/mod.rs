@@ -2,6 +2,7 @@
 //! real preprocessing of the bundled samples, and rendering to a TestBackend.
 
 use privxray::model::ModelKind;
+use privxray_ui::backends::data::EngineData;
 use privxray_ui::tui::app::App;
 use privxray_ui::tui::backend::{
     BackendError, Backends, ClipNorm, NoiseMultiplier, PartyBackend, PartyId, PredictRequest,
@@ -95,6 +96,7 @@ pub fn harness() -> Harness {
     let queue = EventQueue::new();
     let calls: Calls = Arc::default();
     let backends = Backends {
+        data: Some(Box::new(EngineData)),
         training: Some(Box::new(RecordingTraining(calls.clone()))),
         audit: None,
         exporter: None,

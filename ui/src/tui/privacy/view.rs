@@ -1,121 +1,15 @@
-//! The Privacy tab: every run so far as a point of accuracy against epsilon, and the
-//! membership-inference audit of a finished model beside its epsilon.
+//! Drawing of the Privacy tab: the runs table, the selected run with its audit and canary
+//! bound, and accuracy against epsilon. Reads [`PrivacyTab`] only; may not import the app or
+//! the event queue.
 
-use super::backend::{AuditUpdate, TrainOutcome};
-use super::theme::Theme;
-use super::train::fmt_eps;
-use super::widgets::charts::{self, Series};
-use privxray::model::ModelKind;
+use super::{AuditState, PrivacyTab};
+use crate::tui::format::fmt_eps;
+use crate::tui::theme::Theme;
+use crate::tui::widgets::charts::{self, Series};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
-
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Row, StatefulWidget, Table, TableState, Widget, Wrap};
-use std::path::PathBuf;
-
-#[derive(Debug, Clone, PartialEq, Default)]
-pub enum AuditState {
-    #[default]
-    NotRun,
-    Running,
-    Done {
-        auc: f64,
-        advantage: f64,
-    },
-    Failed(String),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunRecord {
-    pub model: ModelKind,
-    /// `None`: trained without DP.
-    pub epsilon: Option<f64>,
-    pub delta: Option<f64>,
-    /// Accuracy on the evaluation set, or the best validation accuracy when not measured.
-    pub accuracy: f64,
-    pub accuracy_is_test: bool,
-    pub checkpoint: Option<PathBuf>,
-    pub audit: AuditState,
-}
-
-impl RunRecord {
-    pub fn from_outcome(model: ModelKind, delta: Option<f64>, o: &TrainOutcome) -> Self {
-        RunRecord {
-            model,
-            epsilon: o.epsilon,
-            delta,
-            accuracy: o.test_acc.unwrap_or(o.best_val_acc),
-            accuracy_is_test: o.test_acc.is_some(),
-            checkpoint: o.checkpoint.clone(),
-            audit: AuditState::NotRun,
-        }
-    }
-}
-
-/// A canary audit's result: the lower bound on epsilon and the guesses behind it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CanaryBound {
-    pub epsilon_lower_bound: f64,
-    pub correct: usize,
-    pub guesses: usize,
-}
-
-#[derive(Default)]
-pub struct PrivacyTab {
-    pub runs: Vec<RunRecord>,
-    pub selected: usize,
-    pub message: Option<String>,
-    /// Canary lower bounds by run index, for runs whose canary file sits beside the checkpoint.
-    pub canary_bounds: std::collections::HashMap<usize, CanaryBound>,
-}
-
-impl PrivacyTab {
-    pub fn add(&mut self, run: RunRecord) {
-        self.runs.push(run);
-        self.selected = self.runs.len() - 1;
-    }
-
-    pub fn move_selection(&mut self, down: bool) {
-        if self.runs.is_empty() {
-            return;
-        }
-        self.selected = if down {
-            (self.selected + 1).min(self.runs.len() - 1)
-        } else {
-            self.selected.saturating_sub(1)
-        };
-    }
-
-    pub fn apply(&mut self, update: AuditUpdate) {
-        let (run, state) = match update {
-            AuditUpdate::CanaryBound {
-                run,
-                epsilon_lower_bound,
-                correct,
-                guesses,
-            } => {
-                let bound = CanaryBound {
-                    epsilon_lower_bound,
-                    correct,
-                    guesses,
-                };
-                self.canary_bounds.insert(run, bound);
-                return;
-            }
-            AuditUpdate::Started { run } => (run, AuditState::Running),
-            AuditUpdate::Finished {
-                run,
-                auc,
-                advantage,
-            } => (run, AuditState::Done { auc, advantage }),
-            AuditUpdate::Failed { run, reason } => (run, AuditState::Failed(reason)),
-        };
-        match self.runs.get_mut(run) {
-            Some(r) => r.audit = state,
-            None => self.message = Some(format!("audit result for unknown run {}", run + 1)),
-        }
-    }
-}
 
 pub struct PrivacyView<'a> {
     pub tab: &'a PrivacyTab,
@@ -124,13 +18,21 @@ pub struct PrivacyView<'a> {
 
 impl Widget for PrivacyView<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
-        let (t, theme) = (self.tab, self.theme);
         let [left, right] =
             Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
                 .areas(area);
         let [table_area, detail_area] =
             Layout::vertical([Constraint::Min(5), Constraint::Length(7)]).areas(left);
+        self.runs(table_area, buf);
+        self.selected(detail_area, buf);
+        self.chart(right, buf);
+    }
+}
 
+impl PrivacyView<'_> {
+    /// Every run: model, epsilon, accuracy and the audit's result.
+    fn runs(&self, area: Rect, buf: &mut Buffer) {
+        let (t, theme) = (self.tab, self.theme);
         let rows: Vec<Row> = t
             .runs
             .iter()
@@ -172,19 +74,23 @@ impl Widget for PrivacyView<'_> {
         .block(Block::bordered().title(" Runs "));
         let mut state =
             TableState::default().with_selected((!t.runs.is_empty()).then_some(t.selected));
-        StatefulWidget::render(table, table_area, buf, &mut state);
+        StatefulWidget::render(table, area, buf, &mut state);
         if t.runs.is_empty() {
             let inner = Rect {
-                y: table_area.y + 2,
-                height: table_area.height.saturating_sub(3),
-                x: table_area.x + 1,
-                width: table_area.width.saturating_sub(2),
+                y: area.y + 2,
+                height: area.height.saturating_sub(3),
+                x: area.x + 1,
+                width: area.width.saturating_sub(2),
             };
             Paragraph::new("no runs yet: finished trainings appear here")
                 .style(theme.dim())
                 .render(inner, buf);
         }
+    }
 
+    /// The selected run: its epsilon, the audit against the DP bound, and the canary bound.
+    fn selected(&self, area: Rect, buf: &mut Buffer) {
+        let (t, theme) = (self.tab, self.theme);
         let detail: Vec<Line> = match t.runs.get(t.selected) {
             None => vec![Line::styled("select a run with j/k", theme.dim())],
             Some(r) => {
@@ -243,9 +149,12 @@ impl Widget for PrivacyView<'_> {
         Paragraph::new(detail)
             .wrap(Wrap { trim: true })
             .block(Block::bordered().title(" Selected run "))
-            .render(detail_area, buf);
+            .render(area, buf);
+    }
 
-        // Accuracy against epsilon; runs without DP sit at the right edge.
+    /// Accuracy against epsilon; runs without DP sit at the right edge.
+    fn chart(&self, area: Rect, buf: &mut Buffer) {
+        let (t, theme) = (self.tab, self.theme);
         let dp: Vec<(f64, f64)> = t
             .runs
             .iter()
@@ -279,13 +188,16 @@ impl Widget for PrivacyView<'_> {
             Some([0.0, 1.0]),
             theme.dim(),
         )
-        .render(right, buf);
+        .render(area, buf);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tui::backend::AuditUpdate;
+    use crate::tui::privacy::RunRecord;
+    use privxray::model::ModelKind;
 
     fn screen(tab: &PrivacyTab) -> String {
         let area = Rect::new(0, 0, 200, 24);

@@ -1,0 +1,13 @@
+//! The Train tab: run settings, a DP panel with a live epsilon, run control, and live charts.
+//! `state` holds the tab's state, `keys` what a key does to it, `view` the drawing. This
+//! module only re-exports.
+
+pub mod keys;
+pub mod state;
+pub mod view;
+
+pub use state::{
+    Adjusted, Epsilon, Field, RunState, TrainTab, BATCH_SIZES, CLIP_RANGE, CLIP_STEP, DELTAS,
+    DROPOUTS, EMA_DECAYS, LEARNING_RATES, MAX_EPOCHS, NOISE_RANGE, NOISE_STEP,
+};
+pub use view::TrainView;
