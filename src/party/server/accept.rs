@@ -1,5 +1,5 @@
 //! Accepting connections: a non-blocking acceptor takes a handshake slot for every inbound
-//! connection ([`super::super::admission`]) and hands it to a thread of its own, which runs the
+//! connection ([`crate::party::admission`]) and hands it to a thread of its own, which runs the
 //! confirmed Noise handshake, then files a party channel in the mesh inbox or serves a client or
 //! the model owner.
 //!
@@ -9,12 +9,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::super::admission::Handshaking;
-use super::super::log;
 use super::handlers::{serve_client, serve_owner};
 use super::state::State;
 use crate::net::handshake::{accept_stream_observed, Inbound};
 use crate::net::{LocalParty, Message};
+use crate::party::admission::Handshaking;
+use crate::party::log;
 
 /// Poll interval of the non-blocking acceptor.
 const POLL: Duration = Duration::from_millis(10);

@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::super::{log, PartyError};
 use super::state::State;
 use crate::mpc::{InputShare, PartyModel};
 use crate::net::message::Shape;
 use crate::net::{Message, NetError, PartyId, SecureChannel};
+use crate::party::{log, PartyError};
 
 fn model_info(m: &PartyModel) -> Message {
     let dims = m.input_shape().iter().map(|&d| d as u32).collect();

@@ -5,12 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::super::queue::{Outcome, ServeStats, Served, Taken};
-use super::super::{log, PartyError};
 use super::rounds::{compare_copies, exchange_ready, Readiness};
 use super::state::State;
 use crate::mpc::{infer, InputShare, Party, PartyModel};
 use crate::net::NoiseTransport;
+use crate::party::queue::{Outcome, ServeStats, Served, Taken};
+use crate::party::{log, PartyError};
 
 pub(super) fn serve_request(
     state: &State,

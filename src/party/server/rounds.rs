@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use super::super::queue::Outcome;
-use super::super::PartyError;
 use super::state::State;
 use crate::mpc::consistency;
 use crate::mpc::{DealingId, InputShare, PartyId as MpcPartyId, PartyModel};
 use crate::net::{Message, NoiseTransport, PartyId};
+use crate::party::queue::Outcome;
+use crate::party::PartyError;
 
 /// A request's share as a party holds it: the share, where to answer, and the model it was
 /// checked against.

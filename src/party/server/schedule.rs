@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use super::super::PartyError;
 use super::request::serve_request;
 use super::rounds::exchange_ready;
 use super::state::State;
 use crate::net::message::MAX_IDS;
 use crate::net::{Message, NoiseTransport, PartyId};
+use crate::party::PartyError;
 
 /// Shortest pause between two polls while party 0 holds requests the others do not (yet).
 const MIN_POLL_PAUSE: Duration = Duration::from_millis(2);

@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::super::admission::{Admission, ClientCap, LogBudget};
-use super::super::log;
-use super::super::queue::RequestQueue;
-use super::super::store::ShareFile;
 use crate::mpc::PartyModel;
 use crate::net::config::Timeouts;
 use crate::net::{PartyId, PeerInbox};
+use crate::party::admission::{Admission, ClientCap, LogBudget};
+use crate::party::log;
+use crate::party::queue::RequestQueue;
+use crate::party::store::ShareFile;
 
 /// The serving loop's waits, derived from the configuration's timeouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
