@@ -2,7 +2,8 @@
 //! three-party mesh with every party sending to both peers at once (six directions).
 //!
 //! Keys and listeners are made fresh for the run (listeners on 127.0.0.1, port 0); nothing is
-//! read from or written to disk.
+//! read from or written to disk. The mesh is formed by [`Mesh::establish`], the same builder
+//! the party server uses.
 
 use std::fmt;
 use std::net::TcpListener;
@@ -11,8 +12,9 @@ use std::time::Instant;
 
 use super::config::{PartiesConfig, PartyAddress, PartyEntry, PartyId};
 use super::error::NetError;
-use super::handshake::{accept, connect_to_party, LocalParty};
+use super::handshake::{accept, connect_to_party};
 use super::keys::StaticKeypair;
+use super::local::LocalParty;
 use super::mesh::Mesh;
 
 /// What to measure.
@@ -72,8 +74,9 @@ impl fmt::Display for BenchReport {
     }
 }
 
-/// Three parties on loopback with fresh keys: their identities and bound listeners.
-fn loopback_parties() -> Result<(Vec<LocalParty>, Vec<TcpListener>), NetError> {
+/// Three parties on loopback with fresh keys: their identities and bound listeners (the party
+/// layer's benchmark meshes them too).
+pub(crate) fn loopback_parties() -> Result<(Vec<LocalParty>, Vec<TcpListener>), NetError> {
     let mut listeners = Vec::new();
     for _ in PartyId::ALL {
         listeners.push(

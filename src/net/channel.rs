@@ -1,11 +1,12 @@
 //! [`SecureChannel`]: a blocking, message-oriented channel over TCP, encrypted and
 //! authenticated with the Noise transport keys of a finished handshake.
 //!
-//! Wire format. Every Noise message travels as a record: a 2-byte big-endian length followed
-//! by that many bytes of ciphertext (at most 65,535, the Noise limit). One application message
-//! of any size becomes several records: the first record's plaintext starts with the message's
-//! total length (8 bytes, little-endian), followed by the first bytes of the message; further
-//! records carry the rest in order. The length is encrypted and authenticated like the data.
+//! Wire format. Every Noise message travels as a record ([`super::record`]): a 2-byte
+//! big-endian length followed by that many bytes of ciphertext (at most 65,535, the Noise
+//! limit). One application message of any size becomes several records: the first record's
+//! plaintext starts with the message's total length (8 bytes, little-endian), followed by the
+//! first bytes of the message; further records carry the rest in order. The length is
+//! encrypted and authenticated like the data.
 //!
 //! Nonces are implicit counters kept on both sides (one per direction), so a replayed, dropped,
 //! reordered or altered record fails authentication and the channel is closed; there is no
@@ -19,8 +20,11 @@
 //! Sending is done by a writer thread that owns the socket's write half: [`SecureChannel::send`]
 //! queues the message and returns. That way two parties that both send a large message before
 //! reading (the usual shape of an MPC round) cannot deadlock on full TCP buffers.
+//!
+//! Builds on the record layer and the peer role; it may not import the handshake, which
+//! creates channels.
 
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -30,89 +34,17 @@ use std::time::{Duration, Instant};
 use snow::StatelessTransportState;
 
 use super::error::NetError;
-use super::handshake::PeerRole;
 use super::message::Message;
+use super::peer::PeerRole;
+use super::record::{
+    read_record, write_record, DeadlineStream, MAX_RECORD, MAX_RECORD_PLAINTEXT, TAG_LEN,
+};
 
-/// Largest Noise message (ciphertext including the tag).
-pub const MAX_RECORD: usize = 65_535;
-/// Authentication tag added by ChaChaPoly.
-pub const TAG_LEN: usize = 16;
-/// Largest plaintext in one record.
-pub const MAX_RECORD_PLAINTEXT: usize = MAX_RECORD - TAG_LEN;
 /// The total-length header at the start of each message's first record.
 const LENGTH_HEADER: usize = 8;
 /// Messages queued for the writer thread before `send` blocks. MPC rounds have one or two
 /// outstanding messages per peer; the bound only stops a runaway sender from exhausting memory.
 const SEND_QUEUE: usize = 64;
-
-/// Writes one record (length prefix and body) to `w`.
-pub(crate) fn write_record(w: &mut impl Write, body: &[u8]) -> io::Result<()> {
-    let len = u16::try_from(body.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "record over 65535 bytes"))?;
-    w.write_all(&len.to_be_bytes())?;
-    w.write_all(body)
-}
-
-/// Reads one record into `buf` (resized to the record's length, at most 65,535 bytes).
-pub(crate) fn read_record(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
-    let mut len = [0u8; 2];
-    r.read_exact(&mut len)?;
-    buf.resize(usize::from(u16::from_be_bytes(len)), 0);
-    r.read_exact(buf)
-}
-
-/// A socket's read half under one deadline for a whole exchange: each read waits only for the
-/// time left, and once it has passed reads fail with `TimedOut`. Without a deadline, reads use
-/// the socket's own timeout.
-pub(crate) struct DeadlineStream {
-    stream: TcpStream,
-    deadline: Option<Instant>,
-}
-
-impl DeadlineStream {
-    pub(crate) fn new(stream: TcpStream) -> Self {
-        Self {
-            stream,
-            deadline: None,
-        }
-    }
-
-    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
-        self.deadline = deadline;
-    }
-
-    pub(crate) fn get_ref(&self) -> &TcpStream {
-        &self.stream
-    }
-}
-
-impl Read for DeadlineStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.deadline {
-            Some(deadline) => read_by(&self.stream, deadline, buf),
-            None => self.stream.read(buf),
-        }
-    }
-}
-
-/// A borrowed socket read under one deadline (the handshake's).
-pub(crate) struct Within<'a>(pub &'a TcpStream, pub Instant);
-
-impl Read for Within<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        read_by(self.0, self.1, buf)
-    }
-}
-
-/// One read that waits at most until `deadline`.
-fn read_by(mut stream: &TcpStream, deadline: Instant, buf: &mut [u8]) -> io::Result<usize> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
-    }
-    stream.set_read_timeout(Some(left))?;
-    stream.read(buf)
-}
 
 enum Command {
     Data(Vec<u8>),
@@ -619,6 +551,7 @@ mod tests {
     use crate::net::config::{PartiesConfig, PartyAddress, PartyId};
     use crate::net::handshake::tests::{fixture, fixture_with, Fixture};
     use crate::net::handshake::{accept, connect_client, connect_to_party, Inbound, CONFIRM};
+    use std::io::Read;
     use std::net::{SocketAddr, TcpListener};
     use std::thread;
 

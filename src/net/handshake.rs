@@ -1,11 +1,6 @@
 //! Connection set-up: the hello, the prologue and the Noise handshakes.
 //!
-//! An initiator first sends a fixed 39-byte hello in the clear:
-//!
-//! ```text
-//! "PXN2" | role (1 party, 2 client, 3 model owner) | initiator party id (0xFF if none)
-//!        | responder party id | BLAKE2s hash of the parties.toml identity part (32 bytes)
-//! ```
+//! An initiator first sends a fixed 39-byte hello in the clear ([`super::hello`]).
 //!
 //! The hello lets the responder pick the pattern and the pinned key before the handshake (KK
 //! needs the initiator's key up front) and give a precise refusal reason for a wrong file or a
@@ -27,27 +22,25 @@
 //! Deadlines. The responder allows `timeouts.handshake` for the whole exchange, from the first
 //! byte of the hello to the confirmation, and the initiator the same from its hello to the
 //! reply; each read waits only for the time left, so trickling bytes cannot stretch it.
+//!
+//! Builds on the record layer, the hello, the peer role, the local identity and the channel;
+//! the channel never imports this module (a handshake makes channels, not the other way).
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use snow::{Builder, HandshakeState};
 
-use super::channel::{read_record, write_record, SecureChannel, Within, MAX_RECORD};
-use super::config::{ConfigHash, PartiesConfig, PartyAddress, PartyId};
+use super::channel::SecureChannel;
+use super::config::{PartiesConfig, PartyAddress, PartyId};
 use super::error::NetError;
+use super::hello::{Hello, HELLO_LEN};
 use super::keys::{PublicKey, StaticKeypair};
-
-/// The last byte is the wire-protocol version: it changes whenever parties of two builds would
-/// compute differently (version 2: ChaCha12 pairwise streams) or speak differently (version 3:
-/// the initiator confirms the handshake). Mixed versions would connect and then produce wrong
-/// predictions silently, since nothing checks that zero-sharings cancel.
-const MAGIC: &[u8; 4] = b"PXN3";
-const HELLO_LEN: usize = 4 + 1 + 1 + 1 + 32;
-const NO_PARTY: u8 = 0xFF;
-const PROLOGUE_LABEL: &[u8] = b"privxray noise prologue v2\0";
+use super::local::{resolve, LocalParty};
+use super::peer::PeerRole;
+use super::record::{read_record, write_record, Within, MAX_RECORD};
 
 /// The initiator's first transport message: proof that it holds the handshake's keys.
 pub const CONFIRM: &[u8] = b"privxray handshake confirmation v3";
@@ -56,165 +49,12 @@ const PATTERN_KK: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";
 const PATTERN_NK: &str = "Noise_NK_25519_ChaChaPoly_BLAKE2s";
 const PATTERN_IK: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 
-/// Who is at the other end of a channel.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum PeerRole {
-    Party(PartyId),
-    Client,
-    Owner,
-}
-
-impl PeerRole {
-    fn code(self) -> u8 {
-        match self {
-            PeerRole::Party(_) => 1,
-            PeerRole::Client => 2,
-            PeerRole::Owner => 3,
-        }
-    }
-
-    fn pattern(self) -> &'static str {
-        match self {
-            PeerRole::Party(_) => PATTERN_KK,
-            PeerRole::Client => PATTERN_NK,
-            PeerRole::Owner => PATTERN_IK,
-        }
-    }
-}
-
-impl fmt::Display for PeerRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PeerRole::Party(id) => write!(f, "party {id}"),
-            PeerRole::Client => f.write_str("client"),
-            PeerRole::Owner => f.write_str("model owner"),
-        }
-    }
-}
-
-/// The cleartext hello an initiator sends before the handshake.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Hello {
-    /// The initiator's role (with its party id when it is a party).
-    from: PeerRole,
-    to: PartyId,
-    config: ConfigHash,
-}
-
-impl Hello {
-    fn encode(&self) -> [u8; HELLO_LEN] {
-        let mut out = [0u8; HELLO_LEN];
-        out[..4].copy_from_slice(MAGIC);
-        out[4] = self.from.code();
-        out[5] = match self.from {
-            PeerRole::Party(id) => id.get(),
-            _ => NO_PARTY,
-        };
-        out[6] = self.to.get();
-        out[7..].copy_from_slice(&self.config.0);
-        out
-    }
-
-    fn decode(bytes: &[u8; HELLO_LEN]) -> Result<Self, String> {
-        if bytes[..3] == MAGIC[..3] && bytes[3] != MAGIC[3] {
-            return Err(format!(
-                "privxray wire protocol version {} at the other end, this build speaks {}: run the \
-                 same privxray build on every party",
-                char::from(bytes[3]),
-                char::from(MAGIC[3])
-            ));
-        }
-        if &bytes[..4] != MAGIC {
-            return Err("not a privxray connection (bad magic)".into());
-        }
-        let from = match (bytes[4], bytes[5]) {
-            (1, id) => PeerRole::Party(
-                PartyId::new(id)
-                    .ok_or_else(|| format!("initiator party id {id} is not 0, 1 or 2"))?,
-            ),
-            (2, NO_PARTY) => PeerRole::Client,
-            (3, NO_PARTY) => PeerRole::Owner,
-            (role, id) => return Err(format!("unknown role {role} with party id {id}")),
-        };
-        let to = PartyId::new(bytes[6])
-            .ok_or_else(|| format!("responder party id {} is not 0, 1 or 2", bytes[6]))?;
-        let mut config = [0u8; 32];
-        config.copy_from_slice(&bytes[7..]);
-        Ok(Self {
-            from,
-            to,
-            config: ConfigHash(config),
-        })
-    }
-
-    fn prologue(&self) -> Vec<u8> {
-        let mut p = PROLOGUE_LABEL.to_vec();
-        p.extend_from_slice(&self.encode());
-        p
-    }
-}
-
-/// A computing party's own identity: the shared configuration, its id and its static key.
-#[derive(Debug)]
-pub struct LocalParty {
-    config: PartiesConfig,
-    id: PartyId,
-    keypair: StaticKeypair,
-}
-
-impl LocalParty {
-    /// Checks that `keypair` is the key pinned for `id` in `config`.
-    pub fn new(
-        config: PartiesConfig,
-        id: PartyId,
-        keypair: StaticKeypair,
-    ) -> Result<Self, NetError> {
-        let configured = config.party(id).public_key;
-        if keypair.public_key() != configured {
-            return Err(NetError::KeyNotInConfig {
-                id,
-                ours: keypair.public_key(),
-                configured,
-            });
-        }
-        Ok(Self {
-            config,
-            id,
-            keypair,
-        })
-    }
-
-    pub fn config(&self) -> &PartiesConfig {
-        &self.config
-    }
-
-    /// Overrides the timeouts (for example from a command-line flag). Timeouts are not part
-    /// of the configuration hash, so this does not affect the handshake binding.
-    pub fn with_timeouts(mut self, timeouts: crate::net::config::Timeouts) -> Self {
-        self.config = self.config.with_timeouts(timeouts);
-        self
-    }
-
-    pub fn id(&self) -> PartyId {
-        self.id
-    }
-
-    /// Binds this party's configured address. A host whose configured address is not local
-    /// (NAT, a load balancer) should bind its own listener and pass it to the accept functions.
-    pub fn bind(&self) -> Result<TcpListener, NetError> {
-        let address = &self.config.party(self.id).address;
-        let addrs = resolve(address)?;
-        let mut last = None;
-        for addr in addrs {
-            match TcpListener::bind(addr) {
-                Ok(l) => return Ok(l),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(NetError::Bind {
-            address: address.to_string(),
-            source: last.unwrap_or_else(|| std::io::Error::other("no address")),
-        })
+/// The Noise pattern an initiator of `role` uses.
+fn pattern(role: PeerRole) -> &'static str {
+    match role {
+        PeerRole::Party(_) => PATTERN_KK,
+        PeerRole::Client => PATTERN_NK,
+        PeerRole::Owner => PATTERN_IK,
     }
 }
 
@@ -246,17 +86,6 @@ pub enum Progress {
     /// or replayed a recorded message (the confirmation tells these apart). For a client this
     /// proves nothing.
     Keyed(PeerRole),
-}
-
-fn resolve(address: &PartyAddress) -> Result<Vec<SocketAddr>, NetError> {
-    address
-        .as_str()
-        .to_socket_addrs()
-        .map(Iterator::collect)
-        .map_err(|source| NetError::Resolve {
-            address: address.to_string(),
-            source,
-        })
 }
 
 /// Opens a TCP connection to `address`, trying each resolved address in turn.
@@ -331,10 +160,7 @@ fn initiate(
         detail,
     };
 
-    let params = init
-        .hello
-        .from
-        .pattern()
+    let params = pattern(init.hello.from)
         .parse()
         .map_err(|e| handshake_err(snow_detail(e)))?;
     let mut builder = Builder::new(params)
@@ -375,7 +201,7 @@ fn initiate(
         .map_err(|e| handshake_err(snow_detail(e)))?;
     super::log(format_args!(
         "connected to {label}: {} handshake in {:.2} ms",
-        &init.hello.from.pattern()[6..8],
+        &pattern(init.hello.from)[6..8],
         started.elapsed().as_secs_f64() * 1e3
     ));
     let mut channel = SecureChannel::new(
@@ -395,9 +221,9 @@ fn initiate(
 /// Party `local` connects to party `peer` (KK). One attempt; see [`super::mesh`] for retries.
 pub fn connect_to_party(local: &LocalParty, peer: PartyId) -> Result<SecureChannel, NetError> {
     connect_as(
-        &local.config,
-        PeerRole::Party(local.id),
-        Some(&local.keypair),
+        local.config(),
+        PeerRole::Party(local.id()),
+        Some(local.keypair()),
         peer,
     )
 }
@@ -497,7 +323,7 @@ pub fn accept_stream(
 ) -> Result<Inbound, NetError> {
     let result = respond(stream, addr, local, &mut |_| {});
     if let Err(e) = &result {
-        super::log(format_args!("party {}: {e}", local.id));
+        super::log(format_args!("party {}: {e}", local.id()));
     }
     result
 }
@@ -520,7 +346,7 @@ fn respond(
     local: &LocalParty,
     observe: &mut dyn FnMut(Progress),
 ) -> Result<Inbound, NetError> {
-    let t = local.config.timeouts();
+    let t = local.config().timeouts();
     let started = Instant::now();
     // One deadline for the whole handshake, confirmation included.
     let deadline = started + t.handshake;
@@ -540,14 +366,14 @@ fn respond(
         reason,
     })?;
     let label = label_for(hello.from, addr);
-    if hello.to != local.id {
+    if hello.to != local.id() {
         return Err(NetError::WrongParty {
             peer: label,
             wanted: hello.to,
-            me: local.id,
+            me: local.id(),
         });
     }
-    let ours = local.config.hash();
+    let ours = local.config().hash();
     if hello.config != ours {
         return Err(NetError::ConfigMismatch {
             peer: label,
@@ -557,16 +383,16 @@ fn respond(
     }
     // The key the initiator must prove it holds, where the pattern pins one up front.
     let pinned = match hello.from {
-        PeerRole::Party(id) if id == local.id => {
+        PeerRole::Party(id) if id == local.id() => {
             return Err(NetError::BadHello {
                 peer: label,
                 reason: "claims to be this party".into(),
             })
         }
-        PeerRole::Party(id) => Some(local.config.party(id).public_key),
+        PeerRole::Party(id) => Some(local.config().party(id).public_key),
         PeerRole::Client => None,
         PeerRole::Owner => {
-            if local.config.owner_public_key().is_none() {
+            if local.config().owner_public_key().is_none() {
                 return Err(NetError::NotAllowed {
                     peer: label,
                     reason: "parties.toml has no owner_public_key, so no model owner is accepted"
@@ -581,15 +407,13 @@ fn respond(
         peer: label.clone(),
         detail,
     };
-    let params = hello
-        .from
-        .pattern()
+    let params = pattern(hello.from)
         .parse()
         .map_err(|e| handshake_err(snow_detail(e)))?;
     let prologue = hello.prologue();
     let mut builder = Builder::new(params)
         .prologue(&prologue)
-        .and_then(|b| b.local_private_key(local.keypair.private_bytes()))
+        .and_then(|b| b.local_private_key(local.keypair().private_bytes()))
         .map_err(|e| handshake_err(snow_detail(e)))?;
     if let Some(key) = &pinned {
         builder = builder
@@ -622,7 +446,7 @@ fn respond(
             .get_remote_static()
             .and_then(|k| <[u8; 32]>::try_from(k).ok())
             .ok_or_else(|| handshake_err("no static key from the owner".into()))?;
-        if local.config.owner_public_key().map(PublicKey::as_bytes) != Some(&remote) {
+        if local.config().owner_public_key().map(PublicKey::as_bytes) != Some(&remote) {
             return Err(match PublicKey::from_bytes(remote) {
                 Ok(key) => NetError::UnknownKey { peer: label, key },
                 Err(e) => handshake_err(format!("the owner's static key is invalid: {e}")),
@@ -643,14 +467,14 @@ fn respond(
         transport,
         hello.from,
         label.clone(),
-        local.config.max_message_bytes(),
+        local.config().max_message_bytes(),
         t.io,
     )?;
     confirm(&mut channel, &label, deadline)?;
     super::log(format_args!(
         "party {}: accepted {label}: {} handshake in {:.2} ms",
-        local.id,
-        &hello.from.pattern()[6..8],
+        local.id(),
+        &pattern(hello.from)[6..8],
         started.elapsed().as_secs_f64() * 1e3
     ));
     Ok(match hello.from {
@@ -735,35 +559,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn hello_round_trips_and_rejects_garbage() {
-        let h = Hello {
-            from: PeerRole::Party(PartyId::ALL[2]),
-            to: PartyId::ALL[0],
-            config: ConfigHash([7; 32]),
-        };
-        assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
-        let c = Hello {
-            from: PeerRole::Client,
-            ..h
-        };
-        assert_eq!(Hello::decode(&c.encode()).unwrap(), c);
-        let mut bad = h.encode();
-        bad[0] = b'X';
-        assert!(Hello::decode(&bad).unwrap_err().contains("magic"));
-        // A build of another wire-protocol version is named as such.
-        let mut old = h.encode();
-        old[3] = b'1';
-        let e = Hello::decode(&old).unwrap_err();
-        assert!(e.contains("version 1") && e.contains("speaks 3"), "{e}");
-        let mut bad = h.encode();
-        bad[5] = 3;
-        assert!(Hello::decode(&bad).is_err());
-        let mut bad = c.encode();
-        bad[5] = 0;
-        assert!(Hello::decode(&bad).is_err());
-    }
-
-    #[test]
     fn party_client_and_owner_handshakes_exchange_data() {
         let f = fixture();
         let [l0, ..] = &f.listeners[..] else {
@@ -841,7 +636,7 @@ pub(crate) mod tests {
             let init = Initiation {
                 hello,
                 prologue: hello.prologue(),
-                local_private: Some(&impostor.keypair),
+                local_private: Some(impostor.keypair()),
                 remote: f.parties[0].config().party(PartyId::ALL[0]).public_key,
                 peer: PeerRole::Party(PartyId::ALL[0]),
                 label: "party 0".into(),
@@ -914,7 +709,7 @@ pub(crate) mod tests {
                     hello,
                     prologue,
                     local_private: match role {
-                        PeerRole::Party(_) => Some(&f.parties[2].keypair),
+                        PeerRole::Party(_) => Some(f.parties[2].keypair()),
                         PeerRole::Owner => Some(&f.owner),
                         PeerRole::Client => None,
                     },
@@ -1033,7 +828,7 @@ pub(crate) mod tests {
         let mut hs = Builder::new(PATTERN_KK.parse().unwrap())
             .prologue(&hello.prologue())
             .unwrap()
-            .local_private_key(f.parties[2].keypair.private_bytes())
+            .local_private_key(f.parties[2].keypair().private_bytes())
             .unwrap()
             .remote_public_key(
                 f.parties[0]

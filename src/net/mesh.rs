@@ -1,24 +1,223 @@
-//! The three-party mesh: every pair of parties shares one KK channel.
+//! The three-party mesh: every pair of parties shares one KK channel. This is the one place
+//! that forms it: the party server, the benchmarks and the tests all go through
+//! [`MeshBuilder`].
 //!
-//! Deterministic roles avoid duplicate connections: a party connects to every party with a
-//! lower id and accepts the parties with a higher id (party 0 only accepts, party 2 only
-//! connects). Connecting retries until `timeouts.startup`, because parties start in any order;
-//! a refused handshake (wrong key, different file) is not retried, since waiting cannot fix it.
-//! While waiting, a party may be reached by clients or the model owner; those connections are
-//! authenticated and kept in [`Mesh::take_pending`] rather than dropped.
+//! Deterministic roles avoid duplicate connections: a party dials every party with a lower id
+//! and takes the channels of the parties with a higher id from its [`PeerInbox`], which the
+//! code that accepts connections fills with confirmed handshakes only (a replayed handshake
+//! never becomes a channel, so it cannot displace a live one; a newer channel from the same
+//! peer replaces an older one, which that peer gave up). Dialling retries until the attempt's
+//! deadline, because parties start in any order and a peer busy with a flood of connections
+//! turns callers away for a while; each refusal is logged with its reason. Every failure of an
+//! attempt is reported at once, so an operator fixing one does not discover the next only on
+//! the following start.
+//!
+//! The party server accepts with its admission slots and keeps re-forming the mesh;
+//! [`Mesh::establish`] (benchmarks and tests on loopback) accepts on a thread of its own while
+//! the mesh forms, and keeps client and owner connections that arrive meanwhile in
+//! [`Mesh::take_pending`].
+//!
+//! Imports the handshake, the channel and the local identity; never the party layer above.
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::channel::SecureChannel;
 use super::config::PartyId;
 use super::error::NetError;
-use super::handshake::{accept_stream, connect_to_party, Inbound, LocalParty};
+use super::handshake::{accept_stream, connect_to_party, Inbound};
+use super::local::LocalParty;
 
-/// Pause between connection attempts to a peer that is not listening yet.
+/// Pause between dial attempts to a peer that is not listening (yet).
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
-/// Poll interval of the non-blocking accept loop.
+/// Pause after a peer turned this party away (it may be flooded, or misconfigured: each
+/// attempt is logged with the reason).
+const REFUSED_PAUSE: Duration = Duration::from_millis(500);
+/// Longest wait on the inbox before the caller's `while_waiting` runs again.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+/// Poll interval of [`Mesh::establish`]'s non-blocking acceptor.
 const ACCEPT_POLL: Duration = Duration::from_millis(5);
+
+/// Mesh channels that higher-id peers opened to this party, newest per peer.
+#[derive(Default)]
+pub struct PeerInbox {
+    slots: Mutex<[Option<SecureChannel>; 3]>,
+    arrived: Condvar,
+}
+
+impl PeerInbox {
+    fn lock(&self) -> MutexGuard<'_, [Option<SecureChannel>; 3]> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Files `channel`, a confirmed handshake from `peer`.
+    pub fn put(&self, peer: PartyId, channel: SecureChannel) {
+        // A newer connection from the same peer replaces an older one: the peer gave up on it.
+        // Only confirmed handshakes get here (a replayed one never completes), so the newer
+        // one is the live peer's.
+        self.lock()[peer.index()] = Some(channel);
+        self.arrived.notify_all();
+    }
+
+    /// Whether any channel is waiting (a peer reconnected).
+    pub fn any(&self) -> bool {
+        self.lock().iter().any(Option::is_some)
+    }
+
+    /// Waits up to `wait` for a channel from `peer`.
+    pub fn take(&self, peer: PartyId, wait: Duration) -> Option<SecureChannel> {
+        let deadline = Instant::now() + wait;
+        let mut slots = self.lock();
+        loop {
+            if let Some(c) = slots[peer.index()].take() {
+                return Some(c);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            slots = self
+                .arrived
+                .wait_timeout(slots, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+impl std::fmt::Debug for PeerInbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerInbox").finish_non_exhaustive()
+    }
+}
+
+/// Forms the mesh of one party: dials the lower ids, takes the higher ids from the inbox.
+pub struct MeshBuilder<'a> {
+    local: &'a LocalParty,
+    inbox: &'a PeerInbox,
+    stopped: Option<&'a (dyn Fn() -> bool + Sync)>,
+}
+
+impl<'a> MeshBuilder<'a> {
+    /// A builder for `local`, taking inbound peer channels from `inbox`.
+    pub fn new(local: &'a LocalParty, inbox: &'a PeerInbox) -> Self {
+        Self {
+            local,
+            inbox,
+            stopped: None,
+        }
+    }
+
+    /// Gives up early once `stopped` says so (checked between dial attempts and waits).
+    pub fn stop_when(mut self, stopped: &'a (dyn Fn() -> bool + Sync)) -> Self {
+        self.stopped = Some(stopped);
+        self
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.is_some_and(|f| f())
+    }
+
+    /// One attempt to form the mesh within `attempt`. `while_waiting` runs between slices of
+    /// the wait for inbound peers (the party server expires queued requests there).
+    pub fn form(
+        &self,
+        attempt: Duration,
+        while_waiting: &mut dyn FnMut(),
+    ) -> Result<Mesh, NetError> {
+        let me = self.local.id();
+        let deadline = Instant::now() + attempt;
+        let (lower, higher): (Vec<PartyId>, Vec<PartyId>) =
+            me.others().into_iter().partition(|p| *p < me);
+        let mut peers: Vec<(PartyId, SecureChannel)> = Vec::with_capacity(2);
+        let mut failures: Vec<String> = Vec::new();
+        std::thread::scope(|s| {
+            let dialers: Vec<_> = lower
+                .iter()
+                .map(|&peer| (peer, s.spawn(move || self.dial_until(peer, deadline))))
+                .collect();
+            for &peer in &higher {
+                match self.wait_inbox(peer, deadline, while_waiting) {
+                    Some(c) => peers.push((peer, c)),
+                    None => failures.push(format!(
+                        "party {me}: no connection from party {peer} within {attempt:?}"
+                    )),
+                }
+            }
+            for (peer, h) in dialers {
+                match h.join() {
+                    Ok(Ok(c)) => peers.push((peer, c)),
+                    Ok(Err(why)) => failures.insert(0, why),
+                    Err(_) => failures.push(format!("party {me}: a dialling thread panicked")),
+                }
+            }
+        });
+        if !failures.is_empty() {
+            return Err(NetError::Mesh(failures.join("; ")));
+        }
+        peers.sort_by_key(|(id, _)| *id);
+        let peers: [(PartyId, SecureChannel); 2] = peers.try_into().map_err(|p: Vec<_>| {
+            NetError::Mesh(format!(
+                "party {me}: expected 2 peer channels, formed {}",
+                p.len()
+            ))
+        })?;
+        Ok(Mesh {
+            me,
+            peers,
+            pending: Vec::new(),
+        })
+    }
+
+    /// Dials `peer` until `deadline`, retrying while it is not listening or turns this party
+    /// away (a misconfiguration, or a peer busy with a flood: waiting fixes the second).
+    fn dial_until(&self, peer: PartyId, deadline: Instant) -> Result<SecureChannel, String> {
+        let me = self.local.id();
+        let mut attempts = 0u32;
+        let mut last = None;
+        while Instant::now() < deadline && !self.stopped() {
+            attempts += 1;
+            match connect_to_party(self.local, peer) {
+                Ok(c) => return Ok(c),
+                Err(e @ (NetError::RefusedByPeer { .. } | NetError::Handshake { .. })) => {
+                    super::log(format_args!("party {me}: {e}; trying again"));
+                    last = Some(e);
+                    std::thread::sleep(REFUSED_PAUSE);
+                }
+                Err(e) => {
+                    last = Some(e);
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+            }
+        }
+        Err(match last {
+            Some(e) => {
+                format!("party {me}: gave up reaching party {peer} after {attempts} attempts: {e}")
+            }
+            None => format!("party {me}: stopped before reaching party {peer}"),
+        })
+    }
+
+    fn wait_inbox(
+        &self,
+        peer: PartyId,
+        deadline: Instant,
+        while_waiting: &mut dyn FnMut(),
+    ) -> Option<SecureChannel> {
+        loop {
+            let now = Instant::now();
+            if now >= deadline || self.stopped() {
+                return None;
+            }
+            if let Some(c) = self.inbox.take(peer, (deadline - now).min(WAIT_SLICE)) {
+                return Some(c);
+            }
+            while_waiting();
+        }
+    }
+}
 
 /// A party's two channels to the other parties.
 #[derive(Debug)]
@@ -30,61 +229,39 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    /// Connects this party to the other two. `listener` is this party's listening socket
-    /// (usually from [`LocalParty::bind`]); it stays usable for clients afterwards.
+    /// Connects this party to the other two within `timeouts.startup`, accepting on
+    /// `listener` (usually from [`LocalParty::bind`]) while the mesh forms; the listener stays
+    /// usable for clients afterwards.
     pub fn establish(local: &LocalParty, listener: &TcpListener) -> Result<Mesh, NetError> {
-        let me = local.id();
-        let deadline = Instant::now() + local.config().timeouts().startup;
         let started = Instant::now();
-        let lower: Vec<PartyId> = me.others().into_iter().filter(|p| *p < me).collect();
-        let higher: Vec<PartyId> = me.others().into_iter().filter(|p| *p > me).collect();
-
-        let (outbound, inbound) = std::thread::scope(|s| {
-            let dialers: Vec<_> = lower
-                .iter()
-                .map(|&peer| s.spawn(move || dial_until(local, peer, deadline)))
-                .collect();
-            let inbound = accept_until(local, listener, &higher, deadline);
-            let outbound: Vec<Result<SecureChannel, NetError>> = dialers
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(NetError::Mesh("a connecting thread panicked".into()))
-                    })
-                })
-                .collect();
-            (outbound, inbound)
+        let inbox = PeerInbox::default();
+        let formed = AtomicBool::new(false);
+        let io_err = |source| NetError::Io {
+            peer: "listener".into(),
+            during: "accepting",
+            source,
+        };
+        listener.set_nonblocking(true).map_err(io_err)?;
+        let (mesh, accepted) = std::thread::scope(|s| {
+            let acceptor = s.spawn(|| accept_while(local, listener, &inbox, &formed));
+            let mesh =
+                MeshBuilder::new(local, &inbox).form(local.config().timeouts().startup, &mut || {});
+            formed.store(true, Ordering::Relaxed);
+            let accepted = acceptor
+                .join()
+                .unwrap_or_else(|_| Err(NetError::Mesh("the accepting thread panicked".into())));
+            (mesh, accepted)
         });
-
-        // Report every failure at once: an operator fixing one should not discover the next
-        // only on the following start.
-        let mut failures: Vec<String> = outbound
-            .iter()
-            .filter_map(|r| r.as_ref().err().map(ToString::to_string))
-            .collect();
-        if let Err(e) = &inbound {
-            failures.push(e.to_string());
-        }
-        if !failures.is_empty() {
-            return Err(NetError::Mesh(failures.join("; ")));
-        }
-        let (accepted, pending) = inbound?;
-        let mut peers: Vec<(PartyId, SecureChannel)> = accepted;
-        for (peer, channel) in lower.iter().zip(outbound) {
-            peers.push((*peer, channel?));
-        }
-        peers.sort_by_key(|(id, _)| *id);
-        let peers: [(PartyId, SecureChannel); 2] = peers.try_into().map_err(|p: Vec<_>| {
-            NetError::Mesh(format!(
-                "party {me}: expected 2 peer channels, formed {}",
-                p.len()
-            ))
-        })?;
+        let restore = listener.set_nonblocking(false).map_err(io_err);
+        let mut mesh = mesh?;
+        mesh.pending = accepted?;
+        restore?;
         super::log(format_args!(
-            "party {me}: mesh ready in {:.1} ms",
+            "party {}: mesh ready in {:.1} ms",
+            mesh.me,
             started.elapsed().as_secs_f64() * 1e3
         ));
-        Ok(Mesh { me, peers, pending })
+        Ok(mesh)
     }
 
     pub fn me(&self) -> PartyId {
@@ -117,108 +294,50 @@ impl Mesh {
     }
 }
 
-fn dial_until(
-    local: &LocalParty,
-    peer: PartyId,
-    deadline: Instant,
-) -> Result<SecureChannel, NetError> {
-    let mut attempts = 0u32;
-    loop {
-        attempts += 1;
-        match connect_to_party(local, peer) {
-            Ok(c) => return Ok(c),
-            // Not listening yet (or unreachable for now): retry until the deadline.
-            Err(e @ (NetError::Connect { .. } | NetError::Resolve { .. })) => {
-                if Instant::now() + RETRY_PAUSE >= deadline {
-                    return Err(NetError::Mesh(format!(
-                        "party {}: gave up reaching party {peer} after {attempts} attempts: {e}",
-                        local.id()
-                    )));
-                }
-                std::thread::sleep(RETRY_PAUSE);
-            }
-            Err(e) => {
-                super::log(format_args!("party {}: {e}", local.id()));
-                return Err(e);
-            }
-        }
-    }
-}
-
-type Accepted = (Vec<(PartyId, SecureChannel)>, Vec<Inbound>);
-
-fn accept_until(
+/// [`Mesh::establish`]'s acceptor: runs the (confirmed) responder handshake on each connection
+/// until the mesh is formed, filing higher-id parties' channels in `inbox` and returning the
+/// clients and owners that came meanwhile.
+fn accept_while(
     local: &LocalParty,
     listener: &TcpListener,
-    expected: &[PartyId],
-    deadline: Instant,
-) -> Result<Accepted, NetError> {
+    inbox: &PeerInbox,
+    formed: &AtomicBool,
+) -> Result<Vec<Inbound>, NetError> {
     let me = local.id();
-    let mut accepted: Vec<(PartyId, SecureChannel)> = Vec::new();
-    let mut pending = Vec::new();
-    let mut refusals: Vec<String> = Vec::new();
-    if expected.is_empty() {
-        return Ok((accepted, pending));
-    }
     let io_err = |source| NetError::Io {
         peer: "listener".into(),
         during: "accepting",
         source,
     };
-    listener.set_nonblocking(true).map_err(io_err)?;
-    let result = loop {
-        if accepted.len() == expected.len() {
-            break Ok(());
-        }
-        if Instant::now() >= deadline {
-            let missing: Vec<String> = expected
-                .iter()
-                .filter(|p| !accepted.iter().any(|(q, _)| q == *p))
-                .map(|p| format!("party {p}"))
-                .collect();
-            let mut msg = format!(
-                "party {me}: no connection from {} in time",
-                missing.join(", ")
-            );
-            if !refusals.is_empty() {
-                msg.push_str(&format!("; refused: {}", refusals.join("; ")));
-            }
-            break Err(NetError::Mesh(msg));
-        }
+    let mut pending = Vec::new();
+    while !formed.load(Ordering::Relaxed) {
         let (stream, addr) = match listener.accept() {
             Ok(conn) => conn,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
                 std::thread::sleep(ACCEPT_POLL);
                 continue;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => break Err(io_err(e)),
+            Err(e) => return Err(io_err(e)),
         };
         // The accepted socket may inherit non-blocking mode on some platforms.
-        if let Err(e) = stream.set_nonblocking(false) {
-            break Err(io_err(e));
-        }
+        stream.set_nonblocking(false).map_err(io_err)?;
         match accept_stream(stream, addr, local) {
-            Ok(Inbound::Party { id, channel }) => {
-                if !expected.contains(&id) || accepted.iter().any(|(q, _)| *q == id) {
-                    let why = format!(
-                        "party {id} connected from {addr} but is not expected to (lower ids are dialled, each pair once)"
-                    );
-                    super::log(format_args!("party {me}: {why}"));
-                    refusals.push(why);
-                } else {
-                    accepted.push((id, channel));
-                }
-            }
+            Ok(Inbound::Party { id, channel }) if id > me => inbox.put(id, channel),
+            Ok(Inbound::Party { id, .. }) => super::log(format_args!(
+                "party {me}: closed a connection from party {id}: parties with lower ids are \
+                 dialled by this party"
+            )),
             Ok(other) => pending.push(other),
-            // Already logged by accept_stream; remembered for the timeout message.
-            Err(e) => refusals.push(e.to_string()),
+            // Already logged by accept_stream.
+            Err(_) => {}
         }
-    };
-    let restore = listener.set_nonblocking(false).map_err(io_err);
-    result?;
-    restore?;
-    Ok((accepted, pending))
+    }
+    Ok(pending)
 }
 
 #[cfg(test)]

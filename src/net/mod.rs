@@ -3,12 +3,17 @@
 //!
 //! - [`keys`]: Noise static keys (X25519), generated from the OS CSPRNG, stored as text files.
 //! - [`config`]: `parties.toml` (who the parties are, where they listen, which keys they hold).
-//! - [`handshake`]: the pre-handshake hello, prologue binding and the three Noise patterns
-//!   (KK party-to-party, NK client-to-party, IK model-owner-to-party).
+//! - [`peer`]: [`PeerRole`], who is at the other end of a connection.
+//! - [`local`]: [`LocalParty`], a computing party's own identity and listening socket.
+//! - [`record`]: record framing (length-prefixed Noise messages) and reads under a deadline.
+//! - [`hello`]: the cleartext hello before a handshake and the prologue that binds it.
+//! - [`handshake`]: the three Noise patterns (KK party-to-party, NK client-to-party, IK
+//!   model-owner-to-party) and the confirmation that turns a handshake into a channel.
 //! - [`channel`]: [`SecureChannel`], a blocking, message-oriented encrypted channel that chunks
 //!   large messages into several Noise messages.
 //! - [`message`]: the typed messages of the prediction protocol and their binary encoding.
-//! - [`mesh`]: builds the three-party mesh (two channels per party).
+//! - [`mesh`]: the one builder of the three-party mesh (two channels per party), used by the
+//!   party server, the benchmarks and the tests.
 //! - [`transport`]: [`NoiseTransport`], the secure-computation engine's transport over the mesh.
 //! - [`bench`]: loopback throughput and handshake-time measurement.
 //!
@@ -19,18 +24,24 @@ pub mod channel;
 pub mod config;
 pub mod error;
 pub mod handshake;
+pub mod hello;
 pub mod keys;
+pub mod local;
 pub mod mesh;
 pub mod message;
+pub mod peer;
+pub mod record;
 pub mod transport;
 
 pub use channel::SecureChannel;
 pub use config::{PartiesConfig, PartyId};
 pub use error::NetError;
-pub use handshake::{Inbound, LocalParty, PeerRole};
+pub use handshake::Inbound;
 pub use keys::{PublicKey, StaticKeypair};
-pub use mesh::Mesh;
+pub use local::LocalParty;
+pub use mesh::{Mesh, MeshBuilder, PeerInbox};
 pub use message::Message;
+pub use peer::PeerRole;
 pub use transport::NoiseTransport;
 
 /// Writes one line of network log to stderr. Callers pass only metadata (peer, sizes, timings,

@@ -49,7 +49,7 @@ impl NoiseTransport {
             )));
         }
         for (id, ch) in &peers {
-            if ch.peer() != super::handshake::PeerRole::Party(*id) {
+            if ch.peer() != super::peer::PeerRole::Party(*id) {
                 return Err(NetError::Mesh(format!(
                     "party {me}: the channel filed under party {id} leads to {}",
                     ch.peer()

@@ -3,7 +3,6 @@
 //! over real TCP on loopback with Noise channels ([`NoiseTransport`]), with fresh keys.
 
 use std::fmt;
-use std::net::TcpListener;
 use std::time::Instant;
 
 use super::PartyError;
@@ -11,10 +10,8 @@ use crate::model::NetworkSpec;
 use crate::mpc::{
     infer, reconstruct, share_input_os, FixedPoint, InputShare, OutputShare, Party, Simulation,
 };
-use crate::net::config::{PartyAddress, PartyEntry};
-use crate::net::{
-    LocalParty, Mesh, NetError, NoiseTransport, PartiesConfig, PartyId, StaticKeypair,
-};
+use crate::net::bench::loopback_parties;
+use crate::net::{Mesh, NetError, NoiseTransport};
 
 /// One batch size measured both ways.
 #[derive(Clone, Debug)]
@@ -70,36 +67,10 @@ impl fmt::Display for LoopbackReport {
     }
 }
 
-/// Three parties with fresh keys on loopback port-0 listeners, meshed.
+/// Three parties with fresh keys on loopback port-0 listeners, meshed by the one mesh builder
+/// ([`Mesh::establish`]).
 fn loopback_mesh() -> Result<(Vec<NoiseTransport>, f64), PartyError> {
-    let bind_err = |source| NetError::Bind {
-        address: "127.0.0.1:0".into(),
-        source,
-    };
-    let listeners: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(bind_err))
-        .collect::<Result<_, _>>()?;
-    let keys: Vec<StaticKeypair> = (0..3)
-        .map(|_| StaticKeypair::generate())
-        .collect::<Result<_, _>>()
-        .map_err(|e| PartyError::Prediction(format!("key generation failed: {e}")))?;
-    let mut entries = Vec::with_capacity(3);
-    for (id, (l, k)) in PartyId::ALL.into_iter().zip(listeners.iter().zip(&keys)) {
-        let addr = l.local_addr().map_err(bind_err)?.to_string();
-        entries.push(PartyEntry {
-            id,
-            address: PartyAddress::parse(&addr)
-                .map_err(|reason| PartyError::Prediction(format!("address {addr}: {reason}")))?,
-            public_key: k.public_key(),
-        });
-    }
-    let config = PartiesConfig::new(entries, None)
-        .map_err(|e| PartyError::Prediction(format!("loopback configuration: {e}")))?;
-    let locals: Vec<LocalParty> = keys
-        .into_iter()
-        .zip(PartyId::ALL)
-        .map(|(k, id)| LocalParty::new(config.clone(), id, k))
-        .collect::<Result<_, _>>()?;
+    let (locals, listeners) = loopback_parties()?;
     let started = Instant::now();
     let meshes: Vec<Result<NoiseTransport, NetError>> = std::thread::scope(|s| {
         let handles: Vec<_> = locals

@@ -4,197 +4,30 @@
 //! restart (it reloads its stored model share) the parties serve again; a model owner with an
 //! unknown key is refused and the refusal is in the party's log.
 
+mod party_common;
+
 use std::fs;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_privxray"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn run_in(dir: &Path, args: &[&str]) -> Output {
-    bin()
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run privxray")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = run_in(dir, args);
-    assert!(
-        out.status.success(),
-        "privxray {args:?} failed: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Kills every child on drop, so a failing test leaves no party running.
-#[derive(Default)]
-struct Children(Vec<(usize, Child)>);
-
-impl Children {
-    fn kill(&mut self, id: usize) {
-        if let Some(pos) = self.0.iter().position(|(i, _)| *i == id) {
-            let (_, mut c) = self.0.remove(pos);
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_ports() -> [u16; 3] {
-    // Bound together so they differ; released just before the parties bind them.
-    let ls: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| ls[i].local_addr().unwrap().port())
-}
-
-fn keygen(dir: &Path, name: &str) -> String {
-    ok(dir, &["keygen", "--out", name]).trim().to_owned()
-}
-
-fn parties_toml(owner: &str, keys: &[String; 3], ports: [u16; 3]) -> String {
-    let mut s = format!(
-        "owner_public_key = \"{owner}\"\n\n[timeouts]\nconnect_ms = 1000\nhandshake_ms = 5000\n\
-         io_ms = 60000\nstartup_ms = 5000\n"
-    );
-    for i in 0..3 {
-        s.push_str(&format!(
-            "\n[[party]]\nid = {i}\naddress = \"127.0.0.1:{}\"\npublic_key = \"{}\"\n",
-            ports[i], keys[i]
-        ));
-    }
-    s
-}
-
-fn start_party(dir: &Path, id: usize, log: &str) -> Child {
-    let err = fs::File::create(dir.join(log)).unwrap();
-    bin()
-        .current_dir(dir)
-        .args([
-            "party",
-            "--id",
-            &id.to_string(),
-            "--config",
-            "parties.toml",
-            "--key",
-            &format!("p{id}.key"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .expect("start party")
-}
-
-/// Waits until `log` holds at least `count` lines containing `needle` (bounded, not timed:
-/// the bound only turns a hang into a failure).
-fn wait_for_log(dir: &Path, log: &str, needle: &str, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let content = fs::read_to_string(dir.join(log)).unwrap_or_default();
-        if content.matches(needle).count() >= count {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{log} never showed {needle:?} {count} times:\n{content}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-#[derive(serde::Deserialize, Debug)]
-struct Pred {
-    image: String,
-    class: String,
-    probability: f64,
-    seconds: f64,
-    bytes: Option<u64>,
-    rounds: Option<u64>,
-}
-
-fn preds(json: &str) -> Vec<Pred> {
-    serde_json::from_str(json).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{json}"))
-}
-
-fn images(dir: &Path) -> Vec<String> {
-    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/kermany-val-sample");
-    let root = if real.is_dir() {
-        real
-    } else {
-        eprintln!(
-            "NOTICE: ../shared is absent; using synthetic images instead of the real samples"
-        );
-        dir.join("synth/test")
-    };
-    let mut out: Vec<String> = ["NORMAL", "PNEUMONIA"]
-        .iter()
-        .flat_map(|c| fs::read_dir(root.join(c)).into_iter().flatten().flatten())
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .map(|p: PathBuf| p.display().to_string())
-        .collect();
-    out.sort();
-    assert!(!out.is_empty(), "no images under {}", root.display());
-    out
-}
+use party_common::{
+    bin, images, keygen, ok, parties_toml, preds, run_in, start_party, text, wait_for_log,
+    Children, Setup,
+};
 
 #[test]
 fn three_party_processes_serve_private_predictions_and_survive_faults() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    ok(
-        dir,
-        &["synth", "--out", "synth", "--count", "40", "--seed", "1"],
-    );
-    ok(
-        dir,
-        &[
-            "train",
-            "--data",
-            "synth",
-            "--model",
-            "dnn-max",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--seed",
-            "1",
-            "--out",
-            "model.safetensors",
-            "--checkpoint-dir",
-            "ckpt",
-        ],
-    );
-    let keys: [String; 3] = std::array::from_fn(|i| keygen(dir, &format!("p{i}.key")));
-    let owner = keygen(dir, "owner.key");
-    let ports = free_ports();
-    fs::write(dir.join("parties.toml"), parties_toml(&owner, &keys, ports)).unwrap();
+    let setup = Setup::new(dir);
+    let (keys, ports) = (&setup.keys, setup.ports);
 
     let mut children = Children::default();
     for id in 0..3 {
-        children
-            .0
-            .push((id, start_party(dir, id, &format!("p{id}.log"))));
+        children.push(
+            id,
+            start_party(dir, id, "parties.toml", &format!("p{id}.log")),
+        );
     }
     for id in 0..3 {
         wait_for_log(dir, &format!("p{id}.log"), "mesh ready", 1);
@@ -208,19 +41,8 @@ fn three_party_processes_serve_private_predictions_and_survive_faults() {
     let err = text(&out.stderr);
     assert!(err.contains("no model has been shared"), "{err}");
 
-    let shared = ok(
-        dir,
-        &[
-            "share-model",
-            "--model",
-            "model.safetensors",
-            "--config",
-            "parties.toml",
-            "--key",
-            "owner.key",
-        ],
-    );
-    assert!(shared.contains("dnn-max"), "{shared}");
+    // Shares the model and checks the owner was told its name ("dnn-max").
+    setup.share_model(dir);
     for id in 0..3 {
         assert!(dir.join(format!("p{id}.key.model-share")).is_file());
     }
@@ -298,9 +120,7 @@ fn three_party_processes_serve_private_predictions_and_survive_faults() {
     );
 
     // Restart party 1: it reloads its share, the mesh re-forms and the parties serve again.
-    children
-        .0
-        .push((1, start_party(dir, 1, "p1-restarted.log")));
+    children.push(1, start_party(dir, 1, "parties.toml", "p1-restarted.log"));
     wait_for_log(
         dir,
         "p1-restarted.log",
@@ -330,7 +150,7 @@ fn three_party_processes_serve_private_predictions_and_survive_faults() {
     let impostor = keygen(dir, "impostor.key");
     fs::write(
         dir.join("forged.toml"),
-        parties_toml(&impostor, &keys, ports),
+        parties_toml(&impostor, keys, ports),
     )
     .unwrap();
     let out = run_in(

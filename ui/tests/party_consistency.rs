@@ -98,7 +98,10 @@ fn parties_refuse_inconsistent_input_copies_and_mixed_dealings() {
     let config = PartiesConfig::load(&dir.join("parties.toml")).unwrap();
     let mut children = Children::default();
     for id in 0..3 {
-        children.0.push(start_party(dir, id, &format!("p{id}.log")));
+        children.push(
+            id,
+            start_party(dir, id, "parties.toml", &format!("p{id}.log")),
+        );
     }
     for id in 0..3 {
         wait_for_log(dir, &format!("p{id}.log"), "mesh ready", 1);

@@ -3,9 +3,9 @@
 //! restarted, and a client's private prediction is served, equal to plaintext, within the
 //! handshake deadline plus a margin.
 
-mod party_procs;
+mod party_common;
 
-use party_procs::*;
+use party_common::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

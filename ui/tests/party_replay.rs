@@ -4,9 +4,9 @@
 //! recorded confirmation, and held open. The next private prediction is served and equals the
 //! plaintext one, and party 0 refuses both replays for want of a confirmation.
 
-mod party_procs;
+mod party_common;
 
-use party_procs::*;
+use party_common::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
