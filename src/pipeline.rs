@@ -1,16 +1,18 @@
 //! The work the command line and the terminal interface both do on top of the engine, written
 //! once: a run's settings translated into the engine's configuration ([`settings`]), the
 //! train/validation/evaluation split of a preprocessed dataset ([`splits`]), a training run on
-//! its own thread followed by the evaluation of its best checkpoint ([`run`]), per-example
-//! losses for the membership-inference audit ([`audit`]), and plaintext prediction of images
-//! ([`predict`]).
+//! its own thread followed by the evaluation of its best checkpoint ([`run`]), a checkpoint
+//! loaded for the CPU ([`model`]), per-example losses for the membership-inference audit
+//! ([`audit`]), and plaintext prediction of images ([`predict`]).
 //!
 //! May import the engine's own modules (data, preprocess, model, train, privacy). May not import
 //! terminal code, clap or anyhow, nor print: errors are [`PipelineError`], and what a face shows
-//! of progress is its own business. The submodules import [`error`] and nothing of each other.
+//! of progress is its own business. The submodules import [`error`]; only [`run`] imports
+//! another ([`model`]).
 
 pub mod audit;
 pub mod error;
+pub mod model;
 pub mod predict;
 pub mod run;
 pub mod settings;
@@ -18,6 +20,7 @@ pub mod splits;
 
 pub use audit::{membership_audit, per_example_losses};
 pub use error::{PipelineError, Result};
+pub use model::load_checkpoint;
 pub use predict::{load_input, plaintext_probability, predict_images, PlainPrediction};
 pub use run::{evaluate_checkpoint, train_then_evaluate, BestCheckpoint, RunReport, TrainingRun};
 pub use settings::{DpSettings, OptimizerChoice, RunSettings};

@@ -1,11 +1,11 @@
 //! A training run on its own thread, followed to its end, then its best checkpoint measured on
 //! the evaluation split: "train, then evaluate the best checkpoint", written once for the
 //! command line's `train` and `sweep` and the terminal interface's Train tab. Imports the
-//! pipeline's error only; what a face shows of the events is its own business.
+//! pipeline's error and `model`; what a face shows of the events is its own business.
 
 use super::error::{PipelineError, Result};
+use super::model::load_checkpoint;
 use crate::train::checkpoint::CheckpointMeta;
-use crate::train::engine::model_from_checkpoint;
 use crate::train::{self, Metrics, TrainConfig, TrainControl, TrainData};
 use crate::train::{TrainOutcome, TrainingEvent};
 use std::path::{Path, PathBuf};
@@ -86,12 +86,7 @@ pub struct RunReport {
 /// Loads a checkpoint on the CPU and measures it on `evaluation` (nothing measured when
 /// `evaluation` is empty).
 pub fn evaluate_checkpoint(path: &Path, evaluation: &TrainData) -> Result<BestCheckpoint> {
-    let (model, _, meta) = model_from_checkpoint(path, &candle_core::Device::Cpu).map_err(
-        |source| PipelineError::LoadCheckpoint {
-            path: path.to_path_buf(),
-            source,
-        },
-    )?;
+    let (model, meta) = load_checkpoint(path)?;
     let test = if evaluation.is_empty() {
         None
     } else {

@@ -154,9 +154,15 @@ fn settings_become_the_engine_config_with_the_optimizers_default_rates() {
         format!("{:?}", train::optim::OptimizerConfig::sgd(1e-2, 0.5))
     );
     assert!(matches!(c.seed, train::Seed::Fixed(9)));
-    assert_eq!((c.patience, c.frozen.as_slice()), (Some(2), &["fc1".to_string()][..]));
+    assert_eq!(
+        (c.patience, c.frozen.as_slice()),
+        (Some(2), &["fc1".to_string()][..])
+    );
     let d = c.dp.unwrap();
-    assert_eq!((d.noise_multiplier.get(), d.clip_norm.get(), d.delta), (1.3, 0.7, 1e-6));
+    assert_eq!(
+        (d.noise_multiplier.get(), d.clip_norm.get(), d.delta),
+        (1.3, 0.7, 1e-6)
+    );
     assert_eq!(d.clipping, train::dpsgd::Clipping::PerLayer);
     assert_eq!(d.microbatch_size, 1);
     d.validate_for_training().unwrap();
@@ -204,7 +210,10 @@ fn train_then_evaluate_measures_the_best_checkpoint_on_the_evaluation_split() {
     assert_eq!(best.meta.model, ModelKind::DnnAv);
     // An empty evaluation split measures nothing; a missing checkpoint names its path.
     let empty = subset(&dataset(1, 0), &[]).unwrap();
-    assert!(evaluate_checkpoint(&best.path, &empty).unwrap().test.is_none());
+    assert!(evaluate_checkpoint(&best.path, &empty)
+        .unwrap()
+        .test
+        .is_none());
     let e = evaluate_checkpoint(&dir.path().join("none.safetensors"), &empty).unwrap_err();
     assert!(e.to_string().starts_with("loading "), "{e}");
 }
