@@ -1,6 +1,10 @@
 use super::*;
 use crate::data::{Class, Item, Split, Subtype};
-use crate::model::ModelKind;
+use crate::model::spec::pneumonia_probability;
+use crate::model::{ModelKind, Technique};
+use crate::preprocess::{self, Preprocessed};
+use crate::train::{self, Model, TrainControl, TrainingEvent};
+use std::path::PathBuf;
 
 /// A preprocessed technique-1 dataset held in memory: `train` images per class in train/,
 /// `eval` per class in test/, each image one grey level (its index) so subsets can be traced.
@@ -123,4 +127,93 @@ fn predict_images_gives_every_image_its_own_result() {
     assert!(results
         .iter()
         .all(|r| matches!(r, Err(PipelineError::Image(_)))));
+}
+
+#[test]
+fn settings_become_the_engine_config_with_the_optimizers_default_rates() {
+    let mut s = RunSettings::new(ModelKind::DnnAv, PathBuf::from("ck"));
+    let c = s.config().unwrap();
+    assert_eq!((c.epochs, c.batch_size, c.patience), (10, 32, None));
+    assert_eq!(c.checkpoint_dir, Some(PathBuf::from("ck")));
+    assert!(matches!(c.seed, train::Seed::Os));
+    assert!(c.dp.is_none());
+    assert_eq!(
+        format!("{:?}", c.optimizer),
+        format!("{:?}", train::optim::OptimizerConfig::adam(1e-3))
+    );
+    s.optimizer = OptimizerChoice::Sgd { momentum: 0.5 };
+    s.seed = Some(9);
+    s.patience = Some(2);
+    s.frozen = vec!["fc1".into()];
+    let mut dp = DpSettings::new(1.3, 0.7, 1e-6);
+    dp.clipping = train::dpsgd::Clipping::PerLayer;
+    s.dp = Some(dp.clone());
+    let c = s.config().unwrap();
+    assert_eq!(
+        format!("{:?}", c.optimizer),
+        format!("{:?}", train::optim::OptimizerConfig::sgd(1e-2, 0.5))
+    );
+    assert!(matches!(c.seed, train::Seed::Fixed(9)));
+    assert_eq!(
+        (c.patience, c.frozen.as_slice()),
+        (Some(2), &["fc1".to_string()][..])
+    );
+    let d = c.dp.unwrap();
+    assert_eq!(
+        (d.noise_multiplier.get(), d.clip_norm.get(), d.delta),
+        (1.3, 0.7, 1e-6)
+    );
+    assert_eq!(d.clipping, train::dpsgd::Clipping::PerLayer);
+    assert_eq!(d.microbatch_size, 1);
+    d.validate_for_training().unwrap();
+    // What the engine would refuse is refused before anything runs.
+    dp.delta = 2.0;
+    s.dp = Some(dp.clone());
+    assert!(s.config().is_err());
+    dp.delta = 1e-6;
+    dp.augmentations = 0;
+    s.dp = Some(dp);
+    assert!(s.config().is_err());
+}
+
+#[test]
+fn train_then_evaluate_measures_the_best_checkpoint_on_the_evaluation_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = split(&dataset(8, 3)).unwrap();
+    let mut settings = RunSettings::new(ModelKind::DnnAv, dir.path().to_path_buf());
+    settings.epochs = 1;
+    settings.batch_size = 8;
+    settings.seed = Some(3);
+    let mut seen = 0;
+    let report = train_then_evaluate(
+        settings.config().unwrap(),
+        s.train.clone(),
+        s.validation.clone(),
+        &s.evaluation,
+        TrainControl::new(),
+        "pipeline-test",
+        |event| {
+            if matches!(event, TrainingEvent::Epoch { .. }) {
+                seen += 1;
+            }
+            Ok::<(), PipelineError>(())
+        },
+    )
+    .unwrap();
+    assert_eq!((seen, report.outcome.epochs_run), (1, 1));
+    let best = report.best.expect("one epoch writes a best checkpoint");
+    assert_eq!(Some(&best.path), report.outcome.best_checkpoint.as_ref());
+    let again = evaluate_checkpoint(&best.path, &s.evaluation).unwrap();
+    let test = best.test.expect("a non-empty evaluation split is measured");
+    assert_eq!(test.images, 6);
+    assert_eq!(Some(test), again.test);
+    assert_eq!(best.meta.model, ModelKind::DnnAv);
+    // An empty evaluation split measures nothing; a missing checkpoint names its path.
+    let empty = subset(&dataset(1, 0), &[]).unwrap();
+    assert!(evaluate_checkpoint(&best.path, &empty)
+        .unwrap()
+        .test
+        .is_none());
+    let e = evaluate_checkpoint(&dir.path().join("none.safetensors"), &empty).unwrap_err();
+    assert!(e.to_string().starts_with("loading "), "{e}");
 }

@@ -313,21 +313,30 @@ impl AdaptiveClip {
     }
 }
 
-/// Checks that every layer of a plan keeps examples independent, as per-example clipping
-/// requires. Exhaustive on purpose: a new layer kind must be classified here. Batch
-/// normalisation, for one, mixes the examples of a batch (each output depends on the batch's
-/// statistics), so one example's influence is no longer bounded by its clipped gradient; it
-/// would have to be refused (or replaced by group normalisation) for DP-SGD.
-pub fn check_plan_for_dp(plan: &[PlanLayer]) -> Result<()> {
-    for layer in plan {
-        match layer {
-            PlanLayer::Conv { .. }
-            | PlanLayer::Relu
-            | PlanLayer::Pool(_)
-            | PlanLayer::Flatten
-            | PlanLayer::Dense { .. }
-            | PlanLayer::Dropout(_) => {}
-        }
+/// Whether a layer's output for one example depends on that example alone, as per-example
+/// clipping requires. Exhaustive on purpose: a new layer kind must be classified here. Batch
+/// normalisation, for one, would answer false: it mixes the examples of a batch (each output
+/// depends on the batch's statistics), so one example's influence is no longer bounded by its
+/// clipped gradient.
+fn keeps_examples_independent(layer: &PlanLayer) -> bool {
+    match layer {
+        PlanLayer::Conv { .. }
+        | PlanLayer::Relu
+        | PlanLayer::Pool(_)
+        | PlanLayer::Flatten
+        | PlanLayer::Dense { .. }
+        | PlanLayer::Dropout(_) => true,
     }
-    Ok(())
+}
+
+/// Refuses a plan with a layer that mixes the examples of a batch (see
+/// [`keeps_examples_independent`]): DP-SGD's guarantee would not hold for it.
+pub fn check_plan_for_dp(plan: &[PlanLayer]) -> Result<()> {
+    match plan.iter().find(|layer| !keeps_examples_independent(layer)) {
+        Some(layer) => Err(TrainError::Config(format!(
+            "layer {layer:?} mixes the examples of a batch: DP-SGD needs every example's \
+             output to depend on that example alone"
+        ))),
+        None => Ok(()),
+    }
 }

@@ -2,17 +2,15 @@
 //! per-example losses on its training split (members) against the merged test and val sets
 //! (non-members), scored by the loss-threshold attack; with a canary file beside the checkpoint,
 //! also the one-run lower bound on epsilon (`privxray audit --canary-file`). Runs on its own
-//! thread.
+//! thread. Imports the TUI's backend and event types, and `super` for [`TrainedOn`].
 
 use super::TrainedOn;
 use crate::tui::backend::{AuditBackend, AuditUpdate, BackendError};
 use crate::tui::event::{AppEvent, AppSender};
-use anyhow::Context;
 use privxray::model::ModelKind;
-use privxray::pipeline::{self, Splits};
+use privxray::pipeline::{self, PipelineError, Splits};
 use privxray::privacy::{AuditReport, CanaryAuditReport};
-use privxray::train::engine::model_from_checkpoint;
-use privxray::train::CanarySet;
+use privxray::train::{CanarySet, Model, TrainError};
 use std::path::Path;
 
 pub struct EngineAudit {
@@ -43,7 +41,7 @@ impl AuditBackend for EngineAudit {
         // A canary file beside the checkpoint adds the one-run lower bound on epsilon.
         let canaries = privxray::train::canary::file_beside(checkpoint);
         if data.is_none() && canaries.is_none() {
-            return Err(BackendError::Failed(unknown()));
+            return Err(BackendError::Refused(unknown()));
         }
         let unknown = unknown();
         let checkpoint = checkpoint.to_path_buf();
@@ -59,7 +57,7 @@ impl AuditBackend for EngineAudit {
                     },
                     Some(Err(e)) => AuditUpdate::Failed {
                         run,
-                        reason: privxray::report::said_once(e.as_ref()),
+                        reason: privxray::report::said_once(&e),
                     },
                     None => AuditUpdate::Failed {
                         run,
@@ -77,41 +75,56 @@ impl AuditBackend for EngineAudit {
                         },
                         Err(e) => AuditUpdate::Failed {
                             run,
-                            reason: format!(
-                                "canary audit: {}",
-                                privxray::report::said_once(e.as_ref())
-                            ),
+                            reason: format!("canary audit: {}", privxray::report::said_once(&e)),
                         },
                     };
                     events.send(AppEvent::Audit(update));
                 }
             })
-            .map_err(|e| BackendError::Failed(format!("starting the audit thread: {e}")))?;
+            .map_err(|source| BackendError::Io {
+                what: "starting the audit thread".into(),
+                source,
+            })?;
         Ok(())
     }
 }
 
+/// Why an audit of a finished run could not be made.
+#[derive(Debug, thiserror::Error)]
+enum AuditError {
+    #[error("the data has no test/ or val/ images to use as non-members")]
+    NoNonMembers,
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+}
+
+/// The checkpoint's model on the CPU, and the delta of its DP claim (0 without DP).
+fn load(checkpoint: &Path) -> Result<(Model, f64), PipelineError> {
+    let (model, meta) = pipeline::load_checkpoint(checkpoint)?;
+    Ok((model, meta.dp.as_ref().map(|d| d.delta).unwrap_or(0.0)))
+}
+
+/// `privxray audit`: the loss-threshold attack on the run's members and non-members.
 fn audit(
     checkpoint: &Path,
     data: &privxray::preprocess::Preprocessed,
-) -> anyhow::Result<AuditReport> {
-    let (model, _, _) = model_from_checkpoint(checkpoint, &candle_core::Device::Cpu)
-        .with_context(|| format!("loading {}", checkpoint.display()))?;
+) -> Result<AuditReport, AuditError> {
+    let (model, _) = load(checkpoint)?;
     let Splits {
         train: members,
         evaluation: non_members,
         ..
     } = pipeline::split(data)?;
     if non_members.is_empty() {
-        anyhow::bail!("the data has no test/ or val/ images to use as non-members");
+        return Err(AuditError::NoNonMembers);
     }
     Ok(pipeline::membership_audit(&model, &members, &non_members)?)
 }
 
 /// `privxray audit --canary-file`: the canaries scored with the model, at the run's delta.
-fn canary_audit(checkpoint: &Path, file: &Path) -> anyhow::Result<CanaryAuditReport> {
-    let (model, _, meta) = model_from_checkpoint(checkpoint, &candle_core::Device::Cpu)
-        .with_context(|| format!("loading {}", checkpoint.display()))?;
-    let delta = meta.dp.as_ref().map(|d| d.delta).unwrap_or(0.0);
+fn canary_audit(checkpoint: &Path, file: &Path) -> Result<CanaryAuditReport, AuditError> {
+    let (model, delta) = load(checkpoint)?;
     Ok(CanarySet::load(file)?.audit(&model, delta)?)
 }

@@ -1,5 +1,5 @@
 //! PNG export of the Train tab's curves with the engine's plotting: the paper's accuracy and
-//! loss figures per epoch, plus the loss of every step.
+//! loss figures per epoch, plus the loss of every step. Imports the TUI's backend types only.
 
 use crate::tui::backend::{BackendError, CurveExporter, EpochPoint};
 use privxray::model::ModelKind;
@@ -27,9 +27,10 @@ impl CurveExporter for PngExporter {
         epochs: &[EpochPoint],
         steps: &[(f64, f64)],
     ) -> Result<Vec<PathBuf>, BackendError> {
-        let failed = |e: plot::PlotError| BackendError::Failed(e.to_string());
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| BackendError::Failed(format!("creating {}: {e}", self.dir.display())))?;
+        std::fs::create_dir_all(&self.dir).map_err(|source| BackendError::Io {
+            what: format!("creating {}", self.dir.display()),
+            source,
+        })?;
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -50,7 +51,7 @@ impl CurveExporter for PngExporter {
             let [accuracy, loss] = plot::training_charts(model.name(), &points);
             for (chart, name) in [(accuracy, "accuracy"), (loss, "loss")] {
                 let path = self.dir.join(format!("{base}-{name}.png"));
-                plot::write_png(&chart, &path, WIDTH, HEIGHT).map_err(failed)?;
+                plot::write_png(&chart, &path, WIDTH, HEIGHT)?;
                 written.push(path);
             }
         }
@@ -66,7 +67,7 @@ impl CurveExporter for PngExporter {
                 points_only: false,
             };
             let path = self.dir.join(format!("{base}-steps.png"));
-            plot::write_png(&chart, &path, WIDTH, HEIGHT).map_err(failed)?;
+            plot::write_png(&chart, &path, WIDTH, HEIGHT)?;
             written.push(path);
         }
         Ok(written)

@@ -11,7 +11,6 @@ use crate::tui::event::{AppEvent, AppSender};
 use privxray::model::spec::pneumonia_probability;
 use privxray::model::{ModelKind, NetworkSpec};
 use privxray::preprocess::to_unit;
-use privxray::train::engine::model_from_checkpoint;
 use privxray::train::Model;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -86,14 +85,14 @@ impl PartyBackend for InProcessParties {
         let events = self
             .events
             .clone()
-            .ok_or_else(|| BackendError::Failed("launch the parties first (L)".into()))?;
+            .ok_or_else(|| BackendError::Refused("launch the parties first (L)".into()))?;
         let slot = self.shared.clone();
         let checkpoint = checkpoint.to_path_buf();
         // Loading and converting a VGG takes a moment: off the interface thread.
         std::thread::spawn(move || {
-            let loaded = model_from_checkpoint(&checkpoint, &candle_core::Device::Cpu)
-                .map_err(|e| format!("loading {}: {e}", checkpoint.display()))
-                .and_then(|(m, _, _)| {
+            let loaded = privxray::pipeline::load_checkpoint(&checkpoint)
+                .map_err(|e| e.to_string())
+                .and_then(|(m, _)| {
                     let spec = m.to_spec().map_err(|e| e.to_string())?;
                     Ok(Shared { model: m, spec })
                 });
@@ -116,15 +115,15 @@ impl PartyBackend for InProcessParties {
         let events = self
             .events
             .clone()
-            .ok_or_else(|| BackendError::Failed("launch the parties first (L)".into()))?;
+            .ok_or_else(|| BackendError::Refused("launch the parties first (L)".into()))?;
         let shared = self
             .shared
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .ok_or_else(|| BackendError::Failed("share a trained model first (m)".into()))?;
+            .ok_or_else(|| BackendError::Refused("share a trained model first (m)".into()))?;
         if !self.status.all_ready() {
-            return Err(BackendError::Failed(
+            return Err(BackendError::Refused(
                 "a party is not running: launch them again (L)".into(),
             ));
         }

@@ -1,6 +1,9 @@
 //! The interface's backends on the real engine: training, the membership audit, PNG export and
-//! the three secure-computation parties. (Epsilon spent comes from the training engine's ledger;
-//! the Train tab projects the rest with `tui::projection`.)
+//! the three secure-computation parties. The work both faces do (splits, run then evaluate,
+//! plaintext prediction, the audit's losses) goes through the engine's `pipeline`, as the
+//! command line's does; errors are the engine's, carried in `BackendError`. (Epsilon spent
+//! comes from the training engine's ledger; the Train tab projects the rest with
+//! `tui::projection`.) May import `tui::backend`, `tui::event` and `tui::data`; never `cli`.
 
 pub mod audit;
 pub mod data;

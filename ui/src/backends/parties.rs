@@ -16,7 +16,6 @@ use privxray::net::config::{PartyAddress, PartyEntry};
 use privxray::net::{PartiesConfig, StaticKeypair};
 use privxray::party::{share_model_remote, RemoteClient};
 use privxray::preprocess::to_unit;
-use privxray::train::engine::model_from_checkpoint;
 use privxray::train::Model;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -31,8 +30,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn failed(what: &str, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Failed(format!("{what}: {e}"))
+/// A step of setting up the parties that failed, with the engine's error as its cause.
+fn setup_failed(
+    what: impl Into<String>,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> BackendError {
+    BackendError::Setup {
+        what: what.into(),
+        source: source.into(),
+    }
+}
+
+/// A file or process the parties needed.
+fn io_failed(what: impl Into<String>, source: std::io::Error) -> BackendError {
+    BackendError::Io {
+        what: what.into(),
+        source,
+    }
 }
 
 /// What one party's log line says about it.
@@ -164,30 +178,33 @@ impl PartyProcesses {
     fn session(&self) -> Result<Arc<Session>, BackendError> {
         self.session
             .clone()
-            .ok_or_else(|| BackendError::Failed("launch the parties first (L)".into()))
+            .ok_or_else(|| BackendError::Refused("launch the parties first (L)".into()))
     }
 }
 
 /// A port on 127.0.0.1 free right now (the OS picks it).
 fn free_port() -> Result<u16, BackendError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| failed("finding a port", e))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| failed("finding a port", e))
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| io_failed("finding a port", e))?;
+    listener
+        .local_addr()
+        .map(|address| address.port())
+        .map_err(|e| io_failed("finding a port", e))
 }
 
 /// Fresh keys for the three parties and the owner, and a parties.toml on free local ports.
 fn write_setup(dir: &Path) -> Result<(PartiesConfig, StaticKeypair, PathBuf), BackendError> {
-    std::fs::create_dir_all(dir).map_err(|e| failed(&format!("creating {}", dir.display()), e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| io_failed(format!("creating {}", dir.display()), e))?;
     let mut entries = Vec::with_capacity(3);
     for p in privxray::net::PartyId::ALL {
         let key = dir.join(format!("party{p}.key"));
         // A new key means the old model share (kept beside it) no longer applies.
         let _ = std::fs::remove_file(dir.join(format!("party{p}.key.model-share")));
         let public = privxray::net::keys::keygen(&key, true)
-            .map_err(|e| failed(&format!("writing {}", key.display()), e))?;
+            .map_err(|e| setup_failed(format!("writing {}", key.display()), e))?;
         let address = PartyAddress::parse(&format!("127.0.0.1:{}", free_port()?))
-            .map_err(|e| failed("party address", e))?;
+            .map_err(|e| setup_failed("party address", e))?;
         entries.push(PartyEntry {
             id: p,
             address,
@@ -196,14 +213,14 @@ fn write_setup(dir: &Path) -> Result<(PartiesConfig, StaticKeypair, PathBuf), Ba
     }
     let owner_path = dir.join("owner.key");
     privxray::net::keys::keygen(&owner_path, true)
-        .map_err(|e| failed(&format!("writing {}", owner_path.display()), e))?;
+        .map_err(|e| setup_failed(format!("writing {}", owner_path.display()), e))?;
     let owner = StaticKeypair::load(&owner_path)
-        .map_err(|e| failed(&format!("loading {}", owner_path.display()), e))?;
+        .map_err(|e| setup_failed(format!("loading {}", owner_path.display()), e))?;
     let config = PartiesConfig::new(entries, Some(owner.public_key()))
-        .map_err(|e| failed("parties.toml", e))?;
+        .map_err(|e| setup_failed("parties.toml", e))?;
     let path = dir.join("parties.toml");
     privxray::atomic::write_atomic(&path, config.to_toml().as_bytes())
-        .map_err(|e| failed(&format!("writing {}", path.display()), e))?;
+        .map_err(|e| io_failed(format!("writing {}", path.display()), e))?;
     Ok((config, owner, path))
 }
 
@@ -215,7 +232,7 @@ impl PartyBackend for PartyProcesses {
         let exe = self
             .exe
             .clone()
-            .ok_or_else(|| BackendError::Failed("cannot find this executable".into()))?;
+            .ok_or_else(|| BackendError::Refused("cannot find this executable".into()))?;
         let (config, owner, config_path) = write_setup(&self.dir)?;
         let session = Arc::new(Session {
             config,
@@ -244,7 +261,7 @@ impl PartyBackend for PartyProcesses {
                 Ok(c) => c,
                 Err(e) => {
                     session.kill_all();
-                    return Err(failed(&format!("starting party {p}"), e));
+                    return Err(io_failed(format!("starting party {p}"), e));
                 }
             };
             let stderr = child.stderr.take();
@@ -267,9 +284,9 @@ impl PartyBackend for PartyProcesses {
         let session = self.session()?;
         let checkpoint = checkpoint.to_path_buf();
         std::thread::spawn(move || {
-            let result = model_from_checkpoint(&checkpoint, &candle_core::Device::Cpu)
-                .map_err(|e| format!("loading {}: {e}", checkpoint.display()))
-                .and_then(|(m, _, _)| {
+            let result = privxray::pipeline::load_checkpoint(&checkpoint)
+                .map_err(|e| e.to_string())
+                .and_then(|(m, _)| {
                     let spec = m.to_spec().map_err(|e| e.to_string())?;
                     share_model_remote(
                         &session.config,

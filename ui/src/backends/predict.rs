@@ -1,9 +1,10 @@
-//! What the party backends share: the plaintext prediction shown beside the private one, and a
-//! probability as the interface's verdict. Pixels become model input with
-//! `privxray::preprocess::to_unit`.
+//! What the party backends share: the plaintext prediction shown beside the private one (the
+//! pipeline's, as `privxray predict` makes it), and a probability as the interface's verdict.
+//! Pixels become model input with `privxray::preprocess::to_unit`. Imports the TUI's backend
+//! types only.
 
 use crate::tui::backend::ClassProb;
-use privxray::pipeline::plaintext_probability;
+use privxray::pipeline::{plaintext_probability, PipelineError};
 use privxray::train::Model;
 
 /// The verdict for a probability of PNEUMONIA: the likelier class and its probability.
@@ -22,8 +23,12 @@ pub fn class_prob(pneumonia: f64) -> ClassProb {
 }
 
 /// The plaintext prediction of `model` (candle, CPU) for one image.
-pub fn plaintext(model: &Model, shape: [usize; 3], x: Vec<f32>) -> anyhow::Result<ClassProb> {
-    Ok(class_prob(plaintext_probability(model, shape, x)?))
+pub fn plaintext(
+    model: &Model,
+    shape: [usize; 3],
+    pixels: Vec<f32>,
+) -> Result<ClassProb, PipelineError> {
+    Ok(class_prob(plaintext_probability(model, shape, pixels)?))
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
-//! Training on the real engine: `privxray::train::train` on a std thread, its events mapped to
-//! the interface's [`TrainUpdate`]s, steered through a [`TrainControl`] (pause, resume, stop,
-//! and the DP sliders, which the engine applies from its next step). When the run ends, the
-//! best checkpoint is evaluated on the merged test and val sets.
+//! Training on the real engine through the pipeline: the Train tab's settings become the
+//! pipeline's run settings (translated into the engine's configuration by the pipeline, as the
+//! command line's are), `pipeline::train_then_evaluate` runs on a std thread, its events are
+//! mapped to the interface's [`TrainUpdate`]s, and a [`TrainControl`] steers it (pause, resume,
+//! stop, and the DP sliders, which the engine applies from its next step). Imports the TUI's
+//! backend and event types, and `super` for [`TrainedOn`]; no other backend.
 
 use super::TrainedOn;
 use crate::tui::backend::{
@@ -10,15 +12,11 @@ use crate::tui::backend::{
 };
 use crate::tui::data::DataReady;
 use crate::tui::event::{AppEvent, AppSender};
-use anyhow::Context;
 use privxray::model::ModelKind;
-use privxray::pipeline::{self, Splits, TrainingRun};
-use privxray::train::dpsgd::DpConfig;
+use privxray::pipeline::{self, DpSettings, RunSettings, Splits};
 use privxray::train::ema::EmaDecay;
-use privxray::train::engine::model_from_checkpoint;
-use privxray::train::optim::OptimizerConfig;
 use privxray::train::DropoutRate;
-use privxray::train::{self, Seed, TrainControl, TrainingEvent};
+use privxray::train::{self, TrainControl, TrainingEvent};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -59,43 +57,28 @@ impl EngineTraining {
     }
 }
 
-/// The engine's configuration for the interface's settings.
+/// The engine's configuration for the interface's settings: Adam at the chosen rate, no early
+/// stopping (the user chose the epochs and can stop the run), seeds from the OS, the GPU when
+/// there is one, per-example clipping under DP.
 pub fn engine_config(
-    c: &TrainConfig,
+    tab: &TrainConfig,
     width: f32,
     checkpoint_dir: PathBuf,
 ) -> Result<train::TrainConfig, BackendError> {
-    let mut e = train::TrainConfig::new(c.model);
-    e.width = width;
-    e.epochs = c.epochs;
-    e.batch_size = c.batch_size;
-    e.optimizer = OptimizerConfig::adam(c.learning_rate);
-    // The user chose the number of epochs and can stop the run: no early stopping.
-    e.patience = None;
-    e.seed = Seed::Os;
-    e.checkpoint_dir = Some(checkpoint_dir);
-    e.prefer_gpu = true;
-    e.frozen = c.frozen.clone();
-    e.ema = c
-        .ema
-        .map(EmaDecay::new)
-        .transpose()
-        .map_err(|err| BackendError::Failed(err.to_string()))?;
-    e.dropout = c
-        .dropout
-        .map(DropoutRate::new)
-        .transpose()
-        .map_err(|err| BackendError::Failed(err.to_string()))?;
-    if let Some(dp) = &c.dp {
-        let mut d = DpConfig::new(dp.noise.get(), dp.clip.get())
-            .map_err(|err| BackendError::Failed(err.to_string()))?;
-        // Per-example clipping (the engine's default): it refuses microbatches under DP.
-        d.delta = dp.delta;
-        d.validate()
-            .map_err(|err| BackendError::Failed(err.to_string()))?;
-        e.dp = Some(d);
-    }
-    Ok(e)
+    let mut settings = RunSettings::new(tab.model, checkpoint_dir);
+    settings.width = width;
+    settings.epochs = tab.epochs;
+    settings.batch_size = tab.batch_size;
+    settings.learning_rate = Some(tab.learning_rate);
+    settings.prefer_gpu = true;
+    settings.frozen = tab.frozen.clone();
+    settings.ema = tab.ema.map(EmaDecay::new).transpose()?;
+    settings.dropout = tab.dropout.map(DropoutRate::new).transpose()?;
+    settings.dp = tab
+        .dp
+        .as_ref()
+        .map(|dp| DpSettings::new(dp.noise.get(), dp.clip.get(), dp.delta));
+    Ok(settings.config()?)
 }
 
 /// The interface's event for an engine event; `None` for those the screens do not show.
@@ -185,7 +168,7 @@ impl TrainingBackend for EngineTraining {
 
     fn start(&mut self, config: TrainConfig, events: AppSender) -> Result<(), BackendError> {
         let data = config.data.clone().ok_or_else(|| {
-            BackendError::Failed("no preprocessed data: preprocess on the Data tab first".into())
+            BackendError::Refused("no preprocessed data: preprocess on the Data tab first".into())
         })?;
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -204,11 +187,14 @@ impl TrainingBackend for EngineTraining {
                 let update = match train_and_evaluate(engine, data.0, &control, &events, trained_on)
                 {
                     Ok(outcome) => TrainUpdate::Finished(outcome),
-                    Err(e) => TrainUpdate::Failed(privxray::report::said_once(e.as_ref())),
+                    Err(e) => TrainUpdate::Failed(privxray::report::said_once(&e)),
                 };
                 events.send(AppEvent::Train(update));
             })
-            .map_err(|e| BackendError::Failed(format!("starting the training thread: {e}")))?;
+            .map_err(|source| BackendError::Io {
+                what: "starting the training thread".into(),
+                source,
+            })?;
         Ok(())
     }
 
@@ -242,47 +228,48 @@ impl TrainingBackend for EngineTraining {
     }
 }
 
+/// The run through the pipeline, its events shown as they come; the outcome once the best
+/// checkpoint has been measured on the merged test and val sets.
 fn train_and_evaluate(
     engine: train::TrainConfig,
     data: Arc<DataReady>,
     control: &TrainControl,
     events: &AppSender,
     trained_on: TrainedOn,
-) -> anyhow::Result<TrainOutcome> {
+) -> Result<TrainOutcome, pipeline::PipelineError> {
     let Splits {
-        train: tr,
-        validation: va,
-        evaluation: eval,
+        train,
+        validation,
+        evaluation,
     } = pipeline::split(&data.data)?;
-    let run = TrainingRun::start(engine, tr, va, control.clone(), "tui-train-engine")?;
-    for event in run.events() {
-        if !events.is_open() {
-            // The interface has gone: nobody will see the rest.
-            control.stop();
-        }
-        if let Some(u) = to_update(event) {
-            events.send(AppEvent::Train(u));
-        }
-    }
-    let outcome = run.finish()?;
-    let checkpoint = outcome.best_checkpoint.clone();
-    let test_acc = match &checkpoint {
-        Some(path) if !eval.is_empty() => {
-            let (model, _, _) = model_from_checkpoint(path, &candle_core::Device::Cpu)
-                .with_context(|| format!("loading {}", path.display()))?;
-            Some(train::evaluate(&model, &eval, 64)?.accuracy)
-        }
-        _ => None,
-    };
+    let report = pipeline::train_then_evaluate(
+        engine,
+        train,
+        validation,
+        &evaluation,
+        control.clone(),
+        "tui-train-engine",
+        |event| {
+            if !events.is_open() {
+                // The interface has gone: nobody will see the rest.
+                control.stop();
+            }
+            if let Some(update) = to_update(event) {
+                events.send(AppEvent::Train(update));
+            }
+            Ok::<(), pipeline::PipelineError>(())
+        },
+    )?;
+    let checkpoint = report.outcome.best_checkpoint.clone();
     if let Some(path) = &checkpoint {
         trained_on.record(path.clone(), data);
     }
     Ok(TrainOutcome {
-        stopped: outcome.stopped,
-        epochs_run: outcome.epochs_run,
-        best_val_acc: outcome.best_val_acc,
-        test_acc,
-        epsilon: outcome.epsilon,
+        stopped: report.outcome.stopped,
+        epochs_run: report.outcome.epochs_run,
+        best_val_acc: report.outcome.best_val_acc,
+        test_acc: report.best.and_then(|best| best.test).map(|m| m.accuracy),
+        epsilon: report.outcome.epsilon,
         checkpoint,
     })
 }

@@ -72,7 +72,7 @@ struct CanaryAuditOutput {
 
 /// `audit --canary-file`: the one-run lower bound on epsilon beside the model's claim.
 fn canary_audit_cmd(
-    a: &AuditArgs,
+    args: &AuditArgs,
     file: &Path,
     model: &Model,
     meta: &privxray::train::checkpoint::CheckpointMeta,
@@ -93,7 +93,7 @@ fn canary_audit_cmd(
         tried: r.tried,
         model: meta.model.to_string(),
     };
-    if a.json {
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
@@ -117,17 +117,17 @@ fn canary_audit_cmd(
     Ok(())
 }
 
-pub fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
-    let (model, _, meta) = model_from_checkpoint(&a.model, &candle_core::Device::Cpu)
-        .with_context(|| format!("loading model {}", a.model.display()))?;
-    if let Some(file) = &a.canary_file {
-        return canary_audit_cmd(&a, file, &model, &meta);
+pub fn audit_cmd(args: AuditArgs) -> anyhow::Result<()> {
+    let (model, _, meta) = model_from_checkpoint(&args.model, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    if let Some(file) = &args.canary_file {
+        return canary_audit_cmd(&args, file, &model, &meta);
     }
-    let data = a
+    let data = args
         .data
         .as_deref()
         .context("--data is needed without --canary-file")?;
-    let set = load_dataset(data, model.kind().technique(), &a.limits)?;
+    let set = load_dataset(data, model.kind().technique(), &args.limits)?;
     let Splits {
         train: members,
         evaluation: non_members,
@@ -146,7 +146,7 @@ pub fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
         epsilon_warning: meta.epsilon_warning(),
         model: meta.model.to_string(),
     };
-    if a.json {
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(

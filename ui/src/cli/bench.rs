@@ -77,20 +77,20 @@ pub struct PreprocessBench {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Preprocess(b) => preprocess_bench(b),
-        BenchCommand::Net(b) => {
+        BenchCommand::Preprocess(bench) => preprocess_bench(bench),
+        BenchCommand::Net(bench) => {
             let r = privxray::net::bench::run(privxray::net::bench::BenchSettings {
-                message_bytes: b.message_bytes,
-                rounds: b.rounds,
+                message_bytes: bench.message_bytes,
+                rounds: bench.rounds,
                 handshakes: 20,
             })?;
             println!("{r}");
             Ok(())
         }
-        BenchCommand::Mpc(b) => mpc_bench(b),
-        BenchCommand::Train(b) => {
-            let r = privxray::train::bench::run(b.steps, b.cuda)?;
-            if b.json {
+        BenchCommand::Mpc(bench) => mpc_bench(bench),
+        BenchCommand::Train(bench) => {
+            let r = privxray::train::bench::run(bench.steps, bench.cuda)?;
+            if bench.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 println!("{r}");
@@ -100,16 +100,16 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-fn preprocess_bench(b: PreprocessBench) -> anyhow::Result<()> {
+fn preprocess_bench(bench: PreprocessBench) -> anyhow::Result<()> {
     let tmp;
-    let dir = match b.dir {
+    let dir = match bench.dir {
         Some(d) => d,
         None => {
             tmp = tempfile_dir()?;
             tmp.clone()
         }
     };
-    let mut opts = SynthOptions::new(b.count, 42);
+    let mut opts = SynthOptions::new(bench.count, 42);
     opts.width_range = (1300, 1300);
     opts.aspect_range = (1000.0 / 1300.0, 1000.0 / 1300.0);
     let t0 = Instant::now();
@@ -117,25 +117,25 @@ fn preprocess_bench(b: PreprocessBench) -> anyhow::Result<()> {
     synth::generate(&dir, &opts)?;
     println!(
         "generated {} 1300x1000 JPEGs in {:.1} s ({} threads)",
-        b.count,
+        bench.count,
         t0.elapsed().as_secs_f64(),
         rayon::current_num_threads()
     );
-    for t in [Technique::T1, Technique::T2] {
+    for technique in [Technique::T1, Technique::T2] {
         // Best of three, no cache: decode + resize every time.
         let mut best = f64::MAX;
         for _ in 0..3 {
             let t0 = Instant::now();
-            let (set, _) = preprocess::run(&dir, t, None, &|_| {})?;
-            assert_eq!(set.len(), b.count);
+            let (set, _) = preprocess::run(&dir, technique, None, &|_| {})?;
+            assert_eq!(set.len(), bench.count);
             best = best.min(t0.elapsed().as_secs_f64());
         }
         println!(
             "technique {}: {:.1} images/s ({:.3} s for {})",
-            t.number(),
-            b.count as f64 / best,
+            technique.number(),
+            bench.count as f64 / best,
             best,
-            b.count
+            bench.count
         );
     }
     Ok(())
@@ -147,14 +147,16 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(d)
 }
 
-fn mpc_bench(b: MpcBench) -> anyhow::Result<()> {
+fn mpc_bench(bench: MpcBench) -> anyhow::Result<()> {
     use privxray::model::arch::random_spec;
-    let kind = b.model;
+    let kind = bench.model;
     let width = match kind {
         ModelKind::DnnAv | ModelKind::DnnMax => 1.0,
-        ModelKind::Vgg16_1 | ModelKind::Vgg16_2 => privxray::train::model::check_width(b.width)?,
+        ModelKind::Vgg16_1 | ModelKind::Vgg16_2 => {
+            privxray::train::model::check_width(bench.width)?
+        }
     };
-    let batches = b.batches.unwrap_or_else(|| match kind {
+    let batches = bench.batches.unwrap_or_else(|| match kind {
         ModelKind::DnnAv | ModelKind::DnnMax => vec![1, 16],
         ModelKind::Vgg16_1 | ModelKind::Vgg16_2 => vec![1],
     });
@@ -165,9 +167,10 @@ fn mpc_bench(b: MpcBench) -> anyhow::Result<()> {
         println!("{kind} at width {width}");
     }
     let spec = random_spec(kind, width, 7);
-    let report = privxray::mpc::bench_report(&spec, &batches, Duration::from_millis(b.latency_ms))?;
+    let report =
+        privxray::mpc::bench_report(&spec, &batches, Duration::from_millis(bench.latency_ms))?;
     println!("{report}");
-    if b.loopback {
+    if bench.loopback {
         println!(
             "{}",
             privxray::party::bench::loopback_report(&spec, &batches)?
@@ -177,8 +180,12 @@ fn mpc_bench(b: MpcBench) -> anyhow::Result<()> {
     // Plaintext inference with the training engine (candle), batch 1, for comparison.
     let device = candle_core::Device::Cpu;
     let (model, _) = privxray::train::Model::init(kind, width, 7, &device)?;
-    let [c, h, w] = kind.technique().input_shape();
-    let x = candle_core::Tensor::zeros((1, c, h, w), candle_core::DType::F32, &device)?;
+    let [channels, rows, columns] = kind.technique().input_shape();
+    let x = candle_core::Tensor::zeros(
+        (1, channels, rows, columns),
+        candle_core::DType::F32,
+        &device,
+    )?;
     model.forward_with(&x, None)?;
     let runs = match kind {
         ModelKind::DnnAv | ModelKind::DnnMax => 20,

@@ -22,9 +22,9 @@ pub struct SynthArgs {
     pub seed: u64,
 }
 
-pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
+pub fn synth(args: SynthArgs) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
-    let written = synth::generate(&a.out, &SynthOptions::new(a.count, a.seed))?;
+    let written = synth::generate(&args.out, &SynthOptions::new(args.count, args.seed))?;
     let normal = written
         .iter()
         .filter(|s| s.class == privxray::data::Class::Normal)
@@ -34,7 +34,7 @@ pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
         written.len(),
         normal,
         written.len() - normal,
-        a.out.display(),
+        args.out.display(),
         start.elapsed().as_secs_f64()
     );
     Ok(())
@@ -102,24 +102,24 @@ pub fn progress_printer(label: &'static str) -> impl Fn(Progress) + Sync {
     }
 }
 
-pub fn preprocess(a: PreprocessArgs) -> anyhow::Result<()> {
-    let cache = if a.no_cache {
+pub fn preprocess(args: PreprocessArgs) -> anyhow::Result<()> {
+    let cache = if args.no_cache {
         None
     } else {
         Some(
-            a.cache
+            args.cache
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("data/cache")),
         )
     };
     let (_, summary) = preprocess::run_with(
-        &a.input,
-        a.technique,
+        &args.input,
+        args.technique,
         cache.as_deref(),
-        &a.limits.limits(),
+        &args.limits.limits(),
         &progress_printer("preprocessing"),
     )?;
-    if a.json {
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_summary(&summary);

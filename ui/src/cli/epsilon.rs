@@ -78,17 +78,18 @@ fn checkpoint_epsilon(path: &Path, delta: f64, json: bool) -> anyhow::Result<()>
 /// far larger targets only print an absurd epsilon (1e300 printed 300 digits).
 pub const MAX_TARGET_EPSILON: f64 = 1000.0;
 
-pub fn epsilon_cmd(a: EpsilonArgs) -> anyhow::Result<()> {
-    if let Some(p) = &a.checkpoint {
-        return checkpoint_epsilon(p, a.delta, a.json);
+pub fn epsilon_cmd(args: EpsilonArgs) -> anyhow::Result<()> {
+    if let Some(p) = &args.checkpoint {
+        return checkpoint_epsilon(p, args.delta, args.json);
     }
-    let (Some(n), Some(batch), Some(epochs)) = (a.dataset_size, a.batch_size, a.epochs) else {
+    let (Some(n), Some(batch), Some(epochs)) = (args.dataset_size, args.batch_size, args.epochs)
+    else {
         bail!("--dataset-size, --batch-size and --epochs are needed without --checkpoint");
     };
     let q = privacy::sample_rate(batch, n)?;
     let steps = privacy::steps_for(n, batch, epochs)?;
-    let delta = Delta::new(a.delta)?;
-    if let Some(target) = a.target_epsilon {
+    let delta = Delta::new(args.delta)?;
+    if let Some(target) = args.target_epsilon {
         if target > MAX_TARGET_EPSILON {
             bail!(
                 "--target-epsilon {target:e}: above {MAX_TARGET_EPSILON} an epsilon bounds nothing \
@@ -97,16 +98,16 @@ pub fn epsilon_cmd(a: EpsilonArgs) -> anyhow::Result<()> {
                  {MAX_TARGET_EPSILON}"
             );
         }
-        let sigma = privacy::noise_multiplier_for_target(target, q, steps, delta, a.accountant)?;
-        let achieved = privacy::epsilon(a.accountant, q, sigma, steps, delta)?;
-        if a.json {
+        let sigma = privacy::noise_multiplier_for_target(target, q, steps, delta, args.accountant)?;
+        let achieved = privacy::epsilon(args.accountant, q, sigma, steps, delta)?;
+        if args.json {
             println!(
                 "{}",
                 serde_json::json!({
                     "noise_multiplier": sigma.get(),
                     "epsilon": achieved.epsilon,
                     "target_epsilon": target,
-                    "accountant": a.accountant,
+                    "accountant": args.accountant,
                     "steps": steps,
                     "neighbouring": NEIGHBOURING,
                 })
@@ -116,15 +117,15 @@ pub fn epsilon_cmd(a: EpsilonArgs) -> anyhow::Result<()> {
                 "noise multiplier {:.4} reaches epsilon {:.4} <= {target} ({} accountant, {steps} steps, delta {})",
                 sigma.get(),
                 achieved.epsilon,
-                a.accountant,
-                a.delta
+                args.accountant,
+                args.delta
             );
         }
         return Ok(());
     }
-    let sigma = NoiseMultiplier::new(a.noise_multiplier.unwrap_or(0.0))?;
-    let r = privacy::epsilon(a.accountant, q, sigma, steps, delta)?;
-    if a.json {
+    let sigma = NoiseMultiplier::new(args.noise_multiplier.unwrap_or(0.0))?;
+    let r = privacy::epsilon(args.accountant, q, sigma, steps, delta)?;
+    if args.json {
         let mut v = serde_json::to_value(r)?;
         v["neighbouring"] = NEIGHBOURING.into();
         println!("{v}");
@@ -132,7 +133,7 @@ pub fn epsilon_cmd(a: EpsilonArgs) -> anyhow::Result<()> {
         println!(
             "epsilon {:.4} at delta {} ({} accountant{}, {steps} steps, q = {:.6}, add-remove neighbours)",
             r.epsilon,
-            a.delta,
+            args.delta,
             r.accountant,
             r.best_order
                 .map(|o| format!(", best order {o}"))

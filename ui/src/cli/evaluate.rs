@@ -24,17 +24,17 @@ pub struct EvaluateArgs {
     pub json: bool,
 }
 
-pub fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<()> {
-    let model = load_model(&a.model)?;
-    let set = load_dataset(&a.data, model.kind().technique(), &a.limits)?;
+pub fn evaluate_cmd(args: EvaluateArgs) -> anyhow::Result<()> {
+    let model = load_model(&args.model)?;
+    let set = load_dataset(&args.data, model.kind().technique(), &args.limits)?;
     let eval = pipeline::subset(&set, &set.evaluation_indices())?;
     if eval.is_empty() {
         bail!(
             "{} has no test/ or val/ images to evaluate on",
-            a.data.display()
+            args.data.display()
         );
     }
     let m = train::evaluate(&model, &eval, 64)?;
-    print_metrics(&m, a.json, None);
+    print_metrics(&m, args.json, None);
     Ok(())
 }

@@ -14,20 +14,20 @@ pub struct KeygenArgs {
     pub force: bool,
 }
 
-pub fn keygen(a: KeygenArgs) -> anyhow::Result<()> {
+pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     // A mistyped directory is refused, not created: the key would land where nobody looks.
-    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
             anyhow::bail!(
                 "--out {}: the directory {} does not exist; create it first",
-                a.out.display(),
+                args.out.display(),
                 dir.display()
             );
         }
     }
-    let public = privxray::net::keys::keygen(&a.out, a.force)?;
+    let public = privxray::net::keys::keygen(&args.out, args.force)?;
     // stdout carries only the public key, so scripts can paste it into parties.toml.
     println!("{public}");
-    eprintln!("wrote private key {} (mode 0600)", a.out.display());
+    eprintln!("wrote private key {} (mode 0600)", args.out.display());
     Ok(())
 }

@@ -1,4 +1,6 @@
-//! Command-line definitions and dispatch. One module per group of subcommands.
+//! Command-line definitions and dispatch. One module per group of subcommands; argument groups
+//! several commands share (`run_args`, `data::LimitArgs`) are flattened into them with
+//! `#[command(flatten)]`, and the work goes through the engine's `pipeline`.
 
 mod audit;
 mod bench;
@@ -12,6 +14,8 @@ mod party;
 mod plot;
 mod predict;
 mod prediction;
+mod progress;
+mod run_args;
 mod stderr_log;
 mod sweep;
 mod train;
@@ -68,19 +72,19 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Some(Command::Synth(a)) => data::synth(a),
-        Some(Command::Preprocess(a)) => data::preprocess(a),
-        Some(Command::Train(a)) => train::train_cmd(a),
-        Some(Command::Evaluate(a)) => evaluate::evaluate_cmd(a),
-        Some(Command::Predict(a)) => predict::run(a),
-        Some(Command::Epsilon(a)) => epsilon::epsilon_cmd(a),
-        Some(Command::Audit(a)) => audit::audit_cmd(a),
-        Some(Command::Sweep(a)) => sweep::sweep_cmd(a),
-        Some(Command::Plot(a)) => plot::run(a),
-        Some(Command::Keygen(a)) => keys::keygen(a),
-        Some(Command::Party(a)) => party::party_cmd(a),
-        Some(Command::ShareModel(a)) => party::share_model_cmd(a),
-        Some(Command::Bench(b)) => bench::run(b),
+        Some(Command::Synth(args)) => data::synth(args),
+        Some(Command::Preprocess(args)) => data::preprocess(args),
+        Some(Command::Train(args)) => train::train_cmd(args),
+        Some(Command::Evaluate(args)) => evaluate::evaluate_cmd(args),
+        Some(Command::Predict(args)) => predict::run(args),
+        Some(Command::Epsilon(args)) => epsilon::epsilon_cmd(args),
+        Some(Command::Audit(args)) => audit::audit_cmd(args),
+        Some(Command::Sweep(args)) => sweep::sweep_cmd(args),
+        Some(Command::Plot(args)) => plot::run(args),
+        Some(Command::Keygen(args)) => keys::keygen(args),
+        Some(Command::Party(args)) => party::party_cmd(args),
+        Some(Command::ShareModel(args)) => party::share_model_cmd(args),
+        Some(Command::Bench(command)) => bench::run(command),
         Some(Command::Demo) => interface::open(true),
         None => interface::default_entry(),
     }

@@ -52,22 +52,22 @@ fn load_key(path: &Path) -> anyhow::Result<StaticKeypair> {
 }
 
 /// Runs one party until the process is stopped.
-pub fn party_cmd(a: PartyArgs) -> anyhow::Result<()> {
-    let id = PartyId::new(a.id)
-        .with_context(|| format!("--id {} is not a party id: expected 0, 1 or 2", a.id))?;
-    let config = load_config(&a.config)?;
-    let local = LocalParty::new(config, id, load_key(&a.key)?)?;
-    party::serve(local, ShareFile::beside_key(&a.key))?;
+pub fn party_cmd(args: PartyArgs) -> anyhow::Result<()> {
+    let id = PartyId::new(args.id)
+        .with_context(|| format!("--id {} is not a party id: expected 0, 1 or 2", args.id))?;
+    let config = load_config(&args.config)?;
+    let local = LocalParty::new(config, id, load_key(&args.key)?)?;
+    party::serve(local, ShareFile::beside_key(&args.key))?;
     Ok(())
 }
 
 /// Secret-shares a trained model to the three parties.
-pub fn share_model_cmd(a: ShareModelArgs) -> anyhow::Result<()> {
-    let config = load_config(&a.config)?;
-    let owner = load_key(&a.key)?;
+pub fn share_model_cmd(args: ShareModelArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.config)?;
+    let owner = load_key(&args.key)?;
     // The candle model is only needed for its spec: dropped before the dealing, which holds
     // about two copies of one party's share at a time (2.2 GB each for VGG16-2).
-    let spec = load_model(&a.model)?.to_spec()?;
+    let spec = load_model(&args.model)?.to_spec()?;
     let shared =
         party::share_model_remote(&config, &owner, &spec, FixedPoint::default()).map_err(|e| {
             match e {

@@ -68,11 +68,11 @@ pub fn read_epochs(path: &Path) -> anyhow::Result<(String, Vec<EpochPoint>)> {
     Ok((model, epochs))
 }
 
-pub fn run(a: PlotArgs) -> anyhow::Result<()> {
-    let (model, epochs) = read_epochs(&a.metrics)?;
+pub fn run(args: PlotArgs) -> anyhow::Result<()> {
+    let (model, epochs) = read_epochs(&args.metrics)?;
     let [acc, loss] = training_charts(&model, &epochs);
     for (chart, name) in [(acc, "accuracy.png"), (loss, "loss.png")] {
-        let path = a.out.join(name);
+        let path = args.out.join(name);
         write_png(&chart, &path, 900, 560)?;
         println!("wrote {}", path.display());
     }

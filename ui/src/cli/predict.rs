@@ -37,22 +37,22 @@ pub struct PredictArgs {
     pub images: Vec<PathBuf>,
 }
 
-pub fn run(a: PredictArgs) -> anyhow::Result<()> {
-    if let Some(config) = &a.config {
-        let timeout = a.timeout_ms.map(std::time::Duration::from_millis);
-        return super::party::predict_remote(config, &a.images, a.json, timeout);
+pub fn run(args: PredictArgs) -> anyhow::Result<()> {
+    if let Some(config) = &args.config {
+        let timeout = args.timeout_ms.map(std::time::Duration::from_millis);
+        return super::party::predict_remote(config, &args.images, args.json, timeout);
     }
-    let model_path = a
+    let model_path = args
         .model
         .clone()
         .ok_or_else(|| anyhow::anyhow!("--model FILE is required"))?;
     let model = load_model(&model_path)?;
-    let results = if a.simulate_mpc {
-        predict_simulated(&model, &a.images, a.batch)?
+    let results = if args.simulate_mpc {
+        predict_simulated(&model, &args.images, args.batch)?
     } else {
-        predict_plain(&model, &a.images)
+        predict_plain(&model, &args.images)
     };
-    print_predictions(&results, a.json)
+    print_predictions(&results, args.json)
 }
 
 /// Private predictions with the three parties on threads of this process, one result per image

@@ -1,33 +1,36 @@
 //! `sweep`: one training per noise multiplier, each evaluated on the test set, with the table,
-//! the JSON and the accuracy-against-epsilon chart. Takes `train`'s shared argument groups.
+//! the JSON and the accuracy-against-epsilon chart. Takes the argument groups it shares with
+//! `train` from `run_args`; each run goes through `pipeline::train_then_evaluate`. Imports
+//! `common`, `data`, `progress` and `run_args` among the command modules.
 
-use super::common::{load_dataset, load_model};
+use super::common::load_dataset;
 use super::data::LimitArgs;
-use super::train::{run_training, DpSettings, TrainSettings};
+use super::progress::Progress;
+use super::run_args::{DpArgs, TrainSettings};
 use anyhow::{bail, Context};
 use clap::Args;
 use privxray::pipeline::{self, Splits};
 use privxray::privacy::{self, AccountantKind, Delta, NoiseMultiplier};
 use privxray::train::accounting::DpSegment;
 use privxray::train::dpsgd::NEIGHBOURING;
-use privxray::train::{self, TrainData};
+use privxray::train::{self, TrainControl};
 use serde::Serialize;
 use std::path::PathBuf;
 
 // `train`'s groups with sweep's own defaults and help lines, as before they were shared.
 #[derive(Debug, Args)]
 #[command(
-    mut_arg("model", |a| a.required(false).default_value("dnn-max").help(None::<&str>)),
-    mut_arg("epochs", |a| a.default_value("5")),
-    mut_arg("seed", |a| a.help(None::<&str>)),
-    mut_arg("class_weights", |a| a.help(
+    mut_arg("model", |arg| arg.required(false).default_value("dnn-max").help(None::<&str>)),
+    mut_arg("epochs", |arg| arg.default_value("5")),
+    mut_arg("seed", |arg| arg.help(None::<&str>)),
+    mut_arg("class_weights", |arg| arg.help(
         "Class weights NORMAL:PNEUMONIA or auto, as `train --class-weights`"
     )),
-    mut_arg("freeze", |a| a.help(
+    mut_arg("freeze", |arg| arg.help(
         "Layers kept at their initial weights in every run, as `train --freeze`"
     )),
-    mut_arg("ema", |a| a.help("Release the weight average in every run, as `train --ema`")),
-    mut_arg("dropout", |a| a.help(
+    mut_arg("ema", |arg| arg.help("Release the weight average in every run, as `train --ema`")),
+    mut_arg("dropout", |arg| arg.help(
         "Training dropout rate in every run, as `train --dropout`"
     )),
 )]
@@ -41,7 +44,7 @@ pub struct SweepArgs {
     #[command(flatten)]
     pub settings: TrainSettings,
     #[command(flatten)]
-    pub dp_settings: DpSettings,
+    pub dp_settings: DpArgs,
     /// Folder for sweep.json, sweep.md and frontier.png.
     #[arg(long, default_value = "data/sweep")]
     pub out: PathBuf,
@@ -60,57 +63,41 @@ struct SweepRow {
     epochs_run: usize,
 }
 
-/// The data a sweep's runs share.
-struct SweepData {
-    train: TrainData,
-    validation: TrainData,
-    evaluation: TrainData,
-}
-
-pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
-    for &sigma in &a.noise_multipliers {
+pub fn sweep_cmd(args: SweepArgs) -> anyhow::Result<()> {
+    for &sigma in &args.noise_multipliers {
         // Checked before any run: a negative value must not quietly train without DP.
         NoiseMultiplier::new(sigma).context("--noise-multipliers")?;
     }
-    let set = load_dataset(&a.data, a.settings.model.technique(), &a.limits)?;
-    let Splits {
-        train,
-        validation,
-        evaluation,
-    } = pipeline::split(&set)?;
-    if evaluation.is_empty() {
+    let set = load_dataset(&args.data, args.settings.model.technique(), &args.limits)?;
+    let data = pipeline::split(&set)?;
+    if data.evaluation.is_empty() {
         bail!(
             "{} has no test/ or val/ images to measure accuracy on",
-            a.data.display()
+            args.data.display()
         );
     }
-    let data = SweepData {
-        train,
-        validation,
-        evaluation,
-    };
     let mut rows = Vec::new();
     // Every run's ledger: choosing the best run looks at all of them.
     let (mut all_segments, mut any_plain) = (Vec::new(), false);
-    for &sigma in &a.noise_multipliers {
-        let (row, ledger) = sweep_run(&a, sigma, &data)?;
+    for &sigma in &args.noise_multipliers {
+        let (row, ledger) = sweep_run(&args, sigma, &data)?;
         match ledger {
             l if sigma > 0.0 && !l.is_empty() => all_segments.extend(l),
             _ => any_plain = true,
         }
         rows.push(row);
     }
-    std::fs::create_dir_all(&a.out)?;
+    std::fs::create_dir_all(&args.out)?;
     // Releasing the best of these runs (by test accuracy) is post-processing of all of them:
     // its epsilon is that of every run's releases composed (RDP), an upper bound; Papernot
     // and Steinke 2022 give tighter ones for random search, not implemented here.
-    let delta = Delta::new(a.dp_settings.delta)?;
+    let delta = Delta::new(args.dp_settings.delta)?;
     let selection = (!any_plain).then(|| train::accounting::epsilon_of(&all_segments, delta));
-    let md = sweep_table(&rows, selection, a.dp_settings.delta);
+    let md = sweep_table(&rows, selection, args.dp_settings.delta);
     print!("{md}");
-    privxray::atomic::write_atomic(&a.out.join("sweep.md"), md.as_bytes())?;
+    privxray::atomic::write_atomic(&args.out.join("sweep.md"), md.as_bytes())?;
     privxray::atomic::write_atomic(
-        &a.out.join("sweep.json"),
+        &args.out.join("sweep.json"),
         serde_json::to_string_pretty(&serde_json::json!({
             "runs": rows,
             "epsilon_of_selection": selection,
@@ -118,8 +105,8 @@ pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
         }))?
         .as_bytes(),
     )?;
-    let png = a.out.join("frontier.png");
-    privxray::plot::write_png(&frontier_chart(&a, &rows), &png, 900, 560)?;
+    let png = args.out.join("frontier.png");
+    privxray::plot::write_png(&frontier_chart(&args, &rows), &png, 900, 560)?;
     eprintln!("wrote {}, sweep.md and sweep.json", png.display());
     Ok(())
 }
@@ -127,36 +114,38 @@ pub fn sweep_cmd(a: SweepArgs) -> anyhow::Result<()> {
 /// One run at noise multiplier `sigma` (0: without DP), evaluated on the test set: its row and
 /// the privacy ledger of its best checkpoint.
 fn sweep_run(
-    a: &SweepArgs,
+    args: &SweepArgs,
     sigma: f64,
-    data: &SweepData,
+    data: &Splits,
 ) -> anyhow::Result<(SweepRow, Vec<DpSegment>)> {
     eprintln!("sweep: noise multiplier {sigma}");
-    let mut config = a.settings.config(0.9);
-    config.patience = None;
-    config.checkpoint_dir = Some(a.out.join(format!("sigma-{sigma}")));
+    let mut settings = args
+        .settings
+        .run_settings(0.9, args.out.join(format!("sigma-{sigma}")));
     if sigma > 0.0 {
-        config.dp = Some(a.dp_settings.config(sigma)?);
+        settings.dp = Some(args.dp_settings.settings(sigma));
     }
-    let outcome = run_training(
-        config,
+    let mut progress = Progress::new(None)?;
+    let report = pipeline::train_then_evaluate(
+        settings.config()?,
         data.train.clone(),
         data.validation.clone(),
-        None,
-        false,
+        &data.evaluation,
+        TrainControl::new(),
+        "train-engine",
+        |event| progress.event(event),
     )?;
-    let best = outcome
-        .best_checkpoint
-        .clone()
-        .context("training wrote no checkpoint")?;
-    let m = train::evaluate(&load_model(&best)?, &data.evaluation, 64)?;
-    let ledger = train::checkpoint::read_meta(&best)?.privacy_ledger;
+    let best = report.best.context("training wrote no checkpoint")?;
+    let metrics = best
+        .test
+        .context("no test/ or val/ images to measure accuracy on")?;
+    let outcome = report.outcome;
     let epsilon = if sigma > 0.0 {
         match outcome.epsilon {
             Some(e) => Some(e),
             None => {
                 // Poisson sampling at q = B/N for every step run.
-                let batch_size = a.settings.batch_size as u64;
+                let batch_size = args.settings.batch_size as u64;
                 let n = data.train.len() as u64;
                 let q = privacy::sample_rate(batch_size, n)?;
                 let steps = privacy::steps_for(n, batch_size, outcome.epochs_run as u64)?;
@@ -166,7 +155,7 @@ fn sweep_run(
                         q,
                         NoiseMultiplier::new(sigma)?,
                         steps,
-                        Delta::new(a.dp_settings.delta)?,
+                        Delta::new(args.dp_settings.delta)?,
                     )?
                     .epsilon,
                 )
@@ -178,12 +167,12 @@ fn sweep_run(
     let row = SweepRow {
         noise_multiplier: sigma,
         epsilon,
-        accuracy: m.accuracy,
-        recall: m.recall,
-        specificity: m.specificity,
+        accuracy: metrics.accuracy,
+        recall: metrics.recall,
+        specificity: metrics.specificity,
         epochs_run: outcome.epochs_run,
     };
-    Ok((row, ledger))
+    Ok((row, best.meta.privacy_ledger))
 }
 
 /// sweep.md: a row per run, then the epsilon of releasing the best of them.
@@ -216,7 +205,7 @@ fn sweep_table(rows: &[SweepRow], selection: Option<f64>, delta: f64) -> String 
 }
 
 /// Test accuracy against epsilon; runs without DP drawn at the right edge.
-fn frontier_chart(a: &SweepArgs, rows: &[SweepRow]) -> privxray::plot::Chart {
+fn frontier_chart(args: &SweepArgs, rows: &[SweepRow]) -> privxray::plot::Chart {
     let finite: Vec<(f64, f64)> = rows
         .iter()
         .filter_map(|r| r.epsilon.map(|e| (e, r.accuracy)))
@@ -240,7 +229,7 @@ fn frontier_chart(a: &SweepArgs, rows: &[SweepRow]) -> privxray::plot::Chart {
     privxray::plot::Chart {
         title: format!(
             "{}: test accuracy against epsilon (delta {})",
-            a.settings.model, a.dp_settings.delta
+            args.settings.model, args.dp_settings.delta
         ),
         x_label: "epsilon".into(),
         y_label: "test accuracy".into(),

@@ -1,29 +1,19 @@
-//! `train`: the training engine from the command line, with the argument groups `sweep` shares
-//! (`TrainSettings`, `DpSettings`) and `run_training`, which prints a run's progress. Imports
-//! `common` and `data` among the command modules.
+//! `train`: the training engine from the command line. Its flags become the pipeline's run
+//! settings here (the groups it shares with `sweep` are in `run_args`), the run goes through
+//! `pipeline::train_then_evaluate`, and the best checkpoint is copied and its metrics printed.
+//! Imports `common`, `data`, `progress` and `run_args` among the command modules.
 
 use super::common::{epsilon_text, load_dataset, print_metrics};
 use super::data::LimitArgs;
+use super::progress::Progress;
+use super::run_args::{DpArgs, TrainSettings};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use privxray::model::ModelKind;
-use privxray::pipeline::{self, Splits, TrainingRun};
-use privxray::train::augment::Augmentation;
-use privxray::train::dpsgd::{AdaptiveClip, Clipping, DpConfig, NoiseSeed, Sampling, SamplingSeed};
-use privxray::train::ema::EmaDecay;
-use privxray::train::engine::model_from_checkpoint;
-use privxray::train::loss::ClassWeighting;
-use privxray::train::optim::OptimizerConfig;
-use privxray::train::DropoutRate;
-use privxray::train::{self, Seed, TrainConfig, TrainControl, TrainData, TrainingEvent};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum OptimizerArg {
-    Sgd,
-    Adam,
-}
+use privxray::pipeline::{self, RunSettings, Splits};
+use privxray::train::dpsgd::{NoiseSeed, Sampling, SamplingSeed};
+use privxray::train::{self, TrainControl, TrainData};
+use std::path::Path;
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum DeviceArg {
@@ -32,70 +22,9 @@ pub enum DeviceArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ClippingArg {
-    /// The gradient over all parameters is clipped to C.
-    Flat,
-    /// Each layer is clipped to C/sqrt(layers) on its own.
-    PerLayer,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SamplingArg {
     Poisson,
     Shuffled,
-}
-
-/// What `train` and `sweep` both set about a run (`sweep` changes some defaults and help lines).
-#[derive(Debug, Args, Clone)]
-pub struct TrainSettings {
-    /// dnn-max, dnn-av, vgg16-1 or vgg16-2.
-    #[arg(long)]
-    pub model: ModelKind,
-    #[arg(long, default_value_t = 10)]
-    pub epochs: usize,
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// Learning rate (default 1e-3 for Adam, 1e-2 for SGD).
-    #[arg(long)]
-    pub lr: Option<f64>,
-    #[arg(long, value_enum, default_value = "adam")]
-    pub optimizer: OptimizerArg,
-    /// Class weights NORMAL:PNEUMONIA, e.g. 1:3 (a public prior: no privacy cost), or `auto`:
-    /// inverse class frequency (the Kermany set is about 3:1 PNEUMONIA:NORMAL). Under --dp,
-    /// `auto` releases the class counts with Gaussian noise (std 20) and the ledger adds the
-    /// cost; exact counts are never used under DP.
-    #[arg(long, value_name = "N:P|auto", value_parser = parse_class_weights)]
-    pub class_weights: Option<ClassWeighting>,
-    /// Seed of data order, dropout and initialisation (default: from the OS).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Layers to keep at their initial weights, comma-separated (conv1..., fc1...): with
-    /// --init-weights, fine-tuning only the head; under DP-SGD, noise only on what is trained
-    /// (dnn-max's fc1 holds 905k of its 961k weights).
-    #[arg(long, value_delimiter = ',')]
-    pub freeze: Vec<String>,
-    /// Release an exponential moving average of the weights with this decay per step (0.9
-    /// averages about 10 steps): validated, reported and saved as `-best` instead of the last
-    /// iterate. Under DP-SGD it averages the noise away at no privacy cost (post-processing).
-    #[arg(long, value_name = "DECAY", value_parser = parse_ema)]
-    pub ema: Option<EmaDecay>,
-    /// Training dropout rate instead of the model's own 0.5; 0 turns dropout off (common under
-    /// DP-SGD, whose noise already regularises and where a mask adds randomness to every
-    /// clipped per-example gradient). The trained network is the same either way.
-    #[arg(long, value_name = "P", value_parser = parse_dropout)]
-    pub dropout: Option<DropoutRate>,
-}
-
-/// The DP-SGD settings `train` and `sweep` both take.
-#[derive(Debug, Args, Clone)]
-pub struct DpSettings {
-    #[arg(long, default_value_t = 1.0)]
-    pub clip_norm: f64,
-    #[arg(long, default_value_t = 1e-5)]
-    pub delta: f64,
-    /// flat (all parameters together) or per-layer.
-    #[arg(long, value_enum, default_value = "flat")]
-    pub clipping: ClippingArg,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -138,7 +67,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1.0)]
     pub noise_multiplier: f64,
     #[command(flatten)]
-    pub dp_settings: DpSettings,
+    pub dp_settings: DpArgs,
     /// Examples per microbatch (1: per-example clipping).
     #[arg(long, default_value_t = 1)]
     pub microbatch: usize,
@@ -184,221 +113,61 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
-fn parse_dropout(s: &str) -> Result<DropoutRate, String> {
-    let p: f32 = s
-        .parse()
-        .map_err(|_| format!("expected a dropout rate in [0, 1), got {s:?}"))?;
-    DropoutRate::new(p).map_err(|e| e.to_string())
-}
-
-fn parse_class_weights(s: &str) -> Result<ClassWeighting, String> {
-    ClassWeighting::parse(s).map_err(|e| e.to_string())
-}
-
-fn parse_ema(s: &str) -> Result<EmaDecay, String> {
-    let d: f64 = s
-        .parse()
-        .map_err(|_| format!("expected a decay in (0, 1) such as 0.9, got {s:?}"))?;
-    EmaDecay::new(d).map_err(|e| e.to_string())
-}
-
-impl TrainSettings {
-    /// The engine configuration of these settings, with `momentum` for SGD; the rest at the
-    /// engine's defaults, for the command to set.
-    pub fn config(&self, momentum: f64) -> TrainConfig {
-        let mut c = TrainConfig::new(self.model);
-        c.epochs = self.epochs;
-        c.batch_size = self.batch_size;
-        c.optimizer = match self.optimizer {
-            OptimizerArg::Adam => OptimizerConfig::adam(self.lr.unwrap_or(1e-3)),
-            OptimizerArg::Sgd => OptimizerConfig::sgd(self.lr.unwrap_or(1e-2), momentum),
-        };
-        c.class_weights = self.class_weights;
-        c.seed = self.seed.map(Seed::Fixed).unwrap_or(Seed::Os);
-        c.frozen = self.freeze.clone();
-        c.ema = self.ema;
-        c.dropout = self.dropout;
-        c
-    }
-}
-
-impl DpSettings {
-    /// DP-SGD at `noise_multiplier` with these settings; the rest at the engine's defaults
-    /// (Poisson sampling, per-example clipping, randomness from the OS), for the command to set.
-    pub fn config(&self, noise_multiplier: f64) -> anyhow::Result<DpConfig> {
-        let mut dp = DpConfig::new(noise_multiplier, self.clip_norm)?;
-        dp.delta = self.delta;
-        dp.clipping = match self.clipping {
-            ClippingArg::Flat => Clipping::Flat,
-            ClippingArg::PerLayer => Clipping::PerLayer,
-        };
-        Ok(dp)
-    }
-}
-
-fn config_from(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
-    let mut c = a.settings.config(a.momentum);
-    c.width = a.width;
-    c.patience = (a.patience > 0).then_some(a.patience);
-    c.checkpoint_dir = Some(a.checkpoint_dir.clone());
-    c.resume = a.resume.clone();
-    c.init_weights = a.init_weights.clone();
-    c.prefer_gpu = a.device == DeviceArg::Cuda;
-    if a.dp {
-        let mut dp = a.dp_settings.config(a.noise_multiplier)?;
-        dp.microbatch_size = a.microbatch;
-        dp.physical_batch = a.physical_batch_size;
-        dp.augmentation = Augmentation::copies(a.augmentations)?;
-        dp.sampling = match a.sampling {
+/// The pipeline's settings of `train`'s flags; refuses DP-only flags without --dp.
+fn run_settings(args: &TrainArgs) -> anyhow::Result<RunSettings> {
+    let mut settings = args
+        .settings
+        .run_settings(args.momentum, args.checkpoint_dir.clone());
+    settings.width = args.width;
+    settings.patience = (args.patience > 0).then_some(args.patience);
+    settings.resume = args.resume.clone();
+    settings.init_weights = args.init_weights.clone();
+    settings.prefer_gpu = args.device == DeviceArg::Cuda;
+    if args.dp {
+        let mut dp = args.dp_settings.settings(args.noise_multiplier);
+        dp.microbatch = args.microbatch;
+        dp.physical_batch = args.physical_batch_size;
+        dp.augmentations = args.augmentations;
+        dp.sampling = match args.sampling {
             SamplingArg::Poisson => Sampling::Poisson,
             SamplingArg::Shuffled => Sampling::Shuffled,
         };
-        if let Some(s) = a.insecure_noise_seed {
-            eprintln!(
-                "WARNING: --insecure-noise-seed {s}: the DP noise is reproducible and NOT SECURE"
-            );
-            dp.noise_seed = NoiseSeed::InsecureFixed(s);
+        if let Some(seed) = args.insecure_noise_seed {
+            dp.noise_seed = NoiseSeed::InsecureFixed(seed);
         }
-        if let Some(s) = a.insecure_sampling_seed {
-            eprintln!(
-                "WARNING: --insecure-sampling-seed {s}: the batches are reproducible and the \
-                 run is NOT PRIVATE (epsilon not valid)"
-            );
-            dp.sampling_seed = SamplingSeed::InsecureFixed(s);
+        if let Some(seed) = args.insecure_sampling_seed {
+            dp.sampling_seed = SamplingSeed::InsecureFixed(seed);
         }
-        if let Some(q) = a.adaptive_clip {
-            dp.adaptive_clip = Some(AdaptiveClip::new(q)?);
-        }
-        c.dp = Some(dp);
-    } else if a.augmentations != 1 {
+        dp.adaptive_clip = args.adaptive_clip;
+        settings.dp = Some(dp);
+    } else if args.augmentations != 1 {
         bail!(
             "--augmentations {} needs --dp: it averages each example's gradient over copies \
              before DP-SGD's clip",
-            a.augmentations
+            args.augmentations
         );
-    } else if a.insecure_sampling_seed.is_some() || a.adaptive_clip.is_some() {
+    } else if args.insecure_sampling_seed.is_some() || args.adaptive_clip.is_some() {
         bail!("--insecure-sampling-seed and --adaptive-clip need --dp");
     }
-    Ok(c)
+    Ok(settings)
 }
 
-fn describe(e: &TrainingEvent, warning: Option<&str>) -> Option<String> {
-    Some(match e {
-        TrainingEvent::Started {
-            model,
-            device,
-            train_images,
-            val_images,
-            epochs,
-            sampling,
-            dp,
-            frozen,
-            ema,
-            dropout,
-            ..
-        } => format!(
-            "training {model} on {device}: {train_images} train / {val_images} validation images, {epochs} epochs{}{}{}{}",
-            if frozen.is_empty() {
-                String::new()
-            } else {
-                format!(", frozen {}", frozen.join(", "))
-            },
-            ema.map(|d| format!(", releasing the weight average (decay {})", d.get()))
-                .unwrap_or_default(),
-            dropout
-                .map(|p| format!(", training dropout {}", p.get()))
-                .unwrap_or_default(),
-            match dp {
-                Some(d) => format!(
-                    ", DP-SGD noise {} clip {}{}{} ({sampling} sampling; the {val_images} \
-                     validation images choose the released epoch and get no DP guarantee)",
-                    d.noise_multiplier.get(),
-                    d.clip_norm.get(),
-                    match d.clipping {
-                        Clipping::Flat => "",
-                        Clipping::PerLayer => " per layer",
-                    },
-                    if d.augmentation.is_off() {
-                        String::new()
-                    } else {
-                        format!(", {} augmented copies per example", d.augmentation.copies)
-                    }
-                ),
-                None => String::new(),
-            }
-        ),
-        TrainingEvent::Epoch {
-            epoch,
-            train_loss,
-            train_acc,
-            val_loss,
-            val_acc,
-            seconds,
-            eta_seconds,
-            epsilon,
-            raw_val_acc,
-        } => format!(
-            "epoch {epoch}: train loss {train_loss:.4} acc {train_acc:.4} | val loss {val_loss:.4} acc {val_acc:.4}{} | {seconds:.1} s, eta {eta_seconds:.0} s{}",
-            raw_val_acc
-                .map(|a| format!(" (last iterate {a:.4})"))
-                .unwrap_or_default(),
-            epsilon
-                .map(|e| match warning {
-                    Some(w) => format!(" | epsilon {e:.3} ({w})"),
-                    None => format!(" | epsilon {e:.3}"),
-                })
-                .unwrap_or_default()
-        ),
-        TrainingEvent::EarlyStop { epoch, best_val_acc } => {
-            format!("early stop after epoch {epoch} (best validation accuracy {best_val_acc:.4})")
-        }
-        TrainingEvent::Stopped { epoch, step } => format!("stopped at epoch {epoch} step {step}"),
-        _ => return None,
-    })
-}
-
-/// Runs a training on its own thread, printing progress and writing the event stream.
-pub fn run_training(
-    config: TrainConfig,
-    tr: TrainData,
-    va: TrainData,
-    metrics: Option<&Path>,
-    quiet: bool,
-) -> anyhow::Result<train::TrainOutcome> {
-    let run = TrainingRun::start(config, tr, va, TrainControl::new(), "train-engine")?;
-    let mut sink = match metrics {
-        Some(p) => {
-            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .with_context(|| format!("opening metrics file {}", p.display()))?,
-            )
-        }
-        None => None,
-    };
-    let mut warning = None;
-    for event in run.events() {
-        if let TrainingEvent::Started { dp: Some(d), .. } = &event {
-            warning = d.reproducible.epsilon_warning();
-            if let Some(w) = &warning {
-                eprintln!("WARNING: {w}; this run is NOT PRIVATE");
-            }
-        }
-        if let Some(f) = sink.as_mut() {
-            writeln!(f, "{}", serde_json::to_string(&event)?)?;
-        }
-        if !quiet {
-            if let Some(line) = describe(&event, warning.as_deref()) {
-                eprintln!("{line}");
-            }
-        }
+/// The warnings of DP randomness fixed by a flag: reproducible, and not secure or not private.
+fn warn_insecure_seeds(args: &TrainArgs) {
+    if !args.dp {
+        return;
     }
-    Ok(run.finish()?)
+    if let Some(seed) = args.insecure_noise_seed {
+        eprintln!(
+            "WARNING: --insecure-noise-seed {seed}: the DP noise is reproducible and NOT SECURE"
+        );
+    }
+    if let Some(seed) = args.insecure_sampling_seed {
+        eprintln!(
+            "WARNING: --insecure-sampling-seed {seed}: the batches are reproducible and the \
+             run is NOT PRIVATE (epsilon not valid)"
+        );
+    }
 }
 
 fn copy_atomic(from: &Path, to: &Path) -> anyhow::Result<()> {
@@ -407,24 +176,24 @@ fn copy_atomic(from: &Path, to: &Path) -> anyhow::Result<()> {
 }
 
 /// With `--canaries M`: draws M canaries, writes them and their inclusion choices to the
-/// (private) canary file, and returns `tr` with the included ones appended.
-fn with_canaries(a: &TrainArgs, tr: TrainData) -> anyhow::Result<TrainData> {
-    let Some(file) = &a.canary_file else {
-        return Ok(tr);
+/// (private) canary file, and returns `train` with the included ones appended.
+fn with_canaries(args: &TrainArgs, train: TrainData) -> anyhow::Result<TrainData> {
+    let Some(file) = &args.canary_file else {
+        return Ok(train);
     };
-    if a.canaries == 0 {
+    if args.canaries == 0 {
         bail!(
             "--canary-file {} needs --canaries M (M > 0): there are no canaries to write",
             file.display()
         );
     }
-    if a.resume.is_some() {
+    if args.resume.is_some() {
         bail!(
             "--canaries with --resume: the resumed run's earlier steps never saw these \
              canaries; start a fresh run to audit with canaries"
         );
     }
-    let canaries = privxray::train::CanarySet::draw(a.canaries, tr.shape())?;
+    let canaries = privxray::train::CanarySet::draw(args.canaries, train.shape())?;
     canaries.save(file)?;
     eprintln!(
         "canaries: {} of {} added to the training set; {} is PRIVATE (it says which), keep it \
@@ -433,14 +202,15 @@ fn with_canaries(a: &TrainArgs, tr: TrainData) -> anyhow::Result<TrainData> {
         canaries.len(),
         file.display()
     );
-    Ok(canaries.attach(&tr)?)
+    Ok(canaries.attach(&train)?)
 }
 
-pub fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
-    if let Some(resume) = &a.resume {
-        // Before anything is read or written: a finished run is left as it is.
+/// Refuses a resume of a run that already has the epochs asked for, before anything is read
+/// or written: a finished run is left as it is.
+fn check_resume(args: &TrainArgs) -> anyhow::Result<()> {
+    if let Some(resume) = &args.resume {
         let done = train::checkpoint::read_meta(resume)?.epoch;
-        if done >= a.settings.epochs {
+        if done >= args.settings.epochs {
             bail!(
                 "{}: already trained {done} epochs; ask for more with --epochs {}",
                 resume.display(),
@@ -448,35 +218,47 @@ pub fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let set = load_dataset(&a.data, a.settings.model.technique(), &a.limits)?;
+    Ok(())
+}
+
+pub fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
+    check_resume(&args)?;
+    let set = load_dataset(&args.data, args.settings.model.technique(), &args.limits)?;
     let Splits {
-        train: tr,
-        validation: va,
-        evaluation: eval,
+        train,
+        validation,
+        evaluation,
     } = pipeline::split(&set)?;
-    let tr = with_canaries(&a, tr)?;
-    let config = config_from(&a)?;
-    let outcome = run_training(config, tr, va, a.metrics.as_deref(), false)?;
-    let best = outcome
-        .best_checkpoint
-        .clone()
+    let train = with_canaries(&args, train)?;
+    let config = run_settings(&args)?.config()?;
+    warn_insecure_seeds(&args);
+    let mut progress = Progress::new(args.metrics.as_deref())?;
+    let report = pipeline::train_then_evaluate(
+        config,
+        train,
+        validation,
+        &evaluation,
+        TrainControl::new(),
+        "train-engine",
+        |event| progress.event(event),
+    )?;
+    let best = report
+        .best
         .context("the run ended before its first epoch finished: there is no model to write")?;
-    if let Some(out) = &a.out {
-        copy_atomic(&best, out)?;
+    if let Some(out) = &args.out {
+        copy_atomic(&best.path, out)?;
         eprintln!("best checkpoint: {}", out.display());
     } else {
-        eprintln!("best checkpoint: {}", best.display());
+        eprintln!("best checkpoint: {}", best.path.display());
     }
-    let (model, _, _) = model_from_checkpoint(&best, &candle_core::Device::Cpu)?;
-    if eval.is_empty() {
+    let Some(metrics) = best.test else {
         eprintln!("no test/ or val/ images: skipping the final evaluation");
         return Ok(());
-    }
-    let m = train::evaluate(&model, &eval, 64)?;
-    let meta = train::checkpoint::read_meta(&best)?;
-    let claim = meta
+    };
+    let claim = best
+        .meta
         .epsilon
-        .map(|e| epsilon_text(e, meta.epsilon_warning()));
-    print_metrics(&m, a.json, claim);
+        .map(|e| epsilon_text(e, best.meta.epsilon_warning()));
+    print_metrics(&metrics, args.json, claim);
     Ok(())
 }

@@ -15,13 +15,35 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A backend refused or failed an operation; shown in the tab's status line.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// A backend refused or failed an operation; shown in the tab's status line, so each message
+/// holds its cause. The engine's errors are carried as they are, not as text.
+#[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("{0} is not available in this build")]
     Unavailable(&'static str),
+    /// Something has to happen first, or the request cannot be served; the message says what.
     #[error("{0}")]
-    Failed(String),
+    Refused(String),
+    #[error(transparent)]
+    Pipeline(#[from] privxray::pipeline::PipelineError),
+    #[error(transparent)]
+    Train(#[from] privxray::train::TrainError),
+    #[error(transparent)]
+    Plot(#[from] privxray::plot::PlotError),
+    /// A file, a thread or a process the backend needed.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Setting up the parties: keys, addresses, their configuration.
+    #[error("{what}: {source}")]
+    Setup {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 macro_rules! bounded {
