@@ -34,7 +34,10 @@ impl DataBackend for EngineData {
                     };
                 events.send(AppEvent::Preprocess(update));
             })
-            .map_err(|e| BackendError::Failed(format!("starting the preprocessing thread: {e}")))?;
+            .map_err(|source| BackendError::Io {
+                what: "starting the preprocessing thread".into(),
+                source,
+            })?;
         Ok(())
     }
 }
