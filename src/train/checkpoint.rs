@@ -363,3 +363,6 @@ impl Loaded {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

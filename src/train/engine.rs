@@ -158,3 +158,8 @@ fn _assert_send() {
     is_send::<TrainingEvent>();
     let _ = NoiseSeed::Os;
 }
+
+#[cfg(test)]
+mod dp_tests;
+#[cfg(test)]
+mod tests;

@@ -141,4 +141,20 @@ mod tests {
         assert!(ClassWeights::new(0.0, 1.0).is_err());
         assert!(ClassWeights::new(1.0, f32::NAN).is_err());
     }
+
+    #[test]
+    fn class_weights_parse_a_prior_or_auto_and_refuse_the_rest() {
+        assert_eq!(
+            ClassWeighting::parse("1:3").unwrap(),
+            ClassWeighting::Prior(ClassWeights::new(1.0, 3.0).unwrap())
+        );
+        assert!(matches!(
+            ClassWeighting::parse("auto").unwrap(),
+            ClassWeighting::Counts { .. }
+        ));
+        for bad in ["", "3", "1:0", "a:b", "1:-2"] {
+            let e = ClassWeighting::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("class weight"), "{bad}: {e}");
+        }
+    }
 }

@@ -29,5 +29,3 @@ pub use model::{DropoutRate, Model};
 
 #[cfg(test)]
 mod test_support;
-#[cfg(test)]
-mod tests;

@@ -1,9 +1,12 @@
-//! Helpers shared by the training tests (`train::tests`, `train::dpsgd::tests`): small model
-//! widths, separable synthetic X-rays and tensor comparisons.
+//! Helpers shared by the training tests (`engine::tests`, `engine::dp_tests`, `dpsgd::tests`,
+//! `model::tests`, ...): small model widths, random and separable synthetic X-rays, a quick
+//! training configuration and tensor comparisons.
 
+use super::engine::{Seed, TrainConfig};
+use super::optim::OptimizerConfig;
 use super::TrainData;
 use crate::model::ModelKind;
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 
 pub(crate) const VGG_TEST_WIDTH: f32 = 1.0 / 32.0;
@@ -55,4 +58,25 @@ pub(crate) fn rel_close(a: &Tensor, b: &Tensor, tol: f32, what: &str) {
         d <= tol * s.max(1e-6),
         "{what}: max difference {d}, scale {s}"
     );
+}
+
+pub(crate) fn random_input(kind: ModelKind, n: usize, seed: u64) -> Tensor {
+    let [c, h, w] = kind.technique().input_shape();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..n * c * h * w)
+        .map(|_| rng.random_range(0.0..1.0))
+        .collect();
+    Tensor::from_vec(v, (n, c, h, w), &Device::Cpu).unwrap()
+}
+
+pub(crate) fn quick_config(kind: ModelKind, epochs: usize) -> TrainConfig {
+    let mut c = TrainConfig::new(kind);
+    c.width = width_for(kind);
+    c.epochs = epochs;
+    c.batch_size = 8;
+    c.eval_batch_size = 16;
+    c.seed = Seed::Fixed(11);
+    c.patience = None;
+    c.optimizer = OptimizerConfig::adam(1e-3);
+    c
 }

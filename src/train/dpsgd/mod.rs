@@ -14,14 +14,14 @@ mod settings;
 mod step;
 
 pub use crate::privacy::params::{ClipNorm, Delta, NoiseMultiplier};
-pub use noise::{gaussian_noise, noise_rng};
+pub use noise::{gaussian_noise, noise_rng, NoiseSeed};
 pub use per_example::{
     clipped_gradient_sums, physical_chunk, ClipStats, ClippedSums, ACTIVATION_BUDGET,
     PER_EXAMPLE_BUDGET,
 };
 pub use settings::{
-    check_plan_for_dp, AdaptiveClip, Clipping, DpConfig, NoiseSeed, Reproducible, Sampling,
-    SamplingSeed, NEIGHBOURING,
+    check_plan_for_dp, AdaptiveClip, Clipping, DpConfig, Reproducible, Sampling, SamplingSeed,
+    NEIGHBOURING,
 };
 pub use step::{private_gradients, PrivateStep};
 

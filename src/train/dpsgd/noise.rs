@@ -1,11 +1,25 @@
-//! The Gaussian noise of DP-SGD and its generator (ChaCha20 from the OS, or an insecure fixed
-//! seed for reproducible experiments).
+//! The Gaussian noise of DP-SGD, its generator (ChaCha20 from the OS, or an insecure fixed
+//! seed for reproducible experiments) and the setting that chooses between them
+//! ([`NoiseSeed`]). The bottom of `dpsgd`: it imports only the error type, never the other
+//! DP-SGD files (`settings` imports it).
 
-use super::settings::NoiseSeed;
 use crate::train::error::{Result, TrainError};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+
+/// Where the Gaussian noise's randomness comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseSeed {
+    /// ChaCha20 seeded from the OS CSPRNG: the only setting that gives the privacy guarantee.
+    #[default]
+    Os,
+    /// A fixed seed for reproducible experiments. NOT SECURE: anyone who knows the seed can
+    /// subtract the noise.
+    InsecureFixed(u64),
+}
 
 /// The RNG of the Gaussian noise: ChaCha20 from the OS CSPRNG, or from an explicit (insecure)
 /// seed.

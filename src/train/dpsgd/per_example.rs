@@ -2,13 +2,18 @@
 //! it and sums the clipped gradients over the batch ([`clipped_gradient_sums`]), the memory
 //! budgets that size a physical chunk of a batch, and the clip's per-step statistics. No noise
 //! here: that is added by the step (`step`).
+//!
+//! The forward half is the model's own layer walk ([`Model::walk`]) with a hook of its own
+//! ([`Capture`]) at the layers with weights. Imports the settings, the model, loss and ops;
+//! never the noise, the step or the training loop.
 
 use super::settings::Clipping;
 use crate::privacy::params::ClipNorm;
 use crate::train::error::{Result, TrainError};
 use crate::train::loss::{self, ClassWeights};
-use crate::train::model::{apply_dropout, Model, NetLayer, POOL_SIZE};
+use crate::train::model::{ConvLayer, DenseLayer, Forward, LayerHook, Model, NetLayer};
 use crate::train::ops;
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 use rand::RngCore;
 
@@ -87,12 +92,87 @@ pub fn physical_chunk(model: &Model, physical: Option<usize>, m: usize) -> usize
     (limit / m * m).max(m)
 }
 
+/// What the backward pass is read from, per trained layer.
 enum Captured {
     /// Per-example (or per-microbatch after grouping) weight/bias variables of a convolution.
     Conv { w: Var, b: Var },
     /// A dense layer's input and a zero probe added to its output (its gradient is the
     /// gradient w.r.t. the output).
     Dense { input: Tensor, probe: Var },
+}
+
+/// The per-example pass's [`LayerHook`]: convolutions run with a per-example copy of their
+/// weights, dense layers get a zero probe on their output, frozen layers run as in the plain
+/// forward pass with their weights detached.
+struct Capture {
+    /// Examples in the batch.
+    n: usize,
+    caps: Vec<Captured>,
+    /// Per parameterised layer, in order: its index in `caps`, or None when frozen.
+    slots: Vec<Option<usize>>,
+}
+
+impl Capture {
+    fn new(n: usize) -> Self {
+        Self {
+            n,
+            caps: Vec::new(),
+            slots: Vec::new(),
+        }
+    }
+    fn push(&mut self, cap: Captured) {
+        self.slots.push(Some(self.caps.len()));
+        self.caps.push(cap);
+    }
+}
+
+impl LayerHook for Capture {
+    fn conv(&mut self, l: &ConvLayer<'_>, h: &Tensor) -> Result<Tensor> {
+        if l.frozen {
+            // No per-example copy: nothing of this layer is trained, only its input
+            // gradient flows on to the layers before it.
+            self.slots.push(None);
+            return Forward { detach: true }.conv(l, h);
+        }
+        let n = self.n;
+        let (o, c, k, _) = l.weight.dims4()?;
+        let w = Var::from_tensor(
+            &l.weight
+                .detach()
+                .reshape((1, o, c * k * k))?
+                .broadcast_as((n, o, c * k * k))?
+                .contiguous()?,
+        )?;
+        let b = Var::from_tensor(
+            &l.bias
+                .detach()
+                .reshape((1, o, 1))?
+                .broadcast_as((n, o, 1))?
+                .contiguous()?,
+        )?;
+        let y = ops::conv2d_per_example(h, &w, &b, l.kernel, l.padding, l.epilogue)?;
+        self.push(Captured::Conv { w, b });
+        Ok(y)
+    }
+    fn dense(&mut self, l: &DenseLayer<'_>, h: &Tensor) -> Result<Tensor> {
+        let z = Forward { detach: true }.dense(l, h)?;
+        if l.frozen {
+            self.slots.push(None);
+            return Ok(z);
+        }
+        let input = h.detach();
+        let probe = Var::zeros(z.shape(), DType::F32, z.device())?;
+        let z = z.add(probe.as_tensor())?;
+        self.push(Captured::Dense { input, probe });
+        Ok(z)
+    }
+}
+
+/// Per-unit gradients of one trained layer (or, for dense layers with m = 1, the factors of
+/// their norms).
+enum UnitGrads {
+    Full(Tensor, Tensor),
+    DenseFactored { g: Tensor, a: Tensor },
 }
 
 /// Per-example gradients of one batch, clipped per unit of `microbatch` examples and summed.
@@ -113,7 +193,7 @@ pub fn clipped_gradient_sums(
     clip: ClipNorm,
     clipping: Clipping,
     microbatch: usize,
-    mut dropout_rng: Option<&mut dyn RngCore>,
+    dropout_rng: Option<&mut dyn RngCore>,
 ) -> Result<ClippedSums> {
     model.check_input(x)?;
     let n = x.dim(0)?;
@@ -124,88 +204,8 @@ pub fn clipped_gradient_sums(
         )));
     }
     let units = n / m;
-    let mut caps = Vec::new();
-    // Per parameterised layer, in order: its index in `caps`, or None when frozen.
-    let mut slots: Vec<Option<usize>> = Vec::new();
-    let mut h = x.clone();
-    let mut fused = 0;
-    for (i, layer) in model.layers().iter().enumerate() {
-        if fused > 0 {
-            fused -= 1;
-            continue;
-        }
-        h = match layer {
-            NetLayer::Conv {
-                name,
-                weight,
-                bias,
-                padding,
-                ..
-            } if model.is_frozen(name) => {
-                // No per-example copy: nothing of this layer is trained, only its input
-                // gradient flows on to the layers before it.
-                let (epilogue, n) = model.epilogue_after(i);
-                fused = n;
-                slots.push(None);
-                ops::conv2d_fused(&h, &weight.detach(), &bias.detach(), *padding, epilogue)?
-            }
-            NetLayer::Dense {
-                name, weight, bias, ..
-            } if model.is_frozen(name) => {
-                slots.push(None);
-                h.matmul(&weight.detach().t()?)?
-                    .broadcast_add(&bias.detach())?
-            }
-            NetLayer::Conv {
-                weight,
-                bias,
-                kernel,
-                padding,
-                ..
-            } => {
-                let (o, c, k, _) = weight.dims4()?;
-                let w = Var::from_tensor(
-                    &weight
-                        .detach()
-                        .reshape((1, o, c * k * k))?
-                        .broadcast_as((n, o, c * k * k))?
-                        .contiguous()?,
-                )?;
-                let b = Var::from_tensor(
-                    &bias
-                        .detach()
-                        .reshape((1, o, 1))?
-                        .broadcast_as((n, o, 1))?
-                        .contiguous()?,
-                )?;
-                let (epilogue, n) = model.epilogue_after(i);
-                fused = n;
-                let y = ops::conv2d_per_example(&h, &w, &b, *kernel, *padding, epilogue)?;
-                slots.push(Some(caps.len()));
-                caps.push(Captured::Conv { w, b });
-                y
-            }
-            NetLayer::Dense { weight, bias, .. } => {
-                let input = h.detach();
-                let z = h
-                    .matmul(&weight.detach().t()?)?
-                    .broadcast_add(&bias.detach())?;
-                let probe = Var::zeros(z.shape(), DType::F32, z.device())?;
-                let z = z.add(probe.as_tensor())?;
-                slots.push(Some(caps.len()));
-                caps.push(Captured::Dense { input, probe });
-                z
-            }
-            NetLayer::Relu => h.relu()?,
-            NetLayer::Pool(kind) => ops::pool2d(&h, *kind, POOL_SIZE)?,
-            NetLayer::Flatten => h.flatten_from(1)?,
-            NetLayer::Dropout(p) => match dropout_rng.as_deref_mut() {
-                Some(rng) => apply_dropout(&h, *p, rng)?,
-                None => h,
-            },
-        };
-    }
-    let logits = h;
+    let mut capture = Capture::new(n);
+    let logits = model.walk(x, dropout_rng, &mut capture)?;
     let nll = loss::per_example_nll(&logits, labels)?;
     let w = loss::example_weights(labels, class_weights)?;
     let per_example = nll.mul(&w)?;
@@ -216,12 +216,38 @@ pub fn clipped_gradient_sums(
     // TF Privacy's microbatch loss is the microbatch mean; per-example (m = 1) is the same.
     let objective = (nll.sum_all()? / m as f64)?;
     let grads = objective.backward()?;
-
-    // Per-unit gradients (or, for dense layers with m = 1, the factors of their norms).
-    enum UnitGrads {
-        Full(Tensor, Tensor),
-        DenseFactored { g: Tensor, a: Tensor },
+    let (per_layer, layer_sq) = unit_gradients(&capture.caps, &grads, units, m)?;
+    let mut sq = Tensor::zeros(units, DType::F32, x.device())?;
+    for l in &layer_sq {
+        sq = (sq + l)?;
     }
+    let norms = sq.sqrt()?;
+    // The class weight of each unit over the largest weight.
+    let unit_w = match class_weights {
+        None => None,
+        Some(cw) => {
+            let w_max = f64::from(cw.get()[0].max(cw.get()[1]));
+            Some((w.reshape((units, m))?.mean(1)? / w_max)?)
+        }
+    };
+    let factors = clip_factors(&norms, &layer_sq, clip, clipping, unit_w.as_ref())?;
+    let trained = clipped_layer_sums(&per_layer, &factors, units)?;
+    Ok(ClippedSums {
+        sums: in_parameter_order(model, &capture.slots, &trained)?,
+        unit_norms: norms.to_vec1::<f32>()?,
+        weighted_loss_sum: f64::from(per_example.sum_all()?.to_scalar::<f32>()?),
+        weight_sum: f64::from(w.sum_all()?.to_scalar::<f32>()?),
+        logits,
+    })
+}
+
+/// Each captured layer's per-unit gradients and their squared norms per unit.
+fn unit_gradients(
+    caps: &[Captured],
+    grads: &GradStore,
+    units: usize,
+    m: usize,
+) -> Result<(Vec<UnitGrads>, Vec<Tensor>)> {
     let mut per_layer = Vec::with_capacity(caps.len());
     let mut layer_sq = Vec::with_capacity(caps.len());
     let grad_of = |v: &Var| -> Result<Tensor> {
@@ -230,7 +256,7 @@ pub fn clipped_gradient_sums(
             None => Ok(v.as_tensor().zeros_like()?),
         }
     };
-    for cap in &caps {
+    for cap in caps {
         let ug = match cap {
             Captured::Conv { w, b } => {
                 let gw = grad_of(w)?;
@@ -270,44 +296,53 @@ pub fn clipped_gradient_sums(
         });
         per_layer.push(ug);
     }
-    let mut sq = Tensor::zeros(units, DType::F32, x.device())?;
-    for l in &layer_sq {
-        sq = (sq + l)?;
-    }
-    let norms = sq.sqrt()?;
-    // c = min(1, bound / |g|), then the class weight over the largest weight.
-    let unit_w = match class_weights {
-        None => None,
-        Some(cw) => {
-            let w_max = f64::from(cw.get()[0].max(cw.get()[1]));
-            Some((w.reshape((units, m))?.mean(1)? / w_max)?)
-        }
-    };
-    let clip_factors = |norm: &Tensor, bound: f64| -> Result<Tensor> {
+    Ok((per_layer, layer_sq))
+}
+
+/// Per trained layer, each unit's factor `min(1, bound / |g|)` times its class weight over the
+/// largest weight (`unit_w`): one bound C on the whole gradient (flat), or C/sqrt(L) on each
+/// of the L layers.
+fn clip_factors(
+    norms: &Tensor,
+    layer_sq: &[Tensor],
+    clip: ClipNorm,
+    clipping: Clipping,
+    unit_w: Option<&Tensor>,
+) -> Result<Vec<Tensor>> {
+    let factors = |norm: &Tensor, bound: f64| -> Result<Tensor> {
         let f = (norm + 1e-12)?
             .recip()?
             .affine(bound, 0.0)?
             .clamp(0f32, 1f32)?;
-        Ok(match &unit_w {
+        Ok(match unit_w {
             None => f,
             Some(uw) => f.mul(uw)?,
         })
     };
-    let layer_factors: Vec<Tensor> = match clipping {
+    Ok(match clipping {
         Clipping::Flat => {
-            let f = clip_factors(&norms, clip.get())?;
-            vec![f; per_layer.len()]
+            let f = factors(norms, clip.get())?;
+            vec![f; layer_sq.len()]
         }
         Clipping::PerLayer => {
-            let bound = clip.get() / (per_layer.len().max(1) as f64).sqrt();
+            let bound = clip.get() / (layer_sq.len().max(1) as f64).sqrt();
             layer_sq
                 .iter()
-                .map(|l| clip_factors(&l.sqrt()?, bound))
+                .map(|l| factors(&l.sqrt()?, bound))
                 .collect::<Result<_>>()?
         }
-    };
+    })
+}
+
+/// Per trained layer, the weight and bias gradients of its units scaled by their factors and
+/// summed over the units.
+fn clipped_layer_sums(
+    per_layer: &[UnitGrads],
+    layer_factors: &[Tensor],
+    units: usize,
+) -> Result<Vec<Vec<Tensor>>> {
     let mut trained = Vec::with_capacity(per_layer.len());
-    for (ug, factors) in per_layer.iter().zip(&layer_factors) {
+    for (ug, factors) in per_layer.iter().zip(layer_factors) {
         let mut sums = Vec::with_capacity(2);
         match ug {
             UnitGrads::Full(gw, gb) => {
@@ -324,7 +359,15 @@ pub fn clipped_gradient_sums(
         }
         trained.push(sums);
     }
-    // In parameter order and shapes; a frozen layer's sums are zeros.
+    Ok(trained)
+}
+
+/// The trained layers' sums in parameter order and shapes; a frozen layer's sums are zeros.
+fn in_parameter_order(
+    model: &Model,
+    slots: &[Option<usize>],
+    trained: &[Vec<Tensor>],
+) -> Result<Vec<Tensor>> {
     let params = model.named_parameters();
     let mut sums = Vec::with_capacity(params.len());
     for (layer, slot) in slots.iter().enumerate() {
@@ -336,11 +379,5 @@ pub fn clipped_gradient_sums(
             });
         }
     }
-    Ok(ClippedSums {
-        sums,
-        unit_norms: norms.to_vec1::<f32>()?,
-        weighted_loss_sum: f64::from(per_example.sum_all()?.to_scalar::<f32>()?),
-        weight_sum: f64::from(w.sum_all()?.to_scalar::<f32>()?),
-        logits,
-    })
+    Ok(sums)
 }

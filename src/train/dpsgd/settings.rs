@@ -2,7 +2,7 @@
 //! adaptive rule, their validation, and the noise multiplier the ledger accounts. Plain data
 //! and checks only: no tensors, and nothing of the training loop.
 
-use super::noise::gaussian_noise;
+use super::noise::{gaussian_noise, NoiseSeed};
 use crate::model::PlanLayer;
 use crate::privacy::params::{ClipNorm, Delta, NoiseMultiplier};
 use crate::train::augment::Augmentation;
@@ -66,18 +66,6 @@ impl Reproducible {
 /// The neighbouring relation every epsilon privxray reports is for: datasets that differ by
 /// adding or removing one example.
 pub const NEIGHBOURING: &str = "add-remove";
-
-/// Where the Gaussian noise's randomness comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NoiseSeed {
-    /// ChaCha20 seeded from the OS CSPRNG: the only setting that gives the privacy guarantee.
-    #[default]
-    Os,
-    /// A fixed seed for reproducible experiments. NOT SECURE: anyone who knows the seed can
-    /// subtract the noise.
-    InsecureFixed(u64),
-}
 
 /// How the clip norm bounds each unit's gradient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

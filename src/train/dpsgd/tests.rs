@@ -1,7 +1,7 @@
 //! Tests of DP-SGD's parts against slow references: per-example gradients and their clipping
 //! (flat, per layer, with class weights, frozen layers, microbatches, augmented copies and
 //! physical chunks), the noise, the clip's statistics and the settings read from older files.
-//! Runs of the training loop under DP-SGD are tested in `train::tests`.
+//! Runs of the training loop under DP-SGD are tested in `train::engine::dp_tests`.
 
 use crate::model::ModelKind;
 use crate::train::dpsgd::{self, ClipNorm, DpConfig, NoiseSeed};

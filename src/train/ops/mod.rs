@@ -11,7 +11,10 @@
 //! matmul, whose candle backwards are correct) are used.
 
 pub mod conv;
+mod conv_backward;
+mod conv_shape;
 pub mod pool;
+mod sgemm;
 pub mod unfold;
 
 use candle_core::{bail, CpuStorage, Device, Layout, Result, Tensor};
@@ -30,7 +33,7 @@ pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> R
     }
 }
 
-pub use conv::Epilogue;
+pub use conv_shape::Epilogue;
 pub use pool::PoolKind;
 
 /// 2-D pooling of an `(N, C, H, W)` tensor with a `size` x `size` window and stride `size`,
