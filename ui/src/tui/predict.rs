@@ -1,7 +1,9 @@
 //! The Private prediction tab: the three parties' status, the shared model, an image picker,
 //! and each private prediction beside the plaintext one.
 
-use super::backend::{ClassProb, PartyId, PartyState, PartyStatus, PartyUpdate, PredictRequest};
+use super::backend::{
+    party_label, ClassProb, PartyId, PartyState, PartyStatus, PartyUpdate, PredictRequest,
+};
 use super::data::DataReady;
 use super::theme::Theme;
 use super::widgets::{GreyImage, HalfBlockImage};
@@ -179,7 +181,7 @@ impl PredictTab {
         match update {
             PartyUpdate::Status { party, status } => {
                 if let PartyState::Failed(why) = &status.state {
-                    self.message = Some((format!("{party} failed: {why}"), true));
+                    self.message = Some((format!("{} failed: {why}", party_label(party)), true));
                 }
                 self.parties[party.index()] = status;
             }
@@ -240,7 +242,7 @@ impl Widget for PredictView<'_> {
                     PartyState::Failed(w) => (format!("failed: {w}"), theme.error()),
                 };
                 let row = Row::new(vec![
-                    Line::raw(id.to_string()),
+                    Line::raw(party_label(*id)),
                     Line::styled(state, style),
                     Line::raw(s.address.clone().unwrap_or("-".into())),
                     Line::raw(format!("{}/2", s.peers_connected)),
@@ -287,7 +289,7 @@ impl Widget for PredictView<'_> {
         )
         .block(Block::bordered().title(format!(
             " Parties · selected {} · model {} ",
-            t.selected_party_id(),
+            party_label(t.selected_party_id()),
             t.model.as_deref().unwrap_or("none")
         )));
         Widget::render(parties, parties_area, buf);
