@@ -6,6 +6,8 @@
 //! `[out_channels, in_channels, kernel, kernel]`, dense weights are `[out_features, in_features]`,
 //! and `Flatten` reads CHW in row-major order.
 
+pub use super::shape::Shape;
+use super::shape::{conv_out, pool_out};
 use serde::{Deserialize, Serialize};
 
 /// Errors from building or running a [`NetworkSpec`].
@@ -88,37 +90,52 @@ impl Layer {
     }
 }
 
+/// One channel of an inference-time batch normalisation as the map `x * scale + shift`, in
+/// f64: the secure engine folds it into the convolution before it, the logit bound propagates
+/// a magnitude through it; both read it here.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormChannel {
+    pub scale: f64,
+    pub mean: f64,
+    pub beta: f64,
+}
+
+impl BatchNormChannel {
+    /// `beta - mean * scale`.
+    pub fn shift(&self) -> f64 {
+        self.beta - self.mean * self.scale
+    }
+}
+
+impl Layer {
+    /// The channels of a batch normalisation (`gamma / sqrt(var + eps)` and the rest), or
+    /// `None` for any other layer.
+    pub fn batch_norm_channels(&self) -> Option<Vec<BatchNormChannel>> {
+        let Layer::BatchNorm2d {
+            gamma,
+            beta,
+            mean,
+            var,
+            eps,
+        } = self
+        else {
+            return None;
+        };
+        let channel = |c: usize| BatchNormChannel {
+            scale: f64::from(gamma[c]) / (f64::from(var[c]) + f64::from(*eps)).sqrt(),
+            mean: f64::from(mean[c]),
+            beta: f64::from(beta[c]),
+        };
+        Some((0..gamma.len()).map(channel).collect())
+    }
+}
+
 /// A whole network: its input shape (C, H, W) and its layers in order. The output is the logits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetworkSpec {
     pub name: String,
     pub input: [usize; 3],
     pub layers: Vec<Layer>,
-}
-
-/// The shape of an activation between layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
-    Chw(usize, usize, usize),
-    Flat(usize),
-}
-
-impl Shape {
-    pub fn len(&self) -> usize {
-        match *self {
-            Shape::Chw(c, h, w) => c * h * w,
-            Shape::Flat(n) => n,
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    fn dims(&self) -> Vec<usize> {
-        match *self {
-            Shape::Chw(c, h, w) => vec![c, h, w],
-            Shape::Flat(n) => vec![n],
-        }
-    }
 }
 
 impl NetworkSpec {
@@ -160,16 +177,13 @@ impl NetworkSpec {
                     },
                     Shape::Chw(c, h, w),
                 ) => {
-                    if c != *in_channels || h + 2 * padding < *kernel || w + 2 * padding < *kernel {
+                    let out = conv_out(h, w, *kernel, *padding).filter(|_| c == *in_channels);
+                    let Some((oh, ow)) = out else {
                         return Err(bad(&format!("[{in_channels}, >={kernel}, >={kernel}]")));
-                    }
+                    };
                     wlen(out_channels * in_channels * kernel * kernel, weight.len())?;
                     wlen(*out_channels, bias.len())?;
-                    Shape::Chw(
-                        *out_channels,
-                        h + 2 * padding - kernel + 1,
-                        w + 2 * padding - kernel + 1,
-                    )
+                    Shape::Chw(*out_channels, oh, ow)
                 }
                 (
                     Layer::BatchNorm2d {
@@ -187,10 +201,10 @@ impl NetworkSpec {
                     Shape::Chw(c, h, w)
                 }
                 (Layer::MaxPool2d { size } | Layer::AvgPool2d { size }, Shape::Chw(c, h, w)) => {
-                    if *size == 0 || h < *size || w < *size {
+                    let Some((oh, ow)) = pool_out(h, w, *size) else {
                         return Err(bad(&format!("[C, >={size}, >={size}]")));
-                    }
-                    Shape::Chw(c, h / size, w / size)
+                    };
+                    Shape::Chw(c, oh, ow)
                 }
                 (Layer::Flatten, s) => Shape::Flat(s.len()),
                 (

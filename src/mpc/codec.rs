@@ -20,7 +20,8 @@ use super::layers::ConvGeom;
 use super::model::{DealingId, PartyModel, SecureOp};
 use super::party::PartyId;
 use super::share::ArithShare;
-use crate::bytes::{Cursor, Short};
+use crate::bytes::{Cursor, Short, Writer};
+use crate::model::shape::Chw;
 
 /// Version of the input and output share formats.
 const VERSION: u8 = 1;
@@ -59,30 +60,36 @@ const TAG_RELU: u8 = 4;
 const TAG_MAXPOOL: u8 = 5;
 const TAG_AVGPOOL: u8 = 6;
 
-struct Writer(Vec<u8>);
+/// The format's layer over [`Writer`]: its header, its `u32` sizes and its counted vectors.
+trait Put {
+    fn header(magic: &[u8; 4], version: u8, party: PartyId, fixed: FixedPoint) -> Self;
+    fn dim(&mut self, v: usize);
+    fn chw(&mut self, d: &Chw);
+    fn words(&mut self, v: &[u64]);
+    fn share(&mut self, s: &ArithShare);
+}
 
-impl Writer {
+impl Put for Writer {
     fn header(magic: &[u8; 4], version: u8, party: PartyId, fixed: FixedPoint) -> Self {
-        let mut w = Writer(Vec::new());
-        w.0.extend_from_slice(magic);
-        w.0.push(version);
-        w.0.push(party.get());
+        let mut w = Writer::default();
+        w.raw(magic);
+        w.u8(version);
+        w.u8(party.get());
         // frac_bits is at most FixedPoint::MAX_FRAC_BITS (24).
-        w.0.push(fixed.frac_bits() as u8);
+        w.u8(fixed.frac_bits() as u8);
         w
     }
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
+    fn dim(&mut self, v: usize) {
+        self.u32(v as u32);
     }
-    fn u32(&mut self, v: usize) {
-        self.0.extend_from_slice(&(v as u32).to_le_bytes());
+    fn chw(&mut self, d: &Chw) {
+        for v in [d.channels, d.height, d.width] {
+            self.dim(v);
+        }
     }
     fn words(&mut self, v: &[u64]) {
-        self.0.extend_from_slice(&(v.len() as u64).to_le_bytes());
-        self.0.reserve(v.len() * 8);
-        for w in v {
-            self.0.extend_from_slice(&w.to_le_bytes());
-        }
+        self.u64(v.len() as u64);
+        self.u64s(v);
     }
     fn share(&mut self, s: &ArithShare) {
         self.words(s.own());
@@ -119,6 +126,13 @@ impl<'a> Reader<'a> {
     }
     fn u64(&mut self) -> Result<u64> {
         self.cur.u64().map_err(|s| self.short(s))
+    }
+    fn chw(&mut self) -> Result<Chw> {
+        Ok(Chw {
+            channels: self.u32()?,
+            height: self.u32()?,
+            width: self.u32()?,
+        })
     }
     fn words(&mut self) -> Result<Vec<u64>> {
         let n = self.u64()?;
@@ -191,7 +205,8 @@ impl<'a> Reader<'a> {
         if v != version {
             return Err(r.err(format!("format version {v}, expected {version}")));
         }
-        let party = PartyId::new(r.u8()?)?;
+        let id = r.u8()?;
+        let party = PartyId::new(id).ok_or(MpcError::PartyId(u64::from(id)))?;
         let fixed = FixedPoint::new(u32::from(r.u8()?))?;
         Ok((r, party, fixed))
     }
@@ -207,10 +222,10 @@ impl InputShare {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::header(MAGIC_INPUT, VERSION, self.party(), self.fixed());
         for d in self.shape() {
-            w.u32(d);
+            w.dim(d);
         }
         w.share(self.share());
-        w.0
+        w.into_bytes()
     }
 
     pub fn from_bytes(data: &[u8]) -> Result<Self> {
@@ -226,7 +241,7 @@ impl OutputShare {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::header(MAGIC_OUTPUT, VERSION, self.party(), self.fixed());
         w.words(self.part());
-        w.0
+        w.into_bytes()
     }
 
     pub fn from_bytes(data: &[u8]) -> Result<Self> {
@@ -240,13 +255,13 @@ impl OutputShare {
 impl PartyModel {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::header(MAGIC_MODEL, MODEL_VERSION, self.party(), self.fixed());
-        w.0.extend_from_slice(self.dealing().as_bytes());
-        w.u32(self.name().len());
-        w.0.extend_from_slice(self.name().as_bytes());
+        w.raw(self.dealing().as_bytes());
+        w.dim(self.name().len());
+        w.raw(self.name().as_bytes());
         for d in self.input_shape() {
-            w.u32(d);
+            w.dim(d);
         }
-        w.u32(self.ops().len());
+        w.dim(self.ops().len());
         for op in self.ops() {
             match op {
                 SecureOp::Conv { geom, weight, bias } => {
@@ -259,7 +274,7 @@ impl PartyModel {
                         geom.height,
                         geom.width,
                     ] {
-                        w.u32(v);
+                        w.dim(v);
                     }
                     w.share(weight);
                     w.share(bias);
@@ -271,53 +286,32 @@ impl PartyModel {
                     bias,
                 } => {
                     w.u8(TAG_DENSE);
-                    w.u32(*in_features);
-                    w.u32(*out_features);
+                    w.dim(*in_features);
+                    w.dim(*out_features);
                     w.share(weight);
                     w.share(bias);
                 }
-                SecureOp::ChannelAffine {
-                    channels,
-                    height,
-                    width,
-                    scale,
-                    shift,
-                } => {
+                SecureOp::ChannelAffine { dims, scale, shift } => {
                     w.u8(TAG_AFFINE);
-                    w.u32(*channels);
-                    w.u32(*height);
-                    w.u32(*width);
+                    w.chw(dims);
                     w.share(scale);
                     w.share(shift);
                 }
                 SecureOp::Relu => w.u8(TAG_RELU),
-                SecureOp::MaxPool {
-                    channels,
-                    height,
-                    width,
-                    size,
-                    relu,
-                } => {
+                SecureOp::MaxPool { dims, size, relu } => {
                     w.u8(TAG_MAXPOOL);
-                    for v in [*channels, *height, *width, *size] {
-                        w.u32(v);
-                    }
+                    w.chw(dims);
+                    w.dim(*size);
                     w.u8(u8::from(*relu));
                 }
-                SecureOp::AvgPool {
-                    channels,
-                    height,
-                    width,
-                    size,
-                } => {
+                SecureOp::AvgPool { dims, size } => {
                     w.u8(TAG_AVGPOOL);
-                    for v in [*channels, *height, *width, *size] {
-                        w.u32(v);
-                    }
+                    w.chw(dims);
+                    w.dim(*size);
                 }
             }
         }
-        w.0
+        w.into_bytes()
     }
 
     /// Decodes and validates a model share ([`PartyModel::new`] checks every shape). Counts and
@@ -374,17 +368,13 @@ fn decode_model(data: &[u8], limits: Limits) -> Result<PartyModel> {
                 bias: r.param("dense bias", limits, &mut budget)?,
             },
             TAG_AFFINE => SecureOp::ChannelAffine {
-                channels: r.u32()?,
-                height: r.u32()?,
-                width: r.u32()?,
+                dims: r.chw()?,
                 scale: r.param("affine scale", limits, &mut budget)?,
                 shift: r.param("affine shift", limits, &mut budget)?,
             },
             TAG_RELU => SecureOp::Relu,
             TAG_MAXPOOL => SecureOp::MaxPool {
-                channels: r.u32()?,
-                height: r.u32()?,
-                width: r.u32()?,
+                dims: r.chw()?,
                 size: r.u32()?,
                 relu: match r.u8()? {
                     0 => false,
@@ -393,9 +383,7 @@ fn decode_model(data: &[u8], limits: Limits) -> Result<PartyModel> {
                 },
             },
             TAG_AVGPOOL => SecureOp::AvgPool {
-                channels: r.u32()?,
-                height: r.u32()?,
-                width: r.u32()?,
+                dims: r.chw()?,
                 size: r.u32()?,
             },
             t => return Err(r.err(format!("unknown operation tag {t}"))),
@@ -411,7 +399,8 @@ mod tests {
     use super::*;
     use crate::model::arch::{ModelKind, PlanLayer};
     use crate::model::{Layer, NetworkSpec};
-    use crate::mpc::model::{share_model, MAX_ACTIVATION};
+    use crate::mpc::dealing::share_model;
+    use crate::mpc::model::MAX_ACTIVATION;
     use rand::SeedableRng;
 
     fn rng(seed: u64) -> rand_chacha::ChaCha20Rng {

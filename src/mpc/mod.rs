@@ -17,8 +17,10 @@
 //! - [`protocol`]: multiplication, exact truncation, sign bit, ReLU and max.
 //! - [`range`]: the range of a model's logits, checked by the client (re-run once, then refuse).
 //! - [`layers`]: convolution, dense and pooling layers over shares.
-//! - [`model`]: compiling a spec into secure operations and sharing it ([`PartyModel`]), each
-//!   dealing tagged with a random [`DealingId`].
+//! - [`model`]: one party's share of a model ([`PartyModel`]) and its validation, tagged with
+//!   the random [`DealingId`] of its dealing.
+//! - [`compile`]: a spec compiled into plaintext secure operations (batch norms folded).
+//! - [`dealing`]: the owner's dealing of the compiled parameters into three shares.
 //! - [`consistency`]: before computing, neighbours compare digests of the input components they
 //!   hold in common, and the parties compare dealing ids.
 //! - [`client`]: input and output shares, [`share_input`] and [`reconstruct`].
@@ -29,8 +31,10 @@
 pub mod bits;
 pub mod client;
 pub mod codec;
+pub mod compile;
 pub mod consistency;
 pub mod context;
+pub mod dealing;
 pub mod error;
 pub mod fixed;
 pub mod layers;
@@ -50,9 +54,10 @@ mod tests;
 
 pub use client::{reconstruct, share_input, share_input_os, InputShare, OutputShare};
 pub use context::{CommStats, Party};
+pub use dealing::{share_model, share_model_os, ModelDealing};
 pub use error::MpcError;
 pub use fixed::FixedPoint;
-pub use model::{share_model, share_model_os, DealingId, ModelDealing, PartyModel};
+pub use model::{DealingId, PartyModel};
 pub use network::infer;
 pub use party::PartyId;
 pub use share::{ArithShare, BitShare};

@@ -8,6 +8,7 @@ use super::model::{PartyModel, SecureOp};
 use super::protocol::relu;
 use super::share::ArithShare;
 use super::transport::Transport;
+use crate::model::shape::Chw;
 
 /// Runs `model` on a batch of input shares (all images of a request together, so every layer
 /// costs its rounds once for the whole batch) and returns one re-randomised output share per
@@ -68,27 +69,17 @@ pub fn infer<T: Transport>(
                 bias,
                 fw,
             )?,
-            SecureOp::ChannelAffine {
-                channels,
-                height,
-                width,
-                scale,
-                shift,
-            } => channel_affine(p, &x, (*channels, height * width), scale, shift, f)?,
+            SecureOp::ChannelAffine { dims, scale, shift } => {
+                let per_channel = dims.height * dims.width;
+                channel_affine(p, &x, (dims.channels, per_channel), scale, shift, f)?
+            }
             SecureOp::Relu => relu(p, &x)?,
-            SecureOp::MaxPool {
-                channels,
-                height,
-                width,
-                size,
-                relu,
-            } => max_pool(p, &x, (batch * channels, *height, *width), *size, *relu)?,
-            SecureOp::AvgPool {
-                channels,
-                height,
-                width,
-                size,
-            } => avg_pool(p, &x, (batch * channels, *height, *width), *size, f)?,
+            SecureOp::MaxPool { dims, size, relu } => {
+                max_pool(p, &x, batch_planes(batch, dims), *size, *relu)?
+            }
+            SecureOp::AvgPool { dims, size } => {
+                avg_pool(p, &x, batch_planes(batch, dims), *size, f)?
+            }
         };
     }
     let out_len = model.output_len();
@@ -112,4 +103,9 @@ pub fn infer<T: Transport>(
         .chunks(out_len)
         .map(|c| OutputShare::new(p.id(), model.fixed(), c.to_vec()))
         .collect())
+}
+
+/// The planes a pooling sees: every channel of every image of the batch, each `height x width`.
+fn batch_planes(batch: usize, dims: &Chw) -> (usize, usize, usize) {
+    (batch * dims.channels, dims.height, dims.width)
 }

@@ -46,17 +46,9 @@ impl LogitBound {
                     bias,
                     ..
                 } => affine_bound(m, weight, bias, *out_features),
-                Layer::BatchNorm2d {
-                    gamma,
-                    beta,
-                    mean,
-                    var,
-                    eps,
-                } => (0..gamma.len())
-                    .map(|c| {
-                        let scale = gamma[c] as f64 / (var[c] as f64 + *eps as f64).sqrt();
-                        scale.abs() * (m + (mean[c] as f64).abs()) + (beta[c] as f64).abs()
-                    })
+                Layer::BatchNorm2d { .. } => (layer.batch_norm_channels().unwrap_or_default())
+                    .iter()
+                    .map(|c| c.scale.abs() * (m + c.mean.abs()) + c.beta.abs())
                     .fold(0.0, f64::max),
                 // Max and average pooling, ReLU, flatten and dropout (identity at inference)
                 // never increase the largest magnitude.

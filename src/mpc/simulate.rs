@@ -4,9 +4,10 @@
 use super::client::{reconstruct, share_input_os, InputShare, OutputShare};
 use super::consistency::{compare_input_copies, inconsistent_input};
 use super::context::{CommStats, Party};
+use super::dealing::ModelDealing;
 use super::error::{MpcError, Result};
 use super::fixed::FixedPoint;
-use super::model::{ModelDealing, PartyModel};
+use super::model::PartyModel;
 use super::network::infer;
 use super::party::PartyId;
 use super::transport::{InMemoryTransport, Transport};

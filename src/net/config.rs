@@ -16,61 +16,10 @@ use serde::Deserialize;
 
 use super::keys::{KeyTextError, PublicKey};
 
-/// Number of computing parties.
-pub const PARTY_COUNT: usize = 3;
+pub use crate::mpc::party::{PartyId, PARTY_COUNT};
 
 /// Default cap on one message (1 GiB): model shares of the larger networks are hundreds of MB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 1 << 30;
-
-/// The id of one of the three computing parties (0, 1 or 2).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct PartyId(u8);
-
-impl PartyId {
-    pub const ALL: [PartyId; PARTY_COUNT] = [PartyId(0), PartyId(1), PartyId(2)];
-
-    /// Accepts 0, 1 or 2.
-    pub fn new(id: u8) -> Option<Self> {
-        (usize::from(id) < PARTY_COUNT).then_some(Self(id))
-    }
-
-    pub fn get(self) -> u8 {
-        self.0
-    }
-
-    pub fn index(self) -> usize {
-        usize::from(self.0)
-    }
-
-    /// The next party on the ring 0 -> 1 -> 2 -> 0.
-    pub fn next(self) -> Self {
-        Self((self.0 + 1) % PARTY_COUNT as u8)
-    }
-
-    /// The previous party on the ring.
-    pub fn prev(self) -> Self {
-        Self((self.0 + PARTY_COUNT as u8 - 1) % PARTY_COUNT as u8)
-    }
-
-    /// The two other parties, in increasing id order.
-    pub fn others(self) -> [PartyId; 2] {
-        let mut out = [self; 2];
-        let mut n = 0;
-        for p in Self::ALL {
-            if p != self {
-                out[n] = p;
-                n += 1;
-            }
-        }
-        out
-    }
-}
-
-impl fmt::Display for PartyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
 
 /// A validated `host:port` (host: a DNS name, an IPv4 address or a bracketed IPv6 address).
 /// Resolution happens at connect time, so nothing here assumes loopback or a fixed IP.
@@ -284,7 +233,9 @@ impl PartiesConfig {
             *slot = Some(entry);
         }
         let [a, b, c] = slots;
-        let missing = |id: u8| ConfigError::MissingParty { id: PartyId(id) };
+        let missing = |id: usize| ConfigError::MissingParty {
+            id: PartyId::ALL[id],
+        };
         let parties = [
             a.ok_or(missing(0))?,
             b.ok_or(missing(1))?,
@@ -537,7 +488,7 @@ mod tests {
         assert_eq!(c.owner_public_key(), Some(&owner));
         assert_eq!(c.timeouts().io, Duration::from_millis(1500));
         assert_eq!(c.timeouts().connect, Timeouts::default().connect);
-        assert_eq!(c.party_with_key(&k[2]), Some(PartyId(2)));
+        assert_eq!(c.party_with_key(&k[2]), Some(PartyId::ALL[2]));
         assert_eq!(c.party_with_key(&owner), None);
     }
 
@@ -560,11 +511,11 @@ mod tests {
         let dup = text(&k, "").replace("id = 2", "id = 1");
         assert!(matches!(
             PartiesConfig::parse(&dup),
-            Err(ConfigError::DuplicateId { id: PartyId(1) })
+            Err(ConfigError::DuplicateId { id }) if id == PartyId::ALL[1]
         ));
         let two = text(&k[..2], "");
         let err = PartiesConfig::parse(&two).unwrap_err();
-        assert!(matches!(err, ConfigError::MissingParty { id: PartyId(2) }));
+        assert!(matches!(err, ConfigError::MissingParty { id } if id == PartyId::ALL[2]));
         assert!(err.to_string().contains("party 2 is missing"));
         let bad_id = text(&k, "").replace("id = 2", "id = 7");
         assert!(matches!(
@@ -664,7 +615,7 @@ mod tests {
     fn example_file_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/parties.example.toml");
         let c = PartiesConfig::load(&path).unwrap();
-        assert_eq!(c.party(PartyId(2)).address.as_str(), "127.0.0.1:7102");
+        assert_eq!(c.party(PartyId::ALL[2]).address.as_str(), "127.0.0.1:7102");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! The decoder checks every length against the bytes actually present before using it, so a
 //! hostile length never causes an allocation or a panic, and it rejects trailing bytes.
 
-use crate::bytes::{Cursor, Short};
+use crate::bytes::{Cursor, Short, Writer};
 use std::fmt;
 
 /// Largest tensor rank a request may declare.
@@ -113,10 +113,10 @@ impl Message {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.encoded_len_hint());
+        let mut out = Writer::with_capacity(self.encoded_len_hint());
         match self {
             Message::ShareModel { share } => {
-                out.push(TAG_SHARE_MODEL);
+                out.u8(TAG_SHARE_MODEL);
                 put_bytes(&mut out, share);
             }
             Message::PredictRequest {
@@ -124,8 +124,8 @@ impl Message {
                 shape,
                 input_share,
             } => {
-                out.push(TAG_PREDICT_REQUEST);
-                out.extend_from_slice(&request_id.to_le_bytes());
+                out.u8(TAG_PREDICT_REQUEST);
+                out.u64(*request_id);
                 put_shape(&mut out, shape);
                 put_bytes(&mut out, input_share);
             }
@@ -133,40 +133,40 @@ impl Message {
                 request_id,
                 output_share,
             } => {
-                out.push(TAG_PREDICT_RESPONSE);
-                out.extend_from_slice(&request_id.to_le_bytes());
+                out.u8(TAG_PREDICT_RESPONSE);
+                out.u64(*request_id);
                 put_bytes(&mut out, output_share);
             }
             Message::Error { text } => {
-                out.push(TAG_ERROR);
+                out.u8(TAG_ERROR);
                 put_text(&mut out, text);
             }
             Message::Mpc { payload } => {
-                out.push(TAG_MPC);
+                out.u8(TAG_MPC);
                 put_bytes(&mut out, payload);
             }
-            Message::ModelInfoRequest => out.push(TAG_MODEL_INFO_REQUEST),
+            Message::ModelInfoRequest => out.u8(TAG_MODEL_INFO_REQUEST),
             Message::ModelInfo {
                 name,
                 shape,
                 frac_bits,
                 output_len,
             } => {
-                out.push(TAG_MODEL_INFO);
+                out.u8(TAG_MODEL_INFO);
                 put_text(&mut out, name);
                 put_shape(&mut out, shape);
-                out.push(*frac_bits);
-                out.extend_from_slice(&output_len.to_le_bytes());
+                out.u8(*frac_bits);
+                out.u32(*output_len);
             }
             Message::Schedule { request_id } => {
-                out.push(TAG_SCHEDULE);
-                out.extend_from_slice(&request_id.to_le_bytes());
+                out.u8(TAG_SCHEDULE);
+                out.u64(*request_id);
             }
-            Message::Heartbeat => out.push(TAG_HEARTBEAT),
+            Message::Heartbeat => out.u8(TAG_HEARTBEAT),
             Message::Ready { request_id, accept } => {
-                out.push(TAG_READY);
-                out.extend_from_slice(&request_id.to_le_bytes());
-                out.push(u8::from(*accept));
+                out.u8(TAG_READY);
+                out.u64(*request_id);
+                out.u8(u8::from(*accept));
             }
             Message::RequestStats {
                 request_id,
@@ -174,22 +174,22 @@ impl Message {
                 rounds,
                 micros,
             } => {
-                out.push(TAG_REQUEST_STATS);
+                out.u8(TAG_REQUEST_STATS);
                 for v in [request_id, bytes_sent, rounds, micros] {
-                    out.extend_from_slice(&v.to_le_bytes());
+                    out.u64(*v);
                 }
             }
             Message::Poll { request_ids } => {
-                out.push(TAG_POLL);
+                out.u8(TAG_POLL);
                 put_ids(&mut out, request_ids);
             }
             Message::Holding { held, refused } => {
-                out.push(TAG_HOLDING);
+                out.u8(TAG_HOLDING);
                 put_ids(&mut out, held);
                 put_ids(&mut out, refused);
             }
         }
-        out
+        out.into_bytes()
     }
 
     fn encoded_len_hint(&self) -> usize {
@@ -407,32 +407,30 @@ impl Shape {
     }
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-    out.extend_from_slice(bytes);
+fn put_bytes(out: &mut Writer, bytes: &[u8]) {
+    out.u64(bytes.len() as u64);
+    out.raw(bytes);
 }
 
-fn put_text(out: &mut Vec<u8>, text: &str) {
+fn put_text(out: &mut Writer, text: &str) {
     let bytes = truncate_text(text).as_bytes();
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
+    out.u32(bytes.len() as u32);
+    out.raw(bytes);
 }
 
 /// Writes at most [`MAX_IDS`] ids (the senders never list more), so every encoded list
 /// decodes.
-fn put_ids(out: &mut Vec<u8>, ids: &[u64]) {
+fn put_ids(out: &mut Writer, ids: &[u64]) {
     let ids = &ids[..ids.len().min(MAX_IDS)];
-    out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
-    for id in ids {
-        out.extend_from_slice(&id.to_le_bytes());
-    }
+    out.u32(ids.len() as u32);
+    out.u64s(ids);
 }
 
-fn put_shape(out: &mut Vec<u8>, shape: &Shape) {
+fn put_shape(out: &mut Writer, shape: &Shape) {
     // `Shape` guarantees rank <= MAX_RANK, so the rank fits its byte.
-    out.push(shape.rank() as u8);
+    out.u8(shape.rank() as u8);
     for d in shape.dims() {
-        out.extend_from_slice(&d.to_le_bytes());
+        out.u32(*d);
     }
 }
 

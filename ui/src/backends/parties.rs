@@ -6,7 +6,8 @@
 
 use super::predict::{class_prob, plaintext};
 use crate::tui::backend::{
-    BackendError, PartyBackend, PartyId, PartyState, PartyStatus, PartyUpdate, PredictRequest,
+    party_label, BackendError, PartyBackend, PartyId, PartyState, PartyStatus, PartyUpdate,
+    PredictRequest,
 };
 use crate::tui::event::{AppEvent, AppSender};
 use privxray::model::spec::pneumonia_probability;
@@ -261,7 +262,7 @@ impl PartyBackend for PartyProcesses {
                 Ok(c) => c,
                 Err(e) => {
                     session.kill_all();
-                    return Err(io_failed(format!("starting party {p}"), e));
+                    return Err(io_failed(format!("starting party {}", party_label(p)), e));
                 }
             };
             let stderr = child.stderr.take();

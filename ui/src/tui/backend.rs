@@ -254,24 +254,13 @@ pub trait CurveExporter: Send {
     ) -> Result<Vec<PathBuf>, BackendError>;
 }
 
-/// One of the three computing parties.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PartyId(u8);
+/// One of the three computing parties: the engine's type. Screens label it `P0`, `P1`, `P2`
+/// (see [`party_label`]); its own `Display` is the bare number.
+pub use privxray::mpc::PartyId;
 
-impl PartyId {
-    pub const ALL: [PartyId; 3] = [PartyId(0), PartyId(1), PartyId(2)];
-    pub fn new(i: u8) -> Option<PartyId> {
-        (i < 3).then_some(PartyId(i))
-    }
-    pub fn index(self) -> usize {
-        self.0 as usize
-    }
-}
-
-impl fmt::Display for PartyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "P{}", self.0)
-    }
+/// How the screens name a party: `P0`, `P1`, `P2`.
+pub fn party_label(p: PartyId) -> String {
+    format!("P{p}")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -8,7 +8,7 @@ pub mod view;
 pub use view::PredictView;
 
 use crate::tui::backend::{
-    ClassProb, PartyId, PartyState, PartyStatus, PartyUpdate, PredictRequest,
+    party_label, ClassProb, PartyId, PartyState, PartyStatus, PartyUpdate, PredictRequest,
 };
 use crate::tui::data::source::DataReady;
 use crate::tui::widgets::GreyImage;
@@ -171,7 +171,7 @@ impl PredictTab {
         match update {
             PartyUpdate::Status { party, status } => {
                 if let PartyState::Failed(why) = &status.state {
-                    self.message = Some((format!("{party} failed: {why}"), true));
+                    self.message = Some((format!("{} failed: {why}", party_label(party)), true));
                 }
                 self.parties[party.index()] = status;
             }

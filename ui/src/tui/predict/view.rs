@@ -3,7 +3,7 @@
 //! queue.
 
 use super::{class_name, PredictTab};
-use crate::tui::backend::{ClassProb, PartyId, PartyState};
+use crate::tui::backend::{party_label, ClassProb, PartyId, PartyState};
 use crate::tui::format::bytes;
 use crate::tui::theme::Theme;
 use crate::tui::widgets::HalfBlockImage;
@@ -52,7 +52,7 @@ impl PredictView<'_> {
                     PartyState::Failed(w) => (format!("failed: {w}"), theme.error()),
                 };
                 let row = Row::new(vec![
-                    Line::raw(id.to_string()),
+                    Line::raw(party_label(*id)),
                     Line::styled(state, style),
                     Line::raw(s.address.clone().unwrap_or("-".into())),
                     Line::raw(format!("{}/2", s.peers_connected)),
@@ -99,7 +99,7 @@ impl PredictView<'_> {
         )
         .block(Block::bordered().title(format!(
             " Parties · selected {} · model {} ",
-            t.selected_party_id(),
+            party_label(t.selected_party_id()),
             t.model.as_deref().unwrap_or("none")
         )));
         Widget::render(parties, area, buf);
