@@ -1,16 +1,18 @@
 //! The work the command line and the terminal interface both do on top of the engine, written
-//! once: a run's settings translated into the engine's configuration ([`settings`]), the
+//! once: data made ready (a synthetic set generated once, several folders preprocessed into
+//! one, [`data`]), a run's settings translated into the engine's configuration ([`settings`]), the
 //! train/validation/evaluation split of a preprocessed dataset ([`splits`]), a training run on
 //! its own thread followed by the evaluation of its best checkpoint ([`run`]), a checkpoint
 //! loaded for the CPU ([`model`]), per-example losses for the membership-inference audit
 //! ([`audit`]), and plaintext prediction of images ([`predict`]).
 //!
-//! May import the engine's own modules (data, preprocess, model, train, privacy). May not import
+//! May import the engine's own modules (data, preprocess, synth, model, train, privacy). May not import
 //! terminal code, clap or anyhow, nor print: errors are [`PipelineError`], and what a face shows
 //! of progress is its own business. The submodules import [`error`]; only [`run`] imports
 //! another ([`model`]).
 
 pub mod audit;
+pub mod data;
 pub mod error;
 pub mod model;
 pub mod predict;
@@ -19,6 +21,7 @@ pub mod settings;
 pub mod splits;
 
 pub use audit::{membership_audit, per_example_losses};
+pub use data::{ensure_synthetic, preprocess_folders, FolderReport};
 pub use error::{PipelineError, Result};
 pub use model::load_checkpoint;
 pub use predict::{load_input, plaintext_probability, predict_images, PlainPrediction};

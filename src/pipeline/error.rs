@@ -1,6 +1,8 @@
 //! The pipeline's error type. Owns [`PipelineError`] only; imports nothing of the pipeline.
 
+use crate::preprocess::PreprocessError;
 use crate::privacy::PrivacyError;
+use crate::synth::SynthError;
 use crate::train::TrainError;
 use std::path::PathBuf;
 
@@ -26,6 +28,16 @@ pub enum PipelineError {
     Panicked,
     #[error(transparent)]
     Train(#[from] TrainError),
+    #[error("generating synthetic images in {}: {source}", dir.display())]
+    Synth {
+        dir: PathBuf,
+        #[source]
+        source: SynthError,
+    },
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+    #[error("no folders to preprocess")]
+    NoFolders,
     #[error(transparent)]
     Privacy(#[from] PrivacyError),
 }

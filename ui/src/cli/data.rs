@@ -1,6 +1,6 @@
 //! `synth` and `preprocess`, and the data source used when no dataset is present.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 use privxray::data::open::{DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS};
 use privxray::model::Technique;
@@ -176,10 +176,7 @@ pub fn default_training_source() -> anyhow::Result<DataSource> {
         });
     }
     let synth_dir = PathBuf::from("data/synthetic");
-    if !synth_dir.join("train").is_dir() {
-        synth::generate(&synth_dir, &SynthOptions::new(600, 1))
-            .with_context(|| format!("generating synthetic images in {}", synth_dir.display()))?;
-    }
+    privxray::pipeline::ensure_synthetic(&synth_dir, 600, 1, || {})?;
     Ok(DataSource {
         root: synth_dir,
         description: format!(
