@@ -7,7 +7,7 @@
 //! bytes on the wire are available from [`NoiseTransport::wire_traffic`].
 
 use crate::mpc::error::{MpcError, Result as MpcResult};
-use crate::mpc::{PartyId as MpcPartyId, Transport};
+use crate::mpc::Transport;
 
 use super::channel::SecureChannel;
 use super::config::PartyId;
@@ -23,14 +23,6 @@ pub struct NoiseTransport {
     peers: [(PartyId, SecureChannel); 2],
     payload_sent: u64,
     payload_received: u64,
-}
-
-fn to_mpc(id: PartyId) -> MpcPartyId {
-    MpcPartyId::ALL[id.index()]
-}
-
-fn from_mpc(id: MpcPartyId) -> Option<PartyId> {
-    PartyId::new(id.get())
 }
 
 impl NoiseTransport {
@@ -72,11 +64,6 @@ impl NoiseTransport {
 
     pub fn me(&self) -> PartyId {
         self.me
-    }
-
-    /// This party's id in the engine's numbering (the same number).
-    pub fn mpc_id(&self) -> MpcPartyId {
-        to_mpc(self.me)
     }
 
     /// The channel to `peer`, or `None` when `peer` is this party.
@@ -122,19 +109,17 @@ impl NoiseTransport {
         self.peers
     }
 
-    fn peer_for(&mut self, peer: MpcPartyId) -> MpcResult<&mut SecureChannel> {
+    fn peer_for(&mut self, peer: PartyId) -> MpcResult<&mut SecureChannel> {
         let me = self.me;
-        from_mpc(peer)
-            .and_then(|p| self.channel(p))
-            .ok_or_else(|| MpcError::Transport {
-                peer,
-                reason: format!("party {me} has no channel to party {peer}"),
-            })
+        self.channel(peer).ok_or_else(|| MpcError::Transport {
+            peer,
+            reason: format!("party {me} has no channel to party {peer}"),
+        })
     }
 }
 
 impl Transport for NoiseTransport {
-    fn send(&mut self, to: MpcPartyId, data: Vec<u8>) -> MpcResult<()> {
+    fn send(&mut self, to: PartyId, data: Vec<u8>) -> MpcResult<()> {
         let len = data.len() as u64;
         self.peer_for(to)?
             .send_owned(Message::Mpc { payload: data }.encode())
@@ -146,7 +131,7 @@ impl Transport for NoiseTransport {
         Ok(())
     }
 
-    fn recv(&mut self, from: MpcPartyId) -> MpcResult<Vec<u8>> {
+    fn recv(&mut self, from: PartyId) -> MpcResult<Vec<u8>> {
         let message = self
             .peer_for(from)?
             .recv_message()
@@ -219,7 +204,7 @@ mod tests {
                 .zip(models.iter().zip(inputs))
                 .map(|(t, (model, input))| {
                     s.spawn(move || {
-                        let id = t.mpc_id();
+                        let id = t.me();
                         let mut p = Party::setup(id, t).unwrap();
                         let before = p.stats();
                         let out = infer(&mut p, model, &[input]).unwrap();
@@ -253,9 +238,9 @@ mod tests {
         assert_eq!(t[2].recv_message(one).unwrap(), Message::Heartbeat);
         // A control frame where the engine expects a payload is an error naming the peer.
         t[1].send_message(two, &Message::Heartbeat).unwrap();
-        let err = Transport::recv(&mut t[2], to_mpc(one)).unwrap_err();
+        let err = Transport::recv(&mut t[2], one).unwrap_err();
         assert!(
-            matches!(&err, MpcError::Transport { peer, reason } if *peer == to_mpc(one) && reason.contains("Heartbeat")),
+            matches!(&err, MpcError::Transport { peer, reason } if *peer == one && reason.contains("Heartbeat")),
             "{err}"
         );
         assert!(t[0].channel(PartyId::ALL[0]).is_none());

@@ -100,7 +100,7 @@ fn run_party(
     model: &crate::mpc::PartyModel,
     inputs: &[InputShare],
 ) -> Result<PartyRun, PartyError> {
-    let id = t.mpc_id();
+    let id = t.me();
     let mut party = Party::setup(id, t)?;
     let before = party.stats();
     let started = Instant::now();

@@ -348,8 +348,8 @@ pub fn share_model_remote(
 ) -> Result<RemoteModel, PartyError> {
     let dealing = ModelDealing::new_os(spec, fixed)?;
     let mut replies: Vec<Result<Message, PartyError>> = Vec::with_capacity(3);
-    for (party, mpc_party) in PartyId::ALL.into_iter().zip(crate::mpc::PartyId::ALL) {
-        let share = dealing.share(mpc_party)?.to_bytes();
+    for party in PartyId::ALL {
+        let share = dealing.share(party)?.to_bytes();
         // All shares are the same size, so party 0's check fails before any party is sent one.
         check_share_fits(config, party, share.len())?;
         replies.push(send_share(config, owner, party, share));

@@ -103,8 +103,8 @@ pub(super) fn compute(
             "party {me}: the secure computation failed: {e}; the request was dropped"
         )));
     };
-    let mpc_id = t.mpc_id();
-    let mut party = match Party::setup(mpc_id, t) {
+    let me = t.me();
+    let mut party = match Party::setup(me, t) {
         Ok(p) => p,
         Err(e) => {
             fail(&e);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::state::State;
 use crate::mpc::consistency;
-use crate::mpc::{DealingId, InputShare, PartyId as MpcPartyId, PartyModel};
+use crate::mpc::{DealingId, InputShare, PartyModel};
 use crate::net::{Message, NoiseTransport, PartyId};
 use crate::party::queue::Outcome;
 use crate::party::PartyError;
@@ -43,11 +43,11 @@ pub(super) fn exchange_ready(
     for peer in others {
         t.send_message(peer, &Message::Ready { request_id, accept })?;
     }
-    let mpc_me = t.mpc_id();
-    consistency::send_dealing(t, mpc_me, dealing)?;
+    let me = state.me;
+    consistency::send_dealing(t, me, dealing)?;
     let mut refused = Vec::new();
     let mut dealings = [None; 3];
-    dealings[mpc_me.index()] = dealing;
+    dealings[me.index()] = dealing;
     for peer in others {
         match t.recv_message(peer)? {
             Message::Ready {
@@ -66,8 +66,7 @@ pub(super) fn exchange_ready(
                 })
             }
         }
-        let from = MpcPartyId::ALL[peer.index()];
-        dealings[peer.index()] = consistency::recv_dealing(t, from)?;
+        dealings[peer.index()] = consistency::recv_dealing(t, peer)?;
     }
     Ok(Readiness {
         refused,
@@ -87,8 +86,7 @@ pub(super) fn compare_copies(
 ) -> Result<(Option<Held>, Option<String>), PartyError> {
     let me = state.me;
     let share = held.as_ref().map(|(s, _, _)| std::slice::from_ref(&**s));
-    let mpc_me = t.mpc_id();
-    let found = match consistency::compare_input_copies(t, mpc_me, share) {
+    let found = match consistency::compare_input_copies(t, me, share) {
         Ok(f) => f,
         Err(e) => {
             if let Some((_, reply, _)) = held {
