@@ -57,7 +57,7 @@ fn engine_harness(data: &std::path::Path, checkpoints: &std::path::Path) -> Harn
         None,
         backends,
         queue.sender(),
-        Theme { color: false },
+        Theme::PLAIN,
     );
     Harness {
         app,

@@ -334,3 +334,39 @@ fn freeze_and_weight_average_cycle_through_their_choices() {
     assert_eq!(h.app.train.model, privxray::model::ModelKind::DnnMax);
     assert_eq!(h.app.train.freeze, None);
 }
+
+#[test]
+fn space_toggles_dp_from_every_train_field() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('2'));
+    for f in Field::ALL {
+        to_field(&mut h, f);
+        let before = h.app.train.dp_enabled;
+        press(&mut h, KeyCode::Char(' '));
+        assert_eq!(h.app.train.dp_enabled, !before, "space on {f:?}");
+        assert_eq!(h.app.train.field(), f, "space does not move the focus");
+        let shown = if before { "[ ] off" } else { "[x] on" };
+        assert!(h.screen().contains(shown), "{f:?}: {}", h.screen());
+    }
+}
+
+#[test]
+fn space_leaves_dp_alone_during_a_run_and_while_typing_a_folder() {
+    let mut h = harness();
+    // Typing a folder on the Data tab: space is part of the name.
+    press(&mut h, KeyCode::Char('e'));
+    for c in "my data".chars() {
+        press(&mut h, KeyCode::Char(c));
+    }
+    assert_eq!(h.app.data.custom, "my data");
+    assert!(h.app.train.dp_enabled);
+    press(&mut h, KeyCode::Esc);
+
+    // A running training keeps the DP setting it started with, and says why.
+    press(&mut h, KeyCode::Char('2'));
+    h.app.train.begin_run();
+    press(&mut h, KeyCode::Char(' '));
+    assert!(h.app.train.dp_enabled);
+    let (msg, warning) = h.app.train.message.clone().unwrap();
+    assert!(warning && msg.contains("between runs"), "{msg}");
+}

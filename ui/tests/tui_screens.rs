@@ -395,3 +395,75 @@ fn render_time_200x50() {
         println!("{:<20} {ms:.3} ms/frame at 200x50", tab.title());
     }
 }
+
+/// Where the engine reports its best checkpoint, as the accuracy chart draws it: the title's
+/// epoch and the column of the green dot (the scatter marker) in the chart.
+fn best_marker(best_after: usize) -> (String, u16) {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('2'));
+    for (e, acc) in [0.6, 0.9, 0.95].into_iter().enumerate() {
+        h.app_event(AppEvent::Train(TrainUpdate::Epoch(epoch(e, acc))));
+        if e <= best_after {
+            h.app_event(AppEvent::Train(TrainUpdate::BestCheckpoint {
+                val_acc: acc,
+            }));
+        }
+    }
+    let t = h.render(100, 30);
+    let buf = t.backend().buffer();
+    let screen = t.backend().to_string();
+    let title = screen
+        .lines()
+        .find_map(|l| l.split_once(" Accuracy").map(|(_, r)| r.to_string()))
+        .expect("the accuracy chart");
+    let dots: Vec<u16> = buf
+        .content()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.symbol() == "•" && c.fg == ratatui::style::Color::Green)
+        .map(|(i, _)| buf.pos_of(i).0)
+        .collect();
+    assert_eq!(dots.len(), 1, "one best marker:\n{screen}");
+    assert!(screen.contains("best"), "the legend names it:\n{screen}");
+    (title, dots[0])
+}
+
+#[test]
+fn accuracy_chart_marks_the_best_checkpoint() {
+    let (title1, x1) = best_marker(0);
+    let (title2, x2) = best_marker(1);
+    assert!(
+        title1.contains("best checkpoint epoch 1 (60.0%)"),
+        "{title1}"
+    );
+    assert!(
+        title2.contains("best checkpoint epoch 2 (90.0%)"),
+        "{title2}"
+    );
+    assert!(x2 > x1, "the marker moves with the epoch: {x1} -> {x2}");
+
+    // No checkpoint reported yet: no marker, the old title.
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('2'));
+    h.app_event(AppEvent::Train(TrainUpdate::Epoch(epoch(0, 0.6))));
+    assert!(h.screen().contains(" Accuracy per epoch "));
+}
+
+#[test]
+fn parties_table_counts_bytes_received() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('4'));
+    let mut s = status(PartyState::Ready, 2, 1);
+    s.bytes_in = 23_456_789;
+    s.bytes_out = 12_345;
+    h.app_event(AppEvent::Party(PartyUpdate::Status {
+        party: PartyId::ALL[1],
+        status: s,
+    }));
+    let screen = h.screen();
+    let row = screen
+        .lines()
+        .find(|l| l.contains("23.5 MB"))
+        .unwrap_or_else(|| panic!("bytes in shown:\n{screen}"));
+    assert!(row.contains("12.3 kB"), "bytes out on the same row: {row}");
+}

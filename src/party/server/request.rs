@@ -137,8 +137,10 @@ pub(super) fn compute(
     log(
         me,
         format_args!(
-            "served a request: {} bytes sent to the other parties, {} rounds, {:.1} ms",
+            "served a request: {} bytes sent to the other parties, {} bytes received from them, \
+             {} rounds, {:.1} ms",
             stats.bytes_sent,
+            spent.bytes_received,
             stats.rounds,
             stats.micros as f64 / 1e3
         ),

@@ -57,7 +57,10 @@ pub enum LogEvent {
     MeshReady,
     MeshLost,
     ModelLoaded,
-    Served { bytes_sent: u64 },
+    Served {
+        bytes_sent: u64,
+        bytes_received: u64,
+    },
     Other,
 }
 
@@ -82,12 +85,18 @@ pub fn parse_log(line: &str) -> LogEvent {
     {
         LogEvent::ModelLoaded
     } else if let Some(rest) = msg.strip_prefix("served a request: ") {
-        let bytes_sent = rest
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        LogEvent::Served { bytes_sent }
+        // "N bytes sent to the other parties, M bytes received from them, R rounds, T ms";
+        // a party from before the received count was logged gives 0 for it.
+        let count = |what: &str| {
+            rest.split(", ")
+                .find_map(|part| part.split_once(what).map(|(n, _)| n))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        LogEvent::Served {
+            bytes_sent: count(" bytes sent"),
+            bytes_received: count(" bytes received"),
+        }
     } else {
         LogEvent::Other
     }
@@ -110,8 +119,12 @@ fn apply_log(s: &mut PartyStatus, e: LogEvent) -> bool {
             s.handshakes_done = 0;
         }
         LogEvent::ModelLoaded => s.model_loaded = true,
-        LogEvent::Served { bytes_sent } => {
+        LogEvent::Served {
+            bytes_sent,
+            bytes_received,
+        } => {
             s.requests_served += 1;
+            s.bytes_in += bytes_received;
             s.bytes_out += bytes_sent;
         }
         LogEvent::Other => return false,
@@ -430,7 +443,12 @@ mod tests {
         );
         assert_eq!(
             parse_log("privxray party 2: served a request: 12345 bytes sent to the other parties, 40 rounds, 80.0 ms"),
-            LogEvent::Served { bytes_sent: 12345 }
+            LogEvent::Served { bytes_sent: 12345, bytes_received: 0 },
+            "a line from before the received count"
+        );
+        assert_eq!(
+            parse_log("privxray party 2: served a request: 12345 bytes sent to the other parties, 23456789 bytes received from them, 40 rounds, 80.0 ms"),
+            LogEvent::Served { bytes_sent: 12345, bytes_received: 23456789 }
         );
         assert_eq!(
             parse_log("privxray party 2: installed a model share of 9 bytes: input [1, 150, 125], 7 operations, 2 outputs"),
@@ -439,11 +457,16 @@ mod tests {
         assert_eq!(parse_log("something else"), LogEvent::Other);
         let mut s = PartyStatus::default();
         assert!(apply_log(&mut s, LogEvent::MeshReady));
-        assert!(apply_log(&mut s, LogEvent::Served { bytes_sent: 10 }));
-        assert!(apply_log(&mut s, LogEvent::Served { bytes_sent: 5 }));
+        for (sent, received) in [(10, 7), (5, 3)] {
+            let e = LogEvent::Served {
+                bytes_sent: sent,
+                bytes_received: received,
+            };
+            assert!(apply_log(&mut s, e));
+        }
         assert_eq!(
-            (s.state, s.requests_served, s.bytes_out),
-            (PartyState::Ready, 2, 15)
+            (s.state, s.requests_served, s.bytes_in, s.bytes_out),
+            (PartyState::Ready, 2, 10, 15)
         );
     }
 }

@@ -153,6 +153,9 @@ pub fn to_update(event: TrainingEvent) -> Option<TrainUpdate> {
         },
         TrainingEvent::Paused => TrainUpdate::Paused,
         TrainingEvent::Resumed => TrainUpdate::Resumed,
+        TrainingEvent::Checkpoint { val_acc, kind, .. } if kind == "best" => {
+            TrainUpdate::BestCheckpoint { val_acc }
+        }
         // The outcome (stopped or finished) is sent once the checkpoint has been evaluated.
         TrainingEvent::Checkpoint { .. }
         | TrainingEvent::EarlyStop { .. }

@@ -153,6 +153,11 @@ pub enum TrainUpdate {
         clipping: Option<(f64, f64)>,
     },
     Epoch(EpochPoint),
+    /// The engine wrote the best checkpoint (the release) at the epoch it last reported: its
+    /// validation accuracy beat every earlier epoch's.
+    BestCheckpoint {
+        val_acc: f64,
+    },
     DpApplied {
         noise: f64,
         clip: f64,

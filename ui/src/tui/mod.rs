@@ -51,7 +51,8 @@ pub struct TuiOptions {
 
 impl TuiOptions {
     /// The default sources (data/chest_xray if present, else the bundled samples in `samples`
-    /// plus synthetic images in data/synthetic), cache in data/cache, colour unless NO_COLOR.
+    /// plus synthetic images in data/synthetic), cache in data/cache, the colour depth detected
+    /// here, once (NO_COLOR, COLORTERM, TERM).
     pub fn new(samples: PathBuf, backends: Backends) -> Self {
         TuiOptions {
             sources: DataSource::defaults(

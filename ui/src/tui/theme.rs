@@ -1,21 +1,78 @@
-//! Styles from the 16 named colours only, or none at all when NO_COLOR is set.
+//! Styles from the 16 named colours only, or none at all when NO_COLOR is set; and the colour
+//! depth the terminal offers, detected once at start-up, which only the greyscale previews use
+//! (the interface's own colours stay the 16 named ones everywhere). Imports nothing of the tui.
 
 use ratatui::style::{Color, Modifier, Style};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How many colours the terminal can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ColorDepth {
+    /// NO_COLOR: plain text, attributes only.
+    NoColor,
+    /// The 16 named colours: every terminal has them.
+    #[default]
+    Ansi16,
+    /// The xterm 256-colour palette (TERM names a `256color` terminal).
+    Ansi256,
+    /// 24-bit RGB (COLORTERM is `truecolor` or `24bit`).
+    TrueColor,
+}
+
+impl ColorDepth {
+    /// The depth from the NO_COLOR, COLORTERM and TERM variables' values (absent: `None`).
+    /// NO_COLOR set to anything non-empty wins; then COLORTERM, then TERM.
+    pub fn detect(no_color: Option<&str>, colorterm: Option<&str>, term: Option<&str>) -> Self {
+        if no_color.is_some_and(|v| !v.is_empty()) {
+            ColorDepth::NoColor
+        } else if colorterm.is_some_and(|v| matches!(v.trim(), "truecolor" | "24bit")) {
+            ColorDepth::TrueColor
+        } else if term.is_some_and(|v| v.contains("256color")) {
+            ColorDepth::Ansi256
+        } else {
+            ColorDepth::Ansi16
+        }
+    }
+
+    /// The depth this process's environment gives. Called once at start-up; widgets are
+    /// handed the result and never read the environment themselves.
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned());
+        Self::detect(
+            var("NO_COLOR").as_deref(),
+            var("COLORTERM").as_deref(),
+            var("TERM").as_deref(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Theme {
-    pub color: bool,
+    pub depth: ColorDepth,
 }
 
 impl Theme {
-    /// Colour unless the NO_COLOR environment variable is set to a non-empty value.
+    /// The 16 named colours; images in four grey levels.
+    pub const ANSI16: Theme = Theme {
+        depth: ColorDepth::Ansi16,
+    };
+    /// No colour at all (NO_COLOR).
+    pub const PLAIN: Theme = Theme {
+        depth: ColorDepth::NoColor,
+    };
+
+    /// From the environment (see [`ColorDepth::from_env`]).
     pub fn from_env() -> Self {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Theme { color: !no_color }
+        Theme {
+            depth: ColorDepth::from_env(),
+        }
+    }
+
+    pub fn color(self) -> bool {
+        self.depth != ColorDepth::NoColor
     }
 
     pub fn fg(self, c: Color) -> Style {
-        if self.color {
+        if self.color() {
             Style::new().fg(c)
         } else {
             Style::new()
@@ -38,7 +95,7 @@ impl Theme {
         self.fg(Color::Red).add_modifier(Modifier::BOLD)
     }
     pub fn dim(self) -> Style {
-        if self.color {
+        if self.color() {
             Style::new().fg(Color::DarkGray)
         } else {
             Style::new().add_modifier(Modifier::DIM)
@@ -53,8 +110,24 @@ impl Theme {
     }
 }
 
-impl Default for Theme {
-    fn default() -> Self {
-        Theme { color: true }
+#[cfg(test)]
+mod tests {
+    use super::ColorDepth::{self, *};
+
+    #[test]
+    fn depth_from_the_environment_values() {
+        let d = ColorDepth::detect;
+        assert_eq!(d(None, None, None), Ansi16);
+        assert_eq!(d(None, None, Some("xterm")), Ansi16);
+        assert_eq!(d(None, None, Some("xterm-256color")), Ansi256);
+        assert_eq!(d(None, Some("truecolor"), Some("xterm")), TrueColor);
+        assert_eq!(d(None, Some("24bit"), None), TrueColor);
+        assert_eq!(d(None, Some("yes"), Some("screen-256color")), Ansi256);
+        assert_eq!(
+            d(Some("1"), Some("truecolor"), Some("xterm-256color")),
+            NoColor
+        );
+        // An empty NO_COLOR does not count (no-color.org).
+        assert_eq!(d(Some(""), Some("truecolor"), None), TrueColor);
     }
 }

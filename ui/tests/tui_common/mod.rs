@@ -92,7 +92,12 @@ pub struct Harness {
     pub calls: Calls,
 }
 
+/// An app in the 16 named colours, as the snapshots were taken (never from the environment).
 pub fn harness() -> Harness {
+    harness_with(Theme::ANSI16)
+}
+
+pub fn harness_with(theme: Theme) -> Harness {
     let queue = EventQueue::new();
     let calls: Calls = Arc::default();
     let backends = Backends {
@@ -106,13 +111,7 @@ pub fn harness() -> Harness {
         DataSource::folder(samples(), "bundled real samples"),
         DataSource::folder("no/such/folder", "no/such/folder (missing)"),
     ];
-    let app = App::new(
-        sources,
-        None,
-        backends,
-        queue.sender(),
-        Theme { color: true },
-    );
+    let app = App::new(sources, None, backends, queue.sender(), theme);
     Harness { app, queue, calls }
 }
 

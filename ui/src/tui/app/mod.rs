@@ -273,7 +273,7 @@ mod tests {
             None,
             Backends::none(),
             queue.sender(),
-            Theme { color: false },
+            Theme::PLAIN,
         )
     }
 

@@ -236,7 +236,7 @@ impl DataView<'_> {
                 Layout::vertical([Constraint::Min(1), Constraint::Length(2)]).areas(*col);
             HalfBlockImage {
                 image: &p.image,
-                color: theme.color,
+                depth: theme.depth,
             }
             .render(img, buf);
             let style = if p.caption.contains("SYNTHETIC") {

@@ -132,7 +132,7 @@ impl PredictView<'_> {
         if let Some(img) = &t.preview {
             HalfBlockImage {
                 image: img,
-                color: theme.color,
+                depth: theme.depth,
             }
             .render(inner, buf);
         }

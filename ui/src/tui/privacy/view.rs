@@ -204,7 +204,7 @@ mod tests {
         let mut buf = Buffer::empty(area);
         PrivacyView {
             tab,
-            theme: Theme { color: false },
+            theme: Theme::PLAIN,
         }
         .render(area, &mut buf);
         (0..area.height)

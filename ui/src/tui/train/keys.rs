@@ -2,7 +2,7 @@
 //! also goes to the running training), start, pause, resume, stop and export. May not import
 //! the app or the views.
 
-use super::state::{Adjusted, Field, RunState, TrainTab};
+use super::state::{Adjusted, RunState, TrainTab};
 use crate::tui::action::Action;
 use crate::tui::data::source::DataReady;
 use crossterm::event::{KeyCode, KeyEvent};
@@ -27,8 +27,10 @@ pub fn handle(t: &mut TrainTab, ready: Option<&Arc<DataReady>>, k: KeyEvent) -> 
             }
             changed = true;
         }
-        KeyCode::Char(' ') if t.field() == Field::Dp => {
-            t.adjust(true);
+        // From any field, as the footer says: no Train field takes typed text (the Data tab's
+        // folder editor takes every key before the tabs see it).
+        KeyCode::Char(' ') => {
+            t.toggle_dp();
             changed = true;
         }
         KeyCode::Char('s') if !t.state.active() => match ready {

@@ -138,6 +138,9 @@ pub struct TrainTab {
     pub train_images: Option<usize>,
     pub steps_per_epoch: Option<usize>,
     pub history: Vec<EpochPoint>,
+    /// (epoch, validation accuracy) where the engine took the best checkpoint, the weights
+    /// the run releases.
+    pub best: Option<(usize, f64)>,
     /// (global step, loss).
     pub step_loss: Vec<(f64, f64)>,
     pub position: Option<(usize, usize)>,
@@ -180,6 +183,7 @@ impl TrainTab {
             train_images: None,
             steps_per_epoch: None,
             history: Vec::new(),
+            best: None,
             step_loss: Vec::new(),
             position: None,
             images_per_sec: 0.0,
@@ -322,6 +326,19 @@ impl TrainTab {
         }
     }
 
+    /// Turns DP-SGD on or off (space, from whichever field has focus). Like every setting
+    /// but the sliders, it only changes between runs.
+    pub fn toggle_dp(&mut self) {
+        if self.state.active() {
+            self.message = Some(("DP can only be turned on or off between runs".into(), true));
+            return;
+        }
+        self.message = None;
+        // Planning the next run: the projection is for the settings, not the last run.
+        self.forget_run();
+        self.dp_enabled = !self.dp_enabled;
+    }
+
     /// Steps the whole run will take.
     pub fn total_steps(&self) -> Option<u64> {
         let per_epoch = self
@@ -399,6 +416,7 @@ impl TrainTab {
     pub fn begin_run(&mut self) {
         self.state = RunState::Starting;
         self.history.clear();
+        self.best = None;
         self.step_loss.clear();
         self.forget_run();
         self.in_use = None;
@@ -460,6 +478,10 @@ impl TrainTab {
                 }
             }
             TrainUpdate::Epoch(p) => self.history.push(p),
+            TrainUpdate::BestCheckpoint { val_acc } => {
+                // The engine writes it right after the epoch it follows.
+                self.best = self.history.last().map(|p| (p.epoch, val_acc));
+            }
             TrainUpdate::DpApplied { noise, clip } => {
                 self.message = Some((
                     format!("applied σ {noise:.2}, C {clip:.2} to the next steps"),

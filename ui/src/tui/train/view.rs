@@ -254,9 +254,27 @@ impl TrainView<'_> {
             axis,
         )
         .render(loss_area, buf);
-        let acc_series = two("train", &ta, "val", &va);
+        // The best checkpoint (the weights the run releases) as a dot on the validation curve.
+        let best: Vec<(f64, f64)> = t.best.iter().map(|&(e, a)| ((e + 1) as f64, a)).collect();
+        let mut acc_series = Vec::from(two("train", &ta, "val", &va));
+        if !best.is_empty() {
+            acc_series.push(Series {
+                name: "best",
+                points: &best,
+                style: theme.ok(),
+                scatter: true,
+            });
+        }
+        let acc_title = match t.best {
+            Some((e, a)) => format!(
+                " Accuracy · best checkpoint epoch {} ({:.1}%) ",
+                e + 1,
+                a * 100.0
+            ),
+            None => " Accuracy per epoch ".into(),
+        };
         charts::chart(
-            Block::bordered().title(" Accuracy per epoch "),
+            Block::bordered().title(acc_title),
             &acc_series,
             "epoch",
             Some([0.0, 1.0]),

@@ -1,11 +1,14 @@
 //! Greyscale images drawn with the upper half block: each cell shows two pixels, the top one as
-//! the foreground colour and the bottom one as the background. With the 16 named colours only
-//! four grey levels exist (black, dark grey, grey, white); without colour a density ramp of
-//! ASCII characters stands in.
+//! the foreground colour and the bottom one as the background, in as many greys as the colour
+//! depth it is handed allows (256 in true colour, 30 in the xterm palette, four with the named
+//! colours); without colour a density ramp of ASCII characters stands in. Only draws: the depth
+//! comes from the caller, never from the environment.
 
+use super::grey::grey;
+use crate::tui::theme::ColorDepth;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
-use ratatui::style::{Color, Style};
+use ratatui::style::Style;
 use ratatui::widgets::Widget;
 
 /// An 8-bit greyscale image, row-major.
@@ -65,16 +68,6 @@ impl GreyImage {
     }
 }
 
-/// The named colour nearest a grey level (four levels).
-pub fn grey_colour(v: u8) -> Color {
-    match v {
-        0..=63 => Color::Black,
-        64..=127 => Color::DarkGray,
-        128..=191 => Color::Gray,
-        _ => Color::White,
-    }
-}
-
 const RAMP: &[u8] = b" .:-=+*#%@";
 
 /// The density character for a grey level when colour is off.
@@ -85,7 +78,7 @@ pub fn grey_char(v: u8) -> char {
 /// Draws an image scaled to fit the area, aspect ratio kept (square pixels), centred.
 pub struct HalfBlockImage<'a> {
     pub image: &'a GreyImage,
-    pub color: bool,
+    pub depth: ColorDepth,
 }
 
 impl HalfBlockImage<'_> {
@@ -126,12 +119,14 @@ impl Widget for HalfBlockImage<'_> {
                 let Some(cell) = buf.cell_mut((x, y)) else {
                     continue;
                 };
-                if self.color {
-                    cell.set_char('▀')
-                        .set_style(Style::new().fg(grey_colour(top)).bg(grey_colour(bottom)));
-                } else {
-                    let mean = ((top as u16 + bottom as u16) / 2) as u8;
-                    cell.set_char(grey_char(mean)).set_style(Style::new());
+                match (grey(top, self.depth), grey(bottom, self.depth)) {
+                    (Some(fg), Some(bg)) => {
+                        cell.set_char('▀').set_style(Style::new().fg(fg).bg(bg));
+                    }
+                    _ => {
+                        let mean = ((top as u16 + bottom as u16) / 2) as u8;
+                        cell.set_char(grey_char(mean)).set_style(Style::new());
+                    }
                 }
             }
         }
@@ -141,6 +136,7 @@ impl Widget for HalfBlockImage<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ratatui::style::Color;
 
     #[test]
     fn rejects_wrong_pixel_count() {
@@ -155,7 +151,7 @@ mod tests {
         let mut buf = Buffer::empty(Rect::new(0, 0, 2, 1));
         HalfBlockImage {
             image: &img,
-            color: true,
+            depth: ColorDepth::Ansi16,
         }
         .render(buf.area, &mut buf);
         let c0 = &buf[(0, 0)];
@@ -167,6 +163,26 @@ mod tests {
         assert_eq!(
             (c1.symbol(), c1.fg, c1.bg),
             ("▀", Color::White, Color::DarkGray)
+        );
+    }
+
+    #[test]
+    fn true_colour_and_the_palette_draw_the_exact_and_the_nearest_grey() {
+        let img = GreyImage::new(1, 2, vec![37, 200]).unwrap();
+        let cell = |depth| {
+            let mut buf = Buffer::empty(Rect::new(0, 0, 1, 1));
+            HalfBlockImage { image: &img, depth }.render(buf.area, &mut buf);
+            let c = &buf[(0, 0)];
+            (c.fg, c.bg)
+        };
+        assert_eq!(
+            cell(ColorDepth::TrueColor),
+            (Color::Rgb(37, 37, 37), Color::Rgb(200, 200, 200))
+        );
+        // 37 -> ramp level 38 (index 235); 200 -> ramp level 198 (index 251).
+        assert_eq!(
+            cell(ColorDepth::Ansi256),
+            (Color::Indexed(235), Color::Indexed(251))
         );
     }
 
@@ -183,7 +199,7 @@ mod tests {
         let mut buf = Buffer::empty(Rect::new(0, 0, 4, 1));
         HalfBlockImage {
             image: &img,
-            color: false,
+            depth: ColorDepth::NoColor,
         }
         .render(buf.area, &mut buf);
         assert_eq!(buf, Buffer::with_lines(["  @ "]));

@@ -1,6 +1,8 @@
-//! Widgets shared by the tabs: a half-block greyscale image, a slider, chart helpers.
+//! Widgets shared by the tabs: a half-block greyscale image (and its grey palettes), a slider,
+//! chart helpers.
 
 pub mod charts;
+pub mod grey;
 pub mod halfblock;
 pub mod slider;
 
