@@ -1,4 +1,5 @@
 //! Small text formats shared by the tabs' views.
+//! A leaf: imports nothing of the interface.
 
 /// "1:05" style durations.
 pub fn clock(seconds: f64) -> String {

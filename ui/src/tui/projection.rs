@@ -3,6 +3,7 @@
 //! come at the slider's settings, composed with the engine's Rényi-DP accountant. Epsilon
 //! *spent* is never computed here: it is the engine's figure from the last step event. One-step
 //! curves are cached, so a slider move costs microseconds once a (q, sigma) pair has been seen.
+//! Imports the engine's accountant and DP settings only; nothing of the interface.
 
 use privxray::privacy::{Delta, NoiseMultiplier, RdpAccountant, SampleRate};
 use privxray::train::dpsgd::DpConfig;

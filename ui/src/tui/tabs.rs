@@ -1,4 +1,5 @@
 //! Which tab is shown. A leaf: the app, the demo and the event types all name tabs.
+//! Imports nothing of the interface.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TabId {

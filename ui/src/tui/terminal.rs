@@ -1,6 +1,7 @@
 //! Terminal setup and restoration: raw mode, alternate screen and hidden cursor on entry;
 //! all undone by `leave`, by `Drop`, and by a panic hook that restores before chaining to the
 //! previous hook (so the panic message is readable).
+//! Imports crossterm and ratatui only; nothing of the interface.
 
 use crossterm::cursor::{Hide, Show};
 use crossterm::execute;

@@ -1,5 +1,6 @@
 //! Drawing of the whole screen: tab bar, the active tab, demo caption, footer with keys, help
 //! overlay, and the too-small message. Reads state only.
+//! Imports the app (to read it) and each tab's view; the app and the tabs never import it.
 
 use super::app::{App, TabId};
 use super::data::DataView;

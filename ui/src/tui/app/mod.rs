@@ -2,6 +2,8 @@
 //! (`perform`), whose notifications come back as events. Nothing here draws. Each tab's own
 //! keys are handled in that tab's `keys` module; the demo is ticked here and presses its keys
 //! through the event queue.
+//! Imports the tabs' state and keys, the backend traits, the event queue and the demo; never
+//! the views (`ui.rs` draws the app, not the other way round).
 
 mod perform;
 

@@ -1,5 +1,6 @@
 //! What the app does with an [`Action`]: hand it to the backend that does it, and turn a
 //! refusal or failure into a message on the tab. One method per backend; nothing here draws.
+//! Imports its parent (the app) and the tabs' state types; not the views or the event queue.
 
 use super::{Action, App};
 use crate::tui::data::{DataSource, JobState};

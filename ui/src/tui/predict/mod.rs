@@ -1,6 +1,8 @@
 //! The Private prediction tab: the three parties' status, the shared model, an image picker,
 //! and each private prediction beside the plaintext one. This module holds the tab's state;
 //! `keys` what a key does to it, `view` the drawing.
+//! Imports `tui::backend`, the Data tab's plain types (`data::source`) and `widgets`; never the
+//! app or the other tabs.
 
 pub mod keys;
 pub mod view;

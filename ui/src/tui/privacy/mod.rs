@@ -1,6 +1,7 @@
 //! The Privacy tab: every run so far as a point of accuracy against epsilon, and the
 //! membership-inference audit of a finished model beside its epsilon. This module holds the
 //! tab's state; `keys` what a key does to it, `view` the drawing.
+//! Imports `tui::backend` and the engine's plain types; never the app or the other tabs.
 
 pub mod keys;
 pub mod view;

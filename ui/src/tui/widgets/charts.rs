@@ -1,4 +1,5 @@
 //! Helpers for line and scatter charts over ratatui's `Chart`.
+//! Imports ratatui only; never the tabs or the app.
 
 use ratatui::layout::Constraint;
 use ratatui::style::Style;

@@ -3,6 +3,7 @@
 //! depth it is handed allows (256 in true colour, 30 in the xterm palette, four with the named
 //! colours); without colour a density ramp of ASCII characters stands in. Only draws: the depth
 //! comes from the caller, never from the environment.
+//! Imports `grey` and the theme's `ColorDepth` only; never the tabs or the app.
 
 use super::grey::grey;
 use crate::tui::theme::ColorDepth;

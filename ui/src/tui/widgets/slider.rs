@@ -1,4 +1,5 @@
 //! A one-line slider: `label [━━━━●─────] value`.
+//! Imports ratatui only; never the tabs or the app.
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
