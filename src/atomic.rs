@@ -1,5 +1,7 @@
 //! Atomic file writes: write to a temporary file beside the target, fsync, then rename.
 //! A crash or `kill -9` mid-write leaves the old file (or none), never a torn one.
+//!
+//! A leaf: imports only `std`; nothing of the engine or the terminal interface.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

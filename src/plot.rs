@@ -1,6 +1,8 @@
 //! PNG charts with plotters: training curves (accuracy and loss per epoch, like the paper's
 //! figures) and the privacy-utility frontier. Text is drawn with the DejaVu Sans font shipped in
 //! `assets/fonts/` (compiled in), so nothing needs fontconfig or a system font.
+//!
+//! Imports `crate::atomic` and `plotters` only; never `train`, `pipeline` or terminal code.
 
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};

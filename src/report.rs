@@ -5,6 +5,8 @@
 //! walk of the chain then prints the cause twice ("Address already in use (os error 98):
 //! Address already in use (os error 98)"). [`said_once`] walks the chain and leaves out a cause
 //! whose text the line already holds, so every error type reads right however it is written.
+//!
+//! A leaf: imports `std` only; nothing of the engine or the terminal interface.
 
 use std::error::Error;
 

@@ -6,6 +6,8 @@
 //! patchy haze ("virus"), of varying size and contrast, some of them faint, so a small CNN learns
 //! the task well but not trivially. Everything written here is SYNTHETIC: file names start with
 //! `SYNTH`, and nothing should claim accuracy on real radiographs from it.
+//!
+//! Imports `crate::atomic` and `crate::data` only; never `preprocess`, `train` or anything above.
 
 use crate::data::{Class, Split};
 use rand::{Rng, SeedableRng};

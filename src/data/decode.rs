@@ -1,5 +1,8 @@
 //! Decoding one file into 8-bit pixels: JPEG (greyscale, RGB or CMYK), PNG (8 or 16 bit) and
 //! DICOM (MONOCHROME1/2, 12-16 bit values windowed to 8 bits).
+//!
+//! Imports `super::open` (capped reads and limits) and the image decoders only; never
+//! `preprocess`, `train` or anything above.
 
 use super::open::{read_capped, ImportLimits, OpenError, Refusal};
 use dicom_pixeldata::PixelDecoder;

@@ -1,5 +1,8 @@
 //! Walks a dataset root in the Kermany layout and lists labelled image files. Problems with
 //! single entries become report lines; only a missing root or no images at all is an error.
+//!
+//! Imports the parent's types (`super::{Class, Item, ...}`) and `std` only; no other engine
+//! module.
 
 use super::{Class, DataError, Item, Skipped, Split, Subtype};
 use std::fs;

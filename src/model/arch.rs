@@ -12,6 +12,9 @@
 //! 4096 (ReLU, dropout 0.5) and 2. `width` scales every channel and hidden size (1.0 is the real
 //! VGG16; tests use e.g. 1/16). VGG16-1 takes technique-1 input (1x150x125), VGG16-2
 //! technique-2 input (3x224x224).
+//!
+//! Imports `super::spec` only (and `serde`/`rand`); `model` is at the bottom and imports no other
+//! engine module.
 
 use super::spec::{Layer, NetworkSpec};
 use rand::{Rng, SeedableRng};

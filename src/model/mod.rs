@@ -1,4 +1,7 @@
 //! Model descriptions shared by training, plaintext inference and the secure engine.
+//!
+//! Imports only its children (`arch`, `shape`, `spec`); `model` is at the bottom of the engine and
+//! imports no other engine module, never `train`, `mpc` or anything above.
 
 pub mod arch;
 pub mod shape;

@@ -5,6 +5,8 @@
 //! Layouts follow candle/PyTorch: activations are CHW, convolution weights are
 //! `[out_channels, in_channels, kernel, kernel]`, dense weights are `[out_features, in_features]`,
 //! and `Flatten` reads CHW in row-major order.
+//!
+//! Imports `super::shape` only; no other engine module.
 
 pub use super::shape::Shape;
 use super::shape::{conv_out, pool_out};

@@ -1,6 +1,8 @@
 //! Bit-slicing: boolean circuits run on "bit planes", where word `c` of plane `j` holds bit `j`
 //! of elements `64c .. 64c + 63`. One AND of two plane words is then 64 gates, and a circuit
 //! level that touches only some bit positions sends only those planes.
+//!
+//! A leaf of `mpc`: imports only `rayon`; no sibling and no other engine module.
 
 use rayon::prelude::*;
 

@@ -1,4 +1,6 @@
 //! The client's side: sharing an image and reconstructing the logits.
+//!
+//! Imports `super::{error, fixed, party, prg, share}` only; never the network or the party layer.
 
 use super::error::{volume, MpcError, Result};
 use super::fixed::FixedPoint;

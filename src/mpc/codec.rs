@@ -12,6 +12,9 @@
 //! model may declare before it allocates anything for it: at most [`MAX_OPS`] operations,
 //! [`MAX_TENSOR`] elements in one parameter tensor (full-width VGG16-2's 25088x4096 dense layer
 //! has about 2^26.6) and [`MAX_MODEL`] elements in all.
+//!
+//! Imports `crate::bytes`, `crate::model` and the siblings whose types it encodes (`client`,
+//! `error`, `fixed`, `layers`, `model`, `party`, `share`); never `net` or `party`.
 
 use super::client::{InputShare, OutputShare};
 use super::error::{MpcError, Result};

@@ -12,6 +12,9 @@
 //! Model dealings: every model share carries the [`DealingId`] of the `share-model` run that
 //! made it. The parties send each other their ids (16 bytes, or nothing without a model) and
 //! every party sees all three, so all three reach the same verdict without another round.
+//!
+//! Imports `super::{client, error, model, party, transport}` only; never `net` or the party
+//! layer.
 
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};

@@ -1,5 +1,7 @@
 //! A party's protocol context: who it is, its transport, its pairwise PRGs and its traffic
 //! counters. Every protocol function takes `&mut Party<T>`.
+//!
+//! Imports `super::{error, party, prg, transport}` only; never `net` or the party layer.
 
 use super::error::{MpcError, Result};
 use super::party::PartyId;

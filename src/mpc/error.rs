@@ -1,4 +1,7 @@
 //! Errors of the secure-computation engine.
+//!
+//! Imports `crate::model` (its spec errors) and `super::party` only; never `net` or the party
+//! layer.
 
 use super::party::PartyId;
 use crate::model::SpecError;

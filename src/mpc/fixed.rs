@@ -23,6 +23,8 @@
 //! (tests/mpc_agreement.rs).
 //!
 //! [`protocol::TRUNC_RANGE`]: super::protocol::TRUNC_RANGE
+//!
+//! Imports `super::error` only; no other engine module.
 
 use super::error::{MpcError, Result};
 

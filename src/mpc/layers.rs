@@ -1,5 +1,8 @@
 //! Layers over shares, on a whole batch at once (activations are `batch x C x H x W` or
 //! `batch x features`, row-major), so a layer costs the same rounds for one image or many.
+//!
+//! Imports `crate::model` and `super::{context, error, matmul, protocol, share, transport}`;
+//! never `net`, `party` or `train`.
 
 use super::context::Party;
 use super::error::{MpcError, Result};

@@ -5,6 +5,8 @@
 //! B; dense layers feed the weights as A. The kernel is register-blocked (4 x 4 outputs, 8 lanes
 //! along k), parallel over blocks of A rows with rayon, and compiled twice: portable, and with
 //! AVX-512 (`vpmullq`) selected at run time where the CPU has it.
+//!
+//! Imports `super::error` and `rayon` only; no other engine module.
 
 use super::error::{MpcError, Result};
 use rayon::prelude::*;

@@ -27,6 +27,9 @@
 //! - [`codec`]: the little-endian byte format of everything that crosses the network.
 //! - [`network`]: [`infer`], one party's secure forward pass of a batch.
 //! - [`simulate`]: all three parties on threads in one process, and the benchmark.
+//!
+//! Imports only its children; `mpc` may import `model` and `bytes`, never `train`, `net`, `party`,
+//! `pipeline` or any terminal code.
 
 pub mod bits;
 pub mod client;

@@ -1,4 +1,7 @@
 //! One party's secure forward pass.
+//!
+//! Imports `crate::model` and `super::{client, context, error, layers, model, protocol, share,
+//! transport}`; never `net` or the party layer.
 
 use super::client::{InputShare, OutputShare};
 use super::context::Party;

@@ -11,6 +11,8 @@
 //! `privxray bench mpc`). The best known attacks on ChaCha reach 7 rounds; 12 is what `rand`'s
 //! `StdRng` uses for cryptographic randomness. Shares dealt from the OS (inputs, model) still
 //! use ChaCha20, see [`os_rng`].
+//!
+//! Imports `super::error` and the RNG crates only; no other engine module.
 
 use super::error::{MpcError, Result};
 use rand::{Rng, SeedableRng, TryRngCore};

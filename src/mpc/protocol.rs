@@ -3,6 +3,8 @@
 //!
 //! Round costs: [`mul`] 1, [`trunc`] 2, [`msb`] 8, [`select`] 3, [`relu`] and [`max`] 11 (per
 //! [`RELU_SLICE`] elements).
+//!
+//! Imports `super::{bits, context, error, share, transport}` only; never `net` or the party layer.
 
 use super::bits;
 use super::context::Party;

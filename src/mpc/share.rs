@@ -3,6 +3,8 @@
 //! A secret `x` is split into components `x_0 + x_1 + x_2 = x` (arithmetic, mod 2^64) or
 //! `x_0 ^ x_1 ^ x_2 = x` (boolean); party `i` holds `(x_i, x_{i+1})`, called `own` and `next`.
 //! Any two parties can reconstruct; any single party's pair is uniformly random.
+//!
+//! Imports `super::{error, party}` only; never the network or the party layer.
 
 use super::error::{MpcError, Result};
 use super::party::PartyId;

@@ -1,5 +1,8 @@
 //! All three parties (and the owner and client steps) in one process: threads connected by the
 //! in-memory transport. For tests, demonstrations and the benchmark.
+//!
+//! Imports `crate::model` and its `mpc` siblings (`client`, `consistency`, `context`, `dealing`,
+//! `network`, `transport`, ...); never `net`, `party` or `pipeline`.
 
 use super::client::{reconstruct, share_input_os, InputShare, OutputShare};
 use super::consistency::{compare_input_copies, inconsistent_input};

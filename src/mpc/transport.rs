@@ -3,6 +3,9 @@
 //! The engine only ever sends whole byte messages and receives them in order per peer, so any
 //! reliable, ordered, authenticated channel can implement [`Transport`]: the in-memory one here
 //! (tests, simulation) or an encrypted network mesh.
+//!
+//! Imports `super::{error, party}` and `std` only; the Noise transport lives in `net`, which
+//! imports this, never the other way.
 
 use super::error::{MpcError, Result};
 use super::party::PartyId;

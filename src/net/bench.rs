@@ -4,6 +4,9 @@
 //! Keys and listeners are made fresh for the run (listeners on 127.0.0.1, port 0); nothing is
 //! read from or written to disk. The mesh is formed by [`Mesh::establish`], the same builder
 //! the party server uses.
+//!
+//! Imports `super::{config, error, handshake, keys, local, mesh}` only; never `party` or
+//! `pipeline`.
 
 use std::fmt;
 use std::net::TcpListener;

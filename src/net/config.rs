@@ -6,6 +6,9 @@
 //! participants holding different files cannot complete a handshake. Addresses, timeouts and
 //! limits are deliberately left out of that hash: each host may reach its peers by its own
 //! route (internal DNS, NAT) and tune its own timeouts without breaking the binding.
+//!
+//! Imports `crate::mpc` (party ids) and `super::keys` only; never `party`, `pipeline` or
+//! terminal code.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,7 @@
 //! Errors of connections, handshakes and channels. Each names the peer (role and address) and
 //! what went wrong, so a refused connection can be diagnosed from the log line alone.
+//!
+//! Imports `super::{config, keys, message}` only; never `party` or `pipeline`.
 
 use std::io;
 use std::time::Duration;

@@ -11,6 +11,9 @@
 //!
 //! The `# public key:` line is informative but checked on load, so a corrupted private key is
 //! reported as such instead of surfacing later as a refused handshake.
+//!
+//! Imports `crate::atomic` and the curve and RNG crates only; no sibling, never `party` or
+//! `pipeline`.
 
 use std::fmt;
 use std::io;

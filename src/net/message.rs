@@ -9,6 +9,8 @@
 //!
 //! The decoder checks every length against the bytes actually present before using it, so a
 //! hostile length never causes an allocation or a panic, and it rejects trailing bytes.
+//!
+//! Imports `crate::bytes` only; no sibling, never `mpc`, `party` or `pipeline`.
 
 use crate::bytes::{Cursor, Short, Writer};
 use std::fmt;

@@ -18,6 +18,9 @@
 //! - [`bench`]: loopback throughput and handshake-time measurement.
 //!
 //! Logging goes to stderr and only ever names sizes, timings, peers and reasons, never payloads.
+//!
+//! Imports only its children; `net` may import `mpc`, `model`, `atomic` and `bytes`, never
+//! `party`, `pipeline` or any terminal code.
 
 pub mod bench;
 pub mod channel;

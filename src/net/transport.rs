@@ -5,6 +5,9 @@
 //! (or a peer that reports an error) is detected as a typed protocol error rather than garbage
 //! words. Byte counts follow the engine: payload bytes, as `Party` counts them; the encrypted
 //! bytes on the wire are available from [`NoiseTransport::wire_traffic`].
+//!
+//! Imports `crate::mpc` (the `Transport` it implements) and `super::{channel, config, error, mesh,
+//! message, peer}`; never `party` or `pipeline`.
 
 use crate::mpc::error::{MpcError, Result as MpcResult};
 use crate::mpc::Transport;

@@ -17,6 +17,8 @@
 //! How much a connection may send also depends on its role: parties and the owner get
 //! `limits.max_message_bytes`, a client no more than its input share needs
 //! ([`ClientCap`]).
+//!
+//! Imports `crate::mpc` and `crate::net` only; no sibling, never `pipeline` or terminal code.
 
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};

@@ -1,6 +1,9 @@
 //! The cost of the network and of encryption: the same secure inference run twice, by three
 //! threads over the in-memory transport ([`crate::mpc::Simulation`]) and by three threads
 //! over real TCP on loopback with Noise channels ([`NoiseTransport`]), with fresh keys.
+//!
+//! Imports `crate::{model, mpc, net}` and the parent's `PartyError`; never `pipeline` or
+//! terminal code.
 
 use std::fmt;
 use std::time::Instant;

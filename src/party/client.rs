@@ -3,6 +3,9 @@
 //! network. Both talk to the three parties at once (one thread per party), so a slow or dead
 //! party is reported within one timeout, by name; once one party fails, the others are not
 //! waited for (the request cannot succeed without it).
+//!
+//! Imports `crate::{model, mpc, net}` and the parent's `PartyError`; never `pipeline` or
+//! terminal code.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};

@@ -16,6 +16,9 @@
 //!
 //! Logs (stderr) name sizes, timings and party ids only: never share values, request contents
 //! or file names.
+//!
+//! Imports its children, `mpc` and `net`; `party` may import `model`, `mpc`, `net` and `atomic`,
+//! never `pipeline` or any terminal code.
 
 pub mod admission;
 pub mod bench;

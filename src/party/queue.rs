@@ -5,6 +5,8 @@
 //! Held requests are bounded by the client connections (each waits for its one request); the
 //! ids of rejected requests are remembered, at most [`MAX_REFUSED`] of them, oldest forgotten
 //! first, so a client sending malformed requests in a loop cannot grow the party's memory.
+//!
+//! Imports `crate::mpc` only; no sibling, never `net`, `pipeline` or terminal code.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{self, Receiver, Sender};

@@ -1,6 +1,9 @@
 //! A party's model share on disk: `<key file>.model-share`, written atomically with mode 0600
 //! (a share is secret: two of them reveal the model), read back when the party restarts. A
 //! stored share that group or others may read is refused, as the party's key is.
+//!
+//! Imports `crate::{atomic, mpc, net}` and the parent's `PartyError`; never `pipeline` or
+//! terminal code.
 
 use std::path::{Path, PathBuf};
 

@@ -12,6 +12,9 @@
 //! Catmull-Rom (a = -0.5) for bicubic, through the SIMD resizer `fast_image_resize`. Results are
 //! kept as u8 (0..=255) and turned into f32 by [`to_unit`] when used: the cache stays a quarter
 //! of the size and the values are exactly what an 8-bit pipeline produces.
+//!
+//! Imports its children, `data` and `model` (`cache` adds `atomic`); never `train`, `mpc`, `net`,
+//! `party`, `pipeline` or terminal code.
 
 pub mod cache;
 mod resize;

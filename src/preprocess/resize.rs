@@ -1,4 +1,6 @@
 //! Resampling through fast_image_resize (SIMD, Pillow-convention convolution filters).
+//!
+//! Imports `fast_image_resize` and `std` only; no sibling and no other engine module.
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};

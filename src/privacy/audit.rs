@@ -2,6 +2,8 @@
 //! training member when the model's loss on it is low. Given losses on known members and
 //! non-members this measures how well that works: ROC-AUC and the membership advantage
 //! max_t (TPR - FPR). AUC 0.5 / advantage 0 means the attack learns nothing.
+//!
+//! Imports `super::error` only; nothing outside `privacy`.
 
 use super::error::{PrivacyError, Result};
 use serde::{Deserialize, Serialize};

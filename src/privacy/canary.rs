@@ -24,6 +24,8 @@
 //! in a small plan fixed in advance ([`GUESS_FRACTIONS`] of m), tests each at alpha / (number
 //! of plan entries) (Bonferroni) and reports the largest bound: the union bound keeps the
 //! overall confidence at 1 - alpha.
+//!
+//! Imports `super::{error, special}` only; nothing outside `privacy`.
 
 use super::error::{PrivacyError, Result};
 use super::special::{ln_gamma, log_add};

@@ -1,4 +1,6 @@
 //! Errors of the privacy accountant and the membership-inference audit.
+//!
+//! Imports `thiserror` only; no sibling and no other engine module.
 
 use thiserror::Error;
 

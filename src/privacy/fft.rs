@@ -1,4 +1,6 @@
 //! A small iterative radix-2 complex FFT, enough for convolving privacy loss distributions.
+//!
+//! A leaf: imports `std` only; no sibling and no other engine module.
 
 use std::f64::consts::PI;
 use std::ops::{Add, Mul, Sub};

@@ -2,6 +2,9 @@
 //! accountants for the Poisson-subsampled Gaussian mechanism, membership-inference audit
 //! statistics and a lower bound on epsilon from canaries (one training run). Pure Rust, no
 //! tensor framework.
+//!
+//! Imports only its children; `privacy` is at the bottom of the engine and imports no other
+//! engine module, never `train`, `mpc` or anything above.
 
 pub mod accountant;
 pub mod audit;

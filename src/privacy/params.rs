@@ -1,5 +1,7 @@
 //! Validated DP-SGD parameters. Each newtype can only hold a value in its valid range, so the
 //! accountants never see a negative noise multiplier or a sample rate above one.
+//!
+//! Imports `super::error` only; nothing outside `privacy`.
 
 use super::error::{PrivacyError, Result};
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,8 @@
 //! Special functions the accountants need and Rust's std lacks on stable: log-gamma,
 //! the complementary error function and its logarithm, the log of the standard normal CDF.
 //! All accurate to a few ulps (tests compare with CPython's `math` and SciPy values).
+//!
+//! Imports `std` only; no sibling and no other engine module.
 
 use std::f64::consts::{LN_2, PI};
 

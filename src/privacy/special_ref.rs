@@ -1,3 +1,6 @@
+// Reference values for `special`'s tests, pulled into its test module with `include!` (so
+// plain `//` here: an included file cannot hold `//!`). Imports nothing: constants only.
+
 // Reference values, generated once with CPython 3.11.7 + SciPy by this script (no Python needed
 // to run the tests):
 //

@@ -9,6 +9,9 @@
 //! the training data (noisy class counts) are recorded at q = 1. Shuffled batches and
 //! microbatches are refused under DP ([`super::dpsgd::DpConfig::validate_for_training`]), so
 //! no other mode is needed.
+//!
+//! Imports `crate::privacy` and `super::{dpsgd, error}` only; never `mpc`, `net`, `party`,
+//! `pipeline` or terminal code.
 
 use super::dpsgd::{Delta, NoiseMultiplier};
 use super::error::Result;

@@ -8,6 +8,9 @@
 //! pixels happen to fall) and cancels the rest, so more of each clipped C carries signal. The
 //! privacy is unchanged: the copies are one example's, averaged into one unit that the clip
 //! bounds by C, and the noise is the same. It costs `copies` times the compute of a step.
+//!
+//! Imports `super::error` and candle only; never `mpc`, `net`, `party`, `pipeline` or terminal
+//! code.
 
 use super::error::{Result, TrainError};
 use candle_core::{Device, Tensor};

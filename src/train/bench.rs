@@ -1,4 +1,7 @@
 //! Training and inference throughput of DNN-Max (for `privxray bench train`).
+//!
+//! Imports `crate::model` and `super::{device, dpsgd, engine, error, loss, model, optim}`; never
+//! `mpc`, `net`, `party`, `pipeline` or terminal code.
 
 use super::dpsgd::{self, ClipNorm, DpConfig, NoiseMultiplier, NoiseSeed};
 use super::error::Result;

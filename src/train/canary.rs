@@ -18,6 +18,9 @@
 //!  "image": "splitmix64-uniform",
 //!  "canaries": [{"seed": 123, "label": 1, "included": true}, ...]}
 //! ```
+//!
+//! Imports `crate::{atomic, privacy}` and `super::{data, error, loss, model}`; never `mpc`, `net`,
+//! `party`, `pipeline` or terminal code.
 
 use super::data::{TrainData, PNEUMONIA};
 use super::error::{Result, TrainError};

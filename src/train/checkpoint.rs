@@ -5,6 +5,9 @@
 //! memory, write a temporary file, fsync, rename) can never pair new metadata with old weights,
 //! whatever the crash point. The metadata stay cheap to read without the weights:
 //! [`read_meta`] reads only the header.
+//!
+//! Imports `crate::{atomic, model}` and `super::{accounting, dpsgd, ema, error, model, optim}`;
+//! never `mpc`, `net`, `party`, `pipeline` or terminal code.
 
 use super::accounting::DpSegment;
 use super::dpsgd::DpConfig;

@@ -1,5 +1,7 @@
 //! Cross-thread control of a running training: pause, resume, stop, and DP settings changed
 //! between steps.
+//!
+//! Imports `super::dpsgd` (the settings it carries) only; nothing outside `train`.
 
 use super::dpsgd::{ClipNorm, NoiseMultiplier};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

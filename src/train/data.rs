@@ -1,4 +1,6 @@
 //! In-memory training data: images in NCHW order and binary labels.
+//!
+//! Imports `super::error` and candle only; nothing outside `train`.
 
 use super::error::{Result, TrainError};
 use candle_core::{Device, Tensor};

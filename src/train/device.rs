@@ -1,5 +1,7 @@
 //! Device selection with an explicit CPU fallback: with the `cuda` feature on and no usable
 //! GPU, `Device::cuda_if_available` errors instead of falling back.
+//!
+//! Imports candle only; no sibling and no other engine module.
 
 use candle_core::Device;
 

@@ -6,6 +6,8 @@
 //! "Unlocking high-accuracy differentially private image classification through scale", use it
 //! for all their results). The average is computed from the weights alone, which are already
 //! private, so it is post-processing and costs no privacy.
+//!
+//! Imports `super::error` and candle only; nothing outside `train`.
 
 use super::error::{Result, TrainError};
 use candle_core::{Tensor, Var};

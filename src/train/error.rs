@@ -1,4 +1,6 @@
 //! Errors of the training engine.
+//!
+//! Imports `crate::model` and `crate::privacy` (their errors) only; no sibling.
 
 use std::path::PathBuf;
 

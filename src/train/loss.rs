@@ -1,5 +1,7 @@
 //! Cross-entropy over the two classes, optionally class-weighted (the data are ~3:1
 //! pneumonia:normal).
+//!
+//! Imports `super::error` and candle only; nothing outside `train`.
 
 use super::error::{Result, TrainError};
 use candle_core::{DType, Tensor};

@@ -1,4 +1,6 @@
 //! Binary classification metrics, PNEUMONIA (label 1) being the positive class.
+//!
+//! Imports `serde` only; no sibling and no other engine module.
 
 use serde::{Deserialize, Serialize};
 

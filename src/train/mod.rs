@@ -1,5 +1,8 @@
 //! Training engine: candle models of the four architectures, the training loop (plain and
 //! DP-SGD), checkpoints, evaluation metrics and benchmarks.
+//!
+//! Imports only its children; `train` may import `privacy`, `model` and `atomic`, never `mpc`,
+//! `net`, `party`, `pipeline` or any terminal code.
 
 pub mod accounting;
 pub mod augment;

@@ -1,6 +1,8 @@
 //! SGD with momentum and Adam over named candle variables, with state that can be saved in a
 //! checkpoint so a resumed run continues exactly. (candle-nn's `SGD` has no momentum, and its
 //! optimisers do not expose their state.)
+//!
+//! Imports `super::error` and candle only; nothing outside `train`.
 
 use super::error::{Result, TrainError};
 use candle_core::{Tensor, Var};

@@ -1,6 +1,9 @@
 //! Helpers shared by the training tests (`engine::tests`, `engine::dp_tests`, `dpsgd::tests`,
 //! `model::tests`, ...): small model widths, random and separable synthetic X-rays, a quick
 //! training configuration and tensor comparisons.
+//!
+//! Imports `crate::model` and `super::{engine, optim, TrainData}`; never `mpc`, `net`, `party`
+//! or `pipeline`.
 
 use super::engine::{Seed, TrainConfig};
 use super::optim::OptimizerConfig;

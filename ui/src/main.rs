@@ -1,5 +1,7 @@
 //! The `privxray` binary: the terminal interface with no subcommand, headless subcommands
 //! otherwise. Errors reach the user as one clear message on stderr and a non-zero exit.
+//!
+//! Imports `privxray_ui::cli` and the engine's `report` only.
 
 use clap::Parser;
 use privxray_ui::cli;

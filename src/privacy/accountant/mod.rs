@@ -3,6 +3,9 @@
 //! Two accountants for the Poisson-subsampled Gaussian mechanism: [`rdp`] (Renyi DP, fast,
 //! cached, good for live sliders) and [`pld`] (privacy loss distributions, tighter, slower).
 //! [`epsilon`] is the common entry point; [`noise_multiplier_for_target`] inverts it.
+//!
+//! Imports its children (`rdp`, `pld`) and `super::{error, params}` only; never `train` or
+//! anything above `privacy`.
 
 pub mod pld;
 pub mod rdp;

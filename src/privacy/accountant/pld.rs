@@ -14,6 +14,8 @@
 //!
 //! The result is an upper bound on the true epsilon (up to floating point), typically 5-15%
 //! below the RDP bound.
+//!
+//! Imports `privacy`'s `error`, `fft`, `params` and `special` only; nothing outside `privacy`.
 
 use super::super::error::{PrivacyError, Result};
 use super::super::fft::{convolve, fft_in_place, padded};

@@ -7,6 +7,8 @@
 //! 2020 (Prop. 12 of arXiv:2004.00010), minimised over the orders. Everything is summed in log
 //! space, so large orders and tiny q never overflow. Results match Google's `dp_accounting`
 //! `RdpAccountant` to ~1e-12 relative (see tests).
+//!
+//! Imports `privacy`'s `error`, `params` and `special` only; nothing outside `privacy`.
 
 use super::super::error::{PrivacyError, Result};
 use super::super::params::{Delta, NoiseMultiplier, SampleRate};

@@ -1,6 +1,9 @@
 //! DP-SGD settings: how batches are sampled, where the randomness comes from, the clip and its
 //! adaptive rule, their validation, and the noise multiplier the ledger accounts. Plain data
 //! and checks only: no tensors, and nothing of the training loop.
+//!
+//! Imports `crate::{model, privacy}`, `train`'s `augment` and `error`, and `super::noise`; never
+//! `mpc`, `net`, `party` or `pipeline`.
 
 use super::noise::{gaussian_noise, NoiseSeed};
 use crate::model::PlanLayer;

@@ -1,5 +1,8 @@
 //! One DP-SGD step's gradient: the batch's clipped sums, computed in physical chunks (with
 //! augmented copies when asked), plus Gaussian noise, divided by the expected number of units.
+//!
+//! Imports `train`'s `error`, `loss` and `model` and `super::{noise, per_example, settings}`;
+//! never `mpc`, `net`, `party` or `pipeline`.
 
 use super::noise::gaussian_noise;
 use super::per_example::{clipped_gradient_sums, physical_chunk, ClipStats};

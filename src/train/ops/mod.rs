@@ -9,6 +9,8 @@
 //! skips the images' gradient and yields per-example weight gradients for DP-SGD). On other
 //! devices candle's own ops or the reference formulations (built from reshape/narrow/stack/
 //! matmul, whose candle backwards are correct) are used.
+//!
+//! Imports only its children and candle; nothing else of `train` and no other engine module.
 
 pub mod conv;
 mod conv_backward;

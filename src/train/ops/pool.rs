@@ -1,4 +1,6 @@
 //! 2-D max/average pooling with a correct backward (see the module docs of `ops` for why).
+//!
+//! Imports the parent's `contiguous_f32` and candle only; no sibling, nothing outside `ops`.
 
 use super::contiguous_f32;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};

@@ -1,5 +1,7 @@
 //! Convolution unfolding (im2col) and its adjoint (col2im), so that a convolution becomes one
 //! GEMM per example and both of its gradients are GEMMs too.
+//!
+//! Imports the parent's `contiguous_f32` and candle only; no sibling, nothing outside `ops`.
 
 use super::contiguous_f32;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};

@@ -2,6 +2,9 @@
 //! engine's in-memory transport (`privxray::mpc::simulate`): the same secret-sharing protocol
 //! as the party processes, without sockets. Every label it produces says "in-process
 //! simulation". Used when the binary has no party processes to launch.
+//!
+//! Imports the engine (`model`, `mpc`, `pipeline`, `preprocess`, `train`), the `tui` traits it
+//! implements and `super::predict`; never `cli`.
 
 use super::predict::{class_prob, plaintext};
 use crate::tui::backend::{

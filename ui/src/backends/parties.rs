@@ -3,6 +3,9 @@
 //! model owner, and predictions made by this process as the client over Noise. Status comes
 //! from each party's log lines on stderr and from its exit. Stop sends SIGTERM, kill SIGKILL;
 //! `shutdown` kills every child.
+//!
+//! Imports the engine (`atomic`, `model`, `mpc`, `net`, `party`, `pipeline`, ...), the `tui`
+//! traits it implements and `super::predict`; never `cli`.
 
 use super::predict::{class_prob, plaintext};
 use crate::tui::backend::{

@@ -1,5 +1,8 @@
 //! `audit`: membership inference against a trained model, by loss threshold over the dataset
 //! or by the canaries `train --canaries` planted.
+//!
+//! Imports the engine (`pipeline`, `privacy`, `train`) and `super::{common, data}`; never `tui`
+//! or `backends`.
 
 use super::common::load_dataset;
 use super::data::LimitArgs;

@@ -1,4 +1,7 @@
 //! `privxray bench ...`: benchmarks that print figures (never timed tests).
+//!
+//! Imports the engine's benchmarks (`model`, `mpc`, `net`, `party`, `preprocess`, `synth`,
+//! `train`); no sibling, never `tui` or `backends`.
 
 use clap::{Args, Subcommand};
 use privxray::model::{ModelKind, Technique};

@@ -1,4 +1,7 @@
 //! `synth` and `preprocess`, and the data source used when no dataset is present.
+//!
+//! Imports the engine (`data`, `model`, `pipeline`, `preprocess`, `synth`) only; no sibling,
+//! never `tui` or `backends`.
 
 use anyhow::bail;
 use clap::Args;

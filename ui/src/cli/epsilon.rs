@@ -1,5 +1,7 @@
 //! `epsilon`: the accountant from the command line, for planned settings or over the ledger a
 //! checkpoint records.
+//!
+//! Imports the engine (`privacy`, `train`) and `super::common` only; never `tui` or `backends`.
 
 use super::common::epsilon_text;
 use anyhow::bail;

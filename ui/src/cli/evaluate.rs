@@ -1,4 +1,7 @@
 //! `evaluate`: a checkpoint's metrics on the merged test and val sets.
+//!
+//! Imports the engine (`pipeline`, `train`) and `super::{common, data}` only; never `tui` or
+//! `backends`.
 
 use super::common::{load_dataset, load_model, print_metrics};
 use super::data::LimitArgs;

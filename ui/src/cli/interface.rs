@@ -1,5 +1,8 @@
 //! The terminal interface from the command line: `privxray` with no subcommand on a terminal,
 //! and `privxray demo`.
+//!
+//! The one `cli` file that imports `tui` and `backends`; of its siblings, `super::{data,
+//! stderr_log}` only.
 
 use crate::backends::{engine_backends, Folders};
 use crate::tui;

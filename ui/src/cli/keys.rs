@@ -1,4 +1,6 @@
 //! `keygen`: a Noise static key for a party, the model owner or a client.
+//!
+//! Imports the engine's `net` (keys) only; no sibling, never `tui` or `backends`.
 
 use clap::Args;
 use std::path::PathBuf;

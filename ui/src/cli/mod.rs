@@ -1,6 +1,8 @@
 //! Command-line definitions and dispatch. One module per group of subcommands; argument groups
 //! several commands share (`run_args`, `data::LimitArgs`) are flattened into them with
 //! `#[command(flatten)]`, and the work goes through the engine's `pipeline`.
+//!
+//! Imports its children and `clap` only; the subcommands import the engine, never the other way.
 
 mod audit;
 mod bench;

@@ -1,5 +1,8 @@
 //! `party`, `share-model` and `predict --config`: private prediction with three party
 //! processes on Noise-encrypted TCP.
+//!
+//! Imports the engine (`model`, `mpc`, `net`, `party`, `pipeline`) and `super::{common,
+//! prediction}`; never `tui` or `backends`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

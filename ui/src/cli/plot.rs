@@ -1,4 +1,6 @@
 //! `privxray plot --metrics FILE --out DIR`: accuracy and loss curves as PNGs.
+//!
+//! Imports the engine's `plot` only; no sibling, never `tui` or `backends`.
 
 use anyhow::{bail, Context};
 use clap::Args;

@@ -1,5 +1,8 @@
 //! `predict`: plaintext with candle, or private with three parties (simulated in-process with
 //! `--simulate-mpc`, or real party processes with `--config`).
+//!
+//! Imports the engine (`model`, `mpc`, `pipeline`, `train`) and `super::{common, party,
+//! prediction}`; never `tui` or `backends`.
 
 use super::common::load_model;
 use super::prediction::{print_predictions, ImageResult, Prediction};

@@ -1,6 +1,8 @@
 //! While the interface owns the terminal, anything written to stderr (library log lines such
 //! as the network layer's "connected to party ..." notes) would land in the middle of the
 //! screen. [`StderrToFile`] points file descriptor 2 at a log file and puts it back on drop.
+//!
+//! Imports `std` and `anyhow` only; no sibling and nothing of the engine.
 
 use anyhow::Context;
 use std::fs::File;
