@@ -472,7 +472,6 @@ fn says_what_it_imports(file: &SourceFile, included: &BTreeSet<PathBuf>) -> bool
 }
 
 #[test]
-#[ignore = "until the tui modules' opening comments name their imports"]
 fn every_module_says_what_it_may_import() {
     let files = sources();
     let included = included_files(&files);
