@@ -95,6 +95,12 @@ pub enum Message {
 }
 
 impl Message {
+    /// Encoded length of a [`Message::ShareModel`] carrying `share_len` bytes (its tag and
+    /// length prefix added), without building it: what a party's message cap is checked against.
+    pub fn share_model_len(share_len: usize) -> u64 {
+        1 + 8 + share_len as u64
+    }
+
     /// A short name for logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -542,6 +548,14 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn share_model_len_is_the_encoded_length() {
+        for n in [0usize, 1, 1000] {
+            let m = Message::ShareModel { share: vec![7; n] };
+            assert_eq!(Message::share_model_len(n), m.encode().len() as u64);
+        }
+    }
 
     #[test]
     fn decode_owned_moves_a_share_and_agrees_with_decode() {

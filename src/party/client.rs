@@ -368,9 +368,6 @@ pub fn share_model_remote(
     ])
 }
 
-/// Bytes a `ShareModel` message adds to its share: a tag and a length prefix.
-const SHARE_MESSAGE_OVERHEAD: u64 = 1 + 8;
-
 /// Refuses, before anything is sent, a share the parties would refuse as over their message
 /// cap: they read the same `limits.max_message_bytes` from the same configuration.
 fn check_share_fits(
@@ -378,7 +375,7 @@ fn check_share_fits(
     party: PartyId,
     share_len: usize,
 ) -> Result<(), PartyError> {
-    let needed = share_len as u64 + SHARE_MESSAGE_OVERHEAD;
+    let needed = Message::share_model_len(share_len);
     let max = config.max_message_bytes();
     if needed > max {
         return Err(PartyError::ShareTooLarge { party, needed, max });

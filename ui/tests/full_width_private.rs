@@ -13,26 +13,14 @@
 //! Without `../shared` the tests print a notice and pass without running.
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod party_common;
-use party_common::{bin, ok};
-
-/// Kills every party on drop, so a failing test leaves none running.
-#[derive(Default)]
-struct Parties(Vec<Child>);
-
-impl Drop for Parties {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use party_common::{
+    assert_agrees, free_ports, keygen, ok, parties_toml_with_io, preds, start_party, wait_for_log,
+    Children, Pred,
+};
 
 /// The real radiographs: one NORMAL JPEG and the DICOM, or with `all` every Kermany sample and
 /// the DICOM; `None` (with a notice) without `../shared/data`.
@@ -63,22 +51,11 @@ fn real_images(all: bool) -> Option<Vec<String>> {
     Some(images.iter().map(|p| p.display().to_string()).collect())
 }
 
-#[derive(serde::Deserialize, Debug)]
-struct Pred {
-    image: String,
-    class: String,
-    probability: f64,
-    seconds: f64,
-    bytes: Option<u64>,
-    rounds: Option<u64>,
-}
-
 fn predict(dir: &Path, head: &[&str], images: &[String]) -> Vec<Pred> {
     let mut args: Vec<&str> = head.to_vec();
     args.push("--json");
     args.extend(images.iter().map(String::as_str));
-    let json = ok(dir, &args);
-    serde_json::from_str(&json).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{json}"))
+    preds(&ok(dir, &args))
 }
 
 /// Same image, same class, probability within 1e-2; the private run reports its cost.
@@ -86,14 +63,7 @@ fn assert_agree(what: &str, private: &[Pred], plain: &[Pred]) {
     assert_eq!(private.len(), plain.len(), "{what}");
     for (p, q) in private.iter().zip(plain) {
         assert_eq!(p.image, q.image, "{what}");
-        assert_eq!(p.class, q.class, "{what}: {}", p.image);
-        assert!(
-            (p.probability - q.probability).abs() < 1e-2,
-            "{what}: {}: private {} vs plaintext {}",
-            p.image,
-            p.probability,
-            q.probability
-        );
+        assert_agrees(p, q);
         let (bytes, rounds) = (p.bytes.unwrap_or(0), p.rounds.unwrap_or(0));
         assert!(bytes > 0 && rounds > 0 && p.seconds > 0.0, "{what}: {p:?}");
         eprintln!(
@@ -115,65 +85,25 @@ fn peak_rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn wait_for_log(dir: &Path, log: &str, needle: &str) {
-    // Bounded, not timed: the bound only turns a hang into a failure.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let content = fs::read_to_string(dir.join(log)).unwrap_or_default();
-        if content.contains(needle) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{log} never showed {needle:?}:\n{content}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Three party processes on loopback with fresh keys, the mesh formed; the owner key is
 /// `owner.key` in `dir`.
-fn start_parties(dir: &Path) -> Parties {
-    let keygen = |name: &str| ok(dir, &["keygen", "--out", name]).trim().to_owned();
-    let keys: Vec<String> = (0..3).map(|i| keygen(&format!("p{i}.key"))).collect();
-    let owner = keygen("owner.key");
-    // Bound together so they differ; released just before the parties bind them.
-    let listeners: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let ports: Vec<u16> = listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
-    drop(listeners);
+fn start_parties(dir: &Path) -> Children {
+    let keys: [String; 3] = std::array::from_fn(|i| keygen(dir, &format!("p{i}.key")));
+    let owner = keygen(dir, "owner.key");
     // A full-width VGG16-2 share is 2.2 GB, over the default 1 GiB message cap; requests take
     // tens of seconds, so the I/O timeout is generous.
-    let mut toml = format!(
-        "owner_public_key = \"{owner}\"\n\n[timeouts]\nconnect_ms = 1000\nhandshake_ms = 5000\n\
-         io_ms = 600000\nstartup_ms = 5000\n\n[limits]\nmax_message_bytes = 4000000000\n"
-    );
-    for (i, (key, port)) in keys.iter().zip(&ports).enumerate() {
-        toml.push_str(&format!(
-            "\n[[party]]\nid = {i}\naddress = \"127.0.0.1:{port}\"\npublic_key = \"{key}\"\n"
-        ));
-    }
+    let toml = parties_toml_with_io(&owner, &keys, free_ports(), 600_000)
+        + "\n[limits]\nmax_message_bytes = 4000000000\n";
     fs::write(dir.join("parties.toml"), toml).unwrap();
-    let mut parties = Parties::default();
+    let mut parties = Children::default();
     for id in 0..3 {
-        let log = fs::File::create(dir.join(format!("p{id}.log"))).unwrap();
-        parties.0.push(
-            bin()
-                .current_dir(dir)
-                .args(["party", "--id", &id.to_string(), "--config", "parties.toml"])
-                .args(["--key", &format!("p{id}.key")])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start party"),
+        parties.push(
+            id,
+            start_party(dir, id, "parties.toml", &format!("p{id}.log")),
         );
     }
     for id in 0..3 {
-        wait_for_log(dir, &format!("p{id}.log"), "mesh ready");
+        wait_for_log(dir, &format!("p{id}.log"), "mesh ready", 1);
     }
     parties
 }
@@ -262,7 +192,7 @@ fn full_width_through_the_binary(model: &str, all_samples: bool) {
             "{model}: bytes differ between the two paths"
         );
     }
-    for (id, child) in parties.0.iter().enumerate() {
+    for (id, child) in &parties.0 {
         if let Some(peak) = peak_rss(child.id()) {
             eprintln!(
                 "{model}: party {id} peak memory {:.2} GB",

@@ -147,9 +147,19 @@ impl Setup {
 /// parties.toml naming `owner`, the three party keys and loopback `ports`, with the test
 /// mesh's timeouts.
 pub fn parties_toml(owner: &str, keys: &[String; 3], ports: [u16; 3]) -> String {
+    parties_toml_with_io(owner, keys, ports, 60_000)
+}
+
+/// [`parties_toml`] with another I/O timeout (requests of full-width models take minutes).
+pub fn parties_toml_with_io(
+    owner: &str,
+    keys: &[String; 3],
+    ports: [u16; 3],
+    io_ms: u64,
+) -> String {
     let mut s = format!(
         "owner_public_key = \"{owner}\"\n\n[timeouts]\nconnect_ms = 1000\nhandshake_ms = \
-         {HANDSHAKE_MS}\nio_ms = 60000\nstartup_ms = 5000\n"
+         {HANDSHAKE_MS}\nio_ms = {io_ms}\nstartup_ms = 5000\n"
     );
     for (i, (port, key)) in ports.iter().zip(keys).enumerate() {
         s.push_str(&format!(
