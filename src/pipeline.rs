@@ -21,7 +21,10 @@ pub mod settings;
 pub mod splits;
 
 pub use audit::{membership_audit, per_example_losses};
-pub use data::{ensure_synthetic, preprocess_folders, FolderReport};
+pub use data::{
+    ensure_synthetic, preprocess_folders, FolderReport, DEFAULT_SYNTHETIC_COUNT,
+    DEFAULT_SYNTHETIC_SEED,
+};
 pub use error::{PipelineError, Result};
 pub use model::load_checkpoint;
 pub use predict::{load_input, plaintext_probability, predict_images, PlainPrediction};

@@ -11,6 +11,11 @@ use crate::synth::{self, SynthOptions};
 use std::path::Path;
 use std::time::Instant;
 
+/// How many synthetic images the default data source generates where there is no dataset, and
+/// their seed: the command line and the Data tab use the same set.
+pub const DEFAULT_SYNTHETIC_COUNT: usize = 600;
+pub const DEFAULT_SYNTHETIC_SEED: u64 = 1;
+
 /// Generates `count` synthetic images (seed `seed`) in `dir` unless it already holds a `train/`
 /// split, calling `before` first. Returns whether it generated.
 pub fn ensure_synthetic(

@@ -49,7 +49,7 @@ fn preprocess_source(
 ) -> Result<DataReady, String> {
     for root in &source.roots {
         if let Some(count) = root.generate_if_missing {
-            pipeline::ensure_synthetic(&root.path, count, 1, || {
+            pipeline::ensure_synthetic(&root.path, count, pipeline::DEFAULT_SYNTHETIC_SEED, || {
                 events.send(AppEvent::Preprocess(PreprocessUpdate::Generating {
                     path: root.path.clone(),
                 }))

@@ -7,6 +7,7 @@ use anyhow::bail;
 use clap::Args;
 use privxray::data::open::{DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS};
 use privxray::model::Technique;
+use privxray::pipeline;
 use privxray::preprocess::{self, ImportLimits, Progress, Summary};
 use privxray::synth::{self, SynthOptions};
 use std::io::Write;
@@ -179,12 +180,18 @@ pub fn default_training_source() -> anyhow::Result<DataSource> {
         });
     }
     let synth_dir = PathBuf::from("data/synthetic");
-    privxray::pipeline::ensure_synthetic(&synth_dir, 600, 1, || {})?;
+    pipeline::ensure_synthetic(
+        &synth_dir,
+        pipeline::DEFAULT_SYNTHETIC_COUNT,
+        pipeline::DEFAULT_SYNTHETIC_SEED,
+        || {},
+    )?;
     Ok(DataSource {
         root: synth_dir,
         description: format!(
-            "no dataset at {REAL_DATASET}: using 600 SYNTHETIC images in data/synthetic \
-             (accuracy on them says nothing about real radiographs)"
+            "no dataset at {REAL_DATASET}: using {} SYNTHETIC images in data/synthetic \
+             (accuracy on them says nothing about real radiographs)",
+            pipeline::DEFAULT_SYNTHETIC_COUNT
         ),
         synthetic: true,
     })

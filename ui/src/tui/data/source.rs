@@ -8,8 +8,9 @@ use privxray::preprocess::{Preprocessed, Progress, Summary};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Number of synthetic images generated when the synthetic folder is missing (as the CLI does).
-pub const SYNTHETIC_COUNT: usize = 600;
+/// Number of synthetic images generated when the synthetic folder is missing (the pipeline's
+/// default, as the CLI uses).
+pub use privxray::pipeline::DEFAULT_SYNTHETIC_COUNT as SYNTHETIC_COUNT;
 
 /// One folder of a data source.
 #[derive(Debug, Clone, PartialEq)]
