@@ -1,5 +1,6 @@
 //! Private prediction (three parties, in-process) agrees with plaintext prediction: the same
-//! class on every image and the probability within 1e-2, for the shipped dnn-max and dnn-av
+//! class on every image whose plaintext probability is not within 1e-3 of 0.5, and the
+//! probability within 1e-2, for the shipped dnn-max and dnn-av
 //! models (trained on synthetic data) on 200 synthetic images and every real sample, and for
 //! small-width VGG16 variants on the real samples.
 
@@ -46,18 +47,27 @@ fn synthetic_images(n: usize) -> Vec<Vec<f32>> {
     load(&paths, Technique::T1)
 }
 
-/// Checks private against plaintext probabilities and returns the worst difference.
+/// A plaintext probability this close to 0.5 is a tie: its class is not compared (a random
+/// width-1/16 VGG16 gave 0.49991 on a bundled sample, and the private run 0.50001).
+const TIE: f32 = 1e-3;
+
+/// Checks private against plaintext probabilities (the same class unless the plaintext is a
+/// tie, and within 1e-2) and returns the worst difference.
 fn assert_agree(what: &str, spec: &NetworkSpec, plain: &[f32], images: &[Vec<f32>]) -> f32 {
     let report = privxray::mpc::simulate(spec, images, 8).unwrap();
     let mut worst = 0f32;
     for (i, (logits, &p)) in report.logits.iter().zip(plain).enumerate() {
         let q = pneumonia_probability(logits);
         worst = worst.max((p - q).abs());
-        assert_eq!(
-            p >= 0.5,
-            q >= 0.5,
-            "{what}: image {i}: plaintext {p}, private {q}"
-        );
+        // Within TIE of 0.5 the two logits are equal at this precision (the errors seen here
+        // are below 1e-4), so the class may fall either way; the probability check holds it.
+        if (p - 0.5).abs() >= TIE {
+            assert_eq!(
+                p >= 0.5,
+                q >= 0.5,
+                "{what}: image {i}: plaintext {p}, private {q}"
+            );
+        }
         assert!(
             (p - q).abs() < 1e-2,
             "{what}: image {i}: plaintext {p}, private {q}"
