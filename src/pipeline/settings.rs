@@ -109,6 +109,82 @@ impl RunSettings {
     }
 }
 
+/// DP-SGD as the interactive interface offers it: the two sliders and delta.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpChoice {
+    pub noise_multiplier: f64,
+    pub clip_norm: f64,
+    pub delta: f64,
+}
+
+/// The settings the interactive interface offers for a run; the rest are
+/// [`RunSettings::new`]'s. Its `Default` is what a first run uses, chosen so that a run on the
+/// default data source (the bundled samples with the easy SYNTHETIC set, see
+/// [`super::data::default_synthetic_options`]) learns within minutes on two CPU cores, with and
+/// without DP; `privxray bench demo` measures exactly these settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InteractiveSettings {
+    pub model: ModelKind,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    pub learning_rate: f64,
+    /// `None`: plain training.
+    pub dp: Option<DpChoice>,
+    /// Layers kept at their initial weights.
+    pub frozen: Vec<String>,
+    /// Decay of the released weight average; `None`: the last iterate.
+    pub ema: Option<f64>,
+    /// Training dropout rate; `None`: the model's own.
+    pub dropout: Option<f32>,
+}
+
+/// The first run's DP sliders.
+pub const DEFAULT_DP: DpChoice = DpChoice {
+    noise_multiplier: 0.7,
+    clip_norm: 1.0,
+    delta: 1e-5,
+};
+
+impl Default for InteractiveSettings {
+    /// DNN-Max with its 905k-weight dense layer `fc1` frozen at its random initial weights (a
+    /// fixed random projection: it costs no privacy, and DP-SGD's noise then falls on 56k
+    /// weights rather than 961k), no training dropout, a weight average released, DP-SGD on.
+    fn default() -> Self {
+        InteractiveSettings {
+            model: ModelKind::DnnMax,
+            epochs: 3,
+            batch_size: 128,
+            learning_rate: 1e-3,
+            dp: Some(DEFAULT_DP),
+            frozen: vec!["fc1".into()],
+            ema: Some(0.9),
+            dropout: Some(0.0),
+        }
+    }
+}
+
+impl InteractiveSettings {
+    /// The run's settings: Adam at the chosen rate, no early stopping (the user chose the
+    /// epochs and can stop the run), seeds from the OS, the GPU when there is one,
+    /// per-example clipping with Poisson sampling under DP; VGG16 at `width`.
+    pub fn run_settings(&self, width: f32, checkpoint_dir: PathBuf) -> Result<RunSettings> {
+        let mut settings = RunSettings::new(self.model, checkpoint_dir);
+        settings.width = width;
+        settings.epochs = self.epochs;
+        settings.batch_size = self.batch_size;
+        settings.learning_rate = Some(self.learning_rate);
+        settings.prefer_gpu = true;
+        settings.frozen = self.frozen.clone();
+        settings.ema = self.ema.map(EmaDecay::new).transpose()?;
+        settings.dropout = self.dropout.map(DropoutRate::new).transpose()?;
+        settings.dp = self
+            .dp
+            .map(|dp| DpSettings::new(dp.noise_multiplier, dp.clip_norm, dp.delta));
+        Ok(settings)
+    }
+}
+
 /// DP-SGD's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DpSettings {

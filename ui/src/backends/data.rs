@@ -48,8 +48,8 @@ fn preprocess_source(
     events: &AppSender,
 ) -> Result<DataReady, String> {
     for root in &source.roots {
-        if let Some(count) = root.generate_if_missing {
-            pipeline::ensure_synthetic(&root.path, count, pipeline::DEFAULT_SYNTHETIC_SEED, || {
+        if let Some(opts) = &root.generate_if_missing {
+            pipeline::ensure_synthetic(&root.path, opts, || {
                 events.send(AppEvent::Preprocess(PreprocessUpdate::Generating {
                     path: root.path.clone(),
                 }))

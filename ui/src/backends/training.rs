@@ -13,9 +13,7 @@ use crate::tui::backend::{
 use crate::tui::data::DataReady;
 use crate::tui::event::{AppEvent, AppSender};
 use privxray::model::ModelKind;
-use privxray::pipeline::{self, DpSettings, RunSettings, Splits};
-use privxray::train::ema::EmaDecay;
-use privxray::train::DropoutRate;
+use privxray::pipeline::{self, DpChoice, InteractiveSettings, Splits};
 use privxray::train::{self, TrainControl, TrainingEvent};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,28 +55,28 @@ impl EngineTraining {
     }
 }
 
-/// The engine's configuration for the interface's settings: Adam at the chosen rate, no early
-/// stopping (the user chose the epochs and can stop the run), seeds from the OS, the GPU when
-/// there is one, per-example clipping under DP.
+/// The engine's configuration for the interface's settings, through the pipeline's
+/// [`InteractiveSettings`] (what `bench demo` measures).
 pub fn engine_config(
     tab: &TrainConfig,
     width: f32,
     checkpoint_dir: PathBuf,
 ) -> Result<train::TrainConfig, BackendError> {
-    let mut settings = RunSettings::new(tab.model, checkpoint_dir);
-    settings.width = width;
-    settings.epochs = tab.epochs;
-    settings.batch_size = tab.batch_size;
-    settings.learning_rate = Some(tab.learning_rate);
-    settings.prefer_gpu = true;
-    settings.frozen = tab.frozen.clone();
-    settings.ema = tab.ema.map(EmaDecay::new).transpose()?;
-    settings.dropout = tab.dropout.map(DropoutRate::new).transpose()?;
-    settings.dp = tab
-        .dp
-        .as_ref()
-        .map(|dp| DpSettings::new(dp.noise.get(), dp.clip.get(), dp.delta));
-    Ok(settings.config()?)
+    let settings = InteractiveSettings {
+        model: tab.model,
+        epochs: tab.epochs,
+        batch_size: tab.batch_size,
+        learning_rate: tab.learning_rate,
+        dp: tab.dp.as_ref().map(|dp| DpChoice {
+            noise_multiplier: dp.noise.get(),
+            clip_norm: dp.clip.get(),
+            delta: dp.delta,
+        }),
+        frozen: tab.frozen.clone(),
+        ema: tab.ema,
+        dropout: tab.dropout,
+    };
+    Ok(settings.run_settings(width, checkpoint_dir)?.config()?)
 }
 
 /// The interface's event for an engine event; `None` for those the screens do not show.
@@ -281,6 +279,8 @@ fn train_and_evaluate(
 mod tests {
     use super::*;
     use crate::tui::backend::{DpSettings, NoiseMultiplier as Sigma};
+    use privxray::train::ema::EmaDecay;
+    use privxray::train::DropoutRate;
 
     fn started(model: &str, width: f32) -> TrainingEvent {
         TrainingEvent::Started {

@@ -1,7 +1,7 @@
 //! `privxray bench ...`: benchmarks that print figures (never timed tests).
 //!
 //! Imports the engine's benchmarks (`model`, `mpc`, `net`, `party`, `preprocess`, `synth`,
-//! `train`); no sibling, never `tui` or `backends`.
+//! `train`) and its `bench_demo` sibling for `bench demo`; never `tui` or `backends`.
 
 use clap::{Args, Subcommand};
 use privxray::model::{ModelKind, Technique};
@@ -22,6 +22,10 @@ pub enum BenchCommand {
     Mpc(MpcBench),
     /// Training images/s (plain and DP-SGD, batch 32 and 64) and inference latency of dnn-max.
     Train(TrainBench),
+    /// What a first run gives: the Train tab's default settings on the default data source
+    /// (bundled samples plus a fresh SYNTHETIC set), with DP off, at the default noise
+    /// multiplier and at others: test accuracy, epsilon and seconds of each.
+    Demo(super::bench_demo::DemoBench),
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +95,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             Ok(())
         }
         BenchCommand::Mpc(bench) => mpc_bench(bench),
+        BenchCommand::Demo(bench) => super::bench_demo::demo_bench(bench),
         BenchCommand::Train(bench) => {
             let r = privxray::train::bench::run(bench.steps, bench.cuda)?;
             if bench.json {

@@ -168,7 +168,7 @@ pub fn print_summary(s: &Summary) {
 }
 
 /// Where the demo data lives when no real dataset is present: the bundled real samples in
-/// assets/samples plus generated synthetic images in data/synthetic.
+/// assets/samples plus the default synthetic set, generated once in data/synthetic-easy.
 pub struct DataSource {
     pub root: PathBuf,
     pub description: String,
@@ -187,20 +187,18 @@ pub fn default_training_source() -> anyhow::Result<DataSource> {
             synthetic: false,
         });
     }
-    let synth_dir = PathBuf::from("data/synthetic");
-    pipeline::ensure_synthetic(
-        &synth_dir,
-        pipeline::DEFAULT_SYNTHETIC_COUNT,
-        pipeline::DEFAULT_SYNTHETIC_SEED,
-        || {},
-    )?;
+    let synth_dir = PathBuf::from(pipeline::DEFAULT_SYNTHETIC_DIR);
+    let opts = pipeline::default_synthetic_options();
+    pipeline::ensure_synthetic(&synth_dir, &opts, || {})?;
     Ok(DataSource {
-        root: synth_dir,
         description: format!(
-            "no dataset at {REAL_DATASET}: using {} SYNTHETIC images in data/synthetic \
+            "no dataset at {REAL_DATASET}: using {} {} SYNTHETIC images in {} \
              (accuracy on them says nothing about real radiographs)",
-            pipeline::DEFAULT_SYNTHETIC_COUNT
+            opts.count,
+            opts.difficulty.name(),
+            synth_dir.display()
         ),
+        root: synth_dir,
         synthetic: true,
     })
 }

@@ -6,6 +6,7 @@
 
 mod audit;
 mod bench;
+mod bench_demo;
 mod common;
 mod data;
 mod epsilon;

@@ -51,14 +51,14 @@ pub struct TuiOptions {
 
 impl TuiOptions {
     /// The default sources (data/chest_xray if present, else the bundled samples in `samples`
-    /// plus synthetic images in data/synthetic), cache in data/cache, the colour depth detected
+    /// plus the default synthetic set in data/synthetic-easy), cache in data/cache, the colour depth detected
     /// here, once (NO_COLOR, COLORTERM, TERM).
     pub fn new(samples: PathBuf, backends: Backends) -> Self {
         TuiOptions {
             sources: DataSource::defaults(
                 &PathBuf::from("data/chest_xray"),
                 &samples,
-                &PathBuf::from("data/synthetic"),
+                &PathBuf::from(privxray::pipeline::DEFAULT_SYNTHETIC_DIR),
             ),
             cache_dir: Some(PathBuf::from("data/cache")),
             demo: false,

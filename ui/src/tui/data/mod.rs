@@ -10,8 +10,6 @@ pub mod source;
 pub mod state;
 pub mod view;
 
-pub use source::{
-    DataReady, DataSource, PartReport, PreprocessUpdate, SourceRoot, SYNTHETIC_COUNT,
-};
+pub use source::{DataReady, DataSource, PartReport, PreprocessUpdate, SourceRoot};
 pub use state::{previews, DataTab, JobState, Preview};
 pub use view::DataView;

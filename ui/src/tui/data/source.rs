@@ -5,12 +5,9 @@
 
 use privxray::data::Split;
 use privxray::preprocess::{Preprocessed, Progress, Summary};
+use privxray::synth::SynthOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// Number of synthetic images generated when the synthetic folder is missing (the pipeline's
-/// default, as the CLI uses).
-pub use privxray::pipeline::DEFAULT_SYNTHETIC_COUNT as SYNTHETIC_COUNT;
 
 /// One folder of a data source.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,8 +15,8 @@ pub struct SourceRoot {
     pub path: PathBuf,
     /// Shown as SYNTHETIC everywhere its images appear.
     pub synthetic: bool,
-    /// Generate this many synthetic images first if the folder has no train/ split.
-    pub generate_if_missing: Option<usize>,
+    /// Generate these synthetic images first if the folder has no train/ split.
+    pub generate_if_missing: Option<SynthOptions>,
 }
 
 /// A choice on the Data tab: one folder, or several preprocessed together.
@@ -44,6 +41,7 @@ impl DataSource {
     /// The default choices: the real dataset when `real` exists, then the bundled real samples
     /// together with synthetic images (generated in `synthetic` if missing).
     pub fn defaults(real: &Path, samples: &Path, synthetic: &Path) -> Vec<DataSource> {
+        let synthetic_options = privxray::pipeline::default_synthetic_options();
         let mut out = Vec::new();
         if real.is_dir() {
             out.push(DataSource::folder(
@@ -53,7 +51,9 @@ impl DataSource {
         }
         out.push(DataSource {
             label: format!(
-                "bundled real samples + {SYNTHETIC_COUNT} SYNTHETIC images (no dataset at {})",
+                "bundled real samples + {} {} SYNTHETIC images (no dataset at {})",
+                synthetic_options.count,
+                synthetic_options.difficulty.name(),
                 real.display()
             ),
             roots: vec![
@@ -65,7 +65,7 @@ impl DataSource {
                 SourceRoot {
                     path: synthetic.to_path_buf(),
                     synthetic: true,
-                    generate_if_missing: Some(SYNTHETIC_COUNT),
+                    generate_if_missing: Some(synthetic_options.clone()),
                 },
             ],
         });

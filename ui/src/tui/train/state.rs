@@ -9,6 +9,7 @@ use crate::tui::backend::{
 use crate::tui::data::source::DataReady;
 use crate::tui::projection::{self, LedgerSegment, Projection};
 use privxray::model::ModelKind;
+use privxray::pipeline::{InteractiveSettings, DEFAULT_DP};
 use std::sync::Arc;
 
 /// Up to 4096: DP-SGD wants large batches (the noise per step shrinks as 1/B).
@@ -164,19 +165,24 @@ pub struct TrainTab {
 }
 
 impl TrainTab {
+    /// The tab at the pipeline's first-run settings ([`InteractiveSettings::default`], which
+    /// `bench demo` measures).
     pub fn new(device: String) -> Self {
+        let first = InteractiveSettings::default();
+        let dp = first.dp.unwrap_or(DEFAULT_DP);
         TrainTab {
-            model: ModelKind::DnnAv,
-            epochs: 10,
-            batch: 64,
-            learning_rate: 1e-3,
-            dp_enabled: true,
-            noise: NoiseMultiplier::clamped(1.1),
-            clip: ClipNorm::clamped(1.0),
-            delta: 1e-5,
-            freeze: None,
-            ema: None,
-            dropout: None,
+            model: first.model,
+            epochs: first.epochs,
+            batch: first.batch_size,
+            learning_rate: first.learning_rate,
+            dp_enabled: first.dp.is_some(),
+            noise: NoiseMultiplier::clamped(dp.noise_multiplier),
+            clip: ClipNorm::clamped(dp.clip_norm),
+            delta: dp.delta,
+            // The tab freezes one layer at most.
+            freeze: first.frozen.first().cloned(),
+            ema: first.ema,
+            dropout: first.dropout,
             focus: 0,
             state: RunState::Idle,
             device,
