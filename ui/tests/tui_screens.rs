@@ -370,6 +370,41 @@ fn privacy_sweep() {
 }
 
 #[test]
+fn privacy_sweep_ends_on_a_failed_run_and_keeps_its_sigmas() {
+    let mut h = with_data();
+    press(&mut h, KeyCode::Char('3'));
+    press(&mut h, KeyCode::Char('s'));
+    sweep_run(&mut h, None, 0.91);
+    // The noise slider cannot move a sweep's run off its sigma.
+    press(&mut h, KeyCode::Char('2'));
+    for _ in 0..5 {
+        press(&mut h, KeyCode::Char('j'));
+    }
+    press(&mut h, KeyCode::Char('+'));
+    assert!(!h
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|c| c.starts_with("set_dp")));
+    assert!(h.screen().contains("a sweep runs at fixed σ"));
+    h.app_event(AppEvent::Train(TrainUpdate::Failed("out of memory".into())));
+    assert_eq!(
+        h.calls.lock().unwrap().len(),
+        2,
+        "no third run after a failure"
+    );
+    press(&mut h, KeyCode::Char('3'));
+    let s = h.screen();
+    assert!(
+        s.contains("sweep ended: run 2 of 5 (σ 0.5) failed: out of memory"),
+        "{s}"
+    );
+    assert_eq!(h.app.privacy.runs.len(), 1);
+    assert_eq!(h.app.privacy.runs[0].sweep_sigma, Some(0.0));
+}
+
+#[test]
 fn privacy_sweep_refusals() {
     // No data: a message, nothing starts.
     let mut h = harness();

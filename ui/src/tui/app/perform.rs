@@ -66,6 +66,13 @@ impl App {
             Action::PauseTraining => b.pause(),
             Action::ResumeTraining => b.resume(),
             Action::StopTraining => b.stop(),
+            // A sweep's point stands for one sigma: its runs keep theirs.
+            Action::SetDp(..) if self.privacy.sweep.running.is_some() => {
+                self.train.message = Some((
+                    "a sweep runs at fixed σ: stop it (x on the Privacy tab) to steer".into(),
+                    true,
+                ));
+            }
             Action::SetDp(n, c) => b.set_dp(n, c),
             _ => {}
         }
