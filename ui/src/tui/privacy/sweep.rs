@@ -178,7 +178,7 @@ impl Sweep {
             let done = run.current;
             self.running = None;
             self.status = Some((
-                format!("sweep stopped: the run was stopped after {done} of {n} finished"),
+                format!("sweep stopped with its run: {done} of {n} runs finished"),
                 true,
             ));
             return None;

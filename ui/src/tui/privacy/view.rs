@@ -108,6 +108,7 @@ impl PrivacyView<'_> {
         let (sw, theme) = (&self.tab.sweep, self.theme);
         let mut lines = vec![match &sw.editor {
             Some(text) => Line::styled(format!("σ list: {text}█"), theme.accent()),
+            None if sw.running.is_some() => Line::raw(format!("σ list: {}", list_text(&sw.sigmas))),
             None => Line::from(vec![
                 Span::raw(format!("σ list: {}", list_text(&sw.sigmas))),
                 Span::styled("  e edit · s start", theme.dim()),
