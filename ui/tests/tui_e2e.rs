@@ -1,13 +1,18 @@
 //! End to end: the real `privxray` binary in a tmux terminal. Preprocess a small synthetic set
 //! plus the bundled real samples, train a short DP-SGD run, move the noise slider and watch the
 //! projected epsilon move, launch the parties and predict a real radiograph privately, quit,
-//! and check the terminal came back (no alternate screen, the shell prompt visible).
+//! and check the terminal came back (no alternate screen, the shell prompt visible). A second
+//! session runs the Privacy tab's noise sweep over an edited list and waits for its points.
 //!
 //! Skipped, with a notice, where tmux is not installed (CI installs it). Every wait is bounded.
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// One session at a time: both train, and the machine's cores are few.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const BIN: &str = env!("CARGO_BIN_EXE_privxray");
 
@@ -24,9 +29,9 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn start(dir: &Path, width: u16, height: u16) -> Tmux {
+    fn start(tag: &str, dir: &Path, width: u16, height: u16) -> Tmux {
         let t = Tmux {
-            socket: format!("privxray-e2e-{}", std::process::id()),
+            socket: format!("privxray-e2e-{}-{tag}", std::process::id()),
         };
         let out = t.run(&[
             "new-session",
@@ -139,8 +144,9 @@ fn full_session_in_tmux() {
         eprintln!("SKIPPED full_session_in_tmux: tmux is not installed");
         return;
     }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = workdir();
-    let t = Tmux::start(dir.path(), 200, 50);
+    let t = Tmux::start("session", dir.path(), 200, 50);
     t.wait_for("e2e-shell$", 10);
     t.type_line(&format!("'{BIN}'; echo \"privxray exited $?\""));
 
@@ -237,6 +243,66 @@ fn full_session_in_tmux() {
         "no shell prompt after quitting:\n{s}"
     );
     assert!(!s.contains("1 Data │"), "interface left on screen:\n{s}");
+}
+
+#[test]
+fn noise_sweep_in_tmux() {
+    if !tmux_available() {
+        eprintln!("SKIPPED noise_sweep_in_tmux: tmux is not installed");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = workdir();
+    let t = Tmux::start("sweep", dir.path(), 200, 50);
+    t.wait_for("e2e-shell$", 10);
+    t.type_line(&format!("'{BIN}'; echo \"privxray exited $?\""));
+    t.wait_for("press Enter to preprocess", 20);
+    t.keys(&["Enter"]);
+    t.wait_for("done:", 60);
+
+    // One epoch per run, set on the Train tab as for any run.
+    t.keys(&["2", "j"]);
+    t.keys(&["-"; 12]);
+    t.wait_for("epochs        1 ", 5);
+
+    // The Privacy tab: a bad list is refused naming the value; then two sigmas.
+    t.keys(&["3", "e"]);
+    t.wait_for("σ list: 0, 0.5, 1, 2, 4█", 5);
+    t.keys(&["BSpace"; 15]);
+    t.run(&["send-keys", "-t", "e2e", "-l", "0, 9"]);
+    t.keys(&["Enter"]);
+    t.wait_for("σ 9 is out of range: use 0 (no DP) or 0.1 to 5", 5);
+    t.keys(&["BSpace"]);
+    t.run(&["send-keys", "-t", "e2e", "-l", "2"]);
+    t.keys(&["Enter"]);
+    t.wait_for("σ list: 0, 2 ", 5);
+    t.keys(&["s"]);
+    t.wait("the sweep's progress", 30, |s| {
+        s.contains("sweep 1/2: σ 0 (no DP)")
+            || s.contains("sweep 2/2: σ 2")
+            || s.contains("sweep done")
+    });
+    let s = t.wait("both sweep runs", 300, |s| s.contains("sweep done: 2 runs"));
+    // The table: the baseline without DP, then the DP run at sigma 2.
+    let base = line_with(&s, "dnn-av  σ0   ∞ (no DP)");
+    let dp = line_with(&s, "dnn-av  σ2 ");
+    assert!(
+        !base.is_empty() && !dp.is_empty(),
+        "sweep rows missing:\n{s}"
+    );
+    // The chart: the labelled point and the baseline line at the baseline's accuracy.
+    assert!(s.contains("•σ2") || s.contains("σ2•"), "no σ2 point:\n{s}");
+    let acc = number_after(base, "(no DP)").expect("baseline accuracy");
+    assert!(
+        s.contains(&format!("no DP {acc:.1}%")),
+        "no baseline at {acc}:\n{s}"
+    );
+    // The DP run spent a finite epsilon.
+    let eps = number_after(dp, "dnn-av  σ2").expect("the σ2 run's epsilon");
+    assert!(eps > 0.0 && eps.is_finite(), "{dp}");
+
+    t.keys(&["q"]);
+    t.wait_for("privxray exited 0", 30);
 }
 
 #[test]

@@ -370,3 +370,47 @@ fn space_leaves_dp_alone_during_a_run_and_while_typing_a_folder() {
     let (msg, warning) = h.app.train.message.clone().unwrap();
     assert!(warning && msg.contains("between runs"), "{msg}");
 }
+
+#[test]
+fn typing_a_sigma_list_does_not_trigger_shortcuts() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('3'));
+    press(&mut h, KeyCode::Char('e'));
+    assert!(h.screen().contains(" Enter done  Esc cancel"));
+    for c in "q1?sx".chars() {
+        press(&mut h, KeyCode::Char(c));
+    }
+    assert!(!h.app.quit && !h.app.help);
+    assert_eq!(h.app.tab, TabId::Privacy);
+    assert!(h.calls.lock().unwrap().is_empty());
+    assert_eq!(
+        h.app.privacy.sweep.editor.as_deref(),
+        Some("0, 0.5, 1, 2, 4q1?sx")
+    );
+    press(&mut h, KeyCode::Backspace);
+    assert!(h.screen().contains("σ list: 0, 0.5, 1, 2, 4q1?s█"));
+    // Esc leaves the list as it was; the keys are shortcuts again.
+    press(&mut h, KeyCode::Esc);
+    assert_eq!(h.app.privacy.sweep.sigmas, [0.0, 0.5, 1.0, 2.0, 4.0]);
+    press(&mut h, KeyCode::Char('1'));
+    assert_eq!(h.app.tab, TabId::Data);
+}
+
+#[test]
+fn privacy_keys_are_in_the_footer_and_help() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('3'));
+    let footer = h.screen().lines().last().unwrap_or("").to_string();
+    for k in ["e edit σ list", "s sweep σ", "x stop sweep", "a audit"] {
+        assert!(footer.contains(k), "{k} not in {footer}");
+    }
+    press(&mut h, KeyCode::Char('?'));
+    let s = h.screen();
+    assert!(s.contains("e            edit σ list"), "{s}");
+    assert!(s.contains("x            stop sweep"), "{s}");
+    press(&mut h, KeyCode::Esc);
+    // x with no sweep running says so and stops nothing.
+    press(&mut h, KeyCode::Char('x'));
+    assert!(h.calls.lock().unwrap().is_empty());
+    assert!(h.screen().contains("no sweep is running"));
+}

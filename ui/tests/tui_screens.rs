@@ -147,7 +147,7 @@ fn train_empty() {
 fn train_running() {
     let mut h = with_data();
     running(&mut h);
-    assert_eq!(h.calls.lock().unwrap()[0], "start dnn-av 10");
+    assert_eq!(h.calls.lock().unwrap()[0], "start dnn-av 10 σ1.1");
     insta::assert_snapshot!("train_running", h.screen());
 }
 
@@ -202,6 +202,7 @@ fn run(model: ModelKind, eps: Option<f64>, acc: f64) -> RunRecord {
         accuracy_is_test: true,
         checkpoint: Some(PathBuf::from("runs/x.safetensors")),
         audit: AuditState::NotRun,
+        sweep_sigma: None,
     }
 }
 
@@ -249,6 +250,193 @@ fn privacy_error() {
     // No audit backend in the harness: pressing a reports it.
     press(&mut h, KeyCode::Char('a'));
     insta::assert_snapshot!("privacy_error", h.screen());
+}
+
+/// One sweep run as the engine reports it: started, an epoch, finished at `acc` and `eps`.
+fn sweep_run(h: &mut Harness, eps: Option<f64>, acc: f64) {
+    h.app_event(AppEvent::Train(TrainUpdate::Started {
+        device: "CPU (test)".into(),
+        steps_per_epoch: 4,
+        epochs: 10,
+        train_images: 8,
+        sample_rate: eps.map(|_| 0.25),
+    }));
+    h.app_event(AppEvent::Train(TrainUpdate::Epoch(epoch(0, acc))));
+    h.app_event(AppEvent::Train(TrainUpdate::Finished(TrainOutcome {
+        stopped: false,
+        epochs_run: 10,
+        best_val_acc: acc,
+        test_acc: Some(acc),
+        epsilon: eps,
+        checkpoint: Some(PathBuf::from("runs/sweep/best.safetensors")),
+    })));
+}
+
+fn type_text(h: &mut Harness, text: &str) {
+    for c in text.chars() {
+        press(h, KeyCode::Char(c));
+    }
+}
+
+#[test]
+fn privacy_sweep() {
+    let mut h = with_data();
+    // A run from the Train tab beforehand stays on the chart.
+    h.app.privacy.add(run(ModelKind::DnnAv, Some(2.0), 0.70));
+    press(&mut h, KeyCode::Char('3'));
+    press(&mut h, KeyCode::Char('e'));
+    // The editor starts from the default list; typed keys are text, not shortcuts.
+    for _ in 0.."0, 0.5, 1, 2, 4".len() {
+        press(&mut h, KeyCode::Backspace);
+    }
+    type_text(&mut h, "0, 0.5, 2, 3");
+    press(&mut h, KeyCode::Enter);
+    assert_eq!(h.app.tab, TabId::Privacy);
+    assert_eq!(h.app.privacy.sweep.sigmas, [0.0, 0.5, 2.0, 3.0]);
+    press(&mut h, KeyCode::Char('s'));
+    sweep_run(&mut h, None, 0.91);
+    sweep_run(&mut h, Some(7.5), 0.86);
+    sweep_run(&mut h, Some(1.2), 0.78);
+    // The last run, mid-way: its third epoch.
+    h.app_event(AppEvent::Train(TrainUpdate::Started {
+        device: "CPU (test)".into(),
+        steps_per_epoch: 4,
+        epochs: 10,
+        train_images: 8,
+        sample_rate: Some(0.25),
+    }));
+    h.app_event(AppEvent::Train(TrainUpdate::Step {
+        epoch: 2,
+        step: 1,
+        loss: 0.5,
+        images_per_sec: 64.0,
+        epsilon: Some(0.4),
+        dp: Some(DpStep {
+            noise: 3.0,
+            clip: 1.0,
+            accounted_noise: Some(3.0),
+        }),
+        clipping: None,
+    }));
+    // One run per sigma through the training backend, DP off for sigma 0.
+    assert_eq!(
+        *h.calls.lock().unwrap(),
+        [
+            "start dnn-av 10 no DP",
+            "start dnn-av 10 σ0.5",
+            "start dnn-av 10 σ2",
+            "start dnn-av 10 σ3"
+        ]
+    );
+    let sigmas: Vec<_> = h.app.privacy.runs.iter().map(|r| r.sweep_sigma).collect();
+    assert_eq!(sigmas, [None, Some(0.0), Some(0.5), Some(2.0)]);
+    let s = h.screen();
+    assert!(s.contains("sweep 4/4: σ 3, epoch 3/10"), "{s}");
+    for label in ["σ0.5", "σ2"] {
+        assert!(
+            s.contains(&format!("•{label}")) || s.contains(&format!("{label}•")),
+            "{s}"
+        );
+    }
+    assert!(s.contains("no DP 91.0%"), "{s}");
+    insta::assert_snapshot!("privacy_sweep", s);
+
+    // x stops the run and cancels the rest; the finished points stay.
+    press(&mut h, KeyCode::Char('x'));
+    assert_eq!(h.calls.lock().unwrap().last().unwrap(), "stop");
+    h.app_event(AppEvent::Train(TrainUpdate::Finished(TrainOutcome {
+        stopped: true,
+        epochs_run: 3,
+        best_val_acc: 0.6,
+        test_acc: Some(0.6),
+        epsilon: Some(0.4),
+        checkpoint: None,
+    })));
+    assert_eq!(h.calls.lock().unwrap().len(), 5, "nothing more started");
+    assert!(h.app.privacy.sweep.running.is_none());
+    let s = h.screen();
+    assert!(s.contains("sweep stopped: 3 of 4 runs finished"), "{s}");
+    assert!(s.contains("σ0.5") && s.contains("no DP 91.0%"), "{s}");
+    // A sweep run is selectable and auditable like any other.
+    for _ in 0..3 {
+        press(&mut h, KeyCode::Char('k'));
+    }
+    assert!(h.screen().contains("run 2 · dnn-av · sweep σ 0 · ε ∞"));
+    press(&mut h, KeyCode::Char('a'));
+    assert!(matches!(
+        h.app.privacy.runs[1].audit,
+        AuditState::Failed(ref m) if m.contains("not available")
+    ));
+}
+
+#[test]
+fn privacy_sweep_ends_on_a_failed_run_and_keeps_its_sigmas() {
+    let mut h = with_data();
+    press(&mut h, KeyCode::Char('3'));
+    press(&mut h, KeyCode::Char('s'));
+    sweep_run(&mut h, None, 0.91);
+    // The noise slider cannot move a sweep's run off its sigma.
+    press(&mut h, KeyCode::Char('2'));
+    for _ in 0..5 {
+        press(&mut h, KeyCode::Char('j'));
+    }
+    press(&mut h, KeyCode::Char('+'));
+    assert!(!h
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|c| c.starts_with("set_dp")));
+    assert!(h.screen().contains("a sweep runs at fixed σ"));
+    h.app_event(AppEvent::Train(TrainUpdate::Failed("out of memory".into())));
+    assert_eq!(
+        h.calls.lock().unwrap().len(),
+        2,
+        "no third run after a failure"
+    );
+    press(&mut h, KeyCode::Char('3'));
+    let s = h.screen();
+    assert!(
+        s.contains("sweep ended: run 2 of 5 (σ 0.5) failed: out of memory"),
+        "{s}"
+    );
+    assert_eq!(h.app.privacy.runs.len(), 1);
+    assert_eq!(h.app.privacy.runs[0].sweep_sigma, Some(0.0));
+}
+
+#[test]
+fn privacy_sweep_refusals() {
+    // No data: a message, nothing starts.
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('3'));
+    press(&mut h, KeyCode::Char('s'));
+    assert!(h.calls.lock().unwrap().is_empty());
+    assert!(h
+        .screen()
+        .contains("no data yet: preprocess on the Data tab first"));
+
+    // A run already going: a message, nothing starts.
+    let mut h = with_data();
+    press(&mut h, KeyCode::Char('2'));
+    press(&mut h, KeyCode::Char('s'));
+    press(&mut h, KeyCode::Char('3'));
+    press(&mut h, KeyCode::Char('s'));
+    assert_eq!(h.calls.lock().unwrap().len(), 1);
+    assert!(h.app.privacy.sweep.running.is_none());
+    assert!(h.screen().contains("a training run is going"));
+
+    // A bad list names the value and the range; the old list stays.
+    press(&mut h, KeyCode::Char('e'));
+    type_text(&mut h, ", 12");
+    press(&mut h, KeyCode::Enter);
+    let s = h.screen();
+    assert!(
+        s.contains("σ 12 is out of range: use 0 (no DP) or 0.1 to 5"),
+        "{s}"
+    );
+    press(&mut h, KeyCode::Esc);
+    assert_eq!(h.app.privacy.sweep.sigmas, [0.0, 0.5, 1.0, 2.0, 4.0]);
+    assert!(h.screen().contains("σ list: 0, 0.5, 1, 2, 4"));
 }
 
 fn status(state: PartyState, peers: u8, served: u64) -> PartyStatus {

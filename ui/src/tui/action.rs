@@ -19,6 +19,8 @@ pub enum Action {
     SetDp(NoiseMultiplier, ClipNorm),
     ExportCurves,
     Audit(usize),
+    /// The Privacy tab's noise sweep, with the Train tab's other settings.
+    StartSweep,
     LaunchParties,
     ShareModel,
     Predict,

@@ -34,7 +34,13 @@ pub fn tab_keys(tab: TabId) -> &'static [(&'static str, &'static str)] {
             ("x", "stop"),
             ("e", "export PNG"),
         ],
-        TabId::Privacy => &[("j/k", "run"), ("a", "audit")],
+        TabId::Privacy => &[
+            ("j/k", "run"),
+            ("a", "audit"),
+            ("e", "edit σ list"),
+            ("s", "sweep σ"),
+            ("x", "stop sweep"),
+        ],
         TabId::Predict => &[
             ("L", "launch"),
             ("m", "share model"),
@@ -119,7 +125,7 @@ impl Widget for &App {
         }
 
         let mut spans = Vec::new();
-        let keys: Vec<(&str, &str)> = if self.data.editing {
+        let keys: Vec<(&str, &str)> = if self.data.editing || self.privacy.sweep.editing() {
             vec![("Enter", "done"), ("Esc", "cancel")]
         } else {
             tab_keys(self.tab)

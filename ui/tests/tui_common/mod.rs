@@ -27,10 +27,12 @@ impl TrainingBackend for RecordingTraining {
         "CPU (test)".into()
     }
     fn start(&mut self, c: TrainConfig, _e: AppSender) -> Result<(), BackendError> {
-        self.0
-            .lock()
-            .unwrap()
-            .push(format!("start {} {}", c.model.name(), c.epochs));
+        self.0.lock().unwrap().push(format!(
+            "start {} {} {}",
+            c.model.name(),
+            c.epochs,
+            c.dp.map_or("no DP".into(), |d| format!("σ{}", d.noise.get()))
+        ));
         Ok(())
     }
     fn pause(&mut self) {

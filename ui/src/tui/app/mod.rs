@@ -10,7 +10,7 @@ mod perform;
 pub use super::action::Action;
 pub use super::tabs::TabId;
 
-use super::backend::{Backends, PartyState, TrainConfig};
+use super::backend::{Backends, PartyState, TrainConfig, TrainUpdate};
 use super::data::{self, DataSource, DataTab, JobState};
 use super::demo::{Demo, WaitFor};
 use super::event::{AppEvent, AppSender, Event};
@@ -167,6 +167,10 @@ impl App {
             data::keys::edit_folder(&mut self.data, k);
             return vec![];
         }
+        if self.privacy.sweep.editing() {
+            privacy::keys::edit_sigmas(&mut self.privacy, k, train::NOISE_RANGE);
+            return vec![];
+        }
         if self.help {
             if matches!(
                 k.code,
@@ -222,14 +226,26 @@ impl App {
                 }
             }
             AppEvent::Train(u) => {
+                let failed = match &u {
+                    TrainUpdate::Failed(reason) => Some(reason.clone()),
+                    _ => None,
+                };
                 let finished = self.train.apply(u);
                 if let Some(outcome) = finished {
                     let config = self.running_config.take();
                     let model = config.as_ref().map(|c| c.model).unwrap_or(self.train.model);
                     let delta = config.and_then(|c| c.dp.map(|d| d.delta));
-                    self.privacy
-                        .add(RunRecord::from_outcome(model, delta, &outcome));
+                    let run = RunRecord::from_outcome(model, delta, &outcome);
+                    // A sweep starts its next run as soon as one ends.
+                    if let Some(next) = self.privacy.run_finished(run, outcome.stopped) {
+                        self.start_sweep_run(next);
+                    }
                 }
+                if let Some(reason) = failed {
+                    self.privacy.sweep.failed(&reason);
+                }
+                let epoch = self.train.position.map(|(e, _)| (e + 1, self.train.epochs));
+                self.privacy.sweep.set_epoch(epoch);
                 self.recompute_epsilon();
             }
             AppEvent::Audit(u) => self.privacy.apply(u),

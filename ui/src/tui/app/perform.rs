@@ -3,6 +3,7 @@
 //! Imports its parent (the app) and the tabs' state types; not the views or the event queue.
 
 use super::{Action, App};
+use crate::tui::backend::{DpSettings, TrainConfig};
 use crate::tui::data::{DataSource, JobState};
 use crate::tui::privacy::AuditState;
 use crate::tui::train::RunState;
@@ -25,6 +26,7 @@ impl App {
             | Action::SetDp(..) => self.steer_training(action),
             Action::ExportCurves => self.export_curves(),
             Action::Audit(run) => self.audit(run),
+            Action::StartSweep => self.start_sweep(),
             Action::LaunchParties
             | Action::ShareModel
             | Action::Predict
@@ -64,8 +66,65 @@ impl App {
             Action::PauseTraining => b.pause(),
             Action::ResumeTraining => b.resume(),
             Action::StopTraining => b.stop(),
+            // A sweep's point stands for one sigma: its runs keep theirs.
+            Action::SetDp(..) if self.privacy.sweep.running.is_some() => {
+                self.train.message = Some((
+                    "a sweep runs at fixed σ: stop it (x on the Privacy tab) to steer".into(),
+                    true,
+                ));
+            }
             Action::SetDp(n, c) => b.set_dp(n, c),
             _ => {}
+        }
+    }
+
+    /// The Privacy tab's sweep: refused while a run goes or before data is ready; otherwise
+    /// its first run starts with the Train tab's settings.
+    fn start_sweep(&mut self) {
+        let refusal = match self.data.ready() {
+            _ if self.privacy.sweep.running.is_some() => Some("a sweep is already running".into()),
+            _ if self.train.state.active() => {
+                Some("a training run is going: wait for it to end or stop it first".into())
+            }
+            None => Some("no data yet: preprocess on the Data tab first".into()),
+            Some(r) if r.data.technique != self.train.model.technique() => Some(format!(
+                "{} needs technique {}; the data was preprocessed with technique {}",
+                self.train.model.name(),
+                self.train.model.technique().number(),
+                r.data.technique.number()
+            )),
+            Some(_) => None,
+        };
+        if let Some(why) = refusal {
+            self.privacy.sweep.status = Some((why, true));
+            return;
+        }
+        let Some(ready) = self.data.ready().cloned() else {
+            return;
+        };
+        let dp = DpSettings {
+            noise: self.train.noise,
+            clip: self.train.clip,
+            delta: self.train.delta,
+        };
+        if let Some(first) = self.privacy.sweep.start(self.train.config(&ready), dp) {
+            self.start_sweep_run(first);
+        }
+    }
+
+    /// Starts one run of the sweep; a run that does not start ends the sweep.
+    pub(super) fn start_sweep_run(&mut self, config: TrainConfig) {
+        self.perform(Action::StartTraining(config));
+        if !self.train.state.active() {
+            let reason = match &self.train.state {
+                RunState::Failed(r) => r.clone(),
+                _ => self
+                    .train
+                    .message
+                    .as_ref()
+                    .map_or("the run did not start".into(), |m| m.0.clone()),
+            };
+            self.privacy.sweep.failed(&reason);
         }
     }
 

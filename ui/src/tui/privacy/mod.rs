@@ -1,14 +1,18 @@
 //! The Privacy tab: every run so far as a point of accuracy against epsilon, and the
-//! membership-inference audit of a finished model beside its epsilon. This module holds the
-//! tab's state; `keys` what a key does to it, `view` the drawing.
+//! membership-inference audit of a finished model beside its epsilon, and the noise sweep that
+//! fills the chart from one key. This module holds the tab's state; `sweep` the sweep's, `keys`
+//! what a key does to it, `view` and `chart` the drawing.
 //! Imports `tui::backend` and the engine's plain types; never the app or the other tabs.
 
+mod chart;
 pub mod keys;
+pub mod sweep;
 pub mod view;
 
+pub use sweep::Sweep;
 pub use view::PrivacyView;
 
-use crate::tui::backend::{AuditUpdate, TrainOutcome};
+use crate::tui::backend::{AuditUpdate, TrainConfig, TrainOutcome};
 use privxray::model::ModelKind;
 use std::path::PathBuf;
 
@@ -35,6 +39,9 @@ pub struct RunRecord {
     pub accuracy_is_test: bool,
     pub checkpoint: Option<PathBuf>,
     pub audit: AuditState,
+    /// The noise multiplier a sweep ran it at (0: the sweep's baseline without DP); `None`
+    /// for runs started on the Train tab.
+    pub sweep_sigma: Option<f64>,
 }
 
 impl RunRecord {
@@ -47,6 +54,7 @@ impl RunRecord {
             accuracy_is_test: o.test_acc.is_some(),
             checkpoint: o.checkpoint.clone(),
             audit: AuditState::NotRun,
+            sweep_sigma: None,
         }
     }
 }
@@ -66,12 +74,23 @@ pub struct PrivacyTab {
     pub message: Option<String>,
     /// Canary lower bounds by run index, for runs whose canary file sits beside the checkpoint.
     pub canary_bounds: std::collections::HashMap<usize, CanaryBound>,
+    pub sweep: Sweep,
 }
 
 impl PrivacyTab {
     pub fn add(&mut self, run: RunRecord) {
         self.runs.push(run);
         self.selected = self.runs.len() - 1;
+    }
+
+    /// A training run ended (`stopped`: by the user): adds it, marked with its sigma when a
+    /// sweep ran it to the end, and returns the sweep's next run, if any.
+    pub fn run_finished(&mut self, mut run: RunRecord, stopped: bool) -> Option<TrainConfig> {
+        if !stopped {
+            run.sweep_sigma = self.sweep.current_sigma();
+        }
+        self.add(run);
+        self.sweep.finished(stopped)
     }
 
     pub fn move_selection(&mut self, down: bool) {

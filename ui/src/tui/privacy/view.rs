@@ -1,14 +1,14 @@
-//! Drawing of the Privacy tab: the runs table, the selected run with its audit and canary
-//! bound, and accuracy against epsilon. Reads [`PrivacyTab`] only; may not import the app or
-//! the event queue.
+//! Drawing of the Privacy tab: the runs table, the sweep's list and progress, the selected run
+//! with its audit and canary bound, and accuracy against epsilon (`chart`). Reads
+//! [`PrivacyTab`] only; may not import the app or the event queue.
 
-use super::{AuditState, PrivacyTab};
+use super::sweep::{fmt_sigma, list_text};
+use super::{chart, AuditState, PrivacyTab};
 use crate::tui::format::fmt_eps;
 use crate::tui::theme::Theme;
-use crate::tui::widgets::charts::{self, Series};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::text::Line;
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Row, StatefulWidget, Table, TableState, Widget, Wrap};
 
 pub struct PrivacyView<'a> {
@@ -21,11 +21,20 @@ impl Widget for PrivacyView<'_> {
         let [left, right] =
             Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
                 .areas(area);
-        let [table_area, detail_area] =
-            Layout::vertical([Constraint::Min(5), Constraint::Length(7)]).areas(left);
+        let [table_area, sweep_area, detail_area] = Layout::vertical([
+            Constraint::Min(5),
+            Constraint::Length(6),
+            Constraint::Length(7),
+        ])
+        .areas(left);
         self.runs(table_area, buf);
+        self.sweep(sweep_area, buf);
         self.selected(detail_area, buf);
-        self.chart(right, buf);
+        chart::Frontier {
+            runs: &self.tab.runs,
+            theme: self.theme,
+        }
+        .render(right, buf);
     }
 }
 
@@ -49,6 +58,9 @@ impl PrivacyView<'_> {
                 Row::new(vec![
                     (i + 1).to_string(),
                     r.model.name().to_string(),
+                    r.sweep_sigma
+                        .map(|s| format!("σ{}", fmt_sigma(s)))
+                        .unwrap_or_default(),
                     r.epsilon.map(fmt_eps).unwrap_or("∞ (no DP)".into()),
                     format!(
                         "{:.1}%{}",
@@ -62,14 +74,17 @@ impl PrivacyView<'_> {
         let table = Table::new(
             rows,
             [
-                Constraint::Length(3),
-                Constraint::Length(8),
-                Constraint::Length(10),
-                Constraint::Length(10),
+                Constraint::Length(2),
+                Constraint::Length(7),
+                Constraint::Length(4),
+                Constraint::Length(9),
+                Constraint::Length(9),
                 Constraint::Min(10),
             ],
         )
-        .header(Row::new(["#", "model", "ε", "accuracy", "membership audit"]).style(theme.bold()))
+        .header(
+            Row::new(["#", "model", "σ", "ε", "accuracy", "membership audit"]).style(theme.bold()),
+        )
         .row_highlight_style(theme.selected())
         .block(Block::bordered().title(" Runs "));
         let mut state =
@@ -88,6 +103,35 @@ impl PrivacyView<'_> {
         }
     }
 
+    /// The sweep: its list (or the editor), its progress, and its last message.
+    fn sweep(&self, area: Rect, buf: &mut Buffer) {
+        let (sw, theme) = (&self.tab.sweep, self.theme);
+        let mut lines = vec![match &sw.editor {
+            Some(text) => Line::styled(format!("σ list: {text}█"), theme.accent()),
+            None if sw.running.is_some() => Line::raw(format!("σ list: {}", list_text(&sw.sigmas))),
+            None => Line::from(vec![
+                Span::raw(format!("σ list: {}", list_text(&sw.sigmas))),
+                Span::styled("  e edit · s start", theme.dim()),
+            ]),
+        }];
+        lines.push(match (sw.progress(), &sw.editor) {
+            (Some(p), _) => Line::styled(format!("{p} · x stops"), theme.warn()),
+            (None, Some(_)) => Line::styled("0 = no DP · Enter accepts · Esc cancels", theme.dim()),
+            (None, None) => Line::styled(
+                "one run per σ, other settings from the Train tab",
+                theme.dim(),
+            ),
+        });
+        if let Some((msg, error)) = &sw.status {
+            let style = if *error { theme.error() } else { theme.ok() };
+            lines.push(Line::styled(msg.clone(), style));
+        }
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .block(Block::bordered().title(" Noise sweep "))
+            .render(area, buf);
+    }
+
     /// The selected run: its epsilon, the audit against the DP bound, and the canary bound.
     fn selected(&self, area: Rect, buf: &mut Buffer) {
         let (t, theme) = (self.tab, self.theme);
@@ -95,9 +139,12 @@ impl PrivacyView<'_> {
             None => vec![Line::styled("select a run with j/k", theme.dim())],
             Some(r) => {
                 let mut v = vec![Line::raw(format!(
-                    "run {} · {} · ε {}{}",
+                    "run {} · {}{} · ε {}{}",
                     t.selected + 1,
                     r.model.name(),
+                    r.sweep_sigma
+                        .map(|s| format!(" · sweep σ {}", fmt_sigma(s)))
+                        .unwrap_or_default(),
                     r.epsilon.map(fmt_eps).unwrap_or("∞".into()),
                     r.delta.map(|d| format!(" at δ {d:e}")).unwrap_or_default()
                 ))];
@@ -151,45 +198,6 @@ impl PrivacyView<'_> {
             .block(Block::bordered().title(" Selected run "))
             .render(area, buf);
     }
-
-    /// Accuracy against epsilon; runs without DP sit at the right edge.
-    fn chart(&self, area: Rect, buf: &mut Buffer) {
-        let (t, theme) = (self.tab, self.theme);
-        let dp: Vec<(f64, f64)> = t
-            .runs
-            .iter()
-            .filter_map(|r| r.epsilon.filter(|e| e.is_finite()).map(|e| (e, r.accuracy)))
-            .collect();
-        let right_edge = dp.iter().map(|p| p.0).fold(1.0_f64, f64::max) * 1.25;
-        let plain: Vec<(f64, f64)> = t
-            .runs
-            .iter()
-            .filter(|r| r.epsilon.is_none_or(|e| !e.is_finite()))
-            .map(|r| (right_edge, r.accuracy))
-            .collect();
-        let series = [
-            Series {
-                name: "DP",
-                points: &dp,
-                style: theme.series(1),
-                scatter: true,
-            },
-            Series {
-                name: "no DP (right edge)",
-                points: &plain,
-                style: theme.series(0),
-                scatter: true,
-            },
-        ];
-        charts::chart(
-            Block::bordered().title(" Accuracy vs ε "),
-            &series,
-            "ε",
-            Some([0.0, 1.0]),
-            theme.dim(),
-        )
-        .render(area, buf);
-    }
 }
 
 #[cfg(test)]
@@ -227,6 +235,7 @@ mod tests {
             accuracy_is_test: true,
             checkpoint: None,
             audit: AuditState::NotRun,
+            sweep_sigma: None,
         });
         t
     }
