@@ -6,7 +6,7 @@ use super::{class_name, PredictTab};
 use crate::tui::backend::{party_label, ClassProb, PartyId, PartyState};
 use crate::tui::format::bytes;
 use crate::tui::theme::Theme;
-use crate::tui::widgets::HalfBlockImage;
+use crate::tui::widgets::Preview;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -130,11 +130,7 @@ impl PredictView<'_> {
         let inner = block.inner(img_area);
         block.render(img_area, buf);
         if let Some(img) = &t.preview {
-            HalfBlockImage {
-                image: img,
-                depth: theme.depth,
-            }
-            .render(inner, buf);
+            Preview { image: img, theme }.render(inner, buf);
         }
     }
 
