@@ -92,6 +92,10 @@ fn data_previews_go_out_in_the_chosen_protocol() {
     assert!(frame.contains('\u{10EEEE}'), "kitty placeholders");
     assert_eq!(sixel_images(&frame), 0);
     assert!(!frame.contains('▀'), "no half blocks under pixels");
+    assert!(
+        frame.contains("Preview · kitty graphics"),
+        "the title says so"
+    );
 
     h.app.theme = theme(ColorDepth::TrueColor, Protocol::Sixel);
     let frame = captured(&h);

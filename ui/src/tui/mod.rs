@@ -118,7 +118,21 @@ async fn event_loop(
     queue: &mut EventQueue,
     app: &mut App,
 ) -> anyhow::Result<()> {
+    // Sixel and iTerm2 images are sent from their first cell over cells ratatui then skips, so
+    // text an overlay left there stays. After the help or the tab changes, a blank frame first
+    // makes the next one send every cell, images included, again.
+    let sent_once = matches!(
+        app.theme.graphics.protocol,
+        theme::Protocol::Sixel | theme::Protocol::Iterm2
+    );
+    let mut shown = (app.help, app.tab);
     loop {
+        if sent_once && shown != (app.help, app.tab) {
+            term.terminal
+                .draw(|_| {})
+                .context("drawing the interface")?;
+        }
+        shown = (app.help, app.tab);
         term.terminal
             .draw(|f| f.render_widget(&*app, f.area()))
             .context("drawing the interface")?;

@@ -80,6 +80,19 @@ impl Graphics {
     };
 }
 
+impl Theme {
+    /// The preview boxes' title: it names the graphics protocol when pixels are drawn, so a
+    /// user can tell what the terminal query (or PRIVXRAY_GRAPHICS) chose.
+    pub fn preview_title(self) -> &'static str {
+        match (self.color(), self.graphics.protocol) {
+            (false, _) | (_, Protocol::Halfblocks) => " Preview ",
+            (true, Protocol::Kitty) => " Preview · kitty graphics ",
+            (true, Protocol::Sixel) => " Preview · sixel ",
+            (true, Protocol::Iterm2) => " Preview · iTerm2 images ",
+        }
+    }
+}
+
 impl Default for Graphics {
     fn default() -> Self {
         Graphics::HALFBLOCKS

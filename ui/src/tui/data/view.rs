@@ -222,7 +222,7 @@ impl DataView<'_> {
     /// The preview images side by side, each with its caption.
     fn previews(&self, area: Rect, buf: &mut Buffer) {
         let (tab, theme) = (self.tab, self.theme);
-        let block = Block::bordered().title(" Preview ");
+        let block = Block::bordered().title(theme.preview_title());
         let inner = block.inner(area);
         block.render(area, buf);
         if tab.previews.is_empty() {

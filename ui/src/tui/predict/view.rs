@@ -126,7 +126,7 @@ impl PredictView<'_> {
                 .wrap(Wrap { trim: true })
                 .render(inner, buf);
         }
-        let block = Block::bordered().title(" Preview ");
+        let block = Block::bordered().title(theme.preview_title());
         let inner = block.inner(img_area);
         block.render(img_area, buf);
         if let Some(img) = &t.preview {
