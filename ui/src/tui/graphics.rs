@@ -92,10 +92,24 @@ impl Answer {
     }
 }
 
+/// The kitty query wrapped in tmux's passthrough, for the outer terminal (answered only with
+/// `allow-passthrough on`); tmux itself answers the other two.
+pub fn tmux_kitty_query() -> String {
+    format!(
+        "\x1bPtmux;{}\x1b\\",
+        KITTY_QUERY.replace('\x1b', "\x1b\x1b")
+    )
+}
+
 /// Writes the three queries, then reads until the DA1 reply or until `input` reports the end
 /// (`Ok(0)`: for [`TimedFd`], the deadline passed). What came back, parsed.
-pub fn query(out: &mut impl Write, input: &mut impl Read) -> io::Result<Answer> {
-    write!(out, "{KITTY_QUERY}{CELL_QUERY}{DA1_QUERY}")?;
+pub fn query(out: &mut impl Write, input: &mut impl Read, tmux: bool) -> io::Result<Answer> {
+    let kitty = if tmux {
+        tmux_kitty_query()
+    } else {
+        KITTY_QUERY.to_string()
+    };
+    write!(out, "{kitty}{CELL_QUERY}{DA1_QUERY}")?;
     out.flush()?;
     let mut got = Vec::new();
     let mut chunk = [0u8; 256];
@@ -229,7 +243,7 @@ pub fn detect(
 ) -> Result<Graphics, SettingError> {
     let answer = if needs_query(env)? {
         // A failed write or read is a terminal that cannot be asked: half blocks.
-        query(out, input).ok()
+        query(out, input, env.in_tmux()).ok()
     } else {
         None
     };
@@ -285,11 +299,33 @@ mod tests {
         let mut out = Vec::new();
         // Bytes after the DA1 reply are user input: never read.
         let mut input: &[u8] = b"\x1b[?62;4c";
-        let a = query(&mut out, &mut input).unwrap();
+        let a = query(&mut out, &mut input, false).unwrap();
         assert!(a.sixel && a.complete);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             format!("{KITTY_QUERY}{CELL_QUERY}{DA1_QUERY}")
         );
+    }
+
+    #[test]
+    fn under_tmux_the_kitty_query_goes_through_the_passthrough() {
+        assert_eq!(
+            tmux_kitty_query(),
+            "\x1bPtmux;\x1b\x1b_Gi=31,s=1,v=1,a=q,t=d,f=24;AAAA\x1b\x1b\\\x1b\\"
+        );
+        let env = Env {
+            tmux: Some("/tmp/tmux-0/default,1,0".into()),
+            ..Env::default()
+        };
+        let mut out = Vec::new();
+        let g = detect(
+            &env,
+            &mut out,
+            &mut &b"\x1b_Gi=31;OK\x1b\\\x1b[?1;2c"[..],
+            None,
+        )
+        .unwrap();
+        assert_eq!((g.protocol, g.tmux), (Protocol::Kitty, true));
+        assert!(String::from_utf8(out).unwrap().starts_with("\x1bPtmux;"));
     }
 }

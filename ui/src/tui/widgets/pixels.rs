@@ -65,7 +65,9 @@ fn encode(image: &GreyImage, graphics: Graphics, area: Size) -> Option<Encoded> 
         return None;
     }
     let img = resize.resize(&img, font, cells, Some(Rgba([0, 0, 0, 255])));
-    let tmux = graphics.tmux;
+    // Under tmux kitty and iTerm2 sequences go through its passthrough to the outer terminal;
+    // sixel does not: a tmux that answered DA1 with 4 draws sixel itself.
+    let tmux = graphics.tmux && graphics.protocol != Protocol::Sixel;
     match graphics.protocol {
         Protocol::Halfblocks => None,
         Protocol::Kitty => Kitty::new(img, cells, kitty_id(), tmux, false)
@@ -186,6 +188,24 @@ mod tests {
         // Centred: the sequence starts in column 10 of row 0.
         assert!(buf[(10, 0)].symbol().starts_with("\x1b"), "centred");
         assert_eq!(buf[(9, 0)].symbol(), " ");
+    }
+
+    #[test]
+    fn under_tmux_kitty_goes_through_the_passthrough_and_sixel_does_not() {
+        let img = gradient();
+        let area = Rect::new(0, 0, 20, 10);
+        let tmux = |protocol| {
+            let mut buf = Buffer::empty(area);
+            let g = Graphics {
+                tmux: true,
+                ..graphics(protocol)
+            };
+            draw(&img, g, area, &mut buf);
+            symbols(&buf)
+        };
+        assert!(tmux(Protocol::Kitty).contains("\x1bPtmux;\x1b\x1b_G"));
+        let sixel = tmux(Protocol::Sixel);
+        assert!(!sixel.contains("tmux;") && sixel.contains("\x1bP"));
     }
 
     #[test]
