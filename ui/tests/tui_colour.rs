@@ -65,6 +65,7 @@ fn previews_carry_the_greys_the_colour_depth_allows() {
 
     h.app.theme = Theme {
         depth: ColorDepth::TrueColor,
+        ..Theme::default()
     };
     let frame = captured(&h);
     assert!(
@@ -82,6 +83,7 @@ fn previews_carry_the_greys_the_colour_depth_allows() {
 
     h.app.theme = Theme {
         depth: ColorDepth::Ansi256,
+        ..Theme::default()
     };
     let frame = captured(&h);
     assert!(

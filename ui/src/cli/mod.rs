@@ -31,7 +31,12 @@ use clap::{Parser, Subcommand};
     version,
     about = "Privacy-preserving pneumonia detection on chest X-rays: preprocessing, training, \
              DP-SGD and three-party private prediction",
-    long_about = None
+    long_about = None,
+    after_help = "Without a subcommand the terminal interface starts. Its radiograph previews use \
+                  real pixels where the terminal speaks the kitty, sixel or iTerm2 graphics \
+                  protocol, half blocks otherwise. PRIVXRAY_GRAPHICS=auto|kitty|sixel|iterm2|\
+                  halfblocks overrides the terminal query (e.g. under tmux); NO_COLOR gives plain \
+                  text."
 )]
 pub struct Cli {
     #[command(subcommand)]

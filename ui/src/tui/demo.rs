@@ -74,7 +74,7 @@ impl Demo {
         raise_noise.extend([Char('+'); 6]);
         let steps = vec![
             step(TabId::Data, "1/4 Data: preprocessing with technique 1 (greyscale, 125x150, bilinear). Progress, throughput and ETA update live.", vec![Enter], WaitFor::DataReady, 3.0, 120.0),
-            step(TabId::Data, "Counts per split and class, skipped files with reasons, and previews drawn with half-block characters.", vec![], WaitFor::Seconds, 5.0, 5.0),
+            step(TabId::Data, "Counts per split and class, skipped files with reasons, and previews in real pixels where the terminal speaks kitty, sixel or iTerm2 graphics, else half blocks.", vec![], WaitFor::Seconds, 5.0, 5.0),
             step(TabId::Train, "2/4 Train: DP-SGD settings. Moving the noise slider recomputes ε at once: more noise, smaller ε.", raise_noise, WaitFor::Seconds, 5.0, 5.0),
             step(TabId::Train, "Training runs on its own thread: loss and accuracy per epoch, step loss, throughput, ETA, ε spent and projected.", vec![Char('s')], WaitFor::TrainingDone, 3.0, 180.0),
             step(TabId::Privacy, "3/4 Privacy: each run is a point of accuracy against ε; a membership-inference audit tests the finished model.", vec![Char('a')], WaitFor::AuditDone, 3.0, 60.0),

@@ -3,8 +3,8 @@
 //! the loop here applies them and redraws. The terminal is restored on exit, on error and on
 //! panic, and backends (training, parties) are stopped.
 //!
-//! Layering, bottom up (no module imports one above it): `tabs` and `data::source` (plain
-//! data); `backend` (what goes to and comes back from the backends, and their traits); `action`
+//! Layering, bottom up (no module imports one above it): `tabs`, `theme` and `data::source`
+//! (plain data); `graphics` (which protocol the terminal speaks); `backend` (what goes to and comes back from the backends, and their traits); `action`
 //! and `event` (the queue); each tab's `state`, `keys` and `view`; `demo`; `app` (state and
 //! input, `perform`); `ui` (draws the app). The implementations on the engine live in the
 //! crate's `backends` module, which the interface never imports.
@@ -16,6 +16,7 @@ pub mod data;
 pub mod demo;
 pub mod event;
 pub mod format;
+pub mod graphics;
 pub mod predict;
 pub mod privacy;
 pub mod projection;
@@ -71,6 +72,9 @@ impl TuiOptions {
 
 /// Runs the interface until the user quits. Needs a terminal on stdout.
 pub fn run(options: TuiOptions) -> anyhow::Result<()> {
+    // A bad PRIVXRAY_GRAPHICS is an error before the screen changes.
+    let env = graphics::Env::from_process();
+    graphics::needs_query(&env)?;
     if !std::io::stdout().is_terminal() {
         anyhow::bail!(
             "the interactive interface needs a terminal on standard output; \
@@ -82,12 +86,14 @@ pub fn run(options: TuiOptions) -> anyhow::Result<()> {
         .enable_time()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run_async(options))
+    runtime.block_on(run_async(options, env))
 }
 
-async fn run_async(options: TuiOptions) -> anyhow::Result<()> {
+async fn run_async(mut options: TuiOptions, env: graphics::Env) -> anyhow::Result<()> {
     terminal::install_panic_hook();
     let mut term = terminal::Tui::enter().context("setting up the terminal")?;
+    // Asked in raw mode and before the input reader starts, so the answers are not keys.
+    options.theme.graphics = term.graphics(&env)?;
     let mut queue = EventQueue::with_terminal_input(options.fps);
     let mut app = App::new(
         options.sources,
@@ -112,7 +118,21 @@ async fn event_loop(
     queue: &mut EventQueue,
     app: &mut App,
 ) -> anyhow::Result<()> {
+    // Sixel and iTerm2 images are sent from their first cell over cells ratatui then skips, so
+    // text an overlay left there stays. After the help or the tab changes, a blank frame first
+    // makes the next one send every cell, images included, again.
+    let sent_once = matches!(
+        app.theme.graphics.protocol,
+        theme::Protocol::Sixel | theme::Protocol::Iterm2
+    );
+    let mut shown = (app.help, app.tab);
     loop {
+        if sent_once && shown != (app.help, app.tab) {
+            term.terminal
+                .draw(|_| {})
+                .context("drawing the interface")?;
+        }
+        shown = (app.help, app.tab);
         term.terminal
             .draw(|f| f.render_widget(&*app, f.area()))
             .context("drawing the interface")?;

@@ -1,7 +1,8 @@
 //! Terminal setup and restoration: raw mode, alternate screen and hidden cursor on entry;
 //! all undone by `leave`, by `Drop`, and by a panic hook that restores before chaining to the
-//! previous hook (so the panic message is readable).
-//! Imports crossterm and ratatui only; nothing of the interface.
+//! previous hook (so the panic message is readable); and the graphics query, asked of the real
+//! terminal once it is in raw mode.
+//! Imports crossterm, ratatui, the theme's `Graphics` and `graphics` (the query) only.
 
 use crossterm::cursor::{Hide, Show};
 use crossterm::execute;
@@ -11,7 +12,12 @@ use crossterm::terminal::{
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 use std::io::{stdout, Stdout};
+use std::os::fd::AsRawFd;
 use std::sync::Once;
+use std::time::Instant;
+
+use super::graphics::{self, Env, SettingError, TimedFd};
+use super::theme::Graphics;
 
 /// Puts the terminal back as it was. Every step is attempted even if one fails.
 pub fn restore() -> std::io::Result<()> {
@@ -60,6 +66,22 @@ impl Tui {
                 Err(e)
             }
         }
+    }
+
+    /// Asks the terminal which graphics protocol it speaks (when `env` says `auto`), waiting
+    /// at most [`graphics::QUERY_TIMEOUT`] for an answer. Call before input is read.
+    pub fn graphics(&mut self, env: &Env) -> Result<Graphics, SettingError> {
+        let stdin = std::io::stdin();
+        let mut input = TimedFd {
+            fd: stdin.as_raw_fd(),
+            deadline: Instant::now() + graphics::QUERY_TIMEOUT,
+        };
+        // The ioctl's pixel size, where the terminal fills it in.
+        let winsize_px = crossterm::terminal::window_size().ok().and_then(|w| {
+            let (cw, ch) = (w.width / w.columns.max(1), w.height / w.rows.max(1));
+            (cw > 0 && ch > 0).then_some((cw, ch))
+        });
+        graphics::detect(env, &mut stdout(), &mut input, winsize_px)
     }
 
     pub fn leave(&mut self) -> std::io::Result<()> {

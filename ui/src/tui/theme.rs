@@ -1,6 +1,7 @@
-//! Styles from the 16 named colours only, or none at all when NO_COLOR is set; and the colour
-//! depth the terminal offers, detected once at start-up, which only the greyscale previews use
-//! (the interface's own colours stay the 16 named ones everywhere). Imports nothing of the tui.
+//! Styles from the 16 named colours only, or none at all when NO_COLOR is set; the colour depth
+//! the terminal offers and the graphics protocol it speaks, both found once at start-up and used
+//! only by the greyscale previews (the interface's own colours stay the 16 named ones
+//! everywhere). Imports nothing of the tui.
 
 use ratatui::style::{Color, Modifier, Style};
 
@@ -45,25 +46,83 @@ impl ColorDepth {
     }
 }
 
+/// How the previews reach the screen: half-block characters in the colour depth's greys, or
+/// real pixels through one of the terminal graphics protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Half blocks (two pixels a cell); also the fallback for every terminal.
+    #[default]
+    Halfblocks,
+    /// The kitty graphics protocol (kitty, Ghostty, recent Konsole): APC `ESC _ G`.
+    Kitty,
+    /// DEC sixel (xterm -ti vt340, foot, mlterm, WezTerm, contour): DCS `ESC P q`.
+    Sixel,
+    /// iTerm2's inline images (iTerm2, WezTerm, mintty): OSC 1337.
+    Iterm2,
+}
+
+/// The graphics protocol with what encoding for it needs: the size of a cell in pixels, and
+/// whether sequences must be wrapped for tmux's passthrough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Graphics {
+    pub protocol: Protocol,
+    /// Width and height of one cell in pixels.
+    pub cell_px: (u16, u16),
+    pub tmux: bool,
+}
+
+impl Graphics {
+    /// Half blocks: no protocol, no pixels.
+    pub const HALFBLOCKS: Graphics = Graphics {
+        protocol: Protocol::Halfblocks,
+        cell_px: (10, 20),
+        tmux: false,
+    };
+}
+
+impl Theme {
+    /// The preview boxes' title: it names the graphics protocol when pixels are drawn, so a
+    /// user can tell what the terminal query (or PRIVXRAY_GRAPHICS) chose.
+    pub fn preview_title(self) -> &'static str {
+        match (self.color(), self.graphics.protocol) {
+            (false, _) | (_, Protocol::Halfblocks) => " Preview ",
+            (true, Protocol::Kitty) => " Preview · kitty graphics ",
+            (true, Protocol::Sixel) => " Preview · sixel ",
+            (true, Protocol::Iterm2) => " Preview · iTerm2 images ",
+        }
+    }
+}
+
+impl Default for Graphics {
+    fn default() -> Self {
+        Graphics::HALFBLOCKS
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Theme {
     pub depth: ColorDepth,
+    pub graphics: Graphics,
 }
 
 impl Theme {
     /// The 16 named colours; images in four grey levels.
     pub const ANSI16: Theme = Theme {
         depth: ColorDepth::Ansi16,
+        graphics: Graphics::HALFBLOCKS,
     };
     /// No colour at all (NO_COLOR).
     pub const PLAIN: Theme = Theme {
         depth: ColorDepth::NoColor,
+        graphics: Graphics::HALFBLOCKS,
     };
 
-    /// From the environment (see [`ColorDepth::from_env`]).
+    /// From the environment (see [`ColorDepth::from_env`]), with half blocks: the graphics
+    /// protocol needs the terminal's answers, asked once the interface owns it.
     pub fn from_env() -> Self {
         Theme {
             depth: ColorDepth::from_env(),
+            graphics: Graphics::HALFBLOCKS,
         }
     }
 

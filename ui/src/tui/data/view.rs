@@ -5,7 +5,7 @@
 use super::state::{DataTab, JobState};
 use crate::tui::format::clock;
 use crate::tui::theme::Theme;
-use crate::tui::widgets::HalfBlockImage;
+use crate::tui::widgets::Preview;
 use privxray::model::Technique;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -222,7 +222,7 @@ impl DataView<'_> {
     /// The preview images side by side, each with its caption.
     fn previews(&self, area: Rect, buf: &mut Buffer) {
         let (tab, theme) = (self.tab, self.theme);
-        let block = Block::bordered().title(" Preview ");
+        let block = Block::bordered().title(theme.preview_title());
         let inner = block.inner(area);
         block.render(area, buf);
         if tab.previews.is_empty() {
@@ -234,9 +234,9 @@ impl DataView<'_> {
         for (p, col) in tab.previews.iter().zip(cols.iter()) {
             let [img, cap] =
                 Layout::vertical([Constraint::Min(1), Constraint::Length(2)]).areas(*col);
-            HalfBlockImage {
+            Preview {
                 image: &p.image,
-                depth: theme.depth,
+                theme,
             }
             .render(img, buf);
             let style = if p.caption.contains("SYNTHETIC") {

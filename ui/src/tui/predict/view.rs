@@ -6,7 +6,7 @@ use super::{class_name, PredictTab};
 use crate::tui::backend::{party_label, ClassProb, PartyId, PartyState};
 use crate::tui::format::bytes;
 use crate::tui::theme::Theme;
-use crate::tui::widgets::HalfBlockImage;
+use crate::tui::widgets::Preview;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -126,15 +126,11 @@ impl PredictView<'_> {
                 .wrap(Wrap { trim: true })
                 .render(inner, buf);
         }
-        let block = Block::bordered().title(" Preview ");
+        let block = Block::bordered().title(theme.preview_title());
         let inner = block.inner(img_area);
         block.render(img_area, buf);
         if let Some(img) = &t.preview {
-            HalfBlockImage {
-                image: img,
-                depth: theme.depth,
-            }
-            .render(inner, buf);
+            Preview { image: img, theme }.render(inner, buf);
         }
     }
 

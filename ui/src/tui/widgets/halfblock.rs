@@ -49,6 +49,10 @@ impl GreyImage {
     pub fn height(&self) -> usize {
         self.height
     }
+    /// The pixels, row-major.
+    pub fn pixels(&self) -> &[u8] {
+        &self.pixels
+    }
     fn at(&self, x: usize, y: usize) -> u8 {
         self.pixels[y * self.width + x]
     }

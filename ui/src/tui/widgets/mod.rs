@@ -1,11 +1,14 @@
-//! Widgets shared by the tabs: a half-block greyscale image (and its grey palettes), a slider,
-//! chart helpers.
+//! Widgets shared by the tabs: a greyscale preview in real pixels (graphics protocols) or half
+//! blocks (and their grey palettes), a slider, chart helpers.
 //! Imports only its children, which import ratatui and the theme, never the tabs or the app.
 
 pub mod charts;
 pub mod grey;
 pub mod halfblock;
+pub mod pixels;
+pub mod preview;
 pub mod slider;
 
 pub use halfblock::{GreyImage, HalfBlockImage};
+pub use preview::Preview;
 pub use slider::Slider;
