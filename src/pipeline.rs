@@ -30,7 +30,8 @@ pub use model::load_checkpoint;
 pub use predict::{load_input, plaintext_probability, predict_images, PlainPrediction};
 pub use run::{evaluate_checkpoint, train_then_evaluate, BestCheckpoint, RunReport, TrainingRun};
 pub use settings::{
-    DpChoice, DpSettings, InteractiveSettings, OptimizerChoice, RunSettings, DEFAULT_DP,
+    optimizer_following_dp, DpChoice, DpSettings, InteractiveSettings, OptimizerChoice,
+    RunSettings, DEFAULT_DP, DP_OPTIMIZER, PLAIN_OPTIMIZER,
 };
 pub use splits::{split, subset, Splits, SPLIT_SEED, VAL_FRACTION};
 

@@ -217,3 +217,85 @@ fn train_then_evaluate_measures_the_best_checkpoint_on_the_evaluation_split() {
     let e = evaluate_checkpoint(&dir.path().join("none.safetensors"), &empty).unwrap_err();
     assert!(e.to_string().starts_with("loading "), "{e}");
 }
+
+mod first_run {
+    use crate::pipeline::{
+        default_synthetic_options, optimizer_following_dp, InteractiveSettings, OptimizerChoice,
+        DEFAULT_DP, DP_OPTIMIZER, PLAIN_OPTIMIZER,
+    };
+    use crate::synth::Difficulty;
+    use std::path::PathBuf;
+
+    #[test]
+    fn the_optimizer_follows_dp_only_while_at_a_modes_default() {
+        assert_eq!(optimizer_following_dp(false, DP_OPTIMIZER), PLAIN_OPTIMIZER);
+        assert_eq!(optimizer_following_dp(true, PLAIN_OPTIMIZER), DP_OPTIMIZER);
+        // Turning DP on when it is on (or off when off) changes nothing.
+        assert_eq!(optimizer_following_dp(true, DP_OPTIMIZER), DP_OPTIMIZER);
+        assert_eq!(
+            optimizer_following_dp(false, PLAIN_OPTIMIZER),
+            PLAIN_OPTIMIZER
+        );
+        // A choice of the user's stays either way.
+        let mine = (OptimizerChoice::Adam, 1e-4);
+        assert_eq!(optimizer_following_dp(true, mine), mine);
+        assert_eq!(optimizer_following_dp(false, mine), mine);
+        assert_ne!(DP_OPTIMIZER, PLAIN_OPTIMIZER);
+    }
+
+    #[test]
+    fn first_run_settings_reach_the_engine_with_dp_and_without() {
+        let first = InteractiveSettings::default();
+        assert_eq!(first.dp, Some(DEFAULT_DP));
+        assert_eq!((first.optimizer, first.learning_rate), DP_OPTIMIZER);
+        let dp = first
+            .run_settings(1.0, PathBuf::from("ck"))
+            .unwrap()
+            .config()
+            .unwrap();
+        let d = dp.dp.expect("DP-SGD on");
+        assert_eq!(d.noise_multiplier.get(), DEFAULT_DP.noise_multiplier);
+        assert_eq!(d.clip_norm.get(), DEFAULT_DP.clip_norm);
+        assert_eq!(dp.frozen, first.frozen);
+        assert_eq!(
+            dp.optimizer,
+            crate::train::optim::OptimizerConfig::sgd(DP_OPTIMIZER.1, 0.9)
+        );
+        let plain = first.clone().with_dp(None);
+        assert_eq!((plain.optimizer, plain.learning_rate), PLAIN_OPTIMIZER);
+        let c = plain
+            .run_settings(1.0, PathBuf::from("ck"))
+            .unwrap()
+            .config()
+            .unwrap();
+        assert!(c.dp.is_none());
+        assert_eq!(
+            c.optimizer,
+            crate::train::optim::OptimizerConfig::adam(PLAIN_OPTIMIZER.1)
+        );
+        // Back on: the same as the first run.
+        assert_eq!(plain.with_dp(Some(DEFAULT_DP)), first);
+    }
+
+    #[test]
+    fn the_default_synthetic_set_is_easy_balanced_and_labelled_synthetic() {
+        let o = default_synthetic_options();
+        assert_eq!(o.difficulty, Difficulty::Easy);
+        assert_eq!(o.normal_fraction, 0.5);
+        let dir = tempfile::tempdir().unwrap();
+        let mut small = o.clone();
+        small.count = 40;
+        let written = crate::synth::generate(dir.path(), &small).unwrap();
+        assert!(written.iter().all(|w| w
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("SYNTH")));
+        let normal = written
+            .iter()
+            .filter(|w| w.class == crate::data::Class::Normal)
+            .count();
+        assert!((12..=28).contains(&normal), "{normal} NORMAL of 40");
+    }
+}

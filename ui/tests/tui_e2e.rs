@@ -116,7 +116,7 @@ impl Drop for Tmux {
 fn workdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     privxray::synth::generate(
-        &dir.path().join("data/synthetic"),
+        &dir.path().join(privxray::pipeline::DEFAULT_SYNTHETIC_DIR),
         &privxray::synth::SynthOptions::new(96, 3),
     )
     .expect("synthetic images");
@@ -284,8 +284,8 @@ fn noise_sweep_in_tmux() {
     });
     let s = t.wait("both sweep runs", 300, |s| s.contains("sweep done: 2 runs"));
     // The table: the baseline without DP, then the DP run at sigma 2.
-    let base = line_with(&s, "dnn-av  σ0   ∞ (no DP)");
-    let dp = line_with(&s, "dnn-av  σ2 ");
+    let base = line_with(&s, "σ0   ∞ (no DP)");
+    let dp = line_with(&s, "σ2 ");
     assert!(
         !base.is_empty() && !dp.is_empty(),
         "sweep rows missing:\n{s}"
@@ -298,7 +298,7 @@ fn noise_sweep_in_tmux() {
         "no baseline at {acc}:\n{s}"
     );
     // The DP run spent a finite epsilon.
-    let eps = number_after(dp, "dnn-av  σ2").expect("the σ2 run's epsilon");
+    let eps = number_after(dp, "σ2").expect("the σ2 run's epsilon");
     assert!(eps > 0.0 && eps.is_finite(), "{dp}");
 
     t.keys(&["q"]);

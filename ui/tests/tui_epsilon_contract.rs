@@ -157,7 +157,7 @@ fn raising_sigma_mid_run_the_spent_epsilon_is_the_engine_ledgers() {
 
     // The engine's ledger shows the raise took effect mid-run.
     let best = outcome.checkpoint.expect("a best checkpoint");
-    let last = best.with_file_name("dnn-av-last.safetensors");
+    let last = best.with_file_name(format!("{}-last.safetensors", h.app.train.model.name()));
     let ledger = checkpoint::read_meta(&last).unwrap().privacy_ledger;
     let sigmas: Vec<f64> = ledger.iter().map(|s| s.noise_multiplier.get()).collect();
     assert!(

@@ -66,6 +66,7 @@ pub fn engine_config(
         model: tab.model,
         epochs: tab.epochs,
         batch_size: tab.batch_size,
+        optimizer: tab.optimizer,
         learning_rate: tab.learning_rate,
         dp: tab.dp.as_ref().map(|dp| DpChoice {
             noise_multiplier: dp.noise.get(),
@@ -380,6 +381,7 @@ mod tests {
             model: ModelKind::DnnMax,
             epochs: 3,
             batch_size: 16,
+            optimizer: privxray::pipeline::OptimizerChoice::Sgd { momentum: 0.9 },
             learning_rate: 3e-3,
             dp: Some(DpSettings {
                 noise: Sigma::new(1.3).unwrap(),
@@ -401,6 +403,10 @@ mod tests {
             (ModelKind::DnnMax, 3, 16)
         );
         assert_eq!(e.patience, None);
+        assert_eq!(
+            e.optimizer,
+            privxray::train::optim::OptimizerConfig::sgd(3e-3, 0.9)
+        );
         let dp = e.dp.expect("DP settings");
         assert_eq!(dp.noise_multiplier.get(), 1.3);
         assert_eq!(dp.clip_norm.get(), 0.7);

@@ -149,8 +149,7 @@ pub fn demo_bench(bench: DemoBench) -> anyhow::Result<()> {
                 }),
             ),
         };
-        let mut settings = first.clone();
-        settings.dp = dp;
+        let settings = first.clone().with_dp(dp);
         rows.push(measure(run, &settings, &splits, tmp.path())?);
     }
     print_table(&rows, &first);
@@ -213,11 +212,15 @@ fn measure(
 
 fn print_table(rows: &[DemoRow], first: &InteractiveSettings) {
     println!(
-        "first-run settings: {} {} epochs, batch {}, Adam {}, frozen [{}], EMA {:?}, dropout {:?}",
+        "first-run settings: {} {} epochs, batch {}, {:?} at {} under DP ({:?} at {} without), \
+         frozen [{}], EMA {:?}, dropout {:?}",
         first.model,
         first.epochs,
         first.batch_size,
-        first.learning_rate,
+        pipeline::DP_OPTIMIZER.0,
+        pipeline::DP_OPTIMIZER.1,
+        pipeline::PLAIN_OPTIMIZER.0,
+        pipeline::PLAIN_OPTIMIZER.1,
         first.frozen.join(", "),
         first.ema,
         first.dropout

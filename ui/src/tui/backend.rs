@@ -11,6 +11,7 @@ use super::data::source::{DataReady, DataSource, PreprocessUpdate};
 use super::tabs::TabId;
 use crossterm::event::KeyEvent;
 use privxray::model::{ModelKind, Technique};
+pub use privxray::pipeline::OptimizerChoice;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -97,6 +98,7 @@ pub struct TrainConfig {
     pub model: ModelKind,
     pub epochs: usize,
     pub batch_size: usize,
+    pub optimizer: OptimizerChoice,
     pub learning_rate: f64,
     pub dp: Option<DpSettings>,
     /// Layers kept at their initial weights.

@@ -1,10 +1,12 @@
 //! The Privacy tab's noise sweep: the list of noise multipliers (editable as text), and the
 //! sweep in progress, one training run per sigma, one after another, each with the Train tab's
 //! other settings. Sigma 0 is the non-DP baseline. Plain state: the app starts each run and
-//! reports its end here. Imports `tui::backend`'s config types only; never the app, the
-//! views or the other tabs (the allowed sigma range comes in as an argument).
+//! reports its end here. Imports `tui::backend`'s config types and the pipeline's optimizer
+//! rule only; never the app, the views or the other tabs (the allowed sigma range comes in as
+//! an argument).
 
 use crate::tui::backend::{DpSettings, NoiseMultiplier, TrainConfig};
+use privxray::pipeline::optimizer_following_dp;
 
 /// The sweep a first press runs: the baseline, then from weak to strong noise.
 pub const DEFAULT_SIGMAS: [f64; 5] = [0.0, 0.5, 1.0, 2.0, 4.0];
@@ -72,6 +74,9 @@ impl SweepRun {
             noise: NoiseMultiplier::clamped(sigma),
             ..self.dp
         });
+        // The baseline trains as DP off on the Train tab would: its optimizer follows.
+        (c.optimizer, c.learning_rate) =
+            optimizer_following_dp(c.dp.is_some(), (c.optimizer, c.learning_rate));
         c
     }
 
@@ -266,6 +271,7 @@ mod tests {
             model: ModelKind::DnnMax,
             epochs: 3,
             batch_size: 32,
+            optimizer: crate::tui::backend::OptimizerChoice::Adam,
             learning_rate: 0.01,
             dp: None,
             frozen: vec!["fc1".into()],

@@ -10,6 +10,6 @@ pub mod view;
 
 pub use state::{
     Adjusted, Epsilon, Field, RunState, TrainTab, BATCH_SIZES, CLIP_RANGE, CLIP_STEP, DELTAS,
-    DROPOUTS, EMA_DECAYS, LEARNING_RATES, MAX_EPOCHS, NOISE_RANGE, NOISE_STEP,
+    DROPOUTS, EMA_DECAYS, MAX_EPOCHS, NOISE_RANGE, NOISE_STEP, OPTIMIZERS,
 };
 pub use view::TrainView;

@@ -3,13 +3,13 @@
 //! import the app, the event queue or the views.
 
 use crate::tui::backend::{
-    ClipNorm, DpSettings, DpStep, EpochPoint, NoiseMultiplier, SharedData, TrainConfig,
-    TrainOutcome, TrainUpdate,
+    ClipNorm, DpSettings, DpStep, EpochPoint, NoiseMultiplier, OptimizerChoice, SharedData,
+    TrainConfig, TrainOutcome, TrainUpdate,
 };
 use crate::tui::data::source::DataReady;
 use crate::tui::projection::{self, LedgerSegment, Projection};
 use privxray::model::ModelKind;
-use privxray::pipeline::{InteractiveSettings, DEFAULT_DP};
+use privxray::pipeline::{optimizer_following_dp, InteractiveSettings, DEFAULT_DP};
 use std::sync::Arc;
 
 /// Up to 4096: DP-SGD wants large batches (the noise per step shrinks as 1/B).
@@ -18,7 +18,27 @@ pub const BATCH_SIZES: [usize; 10] = [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 
 pub const EMA_DECAYS: [f64; 3] = [0.9, 0.95, 0.99];
 /// Training dropout rates (`train --dropout`), after "the model's own".
 pub const DROPOUTS: [f32; 2] = [0.25, 0.0];
-pub const LEARNING_RATES: [f64; 7] = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1];
+/// SGD's momentum on the tab.
+pub const SGD_MOMENTUM: f64 = 0.9;
+/// The optimizer field's choices, in order: Adam at small rates, then SGD with momentum at
+/// larger ones (the first-run default under DP-SGD, where clipping bounds every step).
+pub const OPTIMIZERS: [(OptimizerChoice, f64); 12] = [
+    (OptimizerChoice::Adam, 1e-4),
+    (OptimizerChoice::Adam, 3e-4),
+    (OptimizerChoice::Adam, 1e-3),
+    (OptimizerChoice::Adam, 3e-3),
+    (OptimizerChoice::Adam, 1e-2),
+    (SGD, 1e-2),
+    (SGD, 3e-2),
+    (SGD, 0.1),
+    (SGD, 0.2),
+    (SGD, 0.5),
+    (SGD, 1.0),
+    (SGD, 2.0),
+];
+const SGD: OptimizerChoice = OptimizerChoice::Sgd {
+    momentum: SGD_MOMENTUM,
+};
 pub const DELTAS: [f64; 5] = [1e-3, 1e-4, 1e-5, 1e-6, 1e-7];
 pub const NOISE_STEP: f64 = 0.05;
 pub const CLIP_STEP: f64 = 0.1;
@@ -121,6 +141,7 @@ pub struct TrainTab {
     pub model: ModelKind,
     pub epochs: usize,
     pub batch: usize,
+    pub optimizer: OptimizerChoice,
     pub learning_rate: f64,
     pub dp_enabled: bool,
     pub noise: NoiseMultiplier,
@@ -174,6 +195,7 @@ impl TrainTab {
             model: first.model,
             epochs: first.epochs,
             batch: first.batch_size,
+            optimizer: first.optimizer,
             learning_rate: first.learning_rate,
             dp_enabled: first.dp.is_some(),
             noise: NoiseMultiplier::clamped(dp.noise_multiplier),
@@ -223,6 +245,7 @@ impl TrainTab {
             model: self.model,
             epochs: self.epochs,
             batch_size: self.batch,
+            optimizer: self.optimizer,
             learning_rate: self.learning_rate,
             dp: self.dp_enabled.then_some(DpSettings {
                 noise: self.noise,
@@ -301,8 +324,20 @@ impl TrainTab {
                 };
             }
             Field::Batch => self.batch = step(self.batch, &BATCH_SIZES),
-            Field::LearningRate => self.learning_rate = stepf(self.learning_rate, &LEARNING_RATES),
-            Field::Dp => self.dp_enabled = !self.dp_enabled,
+            Field::LearningRate => {
+                let now = (self.optimizer, self.learning_rate);
+                let i = OPTIMIZERS
+                    .iter()
+                    .position(|&(o, r)| o == now.0 && (r - now.1).abs() <= r * 1e-9)
+                    .unwrap_or(0);
+                let j = if up {
+                    (i + 1).min(OPTIMIZERS.len() - 1)
+                } else {
+                    i.saturating_sub(1)
+                };
+                (self.optimizer, self.learning_rate) = OPTIMIZERS[j];
+            }
+            Field::Dp => self.set_dp(!self.dp_enabled),
             Field::Noise => {
                 let d = if up { NOISE_STEP } else { -NOISE_STEP };
                 let v = round_to(self.noise.get() + d, NOISE_STEP);
@@ -342,7 +377,15 @@ impl TrainTab {
         self.message = None;
         // Planning the next run: the projection is for the settings, not the last run.
         self.forget_run();
-        self.dp_enabled = !self.dp_enabled;
+        self.set_dp(!self.dp_enabled);
+    }
+
+    /// DP on or off, the optimizer following it while it is at a mode's default
+    /// ([`optimizer_following_dp`]: SGD at a large rate under DP, Adam without).
+    fn set_dp(&mut self, on: bool) {
+        self.dp_enabled = on;
+        (self.optimizer, self.learning_rate) =
+            optimizer_following_dp(on, (self.optimizer, self.learning_rate));
     }
 
     /// Steps the whole run will take.

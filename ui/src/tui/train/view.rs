@@ -2,7 +2,7 @@
 //! and the charts. Reads [`TrainTab`] only; may not import the app or the event queue.
 
 use super::state::{Epsilon, Field, RunState, TrainTab, CLIP_RANGE, NOISE_RANGE};
-use crate::tui::backend::EpochPoint;
+use crate::tui::backend::{EpochPoint, OptimizerChoice};
 use crate::tui::format::{clock, fmt_eps};
 use crate::tui::theme::Theme;
 use crate::tui::widgets::charts::{self, Series};
@@ -59,8 +59,13 @@ impl TrainView<'_> {
         text_row(Field::Batch, "batch size", t.batch.to_string()).render(rows[2], buf);
         text_row(
             Field::LearningRate,
-            "learning rate",
-            format!("{:e}", t.learning_rate),
+            "optimizer",
+            match t.optimizer {
+                OptimizerChoice::Adam => format!("‹ Adam, rate {:e} ›", t.learning_rate),
+                OptimizerChoice::Sgd { momentum } => {
+                    format!("‹ SGD, rate {}, momentum {momentum} ›", t.learning_rate)
+                }
+            },
         )
         .render(rows[3], buf);
         text_row(
