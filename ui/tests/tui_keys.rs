@@ -118,6 +118,8 @@ fn noise_slider_changes_value_and_epsilon_within_the_frame() {
     press(&mut h, KeyCode::Char('2'));
     // 6400 training images, batch 64: q = 0.01, 100 steps per epoch, 10 epochs.
     h.app.train.train_images = Some(6400);
+    h.app.train.batch = 64;
+    h.app.train.epochs = 10;
     h.app.recompute_epsilon();
     to_field(&mut h, Field::Noise);
     let before = h.app.train.noise.get();
@@ -287,6 +289,10 @@ fn pause_resume_stop_keys() {
 fn freeze_and_weight_average_cycle_through_their_choices() {
     let mut h = harness();
     press(&mut h, KeyCode::Char('2'));
+    // From "none" everywhere (the first run freezes fc1, averages and turns dropout off).
+    h.app.train.freeze = None;
+    h.app.train.ema = None;
+    h.app.train.dropout = None;
     to_field(&mut h, Field::Freeze);
     assert_eq!(h.app.train.freeze, None);
     let names = h.app.train.model.layer_names();
@@ -316,7 +322,7 @@ fn freeze_and_weight_average_cycle_through_their_choices() {
     assert_eq!(h.app.train.ema, Some(0.95));
 
     to_field(&mut h, Field::Dropout);
-    assert_eq!(h.app.train.dropout, None, "the model's own rate by default");
+    assert_eq!(h.app.train.dropout, None, "the model's own rate");
     press(&mut h, KeyCode::Char('+'));
     assert_eq!(h.app.train.dropout, Some(0.25));
     press(&mut h, KeyCode::Char('+'));
@@ -348,6 +354,27 @@ fn space_toggles_dp_from_every_train_field() {
         let shown = if before { "[ ] off" } else { "[x] on" };
         assert!(h.screen().contains(shown), "{f:?}: {}", h.screen());
     }
+}
+
+#[test]
+fn the_optimizer_follows_the_dp_switch_until_the_user_picks_one() {
+    let mut h = harness();
+    press(&mut h, KeyCode::Char('2'));
+    assert!(h.app.train.dp_enabled);
+    assert!(h.screen().contains("‹ SGD 0.5, momentum 0.9 ›"));
+    press(&mut h, KeyCode::Char(' '));
+    assert!(!h.app.train.dp_enabled);
+    assert!(h.screen().contains("‹ Adam 3e-3 ›"), "{}", h.screen());
+    press(&mut h, KeyCode::Char(' '));
+    assert!(h.screen().contains("‹ SGD 0.5, momentum 0.9 ›"));
+    // A rate the user picked stays when DP is switched.
+    to_field(&mut h, Field::LearningRate);
+    press(&mut h, KeyCode::Char('-'));
+    let picked = (h.app.train.optimizer, h.app.train.learning_rate);
+    assert_ne!(picked.1, 0.5);
+    press(&mut h, KeyCode::Char(' '));
+    assert!(!h.app.train.dp_enabled);
+    assert_eq!((h.app.train.optimizer, h.app.train.learning_rate), picked);
 }
 
 #[test]

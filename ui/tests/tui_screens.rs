@@ -147,7 +147,7 @@ fn train_empty() {
 fn train_running() {
     let mut h = with_data();
     running(&mut h);
-    assert_eq!(h.calls.lock().unwrap()[0], "start dnn-av 10 σ1.1");
+    assert_eq!(h.calls.lock().unwrap()[0], "start dnn-max 2 σ0.7");
     insta::assert_snapshot!("train_running", h.screen());
 }
 
@@ -182,8 +182,11 @@ fn train_error() {
 fn train_refuses_technique_mismatch() {
     let mut h = with_data();
     press(&mut h, KeyCode::Char('2'));
-    // vgg16-2 is three fields' worth of model changes away: dnn-av -> dnn-max -> vgg16-1 -> vgg16-2.
-    for _ in 0..3 {
+    // Step the model field until vgg16-2 (the order is dnn-av, dnn-max, vgg16-1, vgg16-2).
+    for _ in 0..4 {
+        if h.app.train.model == ModelKind::Vgg16_2 {
+            break;
+        }
         press(&mut h, KeyCode::Char('l'));
     }
     assert_eq!(h.app.train.model, ModelKind::Vgg16_2);
@@ -322,10 +325,10 @@ fn privacy_sweep() {
     assert_eq!(
         *h.calls.lock().unwrap(),
         [
-            "start dnn-av 10 no DP",
-            "start dnn-av 10 σ0.5",
-            "start dnn-av 10 σ2",
-            "start dnn-av 10 σ3"
+            "start dnn-max 2 no DP",
+            "start dnn-max 2 σ0.5",
+            "start dnn-max 2 σ2",
+            "start dnn-max 2 σ3"
         ]
     );
     let sigmas: Vec<_> = h.app.privacy.runs.iter().map(|r| r.sweep_sigma).collect();
@@ -361,7 +364,7 @@ fn privacy_sweep() {
     for _ in 0..3 {
         press(&mut h, KeyCode::Char('k'));
     }
-    assert!(h.screen().contains("run 2 · dnn-av · sweep σ 0 · ε ∞"));
+    assert!(h.screen().contains("run 2 · dnn-max · sweep σ 0 · ε ∞"));
     press(&mut h, KeyCode::Char('a'));
     assert!(matches!(
         h.app.privacy.runs[1].audit,

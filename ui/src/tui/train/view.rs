@@ -61,9 +61,9 @@ impl TrainView<'_> {
             Field::LearningRate,
             "optimizer",
             match t.optimizer {
-                OptimizerChoice::Adam => format!("‹ Adam, rate {:e} ›", t.learning_rate),
+                OptimizerChoice::Adam => format!("‹ Adam {:e} ›", t.learning_rate),
                 OptimizerChoice::Sgd { momentum } => {
-                    format!("‹ SGD, rate {}, momentum {momentum} ›", t.learning_rate)
+                    format!("‹ SGD {}, momentum {momentum} ›", t.learning_rate)
                 }
             },
         )
