@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Regenerates screenshots/{data,train,privacy,predict,demo}.png from the real binary: runs
-# `privxray` in a private tmux server at 160x45 in a scratch folder (a small SYNTHETIC set plus
-# the bundled real samples), visits each tab in a representative state, captures the pane with
+# `privxray` in a private tmux server at 160x45 in a scratch folder (the default SYNTHETIC set
+# plus the bundled real samples), visits each tab in a representative state, captures the pane with
 # its ANSI colours and renders it with examples/ansi_png.rs (DejaVu Sans Mono).
 #
-# Usage: scripts/screenshots.sh [OUT_DIR]   (default: screenshots/). Needs tmux. ~1-2 minutes.
+# Usage: scripts/screenshots.sh [OUT_DIR]   (default: screenshots/). Needs tmux. About 15 minutes
+# on two cores: the first run and a four-point sweep train for real.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +22,6 @@ render=$root/target/release/examples/ansi_png
 work=$(mktemp -d)
 socket=privxray-shots-$$
 trap 'tmux -L "$socket" kill-server 2>/dev/null || true; rm -rf "$work"' EXIT
-"$bin" synth --out "$work/data/synthetic" --count 400 --seed 1 >/dev/null
 
 tm() { tmux -L "$socket" "$@"; }
 
@@ -57,34 +57,30 @@ start() {
 }
 
 # --- the interface ---------------------------------------------------------------------------
-start "'$bin'"
+# True colour, half blocks (tmux keeps 24-bit colours in its captures; it speaks no kitty).
+start "COLORTERM=truecolor PRIVXRAY_GRAPHICS=halfblocks '$bin'"
 wait_for "press Enter to preprocess" 20
 keys Enter
-wait_for "done:" 60
+# The first run generates the default synthetic set (8,000 images) and preprocesses it.
+wait_for "done:" 600
 shot data
 
-# Three runs of dnn-av, 5 epochs each: without DP, then DP-SGD at sigma 1.1 and 2.0, so the
-# Privacy tab has the no-DP point and two DP points.
-keys 2 j - - - - -
-wait_for "epochs        5 " 5
-keys j j j Space s
-wait_for "state   finished" 300
-keys Space j s
-sleep 3
-wait_for "state   finished" 300
-keys + + + + + + + + + + + + + + + + + +
-keys s
-sleep 3
-wait_for "state   finished" 300
+# The first run as a new user makes it: the Train tab's defaults (DP on), the noise slider
+# moved up mid-run (epsilon's projection follows), to the end.
+keys 2 s
+wait_for "epoch   1/" 300
+keys j j j j j + + + + + +
+wait_for "state   finished" 900
 shot train
 
-keys 3 a
-wait_for "AUC" 120
-keys k a
-sleep 2
-keys k a
-sleep 2
-until [ "$(tm capture-pane -p -t shots | grep -cF "AUC 0")" -ge 3 ]; do sleep 0.3; done
+# The frontier in one key: a sweep over four noise multipliers, then the audit of one run.
+keys 3 e
+for _ in $(seq 20); do tm send-keys -t shots BSpace; done
+tm send-keys -t shots -l "0, 0.5, 1, 3"
+keys Enter s
+wait_for "sweep done" 2400
+keys a
+wait_for "AUC" 300
 shot privacy
 
 keys 4 L
@@ -102,7 +98,7 @@ sleep 1
 tm kill-server 2>/dev/null || true
 
 # --- the demo, on its Train step -------------------------------------------------------------
-start "'$bin' demo"
+start "COLORTERM=truecolor PRIVXRAY_GRAPHICS=halfblocks '$bin' demo"
 wait_for "2/4 Train" 120
 sleep 4
 shot demo
