@@ -22,8 +22,8 @@ pub mod splits;
 
 pub use audit::{membership_audit, per_example_losses};
 pub use data::{
-    ensure_synthetic, preprocess_folders, FolderReport, DEFAULT_SYNTHETIC_COUNT,
-    DEFAULT_SYNTHETIC_SEED,
+    ensure_synthetic, preprocess_folders, preprocess_folders_labelled, FolderReport,
+    DEFAULT_SYNTHETIC_COUNT, DEFAULT_SYNTHETIC_SEED,
 };
 pub use error::{PipelineError, Result};
 pub use model::load_checkpoint;

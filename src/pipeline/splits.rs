@@ -29,7 +29,7 @@ pub fn subset(set: &Preprocessed, indices: &[usize]) -> Result<TrainData> {
     let mut labels = Vec::with_capacity(indices.len());
     for &i in indices {
         images.extend(preprocess::to_unit(set.image(i)));
-        labels.push(set.items[i].class.label());
+        labels.push(set.items[i].label.0);
     }
     Ok(TrainData::new(set.technique.input_shape(), images, labels)?)
 }

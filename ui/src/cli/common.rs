@@ -3,6 +3,7 @@
 
 use super::data::{progress_printer, LimitArgs};
 use anyhow::Context;
+use privxray::data::Labelling;
 use privxray::model::Technique;
 use privxray::preprocess::{self, Preprocessed};
 use privxray::train::engine::model_from_checkpoint;
@@ -14,10 +15,12 @@ pub fn load_dataset(
     root: &Path,
     technique: Technique,
     limits: &LimitArgs,
+    labelling: &Labelling,
 ) -> anyhow::Result<Preprocessed> {
     let (set, summary) = preprocess::run_with(
         root,
         technique,
+        labelling,
         Some(Path::new("data/cache")),
         &limits.limits(),
         &progress_printer("preprocessing"),
@@ -28,10 +31,11 @@ pub fn load_dataset(
             .is_some_and(|n| n.to_string_lossy().starts_with("SYNTH"))
     });
     eprintln!(
-        "data: {} ({} images, {}; {} skipped)",
+        "data: {} ({} images, {}; classes {}; {} skipped)",
         root.display(),
         summary.images,
         if synthetic { "SYNTHETIC" } else { "real files" },
+        set.classes,
         summary.skipped.len()
     );
     Ok(set)

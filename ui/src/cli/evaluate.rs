@@ -4,7 +4,7 @@
 //! `backends`.
 
 use super::common::{load_dataset, load_model, print_metrics};
-use super::data::LimitArgs;
+use super::data::{LabelArgs, LimitArgs};
 use anyhow::bail;
 use clap::Args;
 use privxray::pipeline;
@@ -23,13 +23,21 @@ pub struct EvaluateArgs {
     /// Import caps (as `preprocess`).
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Labels (as `preprocess`).
+    #[command(flatten)]
+    pub labels: LabelArgs,
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn evaluate_cmd(args: EvaluateArgs) -> anyhow::Result<()> {
     let model = load_model(&args.model)?;
-    let set = load_dataset(&args.data, model.kind().technique(), &args.limits)?;
+    let set = load_dataset(
+        &args.data,
+        model.kind().technique(),
+        &args.limits,
+        &args.labels.labelling(),
+    )?;
     let eval = pipeline::subset(&set, &set.evaluation_indices())?;
     if eval.is_empty() {
         bail!(
