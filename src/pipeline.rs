@@ -27,7 +27,9 @@ pub use data::{
 };
 pub use error::{PipelineError, Result};
 pub use model::load_checkpoint;
-pub use predict::{load_input, plaintext_probability, predict_images, PlainPrediction};
+pub use predict::{
+    load_input, plaintext_logits, plaintext_probability, predict_images, PlainPrediction,
+};
 pub use run::{evaluate_checkpoint, train_then_evaluate, BestCheckpoint, RunReport, TrainingRun};
 pub use settings::{DpSettings, OptimizerChoice, RunSettings};
 pub use splits::{split, subset, Splits, SPLIT_SEED, VAL_FRACTION};

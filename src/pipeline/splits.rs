@@ -31,7 +31,12 @@ pub fn subset(set: &Preprocessed, indices: &[usize]) -> Result<TrainData> {
         images.extend(preprocess::to_unit(set.image(i)));
         labels.push(set.items[i].label.0);
     }
-    Ok(TrainData::new(set.technique.input_shape(), images, labels)?)
+    Ok(TrainData::with_classes(
+        set.technique.input_shape(),
+        images,
+        labels,
+        set.classes.clone(),
+    )?)
 }
 
 /// Splits a dataset the way training does; refuses one with no training images.
