@@ -136,6 +136,27 @@ fn three_named_classes_train_evaluate_and_predict() {
     }
     assert!(close(&eval["macro_f1"], f1_sum / 3.0), "{eval}");
 
+    // Private prediction (the three parties in process) carries the three logits: the same
+    // class, every probability within 1e-2 of the plaintext one.
+    let mut args = vec!["predict", "--model", model, "--simulate-mpc", "--json"];
+    args.extend(paths[..3].iter().map(String::as_str));
+    let private: Value = serde_json::from_str(&run(dir.path(), &args)).unwrap();
+    for (q, p) in private
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(preds.as_array().unwrap())
+    {
+        assert_eq!(q["class"], p["class"], "{q} vs {p}");
+        for name in CLASSES {
+            let (a, b) = (&q["probabilities"][name], &p["probabilities"][name]);
+            assert!(
+                (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-2,
+                "{q} vs {p}"
+            );
+        }
+    }
+
     // The wrong number of class weights is refused, naming the classes.
     let out = bin()
         .args(["train", "--data", d, "--model", "dnn-max", "--epochs", "1"])

@@ -137,7 +137,7 @@ pub fn audit_cmd(args: AuditArgs) -> anyhow::Result<()> {
         data,
         model.kind().technique(),
         &args.limits,
-        &args.labels.labelling(),
+        &args.labels.labelling_for(&meta.classes),
     )?;
     let Splits {
         train: members,
