@@ -152,13 +152,13 @@ pub fn serialize_option_path_lossy<S: serde::Serializer>(
     }
 }
 
-/// The layout a dataset root must have, shown in errors.
+/// The layout a dataset root must have, shown in errors (any other class folders, two or
+/// more, work alike; the message keeps to the Kermany example).
 pub const EXPECTED_LAYOUT: &str = "expected layout:
   ROOT/train/NORMAL/*.jpeg    ROOT/train/PNEUMONIA/*.jpeg
   ROOT/test/NORMAL/*.jpeg     ROOT/test/PNEUMONIA/*.jpeg
   ROOT/val/NORMAL/*.jpeg      ROOT/val/PNEUMONIA/*.jpeg
-(or NORMAL/ and PNEUMONIA/ directly under ROOT; .jpeg, .jpg, .png and .dcm files;
- any other class folders, two or more, the same under every split, work alike)";
+(or NORMAL/ and PNEUMONIA/ directly under ROOT; .jpeg, .jpg, .png and .dcm files)";
 
 /// Errors that stop an import as a whole. Problems with single files are [`Skipped`] lines.
 #[derive(Debug, thiserror::Error)]
