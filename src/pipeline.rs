@@ -22,12 +22,14 @@ pub mod splits;
 
 pub use audit::{membership_audit, per_example_losses};
 pub use data::{
-    default_synthetic_options, ensure_synthetic, preprocess_folders, FolderReport,
-    DEFAULT_SYNTHETIC_COUNT, DEFAULT_SYNTHETIC_DIR, DEFAULT_SYNTHETIC_SEED,
+    default_synthetic_options, ensure_synthetic, preprocess_folders, preprocess_folders_labelled,
+    FolderReport, DEFAULT_SYNTHETIC_COUNT, DEFAULT_SYNTHETIC_DIR, DEFAULT_SYNTHETIC_SEED,
 };
 pub use error::{PipelineError, Result};
 pub use model::load_checkpoint;
-pub use predict::{load_input, plaintext_probability, predict_images, PlainPrediction};
+pub use predict::{
+    load_input, plaintext_logits, plaintext_probability, predict_images, PlainPrediction,
+};
 pub use run::{evaluate_checkpoint, train_then_evaluate, BestCheckpoint, RunReport, TrainingRun};
 pub use settings::{
     optimizer_following_dp, DpChoice, DpSettings, InteractiveSettings, OptimizerChoice,

@@ -1,6 +1,6 @@
 //! Dataset import and preprocessing: real samples, DICOM, bad input, reference resampling, cache.
 
-use privxray::data::{self, decode_file, Class, Decoded, Split, Subtype};
+use privxray::data::{self, decode_file, Class, Decoded, Label, Split};
 use privxray::model::Technique;
 use privxray::preprocess::{self, image_len, ImportLimits};
 use std::fs;
@@ -38,11 +38,19 @@ fn real_samples_import_with_labels_and_shapes() {
     assert!(index.skipped.is_empty(), "{:?}", index.skipped);
     for it in &index.items {
         let folder = it.path.parent().unwrap().file_name().unwrap();
-        assert_eq!(folder.to_str().unwrap(), it.class.folder());
-        match it.class {
-            Class::Normal => assert_eq!(it.subtype, Subtype::None),
-            Class::Pneumonia => assert_eq!(it.subtype, Subtype::Bacteria),
-        }
+        assert_eq!(folder.to_str().unwrap(), index.classes.name(it.label));
+    }
+    // Under --labels subtype the PNEUMONIA files of this sample are all bacterial.
+    let sub = data::scan_with(&root, &data::Labelling::Subtype).unwrap();
+    assert_eq!(sub.items.len(), 8);
+    for it in &sub.items {
+        let folder = it.path.parent().unwrap().file_name().unwrap();
+        let want = if folder == "NORMAL" {
+            "NORMAL"
+        } else {
+            "BACTERIA"
+        };
+        assert_eq!(sub.classes.name(it.label), want);
     }
     for t in [Technique::T1, Technique::T2] {
         let (set, summary) = preprocess::run(&root, t, None, &|_| {}).unwrap();
@@ -51,7 +59,7 @@ fn real_samples_import_with_labels_and_shapes() {
         assert_eq!(summary.counts.len(), 1);
         assert_eq!(
             (summary.counts[0].normal, summary.counts[0].pneumonia),
-            (4, 4)
+            (Some(4), Some(4))
         );
         for i in 0..8 {
             let img = set.image(i);
@@ -178,12 +186,11 @@ fn bad_inputs_each_get_one_report_line_and_good_files_survive() {
     ] {
         assert!(names.iter().any(|n| n == good), "{good} lost: {names:?}");
     }
-    let virus = set
-        .items
-        .iter()
-        .find(|i| i.class == Class::Pneumonia)
-        .unwrap();
-    assert_eq!(virus.subtype, Subtype::Virus);
+    let virus = set.items.iter().find(|i| i.label == Label(1)).unwrap();
+    assert_eq!(
+        data::Subtype::from_file_name(Class::Pneumonia, &virus.path.to_string_lossy()),
+        data::Subtype::Virus
+    );
     assert_eq!(virus.split, Split::Train);
     // 16-bit values are scaled, not truncated: the gradient spans most of 0..255.
     let i16 = names.iter().position(|n| n == "good16.png").unwrap();
@@ -469,7 +476,7 @@ fn train_validation_split_is_seeded_stratified_and_disjoint() {
     assert!(tr.iter().all(|i| !va.contains(i)));
     let val_normal = va
         .iter()
-        .filter(|&&i| set.items[i].class == Class::Normal)
+        .filter(|&&i| set.items[i].label == Label(0))
         .count();
     assert_eq!((va.len(), val_normal), (8, 2));
     assert_eq!(set.evaluation_indices().len(), 1);
@@ -579,7 +586,15 @@ fn caps_refuse_with_a_reason_and_a_raised_cap_is_not_answered_from_the_cache() {
     assert!(fs::metadata(root.join("NORMAL/big.png")).unwrap().len() > 1 << 20);
     write_png_grey(&root.join("PNEUMONIA/small.png"), 40, 40, |x, _| x as u8);
     let run = |limits: ImportLimits| {
-        preprocess::run_with(&root, Technique::T1, Some(&cache), &limits, &|_| {}).unwrap()
+        preprocess::run_with(
+            &root,
+            Technique::T1,
+            &data::Labelling::Folders,
+            Some(&cache),
+            &limits,
+            &|_| {},
+        )
+        .unwrap()
     };
     let (set, s) = run(ImportLimits::new(256, 1));
     assert_eq!(set.len(), 1);
@@ -602,4 +617,68 @@ fn caps_refuse_with_a_reason_and_a_raised_cap_is_not_answered_from_the_cache() {
     // Lowered again: the cached big image is not used under caps it breaks.
     let (set, s) = run(ImportLimits::new(256, 1));
     assert_eq!((set.len(), s.skipped.len()), (1, 1));
+}
+
+#[test]
+fn a_subtype_run_reuses_the_pixel_cache_but_labels_from_its_own_scan() {
+    // The cache holds pixels by file and never labels, so another labelling may share it.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("set");
+    let cache = dir.path().join("cache");
+    write_png_grey(&root.join("train/NORMAL/n.png"), 8, 8, |x, _| x as u8);
+    write_png_grey(
+        &root.join("train/PNEUMONIA/p1_virus_1.png"),
+        8,
+        8,
+        |_, y| y as u8,
+    );
+    write_png_grey(
+        &root.join("train/PNEUMONIA/p2_bacteria_1.png"),
+        8,
+        8,
+        |x, y| (x * y) as u8,
+    );
+    let limits = data::ImportLimits::default();
+    let run = |l: &data::Labelling| {
+        preprocess::run_with(&root, Technique::T1, l, Some(&cache), &limits, &|_| {}).unwrap()
+    };
+    let (binary, first) = run(&data::Labelling::Folders);
+    assert_eq!(first.from_cache, 0);
+    assert_eq!(binary.classes, data::ClassNames::binary());
+    let (sub, second) = run(&data::Labelling::Subtype);
+    assert_eq!(second.from_cache, 3, "the pixels are reused");
+    assert_eq!(second.classes, ["BACTERIA", "NORMAL", "VIRUS"]);
+    let label_of = |name: &str| {
+        let i = sub
+            .items
+            .iter()
+            .position(|it| it.path.ends_with(name))
+            .unwrap();
+        (
+            sub.classes.name(sub.items[i].label).to_string(),
+            sub.image(i).to_vec(),
+        )
+    };
+    for (name, class) in [
+        ("n.png", "NORMAL"),
+        ("p1_virus_1.png", "VIRUS"),
+        ("p2_bacteria_1.png", "BACTERIA"),
+    ] {
+        let (got, px) = label_of(name);
+        assert_eq!(got, class, "{name}");
+        let j = binary
+            .items
+            .iter()
+            .position(|it| it.path.ends_with(name))
+            .unwrap();
+        assert_eq!(
+            px,
+            binary.image(j),
+            "{name}: same pixels under both labellings"
+        );
+    }
+    assert_eq!(second.counts[0].per_class, [1, 1, 1]);
+    assert_eq!(second.counts[0].normal, None);
+    assert_eq!(first.counts[0].normal, Some(1));
+    assert_eq!(first.counts[0].pneumonia, Some(2));
 }

@@ -1,6 +1,10 @@
-//! Dataset import: the Kermany folder layout, labels, and decoding of JPEG, PNG and DICOM.
+//! Dataset import: labelled image folders (the Kermany layout or any other), their labels
+//! (class folders, the pneumonia subtype, or a table), and decoding of JPEG, PNG and DICOM.
+//! Imports the class names of `model`; nothing else of the engine.
 
 pub mod decode;
+pub mod files;
+pub mod labels;
 pub mod open;
 pub mod scan;
 
@@ -8,11 +12,14 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use crate::model::{ClassNames, Label};
 pub use decode::{decode_file, decode_file_with, DecodeError, Decoded};
+pub use files::is_image_extension;
+pub use labels::Labelling;
 pub use open::{ImportLimits, Refusal};
-pub use scan::{scan, DatasetIndex};
+pub use scan::{scan, scan_with, DatasetIndex};
 
-/// The diagnosis, taken from the class folder name.
+/// The two classes of the Kermany layout, as the synthetic generator writes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Class {
     Normal,
@@ -46,8 +53,8 @@ impl fmt::Display for Class {
     }
 }
 
-/// Pneumonia subtype from the file name (`personN_bacteria_M.jpeg`, `personN_virus_M.jpeg`),
-/// kept for a 3-class option.
+/// Pneumonia subtype from the file name (`personN_bacteria_M.jpeg`, `personN_virus_M.jpeg`):
+/// the labels of `--labels subtype`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Subtype {
     None,
@@ -109,8 +116,8 @@ impl fmt::Display for Split {
 pub struct Item {
     pub path: PathBuf,
     pub split: Split,
-    pub class: Class,
-    pub subtype: Subtype,
+    /// Index into the dataset's [`ClassNames`].
+    pub label: Label,
 }
 
 /// A file or folder left out of the import, and why. One line of the import report.
@@ -145,7 +152,8 @@ pub fn serialize_option_path_lossy<S: serde::Serializer>(
     }
 }
 
-/// The layout a dataset root must have, shown in errors.
+/// The layout a dataset root must have, shown in errors (any other class folders, two or
+/// more, work alike; the message keeps to the Kermany example).
 pub const EXPECTED_LAYOUT: &str = "expected layout:
   ROOT/train/NORMAL/*.jpeg    ROOT/train/PNEUMONIA/*.jpeg
   ROOT/test/NORMAL/*.jpeg     ROOT/test/PNEUMONIA/*.jpeg
@@ -159,9 +167,25 @@ pub enum DataError {
     MissingRoot(PathBuf),
     #[error("no images found under {0}\n{EXPECTED_LAYOUT}")]
     NoImages(PathBuf),
+    #[error("classes of {root}: {source}")]
+    Classes {
+        root: PathBuf,
+        source: crate::model::ClassNamesError,
+    },
+    #[error("{file} line {line}: {reason}")]
+    LabelsCsv {
+        file: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("--labels subtype needs class folders NORMAL and PNEUMONIA; {root} has {found}")]
+    SubtypeNeedsKermany { root: PathBuf, found: String },
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
 }
+
+#[cfg(test)]
+mod tests;

@@ -96,15 +96,24 @@ impl ModelKind {
             .collect()
     }
 
-    /// The layer plan at the given width multiplier (ignored by the DNN models).
+    /// The two-class layer plan at the given width multiplier (ignored by the DNN models).
     pub fn plan(self, width: f32) -> Vec<PlanLayer> {
-        match self {
+        self.plan_for(width, 2)
+    }
+
+    /// The layer plan for `classes` outputs: the last dense layer has one per class.
+    pub fn plan_for(self, width: f32, classes: usize) -> Vec<PlanLayer> {
+        let mut plan = match self {
             ModelKind::DnnAv => dnn_plan(Pool::Avg),
             ModelKind::DnnMax => dnn_plan(Pool::Max),
             ModelKind::Vgg16_1 | ModelKind::Vgg16_2 => {
                 vgg16_plan(self.technique().input_shape(), width)
             }
+        };
+        if let Some(PlanLayer::Dense { out_features, .. }) = plan.last_mut() {
+            *out_features = classes;
         }
+        plan
     }
 }
 
@@ -253,16 +262,22 @@ fn vgg16_plan(input: [usize; 3], width: f32) -> Vec<PlanLayer> {
     plan
 }
 
-/// A [`NetworkSpec`] following `kind`'s plan with He-uniform random weights from `seed`:
-/// for tests and benchmarks of anything that runs a model, not for predictions.
+/// A two-class [`random_spec_for`].
 pub fn random_spec(kind: ModelKind, width: f32, seed: u64) -> NetworkSpec {
+    random_spec_for(kind, width, 2, seed)
+}
+
+/// A [`NetworkSpec`] following `kind`'s plan for `classes` outputs with He-uniform random
+/// weights from `seed`: for tests and benchmarks of anything that runs a model, not for
+/// predictions.
+pub fn random_spec_for(kind: ModelKind, width: f32, classes: usize, seed: u64) -> NetworkSpec {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut uniform = |n: usize, fan_in: usize| -> Vec<f32> {
         let bound = (6.0 / fan_in as f32).sqrt();
         (0..n).map(|_| rng.random_range(-bound..bound)).collect()
     };
     let layers = kind
-        .plan(width)
+        .plan_for(width, classes)
         .into_iter()
         .map(|p| match p {
             PlanLayer::Conv {

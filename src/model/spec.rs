@@ -389,6 +389,21 @@ fn pool_ref(
     y
 }
 
+/// Softmax probabilities of any number of logits, computed stably (the largest logit
+/// subtracted first).
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// The index of the largest value (the first on a tie): the predicted class of logits or
+/// probabilities.
+pub fn argmax(values: &[f32]) -> usize {
+    (0..values.len()).fold(0, |best, c| if values[c] > values[best] { c } else { best })
+}
+
 /// Softmax probability of class 1 (PNEUMONIA) from two logits, computed stably.
 pub fn pneumonia_probability(logits: &[f32]) -> f32 {
     match logits {

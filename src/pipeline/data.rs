@@ -2,10 +2,11 @@
 //! several folders preprocessed into one dataset (the default source: the bundled real samples
 //! together with synthetic images). The command line and the Data tab both come here.
 //!
-//! Imports `preprocess` and `synth`, and the pipeline's [`error`](super::error); nothing else of
+//! Imports `data` (the labelling), `preprocess` and `synth`, and the pipeline's [`error`](super::error); nothing else of
 //! the pipeline.
 
 use super::error::{PipelineError, Result};
+use crate::data::Labelling;
 use crate::preprocess::{self, Preprocessed, Progress, Summary, Technique};
 use crate::synth::{self, Difficulty, SynthOptions};
 use std::path::Path;
@@ -58,11 +59,23 @@ pub struct FolderReport {
 /// that folder started.
 pub type FolderProgress<'a> = &'a (dyn Fn(usize, Progress, f64) + Sync);
 
-/// Preprocesses `folders` in order and merges them into one dataset (items, pixels and skipped
-/// files in folder order), with a report per folder. No folders is an error.
+/// [`preprocess_folders_labelled`] with the class folders as labels.
 pub fn preprocess_folders(
     folders: &[&Path],
     technique: Technique,
+    cache_dir: Option<&Path>,
+    progress: FolderProgress<'_>,
+) -> Result<(Preprocessed, Vec<FolderReport>)> {
+    preprocess_folders_labelled(folders, technique, &Labelling::Folders, cache_dir, progress)
+}
+
+/// Preprocesses `folders` in order, labelled by `labelling`, and merges them into one dataset
+/// (items, pixels and skipped files in folder order), with a report per folder. No folders is
+/// an error.
+pub fn preprocess_folders_labelled(
+    folders: &[&Path],
+    technique: Technique,
+    labelling: &Labelling,
     cache_dir: Option<&Path>,
     progress: FolderProgress<'_>,
 ) -> Result<(Preprocessed, Vec<FolderReport>)> {
@@ -71,7 +84,14 @@ pub fn preprocess_folders(
     for (index, folder) in folders.iter().enumerate() {
         let start = Instant::now();
         let report_progress = |p: Progress| progress(index, p, start.elapsed().as_secs_f64());
-        let (data, summary) = preprocess::run(folder, technique, cache_dir, &report_progress)?;
+        let (data, summary) = preprocess::run_with(
+            folder,
+            technique,
+            labelling,
+            cache_dir,
+            &preprocess::ImportLimits::default(),
+            &report_progress,
+        )?;
         reports.push(FolderReport {
             summary,
             images: data.items.len(),
@@ -79,9 +99,7 @@ pub fn preprocess_folders(
         merged = Some(match merged {
             None => data,
             Some(mut m) => {
-                m.items.extend(data.items);
-                m.pixels.extend_from_slice(&data.pixels);
-                m.skipped.extend(data.skipped);
+                m.append(data);
                 m
             }
         });

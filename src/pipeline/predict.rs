@@ -18,18 +18,27 @@ pub fn load_input(image: &Path, technique: Technique) -> Result<Vec<f32>, String
 /// The plaintext probability of PNEUMONIA that `model` (candle, CPU) gives one image of
 /// `shape`, pixels in [0, 1].
 pub fn plaintext_probability(model: &Model, shape: [usize; 3], pixels: Vec<f32>) -> Result<f64> {
+    Ok(f64::from(pneumonia_probability(&plaintext_logits(
+        model, shape, pixels,
+    )?)))
+}
+
+/// The plaintext logits (one per class) that `model` (candle, CPU) gives one image of `shape`,
+/// pixels in [0, 1].
+pub fn plaintext_logits(model: &Model, shape: [usize; 3], pixels: Vec<f32>) -> Result<Vec<f32>> {
     let data = TrainData::new(shape, pixels, vec![0])?;
     let (xb, _) = data.batch(&[0], &candle_core::Device::Cpu)?;
     let logits = model.forward_with(&xb, None)?.to_vec2::<f32>()?;
-    let row = logits.first().ok_or(PipelineError::NoLogits)?;
-    Ok(f64::from(pneumonia_probability(row)))
+    logits.into_iter().next().ok_or(PipelineError::NoLogits)
 }
 
 /// One image's plaintext prediction.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlainPrediction {
-    /// Probability of PNEUMONIA.
+    /// Probability of PNEUMONIA (of class 1; meaningful for two classes).
     pub probability: f64,
+    /// The model's logits, one per class.
+    pub logits: Vec<f32>,
     /// Time of the model alone, loading the image left out.
     pub seconds: f64,
 }
@@ -40,9 +49,10 @@ pub fn predict_images(model: &Model, images: &[PathBuf]) -> Vec<Result<PlainPred
     let one = |path: &Path| -> Result<PlainPrediction> {
         let x = load_input(path, model.kind().technique()).map_err(PipelineError::Image)?;
         let t0 = Instant::now();
-        let probability = plaintext_probability(model, model.input_shape(), x)?;
+        let logits = plaintext_logits(model, model.input_shape(), x)?;
         Ok(PlainPrediction {
-            probability,
+            probability: f64::from(pneumonia_probability(&logits)),
+            logits,
             seconds: t0.elapsed().as_secs_f64(),
         })
     };

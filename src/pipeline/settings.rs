@@ -94,7 +94,7 @@ impl RunSettings {
                 OptimizerConfig::sgd(self.learning_rate.unwrap_or(SGD_LEARNING_RATE), momentum)
             }
         };
-        c.class_weights = self.class_weights;
+        c.class_weights = self.class_weights.clone();
         c.seed = self.seed.map(Seed::Fixed).unwrap_or(Seed::Os);
         c.frozen = self.frozen.clone();
         c.ema = self.ema;

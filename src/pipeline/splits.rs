@@ -29,9 +29,14 @@ pub fn subset(set: &Preprocessed, indices: &[usize]) -> Result<TrainData> {
     let mut labels = Vec::with_capacity(indices.len());
     for &i in indices {
         images.extend(preprocess::to_unit(set.image(i)));
-        labels.push(set.items[i].class.label());
+        labels.push(set.items[i].label.0);
     }
-    Ok(TrainData::new(set.technique.input_shape(), images, labels)?)
+    Ok(TrainData::with_classes(
+        set.technique.input_shape(),
+        images,
+        labels,
+        set.classes.clone(),
+    )?)
 }
 
 /// Splits a dataset the way training does; refuses one with no training images.

@@ -1,5 +1,5 @@
 use super::*;
-use crate::data::{Class, Item, Split, Subtype};
+use crate::data::{ClassNames, Item, Label, Split};
 use crate::model::spec::pneumonia_probability;
 use crate::model::{ModelKind, Technique};
 use crate::preprocess::{self, Preprocessed};
@@ -13,14 +13,13 @@ fn dataset(train: usize, eval: usize) -> Preprocessed {
     let mut items = Vec::new();
     let mut pixels = Vec::new();
     for (split, count) in [(Split::Train, train), (Split::Test, eval)] {
-        for class in Class::ALL {
+        for (class, name) in ClassNames::binary().names().iter().enumerate() {
             for _ in 0..count {
                 let level = (items.len() % 256) as u8;
                 items.push(Item {
-                    path: PathBuf::from(format!("{}/{class}/{}.png", split.folder(), items.len())),
+                    path: PathBuf::from(format!("{}/{name}/{}.png", split.folder(), items.len())),
                     split,
-                    class,
-                    subtype: Subtype::None,
+                    label: Label(class as u8),
                 });
                 pixels.extend(std::iter::repeat_n(level, n));
             }
@@ -29,6 +28,7 @@ fn dataset(train: usize, eval: usize) -> Preprocessed {
     Preprocessed {
         root: PathBuf::from("/data/set"),
         technique: Technique::T1,
+        classes: ClassNames::binary(),
         items,
         pixels,
         skipped: Vec::new(),
@@ -77,10 +77,7 @@ fn split_refuses_a_dataset_without_training_images_naming_its_root() {
 fn subset_scales_pixels_to_unit_and_keeps_labels_in_the_order_asked() {
     let set = dataset(2, 0);
     let d = subset(&set, &[3, 0]).unwrap();
-    assert_eq!(
-        d.labels(),
-        &[Class::Pneumonia.label(), Class::Normal.label()]
-    );
+    assert_eq!(d.labels(), &[1, 0]);
     assert_eq!(d.image(0).unwrap()[0], 3.0 / 255.0);
     assert_eq!(d.image(1).unwrap()[0], 0.0);
     assert_eq!(

@@ -23,7 +23,9 @@ pub use crate::model::Technique;
 pub use resize::{resize_plane, Filter};
 
 pub use crate::data::ImportLimits;
-use crate::data::{self, decode_file_with, Class, DataError, Decoded, Item, Skipped, Split};
+use crate::data::{
+    self, decode_file_with, ClassNames, DataError, Decoded, Item, Label, Labelling, Skipped, Split,
+};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -125,6 +127,8 @@ pub struct Progress {
 pub struct Preprocessed {
     pub root: PathBuf,
     pub technique: Technique,
+    /// The names of the items' labels.
+    pub classes: ClassNames,
     pub items: Vec<Item>,
     pub pixels: Vec<u8>,
     pub skipped: Vec<Skipped>,
@@ -159,11 +163,11 @@ impl Preprocessed {
         use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let (mut train, mut val) = (Vec::new(), Vec::new());
-        for class in Class::ALL {
+        for label in self.classes.labels() {
             let mut idx: Vec<usize> = self
                 .indices(|s| s == Split::Train || s == Split::Single)
                 .into_iter()
-                .filter(|&i| self.items[i].class == class)
+                .filter(|&i| self.items[i].label == label)
                 .collect();
             idx.shuffle(&mut rng);
             let n_val = ((idx.len() as f64) * fraction).round() as usize;
@@ -175,12 +179,38 @@ impl Preprocessed {
         (train, val)
     }
     /// Counts per split and class.
-    pub fn counts(&self) -> BTreeMap<(Split, Class), usize> {
+    pub fn counts(&self) -> BTreeMap<(Split, Label), usize> {
         let mut m = BTreeMap::new();
         for it in &self.items {
-            *m.entry((it.split, it.class)).or_insert(0) += 1;
+            *m.entry((it.split, it.label)).or_insert(0) += 1;
         }
         m
+    }
+    /// Appends `other` (another folder of the same dataset): items, pixels and skipped files
+    /// after this one's. Classes are merged by name (sorted when they differ), labels renumbered.
+    pub fn append(&mut self, other: Preprocessed) {
+        if other.classes != self.classes {
+            let mut names: Vec<String> = self.classes.names().to_vec();
+            names.extend(other.classes.names().iter().cloned());
+            // Both sets are valid, so their union is too.
+            let merged = ClassNames::sorted(names).expect("a union of class sets");
+            let remap = |classes: &ClassNames, l: Label| {
+                merged.label_of(classes.name(l)).expect("a merged name")
+            };
+            for it in &mut self.items {
+                it.label = remap(&self.classes, it.label);
+            }
+            let mut theirs = other.items;
+            for it in &mut theirs {
+                it.label = remap(&other.classes, it.label);
+            }
+            self.items.extend(theirs);
+            self.classes = merged;
+        } else {
+            self.items.extend(other.items);
+        }
+        self.pixels.extend_from_slice(&other.pixels);
+        self.skipped.extend(other.skipped);
     }
 }
 
@@ -191,6 +221,8 @@ pub struct Summary {
     pub root: PathBuf,
     pub technique: u8,
     pub images: usize,
+    /// The class names, in label order.
+    pub classes: Vec<String>,
     pub from_cache: usize,
     pub decoded: usize,
     pub skipped: Vec<Skipped>,
@@ -208,8 +240,13 @@ pub struct Summary {
 #[derive(Debug, Clone, Serialize)]
 pub struct SplitCount {
     pub split: String,
-    pub normal: usize,
-    pub pneumonia: usize,
+    /// NORMAL and PNEUMONIA images, present when those are the two classes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normal: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pneumonia: Option<usize>,
+    /// Images of each class, in label order.
+    pub per_class: Vec<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,21 +269,30 @@ pub fn run(
     cache_dir: Option<&Path>,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<(Preprocessed, Summary), PreprocessError> {
-    run_with(root, t, cache_dir, &ImportLimits::default(), progress)
+    run_with(
+        root,
+        t,
+        &Labelling::Folders,
+        cache_dir,
+        &ImportLimits::default(),
+        progress,
+    )
 }
 
-/// Scans `root`, preprocesses every image with technique `t` in parallel, reusing and updating
-/// the cache in `cache_dir` when given. Files that fail to decode, or break `limits`, become
-/// report lines.
+/// Scans `root` labelled by `labelling`, preprocesses every image with technique `t` in
+/// parallel, reusing and updating the cache in `cache_dir` when given. Files that fail to
+/// decode, or break `limits`, become report lines. The cache holds pixels by file, never
+/// labels: a run under another labelling reuses it and still labels from its own scan.
 pub fn run_with(
     root: &Path,
     t: Technique,
+    labelling: &Labelling,
     cache_dir: Option<&Path>,
     limits: &ImportLimits,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<(Preprocessed, Summary), PreprocessError> {
     let start = Instant::now();
-    let index = data::scan(root)?;
+    let index = data::scan_with(root, labelling)?;
     let total = index.items.len();
     let (cache, cache_file, cache_note) = match cache_dir {
         Some(dir) => {
@@ -296,6 +342,7 @@ pub fn run_with(
     let mut out = Preprocessed {
         root: root.to_path_buf(),
         technique: t,
+        classes: index.classes.clone(),
         items: Vec::with_capacity(total),
         pixels: Vec::with_capacity(total * n),
         skipped: index.skipped.clone(),
@@ -352,15 +399,25 @@ pub fn run_with(
         root: root.to_path_buf(),
         technique: t.number(),
         images: out.items.len(),
+        classes: out.classes.names().to_vec(),
         from_cache,
         decoded,
         skipped: out.skipped.clone(),
         counts: splits
             .into_iter()
-            .map(|s| SplitCount {
-                split: s.to_string(),
-                normal: counts.get(&(s, Class::Normal)).copied().unwrap_or(0),
-                pneumonia: counts.get(&(s, Class::Pneumonia)).copied().unwrap_or(0),
+            .map(|s| {
+                let per_class: Vec<usize> = out
+                    .classes
+                    .labels()
+                    .map(|l| counts.get(&(s, l)).copied().unwrap_or(0))
+                    .collect();
+                let binary = out.classes == ClassNames::binary();
+                SplitCount {
+                    split: s.to_string(),
+                    normal: binary.then_some(per_class[0]),
+                    pneumonia: binary.then_some(per_class[1]),
+                    per_class,
+                }
             })
             .collect(),
         seconds,

@@ -134,7 +134,8 @@ impl CanarySet {
         images.extend_from_slice(extra.images());
         let mut labels = data.labels().to_vec();
         labels.extend_from_slice(extra.labels());
-        TrainData::new(data.shape(), images, labels)
+        // Canary labels are 0 or 1: valid under any set of two or more classes.
+        TrainData::with_classes(data.shape(), images, labels, data.classes().clone())
     }
 
     /// Each canary's membership score under `model`: minus the loss of its label (higher: the

@@ -49,6 +49,10 @@ pub struct CheckpointMeta {
     /// Preprocessing technique number (1 or 2).
     pub technique: u8,
     pub width: f32,
+    /// The class names, in the order of the model's outputs; absent in checkpoints written
+    /// before there were more than two: NORMAL, PNEUMONIA.
+    #[serde(default)]
+    pub classes: crate::model::ClassNames,
     /// Epochs completed.
     pub epoch: usize,
     pub optimizer: OptimizerConfig,
@@ -294,7 +298,9 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
     let bytes = read_file(path)?;
     let (st, meta) = parse_file(path, &bytes)?;
     // Shapes first: a hostile file is refused before anything the size of a model is built.
-    for (name, shape, _) in super::model::parameter_shapes(meta.model, meta.width) {
+    for (name, shape, _) in
+        super::model::parameter_shapes(meta.model, meta.width, meta.classes.len())
+    {
         let view = st
             .tensor(&name)
             .map_err(|_| ck_err(path, format!("missing tensor {name}")))?;

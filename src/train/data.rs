@@ -1,8 +1,9 @@
-//! In-memory training data: images in NCHW order and binary labels.
+//! In-memory training data: images in NCHW order, labels, and the names of the classes.
 //!
-//! Imports `super::error` and candle only; nothing outside `train`.
+//! Imports `super::error`, the class names of `model` and candle only.
 
 use super::error::{Result, TrainError};
+use crate::model::ClassNames;
 use candle_core::{Device, Tensor};
 
 /// Label of a normal chest X-ray.
@@ -10,17 +11,30 @@ pub const NORMAL: u8 = 0;
 /// Label of a pneumonia chest X-ray.
 pub const PNEUMONIA: u8 = 1;
 
-/// A set of images (`N * C * H * W` f32 values, image after image) and their labels
-/// (0 NORMAL, 1 PNEUMONIA). Construct with [`TrainData::new`], which validates lengths.
+/// A set of images (`N * C * H * W` f32 values, image after image), their labels (indices into
+/// the class names; 0 NORMAL, 1 PNEUMONIA for the binary task). Construct with
+/// [`TrainData::new`] or [`TrainData::with_classes`], which validate lengths and labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainData {
     shape: [usize; 3],
     images: Vec<f32>,
     labels: Vec<u8>,
+    classes: ClassNames,
 }
 
 impl TrainData {
+    /// Binary data: labels 0 (NORMAL) and 1 (PNEUMONIA).
     pub fn new(shape: [usize; 3], images: Vec<f32>, labels: Vec<u8>) -> Result<Self> {
+        Self::with_classes(shape, images, labels, ClassNames::binary())
+    }
+
+    /// Data whose labels index `classes`.
+    pub fn with_classes(
+        shape: [usize; 3],
+        images: Vec<f32>,
+        labels: Vec<u8>,
+        classes: ClassNames,
+    ) -> Result<Self> {
         let per: usize = shape.iter().product();
         if per == 0 {
             return Err(TrainError::Data(format!(
@@ -36,9 +50,14 @@ impl TrainData {
                 images.len()
             )));
         }
-        if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| **l > PNEUMONIA) {
+        if let Some((i, l)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, l)| usize::from(**l) >= classes.len())
+        {
             return Err(TrainError::Data(format!(
-                "label {l} at index {i}: expected 0 (NORMAL) or 1 (PNEUMONIA)"
+                "label {l} at index {i}: expected 0..{} ({classes})",
+                classes.len() - 1
             )));
         }
         if let Some(i) = images.iter().position(|v| !v.is_finite()) {
@@ -51,6 +70,7 @@ impl TrainData {
             shape,
             images,
             labels,
+            classes,
         })
     }
 
@@ -62,6 +82,9 @@ impl TrainData {
     }
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+    pub fn classes(&self) -> &ClassNames {
+        &self.classes
     }
     pub fn labels(&self) -> &[u8] {
         &self.labels
@@ -77,10 +100,13 @@ impl TrainData {
         self.shape.iter().product()
     }
 
-    /// Number of examples of each class `[normal, pneumonia]`.
-    pub fn class_counts(&self) -> [usize; 2] {
-        let p = self.labels.iter().filter(|l| **l == PNEUMONIA).count();
-        [self.labels.len() - p, p]
+    /// Number of examples of each class, in label order (`[normal, pneumonia]` when binary).
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.classes.len()];
+        for &l in &self.labels {
+            counts[usize::from(l)] += 1;
+        }
+        counts
     }
 
     /// The examples at `indices` as an `(n, C, H, W)` tensor and their labels as `(n,)` u32.
@@ -116,7 +142,7 @@ impl TrainData {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut train = Vec::new();
         let mut val = Vec::new();
-        for class in [NORMAL, PNEUMONIA] {
+        for class in 0..self.classes.len() as u8 {
             let mut idx: Vec<usize> = (0..self.len())
                 .filter(|&i| self.labels[i] == class)
                 .collect();
@@ -140,6 +166,7 @@ impl TrainData {
             shape: self.shape,
             images,
             labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes.clone(),
         }
     }
 }

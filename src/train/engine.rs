@@ -22,7 +22,7 @@ use super::error::{Result, TrainError};
 use super::loss;
 use super::metrics::Metrics;
 use super::model::{self, Model};
-use crate::model::spec::pneumonia_probability;
+use crate::model::spec::{pneumonia_probability, softmax};
 use candle_core::{DType, Device, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::Rng;
@@ -88,11 +88,13 @@ pub fn model_from_checkpoint(
 ) -> Result<(Model, VarMap, CheckpointMeta)> {
     let loaded = checkpoint::load(path, device)?;
     let meta = loaded.meta.clone();
-    let varmap = model::init_varmap(meta.model, meta.width, 0, device)?;
+    let classes = meta.classes.len();
+    let varmap = model::init_varmap(meta.model, meta.width, classes, 0, device)?;
     let m = Model::new(
         VarBuilder::from_varmap(&varmap, DType::F32, device),
         meta.model,
         meta.width,
+        classes,
     )?;
     loaded.restore_vars(&model_vars(&m, &varmap)?)?;
     Ok((m, varmap, meta))
@@ -100,6 +102,14 @@ pub fn model_from_checkpoint(
 
 /// Evaluates `model` (dropout off) on `data`: metrics with the mean unweighted cross-entropy.
 pub fn evaluate(model: &Model, data: &TrainData, batch_size: usize) -> Result<Metrics> {
+    if model.classes() != data.classes().len() {
+        return Err(TrainError::Data(format!(
+            "the model tells {} classes apart; the data have {} ({})",
+            model.classes(),
+            data.classes().len(),
+            data.classes()
+        )));
+    }
     let device = model
         .layers()
         .iter()
@@ -109,6 +119,7 @@ pub fn evaluate(model: &Model, data: &TrainData, batch_size: usize) -> Result<Me
         })
         .unwrap_or(Device::Cpu);
     let mut scores = Vec::with_capacity(data.len());
+    let mut probabilities = Vec::with_capacity(data.len());
     let mut loss_sum = 0f64;
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch_size.max(1)) {
@@ -118,6 +129,7 @@ pub fn evaluate(model: &Model, data: &TrainData, batch_size: usize) -> Result<Me
         loss_sum += f64::from(nll.sum_all()?.to_scalar::<f32>()?);
         for row in logits.to_vec2::<f32>()? {
             scores.push(pneumonia_probability(&row));
+            probabilities.push(softmax(&row));
         }
     }
     let loss = if data.is_empty() {
@@ -125,7 +137,13 @@ pub fn evaluate(model: &Model, data: &TrainData, batch_size: usize) -> Result<Me
     } else {
         loss_sum / data.len() as f64
     };
-    Ok(Metrics::from_scores(&scores, data.labels(), loss))
+    Ok(Metrics::from_probabilities(
+        &probabilities,
+        &scores,
+        data.labels(),
+        loss,
+        data.classes().names(),
+    ))
 }
 
 /// Trains per `config` on `data`, validating on `val` after every epoch; sends progress to

@@ -1,4 +1,4 @@
-//! Cross-entropy over the two classes, optionally class-weighted (the data are ~3:1
+//! Softmax cross-entropy over the classes, optionally class-weighted (the Kermany data are ~3:1
 //! pneumonia:normal).
 //!
 //! Imports `super::error` and candle only; nothing outside `train`.
@@ -6,37 +6,66 @@
 use super::error::{Result, TrainError};
 use candle_core::{DType, Tensor};
 
-/// Per-class loss weights `[normal, pneumonia]`, both finite and positive.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ClassWeights([f32; 2]);
+/// Per-class loss weights in label order (`[normal, pneumonia]` for two classes), each finite
+/// and positive, at least two.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClassWeights(Vec<f32>);
 
 impl ClassWeights {
+    /// Two-class weights.
     pub fn new(normal: f32, pneumonia: f32) -> Result<Self> {
-        for (name, w) in [("normal", normal), ("pneumonia", pneumonia)] {
+        Self::of(vec![normal, pneumonia])
+    }
+    /// One weight per class, in label order.
+    pub fn of(weights: Vec<f32>) -> Result<Self> {
+        if weights.len() < 2 {
+            return Err(TrainError::Config(format!(
+                "{} class weight(s): expected one per class, at least two",
+                weights.len()
+            )));
+        }
+        for (i, &w) in weights.iter().enumerate() {
             if !(w.is_finite() && w > 0.0) {
+                let name = match (weights.len(), i) {
+                    (2, 0) => "normal".to_string(),
+                    (2, _) => "pneumonia".to_string(),
+                    _ => format!("class {i}"),
+                };
                 return Err(TrainError::Config(format!(
                     "class weight for {name} is {w}: expected a positive finite number"
                 )));
             }
         }
-        Ok(Self([normal, pneumonia]))
+        Ok(Self(weights))
     }
-    /// Inverse-frequency weights `n / (2 n_c)` from class counts `[normal, pneumonia]`
-    /// (scikit-learn's "balanced"); a missing class gets weight 1.
-    pub fn balanced(counts: [usize; 2]) -> Self {
-        let n = (counts[0] + counts[1]) as f32;
-        let w = |c: usize| if c == 0 { 1.0 } else { n / (2.0 * c as f32) };
-        Self([w(counts[0]), w(counts[1])])
+    /// Inverse-frequency weights `n / (k n_c)` from the counts of `k` classes (scikit-learn's
+    /// "balanced"); a missing class gets weight 1.
+    pub fn balanced(counts: &[usize]) -> Self {
+        let n = counts.iter().sum::<usize>() as f32;
+        let k = counts.len() as f32;
+        Self(
+            counts
+                .iter()
+                .map(|&c| if c == 0 { 1.0 } else { n / (k * c as f32) })
+                .collect(),
+        )
     }
-    pub fn get(&self) -> [f32; 2] {
-        self.0
+    pub fn get(&self) -> &[f32] {
+        &self.0
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// Never true: there are at least two weights.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
 /// Where a run's class weights come from. Exact training class counts are never used under
 /// DP: every example's weight would depend on the whole dataset, and the counts would leave
 /// the run un-noised.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ClassWeighting {
     /// Weights given by the user: a public prior, no privacy cost (`--class-weights 1:3`).
     Prior(ClassWeights),
@@ -52,7 +81,8 @@ pub enum ClassWeighting {
 pub const CLASS_COUNT_NOISE: f64 = 20.0;
 
 impl ClassWeighting {
-    /// Parses `auto` or `NORMAL:PNEUMONIA` weights such as `1:3`.
+    /// Parses `auto`, or one weight per class in label order separated by colons: `1:3`
+    /// (NORMAL:PNEUMONIA), `2:1:3` for three classes.
     pub fn parse(s: &str) -> Result<Self> {
         if s.trim().eq_ignore_ascii_case("auto") {
             return Ok(Self::Counts {
@@ -61,17 +91,22 @@ impl ClassWeighting {
         }
         let bad = || {
             TrainError::Config(format!(
-                "class weights {s:?}: expected NORMAL:PNEUMONIA weights such as 1:3, or auto"
+                "class weights {s:?}: expected one weight per class in label order, such as 1:3 \
+                 (NORMAL:PNEUMONIA), or auto"
             ))
         };
-        let (a, b) = s.split_once(':').ok_or_else(bad)?;
-        let a: f32 = a.trim().parse().map_err(|_| bad())?;
-        let b: f32 = b.trim().parse().map_err(|_| bad())?;
-        Ok(Self::Prior(ClassWeights::new(a, b)?))
+        let weights = s
+            .split(':')
+            .map(|w| w.trim().parse::<f32>().map_err(|_| bad()))
+            .collect::<Result<Vec<f32>>>()?;
+        if weights.len() < 2 {
+            return Err(bad());
+        }
+        Ok(Self::Prior(ClassWeights::of(weights)?))
     }
 }
 
-/// Per-example negative log-likelihood `(N,)` of `logits (N, 2)` for u32 `labels (N,)`.
+/// Per-example negative log-likelihood `(N,)` of `logits (N, K)` for u32 `labels (N,)`.
 pub fn per_example_nll(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let logp = candle_nn::ops::log_softmax(logits, 1)?;
     Ok(logp
@@ -81,12 +116,18 @@ pub fn per_example_nll(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 }
 
 /// Each example's class weight `(N,)` (ones without weights).
-pub fn example_weights(labels: &Tensor, weights: Option<ClassWeights>) -> Result<Tensor> {
-    let labels = labels.to_dtype(DType::F32)?;
-    Ok(match weights {
-        None => labels.ones_like()?,
-        // w0 + (w1 - w0) * y, y in {0, 1}
-        Some(ClassWeights([w0, w1])) => labels.affine(f64::from(w1 - w0), f64::from(w0))?,
+pub fn example_weights(labels: &Tensor, weights: Option<&ClassWeights>) -> Result<Tensor> {
+    Ok(match weights.map(|w| w.get()) {
+        None => labels.to_dtype(DType::F32)?.ones_like()?,
+        // w0 + (w1 - w0) * y, y in {0, 1}: the two-class arithmetic, kept so binary runs are
+        // bit for bit what they were.
+        Some(&[w0, w1]) => labels
+            .to_dtype(DType::F32)?
+            .affine(f64::from(w1 - w0), f64::from(w0))?,
+        Some(w) => {
+            let table = Tensor::new(w, labels.device())?;
+            table.index_select(&labels.to_dtype(DType::U32)?, 0)?
+        }
     })
 }
 
@@ -95,7 +136,7 @@ pub fn example_weights(labels: &Tensor, weights: Option<ClassWeights>) -> Result
 pub fn cross_entropy(
     logits: &Tensor,
     labels: &Tensor,
-    weights: Option<ClassWeights>,
+    weights: Option<&ClassWeights>,
 ) -> Result<Tensor> {
     let nll = per_example_nll(logits, labels)?;
     match weights {
@@ -128,7 +169,7 @@ mod tests {
             .unwrap();
         assert!((got - (e[0] + e[1] + e[2]) / 3.0).abs() < 1e-6);
         let w = ClassWeights::new(3.0, 1.0).unwrap();
-        let got = cross_entropy(&logits, &labels, Some(w))
+        let got = cross_entropy(&logits, &labels, Some(&w))
             .unwrap()
             .to_scalar::<f32>()
             .unwrap();
@@ -138,7 +179,7 @@ mod tests {
 
     #[test]
     fn balanced_weights_and_validation() {
-        let w = ClassWeights::balanced([25, 75]).get();
+        let w = ClassWeights::balanced(&[25, 75]).get().to_vec();
         assert!((w[0] - 2.0).abs() < 1e-6 && (w[1] - 2.0 / 3.0).abs() < 1e-6);
         assert!(ClassWeights::new(0.0, 1.0).is_err());
         assert!(ClassWeights::new(1.0, f32::NAN).is_err());
@@ -157,6 +198,41 @@ mod tests {
         for bad in ["", "3", "1:0", "a:b", "1:-2"] {
             let e = ClassWeighting::parse(bad).unwrap_err().to_string();
             assert!(e.contains("class weight"), "{bad}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod n_class_tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn three_class_weights_pick_each_example_s_own() {
+        let d = Device::Cpu;
+        let logits =
+            Tensor::new(&[[1.0f32, 2.0, 0.5], [0.5, -0.5, 3.0], [0.0, 0.0, 0.0]], &d).unwrap();
+        let labels = Tensor::new(&[1u32, 2, 0], &d).unwrap();
+        let nll = |l: [f32; 3], y: usize| -(l[y] - l.iter().map(|v| v.exp()).sum::<f32>().ln());
+        let e = [
+            nll([1.0, 2.0, 0.5], 1),
+            nll([0.5, -0.5, 3.0], 2),
+            nll([0.0, 0.0, 0.0], 0),
+        ];
+        let w = ClassWeighting::parse("2:1:4").unwrap();
+        let ClassWeighting::Prior(w) = w else {
+            panic!("a prior")
+        };
+        let got = cross_entropy(&logits, &labels, Some(&w))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let want = (e[0] + 4.0 * e[1] + 2.0 * e[2]) / 7.0;
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        let b = ClassWeights::balanced(&[10, 20, 30]).get().to_vec();
+        let want = [60.0 / 30.0, 60.0 / 60.0, 60.0 / 90.0];
+        for (g, w) in b.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{b:?}");
         }
     }
 }

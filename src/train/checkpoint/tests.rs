@@ -20,6 +20,7 @@ fn checkpoint_round_trips_bit_exactly() {
         model: ModelKind::DnnAv,
         technique: 1,
         width: 1.0,
+        classes: crate::model::ClassNames::binary(),
         epoch: 3,
         optimizer: OptimizerConfig::adam(1e-3),
         optimizer_step: 42,

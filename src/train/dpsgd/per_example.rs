@@ -189,7 +189,7 @@ pub fn clipped_gradient_sums(
     model: &Model,
     x: &Tensor,
     labels: &Tensor,
-    class_weights: Option<ClassWeights>,
+    class_weights: Option<&ClassWeights>,
     clip: ClipNorm,
     clipping: Clipping,
     microbatch: usize,

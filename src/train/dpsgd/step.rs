@@ -39,7 +39,7 @@ pub fn private_gradients(
     model: &Model,
     x: &Tensor,
     labels: &Tensor,
-    class_weights: Option<ClassWeights>,
+    class_weights: Option<&ClassWeights>,
     dp: &DpConfig,
     expected_batch: f64,
     dropout_rng: &mut dyn RngCore,

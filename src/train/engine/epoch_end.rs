@@ -120,6 +120,7 @@ impl Run<'_> {
             model: kind,
             technique: kind.technique().number(),
             width: self.width,
+            classes: self.data.classes().clone(),
             epoch: epoch + 1,
             optimizer: self.config.optimizer,
             optimizer_step: self.learner.optimizer.steps(),

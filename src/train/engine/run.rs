@@ -270,7 +270,7 @@ impl Learner {
     /// not reach) and the optimizer. Dropout masks come from the epoch's stream.
     fn plain_step(&mut self, x: &Tensor, y: &Tensor, rng: &mut ChaCha8Rng) -> Result<StepOutput> {
         let logits = self.model.forward_with(x, Some(&mut *rng))?;
-        let loss = loss::cross_entropy(&logits, y, self.class_weights)?;
+        let loss = loss::cross_entropy(&logits, y, self.class_weights.as_ref())?;
         let grads = loss.backward()?;
         let g: Vec<Tensor> = self
             .vars
@@ -312,7 +312,7 @@ impl Private {
             &learner.model,
             x,
             y,
-            learner.class_weights,
+            learner.class_weights.as_ref(),
             d,
             expected,
             rng,

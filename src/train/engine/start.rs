@@ -42,7 +42,7 @@ impl<'a> Run<'a> {
         };
         let (width, seed) = width_and_seed(&config, resumed.as_ref())?;
         let (model, varmap, dropout) =
-            build_model(&config, resumed.as_ref(), width, seed, &device)?;
+            build_model(&config, resumed.as_ref(), data, width, seed, &device)?;
         let vars = model_vars(&model, &varmap)?;
         let mut optimizer = Optimizer::new(config.optimizer, vars.clone())?;
         optimizer.set_trainable(&model.trainable_mask())?;
@@ -109,7 +109,7 @@ impl<'a> Run<'a> {
             )?),
             None => None,
         };
-        let class_weights = class_weights(config.class_weights, data, private.as_mut())?;
+        let class_weights = class_weights(config.class_weights.clone(), data, private.as_mut())?;
         let mut run = Run {
             config,
             data,
@@ -202,6 +202,13 @@ fn check_data(kind: ModelKind, data: &TrainData, val: &TrainData) -> Result<()> 
             val.len()
         )));
     }
+    if data.classes() != val.classes() {
+        return Err(TrainError::Data(format!(
+            "training classes ({}) differ from validation classes ({})",
+            data.classes(),
+            val.classes()
+        )));
+    }
     Ok(())
 }
 
@@ -245,12 +252,23 @@ fn width_and_seed(config: &TrainConfig, resumed: Option<&Loaded>) -> Result<(f32
 fn build_model(
     config: &TrainConfig,
     resumed: Option<&Loaded>,
+    data: &TrainData,
     width: f32,
     seed: u64,
     device: &Device,
 ) -> Result<(Model, VarMap, Option<DropoutRate>)> {
     let kind = config.model;
-    let (mut model, varmap) = Model::init(kind, width, seed, device)?;
+    if let Some(r) = resumed.filter(|r| r.meta.classes != *data.classes()) {
+        return Err(TrainError::Checkpoint {
+            path: r.path.clone(),
+            reason: format!(
+                "was trained on classes {}; the data have {}",
+                r.meta.classes,
+                data.classes()
+            ),
+        });
+    }
+    let (mut model, varmap) = Model::init_for(kind, width, data.classes().len(), seed, device)?;
     let frozen = match resumed {
         Some(r) if config.frozen.is_empty() => r.meta.frozen.clone(),
         Some(r) if config.frozen != r.meta.frozen => {
@@ -352,6 +370,14 @@ fn class_weights(
 ) -> Result<Option<ClassWeights>> {
     Ok(match weighting {
         None => None,
+        Some(ClassWeighting::Prior(w)) if w.len() != data.classes().len() => {
+            return Err(TrainError::Config(format!(
+                "{} class weights for {} classes ({}): give one per class, in that order",
+                w.len(),
+                data.classes().len(),
+                data.classes()
+            )))
+        }
         Some(ClassWeighting::Prior(w)) => Some(w),
         Some(ClassWeighting::Counts { noise_std }) => {
             let counts = data.class_counts();
@@ -360,16 +386,18 @@ fn class_weights(
                     let nr = &mut p.noise_rng;
                     nr.set_stream(u64::MAX);
                     nr.set_word_pos(0);
-                    let noise = dpsgd::gaussian_noise(2, noise_std, nr)?;
-                    let noisy = [0, 1].map(|c| {
-                        (counts[c] as f64 + f64::from(noise[c])).round().max(1.0) as usize
-                    });
+                    let noise = dpsgd::gaussian_noise(counts.len(), noise_std, nr)?;
+                    let noisy: Vec<usize> = counts
+                        .iter()
+                        .zip(&noise)
+                        .map(|(&c, &z)| (c as f64 + f64::from(z)).round().max(1.0) as usize)
+                        .collect();
                     if let Some(l) = p.ledger.as_mut() {
                         l.release(crate::privacy::NoiseMultiplier::new(noise_std)?)?;
                     }
-                    ClassWeights::balanced(noisy)
+                    ClassWeights::balanced(&noisy)
                 }
-                None => ClassWeights::balanced(counts),
+                None => ClassWeights::balanced(&counts),
             })
         }
     })

@@ -10,12 +10,16 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 
-/// Names and shapes of every parameter of `kind` at `width`, in plan order, with the fan-in
-/// used for initialisation.
-pub fn parameter_shapes(kind: ModelKind, width: f32) -> Vec<(String, Vec<usize>, usize)> {
+/// Names and shapes of every parameter of `kind` at `width` with `classes` outputs, in plan
+/// order, with the fan-in used for initialisation.
+pub fn parameter_shapes(
+    kind: ModelKind,
+    width: f32,
+    classes: usize,
+) -> Vec<(String, Vec<usize>, usize)> {
     let mut out = Vec::new();
     let mut names = LayerNames::default();
-    for p in kind.plan(width) {
+    for p in kind.plan_for(width, classes) {
         let Some(name) = names.next(&p) else {
             continue;
         };
@@ -57,7 +61,13 @@ pub fn parameter_shapes(kind: ModelKind, width: f32) -> Vec<(String, Vec<usize>,
 /// biases, shrink the signal through the layers; with Adam and the 3:1 class imbalance the
 /// 14144-input dense layer's units then died within the first steps and DNN-Max never left
 /// the majority class.)
-pub fn init_varmap(kind: ModelKind, width: f32, seed: u64, device: &Device) -> Result<VarMap> {
+pub fn init_varmap(
+    kind: ModelKind,
+    width: f32,
+    classes: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<VarMap> {
     check_width(width)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let varmap = VarMap::new();
@@ -66,7 +76,7 @@ pub fn init_varmap(kind: ModelKind, width: f32, seed: u64, device: &Device) -> R
             .data()
             .lock()
             .map_err(|_| TrainError::Config("variable map lock poisoned".into()))?;
-        for (name, shape, fan_in) in parameter_shapes(kind, width) {
+        for (name, shape, fan_in) in parameter_shapes(kind, width, classes) {
             let n: usize = shape.iter().product();
             let v: Vec<f32> = if name.ends_with(".bias") {
                 vec![0.0; n]
@@ -84,13 +94,26 @@ pub fn init_varmap(kind: ModelKind, width: f32, seed: u64, device: &Device) -> R
 }
 
 impl Model {
-    /// A freshly initialised model and the `VarMap` that owns its trainable variables.
+    /// A freshly initialised two-class model and the `VarMap` that owns its trainable
+    /// variables.
     pub fn init(kind: ModelKind, width: f32, seed: u64, device: &Device) -> Result<(Self, VarMap)> {
-        let varmap = init_varmap(kind, width, seed, device)?;
+        Self::init_for(kind, width, 2, seed, device)
+    }
+
+    /// [`Model::init`] with `classes` outputs.
+    pub fn init_for(
+        kind: ModelKind,
+        width: f32,
+        classes: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<(Self, VarMap)> {
+        let varmap = init_varmap(kind, width, classes, seed, device)?;
         let model = Self::new(
             VarBuilder::from_varmap(&varmap, DType::F32, device),
             kind,
             width,
+            classes,
         )?;
         Ok((model, varmap))
     }

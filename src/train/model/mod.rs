@@ -61,6 +61,8 @@ pub enum NetLayer {
 pub struct Model {
     kind: ModelKind,
     width: f32,
+    /// Outputs of the last layer: one logit per class.
+    classes: usize,
     input: [usize; 3],
     layers: Vec<NetLayer>,
     /// Names of the parameterised layers kept at their initial (or loaded) weights.
@@ -93,12 +95,13 @@ fn pool_kind(p: Pool) -> PoolKind {
 }
 
 impl Model {
-    /// Builds `kind` at `width` from a `VarBuilder` (scopes `conv{i}` / `fc{i}`).
-    pub fn new(vb: VarBuilder, kind: ModelKind, width: f32) -> Result<Self> {
+    /// Builds `kind` at `width` with `classes` outputs from a `VarBuilder` (scopes `conv{i}` /
+    /// `fc{i}`).
+    pub fn new(vb: VarBuilder, kind: ModelKind, width: f32, classes: usize) -> Result<Self> {
         check_width(width)?;
         let mut layers = Vec::new();
         let mut names = LayerNames::default();
-        for p in kind.plan(width) {
+        for p in kind.plan_for(width, classes) {
             // Empty for the layers without weights, which have no name.
             let name = names.next(&p).unwrap_or_default();
             layers.push(match p {
@@ -137,6 +140,7 @@ impl Model {
         Ok(Self {
             kind,
             width,
+            classes,
             input: kind.technique().input_shape(),
             layers,
             frozen: Vec::new(),
@@ -220,6 +224,10 @@ impl Model {
 
     pub fn kind(&self) -> ModelKind {
         self.kind
+    }
+    /// Number of outputs (classes).
+    pub fn classes(&self) -> usize {
+        self.classes
     }
     pub fn width(&self) -> f32 {
         self.width

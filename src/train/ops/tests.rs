@@ -193,7 +193,7 @@ fn dense_relu_and_loss_match_finite_differences() {
     for weights in [None, Some(cw)] {
         check_grad(
             &logits,
-            |t| crate::train::loss::cross_entropy(t, &labels, weights).unwrap(),
+            |t| crate::train::loss::cross_entropy(t, &labels, weights.as_ref()).unwrap(),
             100,
             2e-3,
         );

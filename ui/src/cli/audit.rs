@@ -5,7 +5,7 @@
 //! or `backends`.
 
 use super::common::load_dataset;
-use super::data::LimitArgs;
+use super::data::{LabelArgs, LimitArgs};
 use anyhow::{bail, Context};
 use clap::Args;
 use privxray::pipeline::{self, Splits};
@@ -41,6 +41,9 @@ pub struct AuditArgs {
     /// Import caps (as `preprocess`).
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Labels (as `preprocess`).
+    #[command(flatten)]
+    pub labels: LabelArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -130,7 +133,12 @@ pub fn audit_cmd(args: AuditArgs) -> anyhow::Result<()> {
         .data
         .as_deref()
         .context("--data is needed without --canary-file")?;
-    let set = load_dataset(data, model.kind().technique(), &args.limits)?;
+    let set = load_dataset(
+        data,
+        model.kind().technique(),
+        &args.limits,
+        &args.labels.labelling_for(&meta.classes),
+    )?;
     let Splits {
         train: members,
         evaluation: non_members,

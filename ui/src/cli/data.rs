@@ -6,6 +6,7 @@
 use anyhow::bail;
 use clap::Args;
 use privxray::data::open::{DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS};
+use privxray::data::{labels, ClassNames, Labelling};
 use privxray::model::Technique;
 use privxray::pipeline;
 use privxray::preprocess::{self, ImportLimits, Progress, Summary};
@@ -72,6 +73,39 @@ pub struct PreprocessArgs {
     pub json: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub labels: LabelArgs,
+}
+
+/// Where a dataset's labels come from.
+#[derive(Debug, Clone, Args)]
+pub struct LabelArgs {
+    /// `folders`: the class folder names, sorted (the Kermany layout: NORMAL, PNEUMONIA);
+    /// `subtype`: the Kermany PNEUMONIA folder split by file name into BACTERIA and VIRUS
+    /// (classes BACTERIA, NORMAL, VIRUS); or FILE.csv: `path,label` rows, paths relative to
+    /// the data root. Default: folders (for a checkpoint, the labelling its classes came from).
+    #[arg(long, value_name = "folders|subtype|FILE.csv", value_parser = parse_labels)]
+    pub labels: Option<Labelling>,
+}
+
+fn parse_labels(s: &str) -> Result<Labelling, String> {
+    Labelling::parse(s)
+}
+
+impl LabelArgs {
+    /// The labelling given, else the class folders.
+    pub fn labelling(&self) -> Labelling {
+        self.labels.clone().unwrap_or_default()
+    }
+    /// The labelling given, else the one that yields `classes` (a checkpoint's): the subtype
+    /// classes come from `subtype`, any others from the folders.
+    pub fn labelling_for(&self, classes: &ClassNames) -> Labelling {
+        match &self.labels {
+            Some(l) => l.clone(),
+            None if *classes == labels::subtype_classes() => Labelling::Subtype,
+            None => Labelling::Folders,
+        }
+    }
 }
 
 /// The caps every imported file is held to; a file over one is refused with a report line.
@@ -127,6 +161,7 @@ pub fn preprocess(args: PreprocessArgs) -> anyhow::Result<()> {
     let (_, summary) = preprocess::run_with(
         &args.input,
         args.technique,
+        &args.labels.labelling(),
         cache.as_deref(),
         &args.limits.limits(),
         &progress_printer("preprocessing"),
@@ -150,9 +185,17 @@ pub fn print_summary(s: &Summary) {
         s.seconds,
         s.images_per_second
     );
-    println!("{:<8} {:>8} {:>10}", "split", "NORMAL", "PNEUMONIA");
+    print!("{:<8}", "split");
+    for name in &s.classes {
+        print!(" {name:>10}");
+    }
+    println!();
     for c in &s.counts {
-        println!("{:<8} {:>8} {:>10}", c.split, c.normal, c.pneumonia);
+        print!("{:<8}", c.split);
+        for n in &c.per_class {
+            print!(" {n:>10}");
+        }
+        println!();
     }
     if let Some(note) = &s.cache_note {
         println!("note: {note}");

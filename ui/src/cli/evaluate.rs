@@ -3,8 +3,8 @@
 //! Imports the engine (`pipeline`, `train`) and `super::{common, data}` only; never `tui` or
 //! `backends`.
 
-use super::common::{load_dataset, load_model, print_metrics};
-use super::data::LimitArgs;
+use super::common::{load_dataset, load_model_with_classes, print_metrics};
+use super::data::{LabelArgs, LimitArgs};
 use anyhow::bail;
 use clap::Args;
 use privxray::pipeline;
@@ -23,13 +23,29 @@ pub struct EvaluateArgs {
     /// Import caps (as `preprocess`).
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Labels (as `preprocess`).
+    #[command(flatten)]
+    pub labels: LabelArgs,
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn evaluate_cmd(args: EvaluateArgs) -> anyhow::Result<()> {
-    let model = load_model(&args.model)?;
-    let set = load_dataset(&args.data, model.kind().technique(), &args.limits)?;
+    let (model, classes) = load_model_with_classes(&args.model)?;
+    let set = load_dataset(
+        &args.data,
+        model.kind().technique(),
+        &args.limits,
+        &args.labels.labelling_for(&classes),
+    )?;
+    if set.classes != classes {
+        bail!(
+            "{} tells apart {classes}; the data at {} have {} (choose the labelling with --labels)",
+            args.model.display(),
+            args.data.display(),
+            set.classes
+        );
+    }
     let eval = pipeline::subset(&set, &set.evaluation_indices())?;
     if eval.is_empty() {
         bail!(

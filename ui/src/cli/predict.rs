@@ -4,11 +4,11 @@
 //! Imports the engine (`model`, `mpc`, `pipeline`, `train`) and `super::{common, party,
 //! prediction}`; never `tui` or `backends`.
 
-use super::common::load_model;
+use super::common::load_model_with_classes;
 use super::prediction::{print_predictions, ImageResult, Prediction};
 use anyhow::Context;
 use clap::Args;
-use privxray::model::spec::pneumonia_probability;
+use privxray::data::ClassNames;
 use privxray::mpc::range::LogitBound;
 use privxray::mpc::{FixedPoint, Simulation};
 use privxray::pipeline::{self, load_input};
@@ -49,11 +49,11 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         .model
         .clone()
         .ok_or_else(|| anyhow::anyhow!("--model FILE is required"))?;
-    let model = load_model(&model_path)?;
+    let (model, classes) = load_model_with_classes(&model_path)?;
     let results = if args.simulate_mpc {
-        predict_simulated(&model, &args.images, args.batch)?
+        predict_simulated(&model, &classes, &args.images, args.batch)?
     } else {
-        predict_plain(&model, &args.images)
+        predict_plain(&model, &classes, &args.images)
     };
     print_predictions(&results, args.json)
 }
@@ -64,6 +64,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
 /// the parties. An image that does not load, or a batch that fails, costs only those images.
 pub fn predict_simulated(
     model: &privxray::train::Model,
+    classes: &ClassNames,
     images: &[PathBuf],
     batch: usize,
 ) -> anyhow::Result<Vec<ImageResult>> {
@@ -104,8 +105,8 @@ pub fn predict_simulated(
                                     images[*i].display()
                                 );
                             }
-                            let prob = pneumonia_probability(&logits) as f64;
-                            let mut p = Prediction::new(&images[*i], prob, r.seconds);
+                            let mut p =
+                                Prediction::from_logits(&images[*i], &logits, classes, r.seconds);
                             p.bytes = Some(r.bytes_between_parties / chunk.len() as u64);
                             p.rounds = Some(r.rounds);
                             p.retried = Some(retried);
@@ -157,12 +158,14 @@ fn recheck(
 }
 
 /// Plaintext predictions with candle, one result per image: a bad image costs only itself.
-pub fn predict_plain(model: &Model, images: &[PathBuf]) -> Vec<ImageResult> {
+pub fn predict_plain(model: &Model, classes: &ClassNames, images: &[PathBuf]) -> Vec<ImageResult> {
     pipeline::predict_images(model, images)
         .into_iter()
         .zip(images)
         .map(|(r, path)| match r {
-            Ok(p) => ImageResult::Predicted(Prediction::new(path, p.probability, p.seconds)),
+            Ok(p) => {
+                ImageResult::Predicted(Prediction::from_logits(path, &p.logits, classes, p.seconds))
+            }
             Err(e) => ImageResult::failed(path, format!("{:#}", anyhow::Error::from(e))),
         })
         .collect()

@@ -2,8 +2,10 @@
 //! private prediction (`predict.rs` and `party.rs`), so neither imports the other for it.
 
 use anyhow::bail;
-use privxray::data::Class;
+use privxray::data::{Class, ClassNames};
+use privxray::model::spec::{argmax, pneumonia_probability, softmax};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// One prediction, as `predict --json` prints it.
@@ -12,6 +14,10 @@ pub struct Prediction {
     pub image: String,
     pub class: String,
     pub probability: f64,
+    /// Every class's probability, by name (absent where only the PNEUMONIA probability is
+    /// known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probabilities: Option<BTreeMap<String, f64>>,
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
@@ -34,11 +40,50 @@ impl Prediction {
             image: image.display().to_string(),
             class: class.to_string(),
             probability,
+            probabilities: None,
             seconds,
             bytes: None,
             rounds: None,
             retried: None,
         }
+    }
+}
+
+impl Prediction {
+    /// The prediction of one image's logits (one per class of `classes`). Two classes: the
+    /// class and probability of [`Prediction::new`] (PNEUMONIA's). More: the most probable
+    /// class and its probability.
+    pub fn from_logits(image: &Path, logits: &[f32], classes: &ClassNames, seconds: f64) -> Self {
+        let probs = softmax(logits);
+        let mut p = if classes.is_binary() {
+            let mut p = Prediction::new(image, f64::from(pneumonia_probability(logits)), seconds);
+            let names = classes.names();
+            p.class = if p.probability >= 0.5 {
+                &names[1]
+            } else {
+                &names[0]
+            }
+            .clone();
+            p
+        } else {
+            let best = argmax(&probs);
+            let mut p = Prediction::new(image, f64::from(probs[best]), seconds);
+            p.class = classes
+                .names()
+                .get(best)
+                .cloned()
+                .unwrap_or_else(|| "?".into());
+            p
+        };
+        p.probabilities = Some(
+            classes
+                .names()
+                .iter()
+                .zip(&probs)
+                .map(|(n, &v)| (n.clone(), f64::from(v)))
+                .collect(),
+        );
+        p
     }
 }
 
@@ -69,8 +114,15 @@ pub fn print_predictions(results: &[ImageResult], json: bool) -> anyhow::Result<
             match r {
                 ImageResult::Predicted(p) => {
                     print!(
-                        "{}: {} (probability of PNEUMONIA {:.4}) in {:.3} s",
-                        p.image, p.class, p.probability, p.seconds
+                        "{}: {} (probability of {} {:.4}) in {:.3} s",
+                        p.image,
+                        p.class,
+                        match &p.probabilities {
+                            Some(all) if all.len() > 2 => p.class.as_str(),
+                            _ => "PNEUMONIA",
+                        },
+                        p.probability,
+                        p.seconds
                     );
                     if let (Some(b), Some(r)) = (p.bytes, p.rounds) {
                         print!(", {:.1} MB between parties, {r} rounds", b as f64 / 1e6);

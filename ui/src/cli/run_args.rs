@@ -40,11 +40,12 @@ pub struct TrainSettings {
     pub lr: Option<f64>,
     #[arg(long, value_enum, default_value = "adam")]
     pub optimizer: OptimizerArg,
-    /// Class weights NORMAL:PNEUMONIA, e.g. 1:3 (a public prior: no privacy cost), or `auto`:
+    /// Class weights, one per class in label order: NORMAL:PNEUMONIA, e.g. 1:3, or 2:1:3 for
+    /// three classes (a public prior: no privacy cost), or `auto`:
     /// inverse class frequency (the Kermany set is about 3:1 PNEUMONIA:NORMAL). Under --dp,
     /// `auto` releases the class counts with Gaussian noise (std 20) and the ledger adds the
     /// cost; exact counts are never used under DP.
-    #[arg(long, value_name = "N:P|auto", value_parser = parse_class_weights)]
+    #[arg(long, value_name = "W0:W1[:W2...]|auto", value_parser = parse_class_weights)]
     pub class_weights: Option<ClassWeighting>,
     /// Seed of data order, dropout and initialisation (default: from the OS).
     #[arg(long)]
@@ -108,7 +109,7 @@ impl TrainSettings {
                 OptimizerArg::Sgd => OptimizerChoice::Sgd { momentum },
             },
             learning_rate: self.lr,
-            class_weights: self.class_weights,
+            class_weights: self.class_weights.clone(),
             seed: self.seed,
             frozen: self.freeze.clone(),
             ema: self.ema,

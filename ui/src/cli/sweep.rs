@@ -4,7 +4,7 @@
 //! `common`, `data`, `progress` and `run_args` among the command modules.
 
 use super::common::load_dataset;
-use super::data::LimitArgs;
+use super::data::{LabelArgs, LimitArgs};
 use super::progress::Progress;
 use super::run_args::{DpArgs, TrainSettings};
 use anyhow::{bail, Context};
@@ -51,6 +51,9 @@ pub struct SweepArgs {
     /// Import caps (as `preprocess`).
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Labels (as `preprocess`).
+    #[command(flatten)]
+    pub labels: LabelArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,7 +71,12 @@ pub fn sweep_cmd(args: SweepArgs) -> anyhow::Result<()> {
         // Checked before any run: a negative value must not quietly train without DP.
         NoiseMultiplier::new(sigma).context("--noise-multipliers")?;
     }
-    let set = load_dataset(&args.data, args.settings.model.technique(), &args.limits)?;
+    let set = load_dataset(
+        &args.data,
+        args.settings.model.technique(),
+        &args.limits,
+        &args.labels.labelling(),
+    )?;
     let data = pipeline::split(&set)?;
     if data.evaluation.is_empty() {
         bail!(

@@ -4,7 +4,7 @@
 //! Imports `common`, `data`, `progress` and `run_args` among the command modules.
 
 use super::common::{epsilon_text, load_dataset, print_metrics};
-use super::data::LimitArgs;
+use super::data::{LabelArgs, LimitArgs};
 use super::progress::Progress;
 use super::run_args::{DpArgs, TrainSettings};
 use anyhow::{bail, Context};
@@ -108,6 +108,9 @@ pub struct TrainArgs {
     /// Import caps (as `preprocess`).
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Labels (as `preprocess`).
+    #[command(flatten)]
+    pub labels: LabelArgs,
     /// Print the final evaluation as JSON.
     #[arg(long)]
     pub json: bool,
@@ -223,7 +226,12 @@ fn check_resume(args: &TrainArgs) -> anyhow::Result<()> {
 
 pub fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
     check_resume(&args)?;
-    let set = load_dataset(&args.data, args.settings.model.technique(), &args.limits)?;
+    let set = load_dataset(
+        &args.data,
+        args.settings.model.technique(),
+        &args.limits,
+        &args.labels.labelling(),
+    )?;
     let Splits {
         train,
         validation,

@@ -4,7 +4,6 @@
 
 use super::source::{DataReady, DataSource, PreprocessUpdate};
 use crate::tui::widgets::GreyImage;
-use privxray::data::Class;
 use privxray::model::Technique;
 use privxray::preprocess::Progress;
 use std::path::PathBuf;
@@ -17,21 +16,22 @@ pub struct Preview {
     pub caption: String,
 }
 
-/// Up to `n` preview images alternating NORMAL and PNEUMONIA, real ones first.
+/// Up to `n` preview images taking the classes in turn, real ones first.
 pub fn previews(ready: &DataReady, n: usize) -> Vec<Preview> {
     let d = &ready.data;
     let [_, h, w] = d.technique.input_shape();
     let mut order: Vec<usize> = (0..d.items.len()).collect();
     order.sort_by_key(|&i| ready.synthetic.get(i).copied().unwrap_or(false));
     let mut out = Vec::new();
-    let mut wanted = Class::ALL.iter().cycle();
+    let labels: Vec<_> = d.classes.labels().collect();
+    let mut wanted = labels.iter().cycle();
     let mut used = vec![false; d.items.len()];
     while out.len() < n {
         let Some(&class) = wanted.next() else { break };
         let pick = order
             .iter()
             .copied()
-            .find(|&i| !used[i] && d.items[i].class == class)
+            .find(|&i| !used[i] && d.items[i].label == class)
             .or_else(|| order.iter().copied().find(|&i| !used[i]));
         let Some(i) = pick else { break };
         used[i] = true;
@@ -47,7 +47,11 @@ pub fn previews(ready: &DataReady, n: usize) -> Vec<Preview> {
         };
         out.push(Preview {
             image,
-            caption: format!("{}\n{} {tag}", d.items[i].class, d.items[i].split),
+            caption: format!(
+                "{}\n{} {tag}",
+                d.classes.name(d.items[i].label),
+                d.items[i].split
+            ),
         });
     }
     out

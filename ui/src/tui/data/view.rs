@@ -196,8 +196,8 @@ impl DataView<'_> {
                                 .unwrap_or_default(),
                             tag.to_string(),
                             c.split.clone(),
-                            c.normal.to_string(),
-                            c.pneumonia.to_string(),
+                            c.normal.unwrap_or(0).to_string(),
+                            c.pneumonia.unwrap_or(0).to_string(),
                         ])
                         .style(style),
                     );

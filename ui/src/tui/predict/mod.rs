@@ -69,7 +69,7 @@ impl PredictTab {
         // Alternate classes so both show near the top.
         let (mut n, mut p): (Vec<usize>, Vec<usize>) = eval
             .into_iter()
-            .partition(|&i| d.items[i].class == Class::Normal);
+            .partition(|&i| d.items[i].label.0 == Class::Normal.label());
         n.reverse();
         p.reverse();
         let mut picked = Vec::new();
@@ -95,7 +95,8 @@ impl PredictTab {
                 Candidate {
                     index: i,
                     caption: format!("{name}{}", if synthetic { " (SYNTHETIC)" } else { "" }),
-                    truth: it.class,
+                    // The tab shows the binary task: any label but the first reads as PNEUMONIA.
+                    truth: Class::from_label(it.label.0).unwrap_or(Class::Pneumonia),
                 }
             })
             .collect();
