@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use privxray::model::spec::pneumonia_probability;
+use privxray::model::ClassNames;
 use privxray::mpc::range::{CheckError, LogitBound};
 use privxray::mpc::FixedPoint;
 use privxray::net::{LocalParty, PartiesConfig, PartyId, StaticKeypair};
@@ -116,6 +116,18 @@ pub fn predict_remote(
             model.input_shape
         )
     })?;
+    // The parties hold weights, not class names: two outputs are NORMAL, PNEUMONIA as ever;
+    // more are named by their index.
+    let classes = if model.output_len == 2 {
+        ClassNames::binary()
+    } else {
+        ClassNames::new(
+            (0..model.output_len)
+                .map(|i| format!("class {i}"))
+                .collect(),
+        )
+        .with_context(|| format!("the shared model has {} outputs", model.output_len))?
+    };
     // One result per image: a bad image costs only itself. A failed private prediction leaves
     // the connection to the parties in doubt, so the images after it are not sent (each still
     // gets its entry) rather than each waiting out the timeout.
@@ -153,8 +165,7 @@ pub fn predict_remote(
                         path.display()
                     );
                 }
-                let prob = f64::from(pneumonia_probability(&c.logits));
-                let mut p = Prediction::new(path, prob, r.seconds);
+                let mut p = Prediction::from_logits(path, &c.logits, &classes, r.seconds);
                 p.bytes = Some(r.bytes_between_parties);
                 p.rounds = Some(r.rounds);
                 p.retried = Some(c.retried);
