@@ -8,27 +8,8 @@ mod tui_common;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use privxray_ui::tui::event::Event;
 use privxray_ui::tui::theme::{ColorDepth, Theme};
-use ratatui::backend::{Backend, CrosstermBackend};
 use std::collections::BTreeSet;
-use tui_common::{harness, Harness};
-
-/// The bytes a terminal would get for the app's current screen, at 100x30.
-fn captured(h: &Harness) -> String {
-    let t = h.render(100, 30);
-    let buf = t.backend().buffer().clone();
-    let mut out = Vec::new();
-    {
-        // The backend borrows `out` until it goes out of scope.
-        let mut b = CrosstermBackend::new(&mut out);
-        let cells = buf.content().iter().enumerate().map(|(i, c)| {
-            let (x, y) = buf.pos_of(i);
-            (x, y, c)
-        });
-        b.draw(cells).unwrap();
-        Backend::flush(&mut b).unwrap();
-    }
-    String::from_utf8(out).unwrap()
-}
+use tui_common::{captured, harness};
 
 /// The (r, g, b) of every 24-bit colour code (`38;2;r;g;b` or `48;2;r;g;b`) in `frame`.
 fn rgb_codes(frame: &str) -> Vec<(u8, u8, u8)> {

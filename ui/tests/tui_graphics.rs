@@ -12,26 +12,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use privxray_ui::tui::event::Event;
 use privxray_ui::tui::graphics::{self, Env, TimedFd};
 use privxray_ui::tui::theme::{ColorDepth, Graphics, Protocol, Theme};
-use ratatui::backend::{Backend, CrosstermBackend};
 use std::time::{Duration, Instant};
-use tui_common::{harness, Harness};
-
-/// The bytes a terminal would get for the app's current screen, at 100x30.
-fn captured(h: &Harness) -> String {
-    let t = h.render(100, 30);
-    let buf = t.backend().buffer().clone();
-    let mut out = Vec::new();
-    {
-        let mut b = CrosstermBackend::new(&mut out);
-        let cells = buf.content().iter().enumerate().map(|(i, c)| {
-            let (x, y) = buf.pos_of(i);
-            (x, y, c)
-        });
-        b.draw(cells).unwrap();
-        Backend::flush(&mut b).unwrap();
-    }
-    String::from_utf8(out).unwrap()
-}
+use tui_common::{captured, harness, Harness};
 
 fn theme(depth: ColorDepth, protocol: Protocol) -> Theme {
     Theme {

@@ -167,3 +167,23 @@ impl Harness {
         self.render(100, 30).backend().to_string()
     }
 }
+
+/// The bytes a terminal would get for the app's current screen at 100x30: the frame written
+/// through ratatui's CrosstermBackend into memory, escape codes and all.
+pub fn captured(h: &Harness) -> String {
+    use ratatui::backend::{Backend, CrosstermBackend};
+    let t = h.render(100, 30);
+    let buf = t.backend().buffer().clone();
+    let mut out = Vec::new();
+    {
+        // The backend borrows `out` until it goes out of scope.
+        let mut b = CrosstermBackend::new(&mut out);
+        let cells = buf.content().iter().enumerate().map(|(i, c)| {
+            let (x, y) = buf.pos_of(i);
+            (x, y, c)
+        });
+        b.draw(cells).unwrap();
+        Backend::flush(&mut b).unwrap();
+    }
+    String::from_utf8(out).unwrap()
+}
