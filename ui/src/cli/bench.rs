@@ -1,8 +1,9 @@
 //! `privxray bench ...`: benchmarks that print figures (never timed tests).
 //!
 //! Imports the engine's benchmarks (`model`, `mpc`, `net`, `party`, `preprocess`, `synth`,
-//! `train`) and its `bench_demo` sibling for `bench demo`; never `tui` or `backends`.
+//! `train`), its `bench_demo` sibling for `bench demo` and `scratch`; never `tui` or `backends`.
 
+use super::scratch::Scratch;
 use clap::{Args, Subcommand};
 use privxray::model::{ModelKind, Technique};
 use privxray::preprocess;
@@ -113,8 +114,8 @@ fn preprocess_bench(bench: PreprocessBench) -> anyhow::Result<()> {
     let dir = match bench.dir {
         Some(d) => d,
         None => {
-            tmp = tempfile_dir()?;
-            tmp.clone()
+            tmp = Scratch::new("bench")?;
+            tmp.path().to_path_buf()
         }
     };
     let mut opts = SynthOptions::new(bench.count, 42);
@@ -147,12 +148,6 @@ fn preprocess_bench(bench: PreprocessBench) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let d = std::env::temp_dir().join(format!("privxray-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
 }
 
 fn mpc_bench(bench: MpcBench) -> anyhow::Result<()> {

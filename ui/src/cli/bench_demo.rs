@@ -6,10 +6,11 @@
 //! epsilon and seconds per run, beside the goals a first run must meet. A measurement, never a
 //! test: the figures depend on the machine and its load.
 //!
-//! Imports the engine (`pipeline`, `train`, `model`, `synth`) and `super::data` for the bundled
-//! samples' folder; no other sibling, never `tui` or `backends`.
+//! Imports the engine (`pipeline`, `train`, `model`, `synth`), `super::data` for the bundled
+//! samples' folder and `super::scratch`; no other sibling, never `tui` or `backends`.
 
 use super::data::bundled_samples;
+use super::scratch::Scratch;
 use anyhow::Context;
 use clap::Args;
 use privxray::pipeline::{self, DpChoice, InteractiveSettings, PipelineError, Splits};
@@ -81,28 +82,8 @@ pub struct DemoRow {
     pub epochs: usize,
 }
 
-/// A scratch folder of this process, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("privxray-demo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Scratch(dir))
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 pub fn demo_bench(bench: DemoBench) -> anyhow::Result<()> {
-    let tmp = Scratch::new()?;
+    let tmp = Scratch::new("demo")?;
     let synthetic = bench
         .dir
         .clone()

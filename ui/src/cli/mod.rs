@@ -19,6 +19,7 @@ mod predict;
 mod prediction;
 mod progress;
 mod run_args;
+mod scratch;
 mod stderr_log;
 mod sweep;
 mod train;
