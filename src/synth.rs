@@ -2,10 +2,13 @@
 //!
 //! Each image is greyscale and chest-like: a body outline, a bright spine, curved ribs, two dark
 //! lung fields, a heart shadow, sensor noise and a varying size, exposure and position.
-//! PNEUMONIA images add opacities inside a lung: focal, lobar-sized blobs ("bacteria") or diffuse
-//! patchy haze ("virus"), of varying size and contrast, some of them faint, so a small CNN learns
-//! the task well but not trivially. Everything written here is SYNTHETIC: file names start with
-//! `SYNTH`, and nothing should claim accuracy on real radiographs from it.
+//! PNEUMONIA images add opacities inside the lungs, in the two patterns the pneumonia subtype
+//! names ([`Finding`]): bacterial files get a lobar consolidation (one or two large, dense,
+//! homogeneous patches, all in one lung), viral files an interstitial pattern (a fine reticular
+//! haze over both lungs, densest near the hilum, with a few small patches). Contrast varies and
+//! some are faint, so a small CNN learns the tasks well but not trivially. Everything written
+//! here is SYNTHETIC: file names start with `SYNTH`, and nothing should claim accuracy on real
+//! radiographs from it.
 //!
 //! Imports `crate::atomic` and `crate::data` only; never `preprocess`, `train` or anything above.
 
@@ -165,12 +168,15 @@ pub fn generate(out: &Path, opts: &SynthOptions) -> Result<Vec<SynthImage>, Synt
             let mut rng = ChaCha8Rng::seed_from_u64(
                 opts.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
-            let class = if rng.random_bool(opts.normal_fraction) {
-                Class::Normal
-            } else {
-                Class::Pneumonia
-            };
+            let normal = rng.random_bool(opts.normal_fraction);
+            // About the real set's share of viral among pneumonia files.
             let viral = rng.random_bool(0.35);
+            let finding = match (normal, viral) {
+                (true, _) => Finding::Normal,
+                (false, false) => Finding::Bacterial,
+                (false, true) => Finding::Viral,
+            };
+            let class = finding.class();
             let width = rng.random_range(lo..=hi);
             let (a0, a1) = opts.aspect_range;
             let aspect = if a1 > a0 {
@@ -179,7 +185,7 @@ pub fn generate(out: &Path, opts: &SynthOptions) -> Result<Vec<SynthImage>, Synt
                 a0
             };
             let height = ((width as f64) * aspect).round().max(1.0) as u32;
-            let pixels = render(&mut rng, width, height, class, viral, opts.difficulty);
+            let pixels = render(&mut rng, width, height, finding, opts.difficulty);
             let split = split_of(i);
             let name = match class {
                 Class::Normal => format!("SYNTH-NORMAL-{i:06}.jpeg"),
@@ -227,6 +233,47 @@ fn soft_inside(d: f32, soft: f32) -> f32 {
     ((1.0 - d) / soft).clamp(0.0, 1.0)
 }
 
+/// What an image shows: the class and, for pneumonia, the subtype its file name carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finding {
+    Normal,
+    /// Lobar consolidation: large, dense, homogeneous patches in one lung.
+    Bacterial,
+    /// Interstitial pattern: fine reticular haze over both lungs, a few small patches.
+    Viral,
+}
+
+impl Finding {
+    pub fn class(self) -> Class {
+        match self {
+            Finding::Normal => Class::Normal,
+            Finding::Bacterial | Finding::Viral => Class::Pneumonia,
+        }
+    }
+}
+
+/// The viral pattern: a reticular haze over both lungs.
+struct Haze {
+    /// Peak brightness added, per lung (left, right of the image).
+    strength: [f32; 2],
+    /// Spatial frequency of the reticulation (cycles per image width).
+    freq: f32,
+    phase: (f32, f32),
+}
+
+impl Haze {
+    /// Brightness added at (x, y) in lung `side`, whose centre is (lx, ly): a net of thin
+    /// bright lines, densest towards the hilum (the lung's medial edge).
+    fn at(&self, side: usize, x: f32, y: f32, lx: f32, hilum_x: f32) -> f32 {
+        let a = ((x * self.freq + self.phase.0).sin() * (y * self.freq * 1.3 + self.phase.1).sin())
+            .abs();
+        let net = 0.35 + 0.65 * a;
+        let span = (hilum_x - lx).abs().max(1e-3);
+        let medial = (1.0 - 0.5 * ((x - hilum_x).abs() / (2.0 * span)).min(1.0)).max(0.5);
+        self.strength[side] * net * medial
+    }
+}
+
 struct Blob {
     cx: f32,
     cy: f32,
@@ -240,8 +287,7 @@ pub fn render(
     rng: &mut ChaCha8Rng,
     width: u32,
     height: u32,
-    class: Class,
-    viral: bool,
+    finding: Finding,
     difficulty: Difficulty,
 ) -> Vec<u8> {
     let (w, h) = (width as usize, height as usize);
@@ -264,8 +310,8 @@ pub fn render(
     // Opacities, placed inside a lung.
     let mut blobs: Vec<Blob> = Vec::new();
     let gain = difficulty.opacity_gain();
-    let place = |rng: &mut ChaCha8Rng, size: (f32, f32), strength: (f32, f32)| {
-        let (lx, ly) = lungs[rng.random_range(0..2)];
+    let place = |rng: &mut ChaCha8Rng, side: usize, size: (f32, f32), strength: (f32, f32)| {
+        let (lx, ly) = lungs[side];
         let r = rng.random_range(size.0..size.1) * scale;
         Blob {
             cx: lx + rng.random_range(-0.6..0.6) * lung_rx,
@@ -278,19 +324,36 @@ pub fn render(
     // Normal lungs have small vessel markings: confounders a model must learn to ignore.
     let (v0, v1) = difficulty.vessels();
     for _ in 0..rng.random_range(v0..v1) {
-        blobs.push(place(rng, (0.008, 0.02), (10.0, 25.0)));
+        let side = rng.random_range(0..2);
+        blobs.push(place(rng, side, (0.008, 0.02), (10.0, 25.0)));
     }
-    if class == Class::Pneumonia {
-        if viral {
-            // Diffuse, patchy, often bilateral haze.
-            for _ in 0..rng.random_range(6..12) {
-                blobs.push(place(rng, (0.05, 0.10), (18.0 * gain, 40.0 * gain)));
-            }
-        } else {
-            // One or two focal consolidations of varying size.
-            // Lobar consolidation: one or two large patches.
+    let mut haze = None;
+    match finding {
+        Finding::Normal => {}
+        Finding::Bacterial => {
+            // Lobar consolidation: one or two large, dense patches, in one lung only.
+            let side = rng.random_range(0..2);
             for _ in 0..rng.random_range(1..3) {
-                blobs.push(place(rng, (0.10, 0.20), (35.0 * gain, 80.0 * gain)));
+                blobs.push(place(rng, side, (0.10, 0.20), (40.0 * gain, 85.0 * gain)));
+            }
+        }
+        Finding::Viral => {
+            // Interstitial: reticular haze over both lungs, a few small patches, no large one.
+            let base = rng.random_range(16.0 * gain..34.0 * gain);
+            haze = Some(Haze {
+                strength: [
+                    base * rng.random_range(0.7..1.0),
+                    base * rng.random_range(0.7..1.0),
+                ],
+                freq: rng.random_range(55.0..80.0),
+                phase: (
+                    rng.random_range(0.0..std::f32::consts::TAU),
+                    rng.random_range(0.0..std::f32::consts::TAU),
+                ),
+            });
+            for _ in 0..rng.random_range(2..6) {
+                let side = rng.random_range(0..2);
+                blobs.push(place(rng, side, (0.025, 0.05), (12.0 * gain, 25.0 * gain)));
             }
         }
     }
@@ -308,13 +371,9 @@ pub fn render(
             );
             v += body * tissue;
             // Lungs: dark fields with ribs crossing them.
-            let mut lung = 0.0f32;
-            for &(lx, ly) in &lungs {
-                lung = lung.max(soft_inside(
-                    in_ellipse(x, y, lx, ly, lung_rx, lung_ry),
-                    0.12,
-                ));
-            }
+            let inside =
+                lungs.map(|(lx, ly)| soft_inside(in_ellipse(x, y, lx, ly, lung_rx, lung_ry), 0.12));
+            let lung = inside[0].max(inside[1]);
             let rib = (((y - cy) * rib_freq + (x - cx).abs() * 9.0 + rib_phase).sin()).max(0.0);
             v -= lung * (tissue - lung_level);
             v += lung * rib.powi(4) * 30.0;
@@ -343,6 +402,13 @@ pub fn render(
                 }
             }
             v += lung * opacity;
+            if let Some(haze) = &haze {
+                for (side, &(lx, _)) in lungs.iter().enumerate() {
+                    if inside[side] > 0.0 {
+                        v += inside[side] * haze.at(side, x, y, lx, cx);
+                    }
+                }
+            }
             v = v * exposure + noise.sample(rng);
             out.push(v.clamp(0.0, 255.0) as u8);
         }
@@ -380,11 +446,11 @@ mod tests {
     #[test]
     fn pneumonia_lungs_are_brighter_on_average() {
         // The opacity signal is real: mean lung-field brightness is higher with pneumonia.
-        let mean_lung = |class| {
+        let mean_lung = |finding| {
             let mut total = 0.0;
             for s in 0..30u64 {
                 let mut rng = ChaCha8Rng::seed_from_u64(s);
-                let px = render(&mut rng, 120, 100, class, false, Difficulty::Standard);
+                let px = render(&mut rng, 120, 100, finding, Difficulty::Standard);
                 let mut sum = 0.0;
                 let mut n = 0.0;
                 for y in 30..80 {
@@ -397,11 +463,71 @@ mod tests {
             }
             total / 30.0
         };
-        let normal = mean_lung(Class::Normal);
-        let pneumonia = mean_lung(Class::Pneumonia);
+        let normal = mean_lung(Finding::Normal);
+        for finding in [Finding::Bacterial, Finding::Viral] {
+            let pneumonia = mean_lung(finding);
+            assert!(
+                pneumonia > normal + 3.0,
+                "normal {normal:.1} {finding:?} {pneumonia:.1}"
+            );
+        }
+    }
+
+    /// Mean brightness of the left and right lung fields of a 120x100 render.
+    fn lung_means(finding: Finding, seed: u64) -> (f64, f64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let px = render(&mut rng, 120, 100, finding, Difficulty::Standard);
+        let mean = |xs: std::ops::Range<usize>| {
+            let n = (30..80).len() * xs.len();
+            let sum: f64 = (30..80)
+                .flat_map(|y| xs.clone().map(move |x| (y, x)))
+                .map(|(y, x)| px[y * 120 + x] as f64)
+                .sum();
+            sum / n as f64
+        };
+        (mean(25..45), mean(75..95))
+    }
+
+    #[test]
+    fn bacterial_is_one_sided_and_viral_is_bilateral() {
+        // What separates the subtypes: a bacterial consolidation brightens one lung far more
+        // than the other; viral haze brightens both, so the brighter lung's excess over a
+        // normal lung is shared by the dimmer one.
+        let seeds = 0..40u64;
+        let n = 40.0;
+        let asym = |f: Finding| {
+            seeds
+                .clone()
+                .map(|s| {
+                    let (l, r) = lung_means(f, s);
+                    (l - r).abs()
+                })
+                .sum::<f64>()
+                / n
+        };
+        let dimmer_excess = |f: Finding| {
+            seeds
+                .clone()
+                .map(|s| {
+                    let (l, r) = lung_means(f, s);
+                    let (nl, nr) = lung_means(Finding::Normal, s);
+                    l.min(r) - nl.min(nr)
+                })
+                .sum::<f64>()
+                / n
+        };
+        let (bac, vir) = (asym(Finding::Bacterial), asym(Finding::Viral));
         assert!(
-            pneumonia > normal + 3.0,
-            "normal {normal:.1} pneumonia {pneumonia:.1}"
+            bac > 2.0 * vir,
+            "asymmetry: bacterial {bac:.1}, viral {vir:.1}"
+        );
+        let (bac, vir) = (
+            dimmer_excess(Finding::Bacterial),
+            dimmer_excess(Finding::Viral),
+        );
+        assert!(
+            vir > bac + 5.0,
+            "dimmer lung's excess: bacterial {bac:.1}, viral {vir:.1}"
         );
     }
 

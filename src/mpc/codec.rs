@@ -6,9 +6,11 @@
 //! every count against the bytes actually left before allocating, checks that the decoded
 //! object is consistent (shapes, share lengths), and rejects trailing bytes.
 //!
-//! A model share (format version 2) continues with the 16-byte dealing id, the name, the input
-//! shape, the operation count and the operations. Version 1 had no dealing id; such files are
-//! refused with a message saying to share the model again. The model decoder also caps what a
+//! A model share (format version 3) continues with the 16-byte dealing id, the name, the class
+//! names (a `u32` count, then each as text; zero when the outputs are unnamed), the input
+//! shape, the operation count and the operations. Version 2, without class names, is still
+//! read (its outputs are unnamed). Version 1 had no dealing id; such files are refused with a
+//! message saying to share the model again. The model decoder also caps what a
 //! model may declare before it allocates anything for it: at most [`MAX_OPS`] operations,
 //! [`MAX_TENSOR`] elements in one parameter tensor (full-width VGG16-2's 25088x4096 dense layer
 //! has about 2^26.6) and [`MAX_MODEL`] elements in all.
@@ -28,8 +30,12 @@ use crate::model::shape::Chw;
 
 /// Version of the input and output share formats.
 const VERSION: u8 = 1;
-/// Version of the model share format: 2 added the dealing id.
-const MODEL_VERSION: u8 = 2;
+/// Version of the model share format: 2 added the dealing id, 3 the class names.
+const MODEL_VERSION: u8 = 3;
+/// The oldest model share format still read.
+const MODEL_VERSION_MIN: u8 = 2;
+/// Most class names a model share may carry, and most bytes in one.
+const MAX_CLASSES: usize = 4096;
 const MAGIC_MODEL: &[u8; 4] = b"PXMS";
 const MAGIC_INPUT: &[u8; 4] = b"PXIS";
 const MAGIC_OUTPUT: &[u8; 4] = b"PXOS";
@@ -189,6 +195,17 @@ impl<'a> Reader<'a> {
         magic: &[u8; 4],
         version: u8,
     ) -> Result<(Self, PartyId, FixedPoint)> {
+        let (r, _, party, fixed) = Self::header_versions(data, what, magic, version..=version)?;
+        Ok((r, party, fixed))
+    }
+    /// [`Reader::header`] accepting any version in `versions`, and returning the one found.
+    fn header_versions(
+        data: &'a [u8],
+        what: &'static str,
+        magic: &[u8; 4],
+        versions: std::ops::RangeInclusive<u8>,
+    ) -> Result<(Self, u8, PartyId, FixedPoint)> {
+        let (oldest, version) = (*versions.start(), *versions.end());
         let mut r = Reader {
             what,
             cur: Cursor::new(data),
@@ -198,20 +215,24 @@ impl<'a> Reader<'a> {
             return Err(r.err(format!("magic {m:?}, expected {magic:?}")));
         }
         let v = r.u8()?;
-        if v < version && magic == MAGIC_MODEL {
+        if v < oldest && magic == MAGIC_MODEL {
             return Err(r.err(format!(
-                "format version {v} was written by an older privxray (this one reads version \
-                 {version}, which carries a dealing id); the model owner must run `privxray \
-                 share-model` again"
+                "format version {v} was written by an older privxray (this one reads versions \
+                 {oldest} to {version}, which carry a dealing id); the model owner must run \
+                 `privxray share-model` again"
             )));
         }
-        if v != version {
-            return Err(r.err(format!("format version {v}, expected {version}")));
+        if !versions.contains(&v) {
+            return Err(r.err(if oldest == version {
+                format!("format version {v}, expected {version}")
+            } else {
+                format!("format version {v}, expected {oldest} to {version}")
+            }));
         }
         let id = r.u8()?;
         let party = PartyId::new(id).ok_or(MpcError::PartyId(u64::from(id)))?;
         let fixed = FixedPoint::new(u32::from(r.u8()?))?;
-        Ok((r, party, fixed))
+        Ok((r, v, party, fixed))
     }
     fn finish(&self) -> Result<()> {
         if self.cur.remaining() != 0 {
@@ -261,6 +282,11 @@ impl PartyModel {
         w.raw(self.dealing().as_bytes());
         w.dim(self.name().len());
         w.raw(self.name().as_bytes());
+        w.dim(self.classes().len());
+        for c in self.classes() {
+            w.dim(c.len());
+            w.raw(c.as_bytes());
+        }
         for d in self.input_shape() {
             w.dim(d);
         }
@@ -326,7 +352,12 @@ impl PartyModel {
 }
 
 fn decode_model(data: &[u8], limits: Limits) -> Result<PartyModel> {
-    let (mut r, party, fixed) = Reader::header(data, "model share", MAGIC_MODEL, MODEL_VERSION)?;
+    let (mut r, version, party, fixed) = Reader::header_versions(
+        data,
+        "model share",
+        MAGIC_MODEL,
+        MODEL_VERSION_MIN..=MODEL_VERSION,
+    )?;
     let dealing = DealingId::from_bytes(r.cur.array().map_err(|s| r.short(s))?);
     let name_len = r.u32()?;
     if name_len > MAX_NAME {
@@ -336,6 +367,22 @@ fn decode_model(data: &[u8], limits: Limits) -> Result<PartyModel> {
     }
     let name = String::from_utf8(r.take(name_len)?.to_vec())
         .map_err(|_| r.err("model name is not UTF-8"))?;
+    let mut classes = Vec::new();
+    if version >= 3 {
+        let count = r.u32()?;
+        if count > MAX_CLASSES {
+            return Err(r.err(format!("{count} class names, at most {MAX_CLASSES}")));
+        }
+        for _ in 0..count {
+            let len = r.u32()?;
+            if len > MAX_NAME {
+                return Err(r.err(format!("class name of {len} bytes, at most {MAX_NAME}")));
+            }
+            let class = String::from_utf8(r.take(len)?.to_vec())
+                .map_err(|_| r.err("class name is not UTF-8"))?;
+            classes.push(class);
+        }
+    }
     let input = [r.u32()?, r.u32()?, r.u32()?];
     let count = r.u32()?;
     if count > limits.ops {
@@ -394,7 +441,7 @@ fn decode_model(data: &[u8], limits: Limits) -> Result<PartyModel> {
         ops.push(op);
     }
     r.finish()?;
-    PartyModel::new(party, dealing, fixed, name, input, ops)
+    PartyModel::new(party, dealing, fixed, name, input, ops)?.with_classes(classes)
 }
 
 #[cfg(test)]
@@ -433,6 +480,7 @@ mod tests {
         b.extend([7u8; DealingId::LEN]);
         b.extend(1u32.to_le_bytes()); // name length
         b.push(b'm');
+        b.extend(0u32.to_le_bytes()); // no class names
         for d in [1u32, 4, 4] {
             b.extend(d.to_le_bytes());
         }
@@ -599,8 +647,40 @@ mod tests {
         old[4] = MODEL_VERSION + 1;
         let err = decode_err(&old);
         assert!(
-            err.contains("expected 2") && !err.contains("older"),
+            err.contains("expected 2 to 3") && !err.contains("older"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn class_names_round_trip_and_a_version_2_share_is_still_read() {
+        let [m, _, _] = small_model(5);
+        let named = m
+            .clone()
+            .with_classes(vec!["cat".into(), "dög".into()])
+            .unwrap();
+        let back = PartyModel::from_bytes(&named.to_bytes()).unwrap();
+        assert_eq!(back.classes(), ["cat", "dög"]);
+        assert_eq!(back, named);
+        // Names must match the outputs.
+        assert!(m.clone().with_classes(vec!["one".into()]).is_err());
+        // Version 2: the same bytes without the class count.
+        let v3 = m.to_bytes();
+        let name_end = 4 + 3 + DealingId::LEN + 4 + m.name().len();
+        assert_eq!(v3[name_end..name_end + 4], 0u32.to_le_bytes());
+        let mut v2 = v3[..name_end].to_vec();
+        v2.extend(&v3[name_end + 4..]);
+        v2[4] = 2;
+        let old = PartyModel::from_bytes(&v2).unwrap();
+        assert!(old.classes().is_empty());
+        assert_eq!(old, m);
+        // A hostile class count is refused before anything is allocated for it.
+        let mut bad = v3.clone();
+        bad[name_end..name_end + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(
+            decode_err(&bad).contains("class names"),
+            "{}",
+            decode_err(&bad)
         );
     }
 }

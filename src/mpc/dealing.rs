@@ -32,6 +32,7 @@ const DEAL_CHUNK: usize = 1 << 16;
 pub struct ModelDealing<'a> {
     id: DealingId,
     name: String,
+    classes: Vec<String>,
     input: [usize; 3],
     fixed: FixedPoint,
     plain: Vec<PlainOp<'a>>,
@@ -76,6 +77,7 @@ impl<'a> ModelDealing<'a> {
         Ok(ModelDealing {
             id,
             name: spec.name.clone(),
+            classes: Vec::new(),
             input: spec.input,
             fixed,
             plain,
@@ -86,6 +88,13 @@ impl<'a> ModelDealing<'a> {
     /// [`ModelDealing::new`] with keys from the OS CSPRNG.
     pub fn new_os(spec: &'a NetworkSpec, fixed: FixedPoint) -> Result<Self> {
         Self::new(spec, fixed, &mut os_rng()?)
+    }
+
+    /// Names the model's outputs (public, as the name): every share carries them, so the
+    /// parties can tell a client what each logit means. One name per output.
+    pub fn with_classes(mut self, classes: Vec<String>) -> Self {
+        self.classes = classes;
+        self
     }
 
     /// The id all three shares of this dealing carry.
@@ -136,7 +145,8 @@ impl<'a> ModelDealing<'a> {
                 },
             });
         }
-        PartyModel::new(party, self.id, fixed, self.name.clone(), self.input, ops)
+        PartyModel::new(party, self.id, fixed, self.name.clone(), self.input, ops)?
+            .with_classes(self.classes.clone())
     }
 
     /// `party`'s two components of one parameter tensor: `c_i` and `c_{i+1}`, each either a

@@ -207,6 +207,9 @@ pub struct PartyModel {
     input: [usize; 3],
     ops: Vec<SecureOp>,
     output_len: usize,
+    /// Public names of the outputs, in order, as the model owner gave them; empty when the
+    /// share does not carry them (shares made before names travelled with the model).
+    classes: Vec<String>,
 }
 
 impl PartyModel {
@@ -257,7 +260,21 @@ impl PartyModel {
             input,
             ops,
             output_len: cur.len(),
+            classes: Vec::new(),
         })
+    }
+
+    /// The same share with the outputs named: exactly one name per output, or none.
+    pub fn with_classes(mut self, classes: Vec<String>) -> Result<Self> {
+        if !classes.is_empty() && classes.len() != self.output_len {
+            return Err(MpcError::mismatch(
+                "class names",
+                format!("one per output ({})", self.output_len),
+                format!("{} names", classes.len()),
+            ));
+        }
+        self.classes = classes;
+        Ok(self)
     }
 
     pub fn party(&self) -> PartyId {
@@ -284,5 +301,9 @@ impl PartyModel {
     }
     pub fn ops(&self) -> &[SecureOp] {
         &self.ops
+    }
+    /// The outputs' names, or an empty slice when the share carries none.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
     }
 }

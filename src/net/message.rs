@@ -5,7 +5,8 @@
 //! - `shape`: one rank byte (at most [`MAX_RANK`]), then one `u32` per dimension;
 //! - text: `u32` length (at most [`MAX_TEXT`]), then UTF-8 bytes;
 //! - flags: one byte, 0 or 1;
-//! - request id lists: `u32` count (at most [`MAX_IDS`]), then one `u64` per id.
+//! - request id lists: `u32` count (at most [`MAX_IDS`]), then one `u64` per id;
+//! - name lists: `u32` count (at most [`MAX_NAMES`]), then one text per name.
 //!
 //! The decoder checks every length against the bytes actually present before using it, so a
 //! hostile length never causes an allocation or a panic, and it rejects trailing bytes.
@@ -21,6 +22,8 @@ pub const MAX_RANK: usize = 8;
 pub const MAX_TEXT: usize = 64 * 1024;
 /// Most request ids in one [`Message::Poll`] or [`Message::Holding`] list.
 pub const MAX_IDS: usize = 1024;
+/// Most class names in one [`Message::ModelInfo`].
+pub const MAX_NAMES: usize = 4096;
 
 const TAG_SHARE_MODEL: u8 = 1;
 const TAG_PREDICT_REQUEST: u8 = 2;
@@ -69,6 +72,9 @@ pub enum Message {
         frac_bits: u8,
         /// Number of outputs (logits) per image.
         output_len: u32,
+        /// The outputs' public names in order, as the model owner shared them; empty when the
+        /// shared model carries none.
+        classes: Vec<String>,
     },
     /// Party 0 -> parties 1 and 2: serve this request next.
     Schedule { request_id: u64 },
@@ -159,12 +165,18 @@ impl Message {
                 shape,
                 frac_bits,
                 output_len,
+                classes,
             } => {
                 out.u8(TAG_MODEL_INFO);
                 put_text(&mut out, name);
                 put_shape(&mut out, shape);
                 out.u8(*frac_bits);
                 out.u32(*output_len);
+                let classes = &classes[..classes.len().min(MAX_NAMES)];
+                out.u32(classes.len() as u32);
+                for c in classes {
+                    put_text(&mut out, c);
+                }
             }
             Message::Schedule { request_id } => {
                 out.u8(TAG_SCHEDULE);
@@ -211,7 +223,18 @@ impl Message {
                 Message::PredictResponse { output_share, .. } => output_share.len(),
                 Message::Error { text } => text.len(),
                 Message::Mpc { payload } => payload.len(),
-                Message::ModelInfo { name, shape, .. } => 4 + name.len() + 1 + 4 * shape.rank() + 5,
+                Message::ModelInfo {
+                    name,
+                    shape,
+                    classes,
+                    ..
+                } => {
+                    4 + name.len()
+                        + 1
+                        + 4 * shape.rank()
+                        + 9
+                        + classes.iter().map(|c| 4 + c.len()).sum::<usize>()
+                }
                 Message::Poll { request_ids } => 4 + 8 * request_ids.len(),
                 Message::Holding { held, refused } => 8 + 8 * (held.len() + refused.len()),
                 Message::ModelInfoRequest
@@ -271,6 +294,7 @@ impl Message {
                 shape: r.shape()?,
                 frac_bits: r.u8("frac_bits")?,
                 output_len: r.u32("output_len")?,
+                classes: r.names("classes")?,
             },
             TAG_SCHEDULE => Message::Schedule {
                 request_id: r.u64("request_id")?,
@@ -341,9 +365,11 @@ impl fmt::Debug for Message {
                 shape,
                 frac_bits,
                 output_len,
+                classes,
             } => write!(
                 f,
-                "ModelInfo({name:?}, shape {:?}, {frac_bits} fractional bits, {output_len} outputs)",
+                "ModelInfo({name:?}, shape {:?}, {frac_bits} fractional bits, {output_len} outputs \
+                 {classes:?})",
                 shape.dims()
             ),
             Message::Schedule { request_id } => write!(f, "Schedule(id {request_id})"),
@@ -361,12 +387,9 @@ impl fmt::Debug for Message {
                 "RequestStats(id {request_id}, {bytes_sent} bytes, {rounds} rounds, {micros} us)"
             ),
             Message::Poll { request_ids } => write!(f, "Poll({} ids)", request_ids.len()),
-            Message::Holding { held, refused } => write!(
-                f,
-                "Holding({} held, {} refused)",
-                held.len(),
-                refused.len()
-            ),
+            Message::Holding { held, refused } => {
+                write!(f, "Holding({} held, {} refused)", held.len(), refused.len())
+            }
         }
     }
 }
@@ -464,6 +487,8 @@ pub enum DecodeError {
     BadFlag(u8),
     #[error("a list of {count} request ids exceeds the maximum of {max}")]
     TooManyIds { count: usize, max: usize },
+    #[error("a list of {count} names exceeds the maximum of {max}")]
+    TooManyNames { count: usize, max: usize },
 }
 
 struct Reader<'a> {
@@ -515,6 +540,17 @@ impl<'a> Reader<'a> {
             });
         }
         (0..count).map(|_| self.u64(field)).collect()
+    }
+
+    fn names(&mut self, field: &'static str) -> Result<Vec<String>, DecodeError> {
+        let count = self.u32(field)? as usize;
+        if count > MAX_NAMES {
+            return Err(DecodeError::TooManyNames {
+                count,
+                max: MAX_NAMES,
+            });
+        }
+        (0..count).map(|_| self.text()).collect()
     }
 
     fn shape(&mut self) -> Result<Shape, DecodeError> {
@@ -659,6 +695,7 @@ mod tests {
             shape: Shape::new(vec![1, 150, 125]).unwrap(),
             frac_bits: 12,
             output_len: 2,
+            classes: vec!["NO".into(), "YES".into()],
         };
         let mut want = vec![7u8];
         want.extend(3u32.to_le_bytes());
@@ -669,6 +706,11 @@ mod tests {
         }
         want.push(12);
         want.extend(2u32.to_le_bytes());
+        want.extend(2u32.to_le_bytes());
+        for c in ["NO", "YES"] {
+            want.extend((c.len() as u32).to_le_bytes());
+            want.extend(c.as_bytes());
+        }
         assert_eq!(info.encode(), want);
         assert_eq!(Message::decode(&want).unwrap(), info);
 
@@ -794,13 +836,17 @@ mod tests {
                 ".{0,40}",
                 proptest::collection::vec(any::<u32>(), 0..=MAX_RANK),
                 any::<u8>(),
-                any::<u32>()
+                any::<u32>(),
+                proptest::collection::vec(".{0,12}", 0..5)
             )
-                .prop_map(|(name, dims, frac_bits, output_len)| Message::ModelInfo {
-                    name,
-                    shape: Shape::new(dims).expect("rank within MAX_RANK"),
-                    frac_bits,
-                    output_len
+                .prop_map(|(name, dims, frac_bits, output_len, classes)| {
+                    Message::ModelInfo {
+                        name,
+                        shape: Shape::new(dims).expect("rank within MAX_RANK"),
+                        frac_bits,
+                        output_len,
+                        classes,
+                    }
                 }),
             any::<u64>().prop_map(|request_id| Message::Schedule { request_id }),
             Just(Message::Heartbeat),

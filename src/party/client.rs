@@ -29,6 +29,9 @@ pub struct RemoteModel {
     pub input_shape: [usize; 3],
     pub fixed: FixedPoint,
     pub output_len: usize,
+    /// The outputs' names as the model owner shared them: one per output, or empty when the
+    /// shared model carries none.
+    pub classes: Vec<String>,
 }
 
 impl RemoteModel {
@@ -39,6 +42,7 @@ impl RemoteModel {
                 shape,
                 frac_bits,
                 output_len,
+                classes,
             } => {
                 let dims: Vec<usize> = shape.dims().iter().map(|&d| d as usize).collect();
                 let input_shape: [usize; 3] =
@@ -49,11 +53,19 @@ impl RemoteModel {
                             expected: "a model input of rank 3 (CHW)",
                             got: format!("shape {dims:?}"),
                         })?;
+                if !classes.is_empty() && classes.len() != output_len as usize {
+                    return Err(PartyError::Protocol {
+                        party,
+                        expected: "one class name per output",
+                        got: format!("{} names for {output_len} outputs", classes.len()),
+                    });
+                }
                 Ok(Self {
                     name,
                     input_shape,
                     fixed: FixedPoint::new(u32::from(frac_bits))?,
                     output_len: output_len as usize,
+                    classes,
                 })
             }
             other => Err(unexpected(party, "ModelInfo", other)),
@@ -347,9 +359,10 @@ pub fn share_model_remote(
     config: &PartiesConfig,
     owner: &StaticKeypair,
     spec: &NetworkSpec,
+    classes: &[String],
     fixed: FixedPoint,
 ) -> Result<RemoteModel, PartyError> {
-    let dealing = ModelDealing::new_os(spec, fixed)?;
+    let dealing = ModelDealing::new_os(spec, fixed)?.with_classes(classes.to_vec());
     let mut replies: Vec<Result<Message, PartyError>> = Vec::with_capacity(3);
     for party in PartyId::ALL {
         let share = dealing.share(party)?.to_bytes();
@@ -458,7 +471,7 @@ mod tests {
         let f = fixture_with(|c| c.with_max_message_bytes(1 << 16).unwrap());
         let spec = random_spec(ModelKind::DnnMax, 1.0, 5);
         let config = f.parties[0].config().clone();
-        let err = share_model_remote(&config, &f.owner, &spec, FixedPoint::default())
+        let err = share_model_remote(&config, &f.owner, &spec, &[], FixedPoint::default())
             .expect_err("a share of several MB fits no 64 KiB cap");
         match &err {
             PartyError::ShareTooLarge { party, needed, max } => {

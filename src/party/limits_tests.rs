@@ -186,7 +186,7 @@ fn a_request_held_by_party_0_alone_does_not_stall_a_later_complete_one() {
     let (stops, threads) = start(parties, listeners, &[0, 1, 2], dir.path());
     let spec = spec();
     let fixed = FixedPoint::default();
-    share_model_remote(&config, &owner, &spec, fixed).unwrap();
+    share_model_remote(&config, &owner, &spec, &[], fixed).unwrap();
 
     // Request A reaches party 0 only, and is queued there first.
     let a_image = image(&spec, 1);

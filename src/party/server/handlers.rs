@@ -21,6 +21,7 @@ fn model_info(m: &PartyModel) -> Message {
             shape,
             frac_bits: m.fixed().frac_bits() as u8,
             output_len: m.output_len() as u32,
+            classes: m.classes().to_vec(),
         },
         Err(e) => Message::Error {
             text: format!("the shared model's input shape cannot be described: {e}"),

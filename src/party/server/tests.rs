@@ -57,7 +57,7 @@ fn bad_requests_get_clear_errors_and_the_parties_keep_serving() {
     expect_error(&mut raw, "no model has been shared");
 
     let spec = random_spec(ModelKind::Vgg16_1, 1.0 / 32.0, 21);
-    let shared = share_model_remote(&config, &f.owner, &spec, FixedPoint::default()).unwrap();
+    let shared = share_model_remote(&config, &f.owner, &spec, &[], FixedPoint::default()).unwrap();
     assert_eq!(shared.input_shape, spec.input);
 
     // A frame that is no message, then a wrong shape: errors, and the same connection

@@ -303,12 +303,13 @@ impl PartyBackend for PartyProcesses {
         std::thread::spawn(move || {
             let result = privxray::pipeline::load_checkpoint(&checkpoint)
                 .map_err(|e| e.to_string())
-                .and_then(|(m, _)| {
+                .and_then(|(m, meta)| {
                     let spec = m.to_spec().map_err(|e| e.to_string())?;
                     share_model_remote(
                         &session.config,
                         &session.owner,
                         &spec,
+                        meta.classes.names(),
                         FixedPoint::default(),
                     )
                     .map_err(|e| format!("sharing the model: {e}"))?;

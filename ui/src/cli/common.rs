@@ -41,10 +41,6 @@ pub fn load_dataset(
     Ok(set)
 }
 
-pub fn load_model(path: &Path) -> anyhow::Result<Model> {
-    Ok(load_model_with_classes(path)?.0)
-}
-
 /// The model of a checkpoint and the class names it records (NORMAL, PNEUMONIA for a
 /// checkpoint written before names were recorded).
 pub fn load_model_with_classes(path: &Path) -> anyhow::Result<(Model, ClassNames)> {

@@ -15,7 +15,7 @@ use privxray::mpc::FixedPoint;
 use privxray::net::{LocalParty, PartiesConfig, PartyId, StaticKeypair};
 use privxray::party::{self, PartyError, RemoteClient, ShareFile};
 
-use super::common::load_model;
+use super::common::load_model_with_classes;
 use super::prediction::{print_predictions, ImageResult, Prediction};
 use privxray::pipeline::load_input;
 
@@ -70,21 +70,28 @@ pub fn share_model_cmd(args: ShareModelArgs) -> anyhow::Result<()> {
     let owner = load_key(&args.key)?;
     // The candle model is only needed for its spec: dropped before the dealing, which holds
     // about two copies of one party's share at a time (2.2 GB each for VGG16-2).
-    let spec = load_model(&args.model)?.to_spec()?;
-    let shared =
-        party::share_model_remote(&config, &owner, &spec, FixedPoint::default()).map_err(|e| {
-            match e {
-                // Connected, then failed at some parties: the others may have taken their share.
-                e @ (PartyError::Prediction(_) | PartyError::ModelMismatch(_)) => {
-                    anyhow::Error::new(e).context(
-                        "sharing the model did not finish: parties that took their share now hold \
+    let (model, classes) = load_model_with_classes(&args.model)?;
+    let spec = model.to_spec()?;
+    drop(model);
+    let shared = party::share_model_remote(
+        &config,
+        &owner,
+        &spec,
+        classes.names(),
+        FixedPoint::default(),
+    )
+    .map_err(|e| {
+        match e {
+            // Connected, then failed at some parties: the others may have taken their share.
+            e @ (PartyError::Prediction(_) | PartyError::ModelMismatch(_)) => anyhow::Error::new(e)
+                .context(
+                    "sharing the model did not finish: parties that took their share now hold \
                      another dealing than the rest and refuse requests until `privxray \
                      share-model` succeeds",
-                    )
-                }
-                e => e.into(),
-            }
-        })?;
+                ),
+            e => e.into(),
+        }
+    })?;
     println!(
         "shared {} (input {:?}, {} fractional bits) with parties 0, 1 and 2",
         shared.name,
@@ -116,9 +123,12 @@ pub fn predict_remote(
             model.input_shape
         )
     })?;
-    // The parties hold weights, not class names: two outputs are NORMAL, PNEUMONIA as ever;
-    // more are named by their index.
-    let classes = if model.output_len == 2 {
+    // The class names travel with the shared model. A share made before they did carries
+    // none: two outputs are NORMAL, PNEUMONIA as ever; more are named by their index.
+    let classes = if !model.classes.is_empty() {
+        ClassNames::new(model.classes.clone())
+            .with_context(|| format!("the shared model's class names {:?}", model.classes))?
+    } else if model.output_len == 2 {
         ClassNames::binary()
     } else {
         ClassNames::new(
