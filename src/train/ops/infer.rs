@@ -3,12 +3,14 @@
 //! `Model::infer_one`).
 //!
 //! A batch of one cannot be spread over the threads by example (what the training kernels do),
-//! so the output channels are: each rayon task takes a group of channels and walks the image in
-//! bands of a few output rows, so that a band's columns (im2col), its GEMM output and the
-//! group's weights stay in the core's cache (the whole-image im2col of DNN-Max's second
-//! convolution is 4.9 MB). ReLU and pooling are applied per band; the rows a floor-pooling
+//! so a convolution's output rows are: the image is cut into bands of a few output rows (a
+//! multiple of the thread count), and each rayon task unfolds its band (im2col) and runs one
+//! GEMM over all output channels, so that the band's columns and GEMM output stay in the
+//! core's cache (the whole-image im2col of DNN-Max's second convolution is 4.9 MB) and the
+//! GEMM keeps its full height. ReLU and pooling are applied per band; the rows a floor-pooling
 //! drops are never computed. A single-channel input (the first DNN layer) is convolved
-//! directly instead: its GEMM would have an inner dimension of 9.
+//! directly instead, its output channels spread over the threads: its GEMM would have an inner
+//! dimension of 9.
 //!
 //! Imports `sgemm`, `unfold`'s geometry, the epilogue and the pooling kind; nothing outside
 //! `ops`.
@@ -22,8 +24,8 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// Output pixels per band: a band's columns for DNN-Max's second convolution (288 rows) are
-/// then about 270 KB, well inside a core's L2.
+/// Output pixels per band, about: a band's columns for DNN-Max's second convolution (288
+/// rows) are then at most about 300 KB, well inside a core's L2.
 const BAND_COLS: usize = 256;
 
 /// Dense layers at least this big (weights) are split over the threads.
@@ -81,50 +83,71 @@ pub(crate) fn conv_one(
     let plane = ph * pw;
     let per = o.div_ceil(rayon::current_num_threads().max(1)).max(1);
     let direct = g.c == 1 && g.p == 0;
+    if !direct {
+        band_split(g, o, e, x, w, b, y, pw);
+        return Ok(());
+    }
     y.par_chunks_mut(per * plane)
         .enumerate()
         .for_each(|(gi, yg)| {
             let (o0, m) = (gi * per, yg.len() / plane);
             let (wg, bg) = (&w[o0 * r..(o0 + m) * r], &b[o0..o0 + m]);
-            if direct {
-                direct_group(g, e, x, wg, bg, yg, pw);
-            } else {
-                banded_group(g, e, x, wg, bg, yg, pw);
-            }
+            direct_group(g, e, x, wg, bg, yg, pw);
         });
     Ok(())
 }
 
-/// Pool size (1 without pooling), conv rows computed, conv rows per band.
-fn bands(g: &Geom, e: Epilogue) -> (usize, usize, usize) {
-    let s = e.pool.map_or(1, |(_, s)| s);
-    let rows = g.oh / s * s;
-    let q = (BAND_COLS / (s * g.ow).max(1)).max(1);
-    (s, rows, s * q)
+/// A raw pointer to the output, shared by the tasks of [`band_split`], each of which writes
+/// its own rows of every channel.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the tasks write disjoint ranges (see `band_split`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// `len` values from `start`.
+    ///
+    /// # Safety
+    /// The range lies inside the output, which outlives the slice, and no other slice of it
+    /// is alive.
+    unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
 }
 
-/// One group of output channels (`wg`, `bg`, `yg`) by im2col of a band and a GEMM.
-fn banded_group(
+/// Bands of output rows spread over the threads, every channel in each band (one im2col per
+/// band, the GEMM over all output channels).
+#[allow(clippy::too_many_arguments)]
+fn band_split(
     g: &Geom,
+    o: usize,
     e: Epilogue,
     x: &[f32],
-    wg: &[f32],
-    bg: &[f32],
-    yg: &mut [f32],
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
     pw: usize,
 ) {
-    let (r, m, ow) = (g.rows(), bg.len(), g.ow);
-    let (s, rows, bh) = bands(g, e);
-    let z_len = if e.pool.is_some() { m * bh * ow } else { 0 };
-    with_scratch(r * bh * ow, z_len, |cols, zbuf| {
-        let plane = yg.len() / m.max(1);
-        for r0 in (0..rows).step_by(bh) {
-            let r1 = (r0 + bh).min(rows);
-            let nb = (r1 - r0) * ow;
-            let cols = &mut cols[..r * nb];
+    let (s, rows) = bands(g, e);
+    let (r, ow) = (g.rows(), g.ow);
+    let t = rayon::current_num_threads().max(1);
+    let prows = rows / s;
+    let plane = y.len() / o.max(1);
+    let n_bands = (rows * ow).div_ceil(BAND_COLS).max(1).div_ceil(t) * t;
+    let per = prows.div_ceil(n_bands).max(1);
+    let out = OutPtr(y.as_mut_ptr());
+    (0..prows.div_ceil(per)).into_par_iter().for_each(|bi| {
+        let (p0, p1) = (bi * per, ((bi + 1) * per).min(prows));
+        let (r0, r1) = (p0 * s, p1 * s);
+        let nb = (r1 - r0) * ow;
+        with_scratch(r * nb, o * nb, |cols, z| {
             im2col_band(x, g, r0, r1, cols);
+            for (row, bias) in z.chunks_mut(nb).zip(b) {
+                row.fill(*bias);
+            }
             let a = Mat {
-                data: wg,
+                data: w,
                 rs: r,
                 cs: 1,
             };
@@ -133,35 +156,30 @@ fn banded_group(
                 rs: nb,
                 cs: 1,
             };
-            match e.pool {
-                None => {
-                    // Straight into the output: channel rows are `plane` apart.
-                    for (ch, bias) in bg.iter().enumerate() {
-                        yg[ch * plane + r0 * ow..][..nb].fill(*bias);
-                    }
-                    let dst = &mut yg[r0 * ow..];
-                    sgemm(m, nb, r, dst, plane, true, a, bm, Parallelism::None);
-                    if e.relu {
-                        for ch in 0..m {
-                            relu(&mut yg[ch * plane + r0 * ow..][..nb]);
+            sgemm(o, nb, r, z, nb, true, a, bm, Parallelism::None);
+            for (ch, zc) in z.chunks(nb).enumerate() {
+                // SAFETY: rows p0..p1 of channel ch lie inside y (p1 <= prows = plane / pw)
+                // and belong to this band alone; y outlives the parallel loop.
+                let yc = unsafe { out.slice(ch * plane + p0 * pw, (p1 - p0) * pw) };
+                match e.pool {
+                    Some((kind, _)) => pool_rows(zc, ow, e.relu, kind, s, yc, pw),
+                    None => {
+                        yc.copy_from_slice(zc);
+                        if e.relu {
+                            relu(yc);
                         }
                     }
                 }
-                Some((kind, _)) => {
-                    let z = &mut zbuf[..m * nb];
-                    for (row, bias) in z.chunks_mut(nb).zip(bg) {
-                        row.fill(*bias);
-                    }
-                    sgemm(m, nb, r, z, nb, true, a, bm, Parallelism::None);
-                    let prows = (r1 - r0) / s;
-                    for (ch, zc) in z.chunks(nb).enumerate() {
-                        let yc = &mut yg[ch * plane + (r0 / s) * pw..][..prows * pw];
-                        pool_rows(zc, ow, e.relu, kind, s, yc, pw);
-                    }
-                }
             }
-        }
+        });
     });
+}
+
+/// Pool size (1 without pooling) and the convolution rows computed (those a floor-pooling
+/// drops are not).
+fn bands(g: &Geom, e: Epilogue) -> (usize, usize) {
+    let s = e.pool.map_or(1, |(_, s)| s);
+    (s, g.oh / s * s)
 }
 
 /// Columns of output rows `r0..r1` only: `(C*K*K, (r1-r0)*OW)`, zero padding as `g` says.
@@ -201,7 +219,7 @@ fn direct_group(
     pw: usize,
 ) {
     let (kk, ow) = (g.k * g.k, g.ow);
-    let (s, rows, _) = bands(g, e);
+    let (s, rows) = bands(g, e);
     let plane = yg.len() / bg.len().max(1);
     with_scratch(0, s * ow, |_, z| {
         for ((wk, bias), yc) in wg.chunks(kk).zip(bg).zip(yg.chunks_mut(plane)) {
@@ -231,30 +249,54 @@ fn direct_group(
 /// sum over (ki, kj) of wk[ki, kj] * x[i + ki, j + kj]`.
 fn conv_row(x: &[f32], g: &Geom, wk: &[f32], bias: f32, i: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above); the function is otherwise safe.
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above); the function is otherwise
+        // safe.
         return unsafe { conv_row_avx2(x, g, wk, bias, i, out) };
     }
     conv_row_generic(x, g, wk, bias, i, out);
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn conv_row_avx2(x: &[f32], g: &Geom, wk: &[f32], bias: f32, i: usize, out: &mut [f32]) {
     conv_row_generic(x, g, wk, bias, i, out);
 }
 
-/// The loop [`conv_row`] compiles twice (8-wide with AVX2, 4-wide without).
+/// Output columns per block of [`conv_row_generic`]: its sums stay in registers over all the
+/// kernel's taps (eight AVX2 registers).
+const ROW_BLOCK: usize = 64;
+
+/// The loop [`conv_row`] compiles twice (8-wide with AVX2 and FMA, plain without).
 #[inline(always)]
 fn conv_row_generic(x: &[f32], g: &Geom, wk: &[f32], bias: f32, i: usize, out: &mut [f32]) {
-    let ow = out.len();
-    out.fill(bias);
-    for ki in 0..g.k {
-        let src = &x[(i + ki) * g.w..(i + ki + 1) * g.w];
-        for kj in 0..g.k {
-            let wv = wk[ki * g.k + kj];
-            for (o, v) in out.iter_mut().zip(&src[kj..kj + ow]) {
-                *o += wv * v;
+    let (k, ow) = (g.k, out.len());
+    let rows = &x[i * g.w..(i + k) * g.w];
+    let mut j0 = 0;
+    while j0 + ROW_BLOCK <= ow {
+        let mut acc = [bias; ROW_BLOCK];
+        for ki in 0..k {
+            for kj in 0..k {
+                let wv = wk[ki * k + kj];
+                let src: &[f32; ROW_BLOCK] = rows[ki * g.w + kj + j0..][..ROW_BLOCK]
+                    .try_into()
+                    .expect("a block of the row");
+                for (a, v) in acc.iter_mut().zip(src) {
+                    *a = v.mul_add(wv, *a);
+                }
+            }
+        }
+        out[j0..j0 + ROW_BLOCK].copy_from_slice(&acc);
+        j0 += ROW_BLOCK;
+    }
+    let tail = &mut out[j0..];
+    tail.fill(bias);
+    for ki in 0..k {
+        for kj in 0..k {
+            let wv = wk[ki * k + kj];
+            let src = &rows[ki * g.w + kj + j0..][..tail.len()];
+            for (a, v) in tail.iter_mut().zip(src) {
+                *a = v.mul_add(wv, *a);
             }
         }
     }
@@ -288,16 +330,12 @@ pub(crate) fn pool_rows(
         match kind {
             PoolKind::Max if s == 2 => {
                 let (a, b) = (&z[top..top + ow], &z[top + ow..top + 2 * ow]);
-                for (j, out) in yr.iter_mut().enumerate() {
-                    let c = 2 * j;
-                    let mut best = a[c];
-                    for v in [a[c + 1], b[c], b[c + 1]] {
-                        // `>` keeps the first maximum, and NaN never wins.
-                        if v > best {
-                            best = v;
-                        }
-                    }
-                    *out = act(best);
+                // Column maxima first, then the pair: the same value as the row-major walk
+                // (`>` keeps the earlier value, so a NaN at the window's first place still
+                // wins and a NaN elsewhere never does), and it vectorises.
+                let vmax = |p: f32, q: f32| if q > p { q } else { p };
+                for ((out, a2), b2) in yr.iter_mut().zip(a.chunks_exact(2)).zip(b.chunks_exact(2)) {
+                    *out = act(vmax(vmax(a2[0], b2[0]), vmax(a2[1], b2[1])));
                 }
             }
             PoolKind::Max => {
