@@ -8,7 +8,8 @@ Protocol (matches src/train/bench.rs): f32, 1x150x125 uniform random images, ran
 one step = forward + cross-entropy + backward + SGD (lr 1e-3, momentum 0.9); each figure is
 the median of --steps timed steps after one warm-up step. DP-SGD: Opacus with noise multiplier
 1, clip norm 1, per-example clipping, in each grad-sample mode it offers. Inference: one image,
-eval mode, logits copied to the host, median of 20.
+eval mode, logits copied to the host, --infer-calls (default 200) timed calls after 10 warm-up
+calls: median, 10th and 90th percentiles (the same as `bench train`).
 
 This is an outside reference for our benchmarks, never a dependency of the program.
 """
@@ -39,6 +40,23 @@ def median_seconds(steps, fn):
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def call_seconds(calls, fn, warmup=10):
+    """Sorted seconds of `calls` timed calls of `fn` after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(calls, 1)):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return sorted(times)
+
+
+def quantile(times, q):
+    """Nearest-rank quantile of sorted `times`, as `bench train` computes it."""
+    return times[min(round((len(times) - 1) * q), len(times) - 1)]
 
 
 def batch(n, device):
@@ -92,10 +110,30 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--infer-calls", type=int, default=200)
+    ap.add_argument("--inference-only", action="store_true", help="skip the training figures")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     r = {"torch": torch.__version__, "device": a.device, "threads": a.threads, "steps": a.steps}
+    if not a.inference_only:
+        training(r, a, device)
+    model = dnn_max().to(device).eval()
+    x1, _ = batch(1, device)
+    with torch.no_grad():
+        t = call_seconds(a.infer_calls, lambda: model(x1).cpu())
+    r["inference_calls"] = len(t)
+    r["inference_ms_b1"] = 1e3 * quantile(t, 0.5)
+    r["inference_ms_b1_p10"] = 1e3 * quantile(t, 0.1)
+    r["inference_ms_b1_p90"] = 1e3 * quantile(t, 0.9)
+    if a.json:
+        print(json.dumps(r))
+    else:
+        for k, v in r.items():
+            print(f"{k:40} {v:.2f}" if isinstance(v, float) else f"{k:40} {v}")
+
+
+def training(r, a, device):
     r["plain_images_per_sec_b32"] = plain(32, a.steps, device)
     r["plain_images_per_sec_b64"] = plain(64, a.steps, device)
     try:
@@ -110,15 +148,6 @@ def main():
                     r[f"opacus_{mode}_b{b}_error"] = str(e)[:200]
     except ImportError:
         r["opacus"] = None
-    model = dnn_max().to(device).eval()
-    x1, _ = batch(1, device)
-    with torch.no_grad():
-        r["inference_ms_b1"] = 1e3 * median_seconds(20, lambda: model(x1).cpu())
-    if a.json:
-        print(json.dumps(r))
-    else:
-        for k, v in r.items():
-            print(f"{k:40} {v:.1f}" if isinstance(v, float) else f"{k:40} {v}")
 
 
 if __name__ == "__main__":

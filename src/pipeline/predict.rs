@@ -5,7 +5,7 @@ use super::error::{PipelineError, Result};
 use crate::model::spec::pneumonia_probability;
 use crate::model::Technique;
 use crate::preprocess;
-use crate::train::{Model, TrainData};
+use crate::train::{Model, TrainError};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -23,13 +23,22 @@ pub fn plaintext_probability(model: &Model, shape: [usize; 3], pixels: Vec<f32>)
     )?)))
 }
 
-/// The plaintext logits (one per class) that `model` (candle, CPU) gives one image of `shape`,
-/// pixels in [0, 1].
+/// The plaintext logits (one per class) that `model` (CPU) gives one image of `shape`, pixels
+/// in [0, 1], by the one-image inference path ([`Model::infer_one`]).
 pub fn plaintext_logits(model: &Model, shape: [usize; 3], pixels: Vec<f32>) -> Result<Vec<f32>> {
-    let data = TrainData::new(shape, pixels, vec![0])?;
-    let (xb, _) = data.batch(&[0], &candle_core::Device::Cpu)?;
-    let logits = model.forward_with(&xb, None)?.to_vec2::<f32>()?;
-    logits.into_iter().next().ok_or(PipelineError::NoLogits)
+    if shape != model.input_shape() {
+        return Err(TrainError::InputShape {
+            model: model.kind().name().into(),
+            expected: model.input_shape(),
+            got: shape,
+        }
+        .into());
+    }
+    let logits = model.infer_one(&pixels)?;
+    if logits.is_empty() {
+        return Err(PipelineError::NoLogits);
+    }
+    Ok(logits)
 }
 
 /// One image's plaintext prediction.

@@ -34,8 +34,18 @@ pub struct BenchReport {
     pub dp_ratio_b32: f64,
     /// DP-SGD throughput over plain throughput at batch 64.
     pub dp_ratio_b64: f64,
-    /// Forward pass of one image, logits copied out.
+    /// Forward pass of one image, logits on the host: the median of `inference_calls` calls
+    /// of the path plaintext prediction takes ([`Model::infer_one`]).
     pub inference_ms_b1: f64,
+    /// 10th percentile of the same calls.
+    pub inference_ms_b1_p10: f64,
+    /// 90th percentile of the same calls.
+    pub inference_ms_b1_p90: f64,
+    /// Timed batch-1 calls (after warm-up calls).
+    pub inference_calls: usize,
+    /// Median of as many calls of the training forward (`forward_with`, tensors per layer, a
+    /// batch spread over the threads) on the same image, for comparison.
+    pub inference_ms_b1_tensor_forward: f64,
     /// What each figure measures, for comparison with PyTorch/Opacus runs.
     pub protocol: String,
 }
@@ -63,7 +73,16 @@ impl std::fmt::Display for BenchReport {
             "DP / plain      {:8.2}x       {:8.2}x",
             self.dp_ratio_b32, self.dp_ratio_b64
         )?;
-        writeln!(f, "inference b1    {:8.2} ms", self.inference_ms_b1)?;
+        writeln!(
+            f,
+            "inference b1    {:8.2} ms median, p10-p90 {:.2}-{:.2} ms, {} calls \
+             (training forward: {:.2} ms median)",
+            self.inference_ms_b1,
+            self.inference_ms_b1_p10,
+            self.inference_ms_b1_p90,
+            self.inference_calls,
+            self.inference_ms_b1_tensor_forward
+        )?;
         write!(f, "{}", self.protocol)
     }
 }
@@ -91,6 +110,32 @@ fn time_steps(steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<f64>
     }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
+}
+
+/// Timed batch-1 inference calls: at least this many, whatever `steps` says.
+pub const INFERENCE_CALLS: usize = 200;
+/// Untimed calls first: buffers sized, caches and the thread pool warm.
+const INFERENCE_WARMUP: usize = 10;
+
+/// Seconds of each of `calls` timed calls of `call`, after the warm-up calls, sorted.
+fn time_calls(calls: usize, mut call: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    for _ in 0..INFERENCE_WARMUP {
+        call()?;
+    }
+    let mut times = Vec::with_capacity(calls.max(1));
+    for _ in 0..calls.max(1) {
+        let t = Instant::now();
+        call()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times)
+}
+
+/// The `q` quantile (0..=1) of sorted `times`, nearest rank.
+fn quantile(times: &[f64], q: f64) -> f64 {
+    let i = ((times.len() - 1) as f64 * q).round() as usize;
+    times[i.min(times.len() - 1)]
 }
 
 /// Runs the DNN-Max benchmark with `steps` timed steps per figure.
@@ -149,7 +194,13 @@ pub fn run(steps: usize, prefer_gpu: bool) -> Result<BenchReport> {
     let d32 = private(32, &mut rng)?;
     let d64 = private(64, &mut rng)?;
     let (x1, _) = random_batch(1, &device, &mut rng)?;
-    let infer = time_steps(steps.max(20), || {
+    let pixels = x1.flatten_all()?.to_vec1::<f32>()?;
+    let calls = steps.max(INFERENCE_CALLS);
+    let infer = time_calls(calls, || {
+        std::hint::black_box(model.infer_one(&pixels)?);
+        Ok(())
+    })?;
+    let tensor_forward = time_calls(calls, || {
         model.forward_with(&x1, None)?.to_vec2::<f32>()?;
         Ok(())
     })?;
@@ -166,11 +217,17 @@ pub fn run(steps: usize, prefer_gpu: bool) -> Result<BenchReport> {
         dp_images_per_sec_b64: d64,
         dp_ratio_b32: d32 / p32,
         dp_ratio_b64: d64 / p64,
-        inference_ms_b1: infer * 1e3,
+        inference_ms_b1: quantile(&infer, 0.5) * 1e3,
+        inference_ms_b1_p10: quantile(&infer, 0.1) * 1e3,
+        inference_ms_b1_p90: quantile(&infer, 0.9) * 1e3,
+        inference_calls: calls,
+        inference_ms_b1_tensor_forward: quantile(&tensor_forward, 0.5) * 1e3,
         protocol: format!(
             "protocol: f32, 1x150x125 random images, one step = forward + backward + SGD \
              momentum update (DP-SGD: per-example clipping at C = 1, noise multiplier 1, \
-             Poisson-style expected batch); PyTorch equivalent: torch.set_num_threads({threads}), \
+             Poisson-style expected batch); inference: one image, evaluation mode, logits \
+             on the host, {calls} timed calls after {INFERENCE_WARMUP} warm-up calls; \
+             PyTorch equivalent: torch.set_num_threads({threads}), \
              same model, Opacus for DP"
         ),
     })

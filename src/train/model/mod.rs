@@ -15,6 +15,7 @@
 
 mod dropout;
 mod export;
+mod infer;
 mod init;
 mod pretrained;
 mod walk;

@@ -150,7 +150,7 @@ impl Model {
 
 /// The ReLU and pooling right after layer `i` (fused into the convolution at `i`), and how
 /// many layers that covers.
-fn epilogue_after(layers: &[NetLayer], i: usize) -> (Epilogue, usize) {
+pub(super) fn epilogue_after(layers: &[NetLayer], i: usize) -> (Epilogue, usize) {
     let mut e = Epilogue::NONE;
     let mut next = i + 1;
     if matches!(layers.get(next), Some(NetLayer::Relu)) {

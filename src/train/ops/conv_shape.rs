@@ -91,7 +91,7 @@ impl Epilogue {
         pool: None,
     };
     /// Output side of a convolution output side.
-    pub(super) fn out_hw(&self, oh: usize, ow: usize) -> Result<(usize, usize)> {
+    pub(crate) fn out_hw(&self, oh: usize, ow: usize) -> Result<(usize, usize)> {
         match self.pool {
             None => Ok((oh, ow)),
             Some((_, s)) if s > 0 && oh >= s && ow >= s => Ok((oh / s, ow / s)),

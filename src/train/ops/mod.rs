@@ -15,6 +15,7 @@
 pub mod conv;
 mod conv_backward;
 mod conv_shape;
+pub mod infer;
 pub mod pool;
 mod sgemm;
 pub mod unfold;
