@@ -62,14 +62,14 @@ def t2_pillow(path, draft=False):
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
 
-def _reduction(path):
-    """The largest libjpeg reduction (1, 2, 4, 8) keeping at least GAP x the target."""
+def _probe(path):
+    """(the largest libjpeg reduction 1, 2, 4 or 8 keeping at least GAP x the target, grey?)"""
     with Image.open(path) as im:
-        w, h = im.size
+        (w, h), grey = im.size, im.mode == "L"
     for f in (8, 4, 2):
         if -(-w // f) >= T2_SIZE[0] * GAP and -(-h // f) >= T2_SIZE[1] * GAP:
-            return f
-    return 1
+            return f, grey
+    return 1, grey
 
 
 GREY_FLAGS = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
@@ -79,18 +79,19 @@ COLOUR_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
 
 
 def t2_opencv(path, reduced=False):
-    f = _reduction(path) if reduced else 1
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED if f == 1 else COLOUR_FLAGS[f])
+    if reduced:
+        # The header is read once more to choose the reduction (privxray reads it too).
+        f, grey = _probe(path)
+        img = cv2.imread(path, GREY_FLAGS[f] if grey else COLOUR_FLAGS[f])
+    else:
+        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)  # a grey JPEG stays one plane
     if img is None:
         raise ValueError(f"{path}: OpenCV cannot read it")
-    if img.ndim == 2 or (img.ndim == 3 and np.all(img[..., 0] == img[..., 1])
-                         and np.all(img[..., 1] == img[..., 2])):
-        if f != 1 and img.ndim == 3:
-            img = cv2.imread(path, GREY_FLAGS[f])
-        plane = cv2.resize(img if img.ndim == 2 else img[..., 0], T2_SIZE,
-                           interpolation=cv2.INTER_CUBIC)
+    if img.ndim == 2:
+        plane = cv2.resize(img, T2_SIZE, interpolation=cv2.INTER_CUBIC)
         return np.repeat(plane[None], 3, axis=0)
-    rgb = cv2.cvtColor(cv2.resize(img, T2_SIZE, interpolation=cv2.INTER_CUBIC), cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(cv2.resize(img[..., :3], T2_SIZE, interpolation=cv2.INTER_CUBIC),
+                       cv2.COLOR_BGR2RGB)
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
 
