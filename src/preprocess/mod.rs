@@ -105,6 +105,7 @@ pub fn apply(img: &Decoded, t: Technique) -> Result<Vec<u8>, resize::ResizeError
 
 /// How files are decoded before the resampling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Decoding {
     /// Every pixel at full size (the reference).
     Exact,

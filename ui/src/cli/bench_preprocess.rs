@@ -20,7 +20,7 @@ pub struct PreprocessBench {
     #[arg(long, conflicts_with_all = ["generate", "out"])]
     pub dir: Option<PathBuf>,
     /// The set to generate when --dir is absent: smooth (like the Kermany radiographs: 1000-2000
-    /// px wide, about 60-260 KB) or noisy (1300x1000 with per-pixel sensor noise, about 1 MB).
+    /// px wide, about 200 KB) or noisy (1300x1000 with per-pixel sensor noise, about 330 KB).
     #[arg(long, default_value = "smooth")]
     pub generate: ImageSet,
     /// Keep the generated set in this folder (created; it must not hold images yet), e.g. to run
@@ -41,6 +41,7 @@ pub struct PreprocessBench {
     /// domain, at least twice the target size), or both.
     #[arg(long, default_value = "both")]
     pub decoding: DecodingChoice,
+    /// Print the measurements as JSON (every run's seconds) instead of lines.
     #[arg(long)]
     pub json: bool,
 }
