@@ -27,10 +27,18 @@ pub enum DecodeError {
     Refused(#[from] Refusal),
     #[error("corrupt or unsupported image: {}", .0.to_string().trim())]
     Image(#[from] image::ImageError),
+    #[error("corrupt or unsupported JPEG: {}", .0.to_string().trim())]
+    Jpeg(#[from] jpeg_decoder::Error),
     #[error("corrupt or unsupported DICOM: {0}")]
     Dicom(String),
     #[error("corrupt image: truncated JPEG (no end-of-image marker)")]
     Truncated,
+    #[error("corrupt JPEG: decoded to {bytes} bytes, short of {width}x{height} pixels")]
+    Short {
+        bytes: usize,
+        width: u32,
+        height: u32,
+    },
     #[error("image has no pixels ({width}x{height})")]
     Empty { width: u32, height: u32 },
 }
@@ -131,6 +139,114 @@ pub fn decode_file_with(path: &Path, limits: &ImportLimits) -> Result<Decoded, D
         });
     }
     Ok(decoded)
+}
+
+/// Decodes the file at `path` as [`decode_file_with`] does, except that a JPEG larger than
+/// `reduce.at_least` times `reduce.gap` in both dimensions is decoded at 1/2, 1/4 or 1/8 of its
+/// size in the DCT domain (the largest reduction that keeps both dimensions at least that big),
+/// as libjpeg's scaled decoding and Pillow's `draft` do. Most of a big JPEG's decoding time is
+/// the inverse DCT and colour output of pixels a small target never needs. Other formats, and
+/// JPEGs this decoder does not reduce (CMYK, 12/16-bit), are decoded at full size.
+pub fn decode_file_reduced(
+    path: &Path,
+    limits: &ImportLimits,
+    reduce: Reduce,
+) -> Result<Decoded, DecodeError> {
+    let bytes = read_capped(path, limits)?;
+    let decoded = if is_dicom(path, &bytes) {
+        decode_dicom(&bytes, limits)?
+    } else if bytes.starts_with(&[0xFF, 0xD8]) {
+        match decode_jpeg_reduced(&bytes, limits, reduce)? {
+            Some(d) => d,
+            None => decode_bytes_with(&bytes, limits)?,
+        }
+    } else {
+        decode_bytes_with(&bytes, limits)?
+    };
+    if decoded.width == 0 || decoded.height == 0 {
+        return Err(DecodeError::Empty {
+            width: decoded.width,
+            height: decoded.height,
+        });
+    }
+    Ok(decoded)
+}
+
+/// How far [`decode_file_reduced`] may reduce a JPEG while decoding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reduce {
+    /// The size the caller will resample to (width, height).
+    pub at_least: (u32, u32),
+    /// The decoded image stays at least `gap` times `at_least` in both dimensions, so the exact
+    /// resampling that follows still sees `gap` decoded pixels per output pixel (Pillow's
+    /// `reducing_gap`, 2.0 in its `thumbnail`).
+    pub gap: f64,
+}
+
+impl Reduce {
+    /// The IDCT size (1, 2, 4 or 8 of 8) for a `width` x `height` JPEG: the smallest that keeps
+    /// both dimensions at least `gap * at_least`.
+    pub fn idct_size(&self, width: u32, height: u32) -> u32 {
+        let need_w = (self.at_least.0 as f64 * self.gap).ceil() as u64;
+        let need_h = (self.at_least.1 as f64 * self.gap).ceil() as u64;
+        [1u32, 2, 4]
+            .into_iter()
+            .find(|&s| {
+                scaled_len(width, s) as u64 >= need_w && scaled_len(height, s) as u64 >= need_h
+            })
+            .unwrap_or(8)
+    }
+}
+
+/// A dimension of `len` pixels decoded with an IDCT of `s` of 8 (rounded up, as libjpeg).
+fn scaled_len(len: u32, s: u32) -> u32 {
+    (len * s).div_ceil(8)
+}
+
+/// Decodes a JPEG at reduced scale, or `None` when it should be decoded at full size: no
+/// reduction applies, or the image is one this path does not handle (CMYK, 16-bit).
+fn decode_jpeg_reduced(
+    bytes: &[u8],
+    limits: &ImportLimits,
+    reduce: Reduce,
+) -> Result<Option<Decoded>, DecodeError> {
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    // The header only (up to the frame header): nothing allocated for pixels.
+    decoder.read_info()?;
+    let info = decoder.info().ok_or(DecodeError::Truncated)?;
+    let (width, height) = (info.width as u32, info.height as u32);
+    limits.check_pixels(width, height)?;
+    let channels = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => 1,
+        jpeg_decoder::PixelFormat::RGB24 => 3,
+        _ => return Ok(None),
+    };
+    let s = reduce.idct_size(width, height);
+    if s == 8 {
+        return Ok(None);
+    }
+    if !has_jpeg_end(bytes) {
+        return Err(DecodeError::Truncated);
+    }
+    let (w, h) = (scaled_len(width, s), scaled_len(height, s));
+    // The decoder picks the smallest IDCT giving either dimension at least the request; asking
+    // for exactly the size of IDCT `s` yields `s` (a smaller one is smaller in both).
+    let (got_w, got_h) = decoder.scale(w as u16, h as u16)?;
+    let pixels = decoder.decode()?;
+    let (got_w, got_h) = (got_w as u32, got_h as u32);
+    if pixels.len() != got_w as usize * got_h as usize * channels {
+        return Err(DecodeError::Short {
+            bytes: pixels.len(),
+            width: got_w,
+            height: got_h,
+        });
+    }
+    Ok(Some(Decoded {
+        width: got_w,
+        height: got_h,
+        channels: channels as u8,
+        pixels,
+    }))
 }
 
 /// Decodes JPEG or PNG bytes under the default [`ImportLimits`].
@@ -235,3 +351,7 @@ fn robust_range(values: &[f32]) -> (f32, f32) {
     let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
     (at(0.005), at(0.995))
 }
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;

@@ -13,7 +13,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use crate::model::{ClassNames, Label};
-pub use decode::{decode_file, decode_file_with, DecodeError, Decoded};
+pub use decode::{
+    decode_file, decode_file_reduced, decode_file_with, DecodeError, Decoded, Reduce,
+};
 pub use files::is_image_extension;
 pub use labels::Labelling;
 pub use open::{ImportLimits, Refusal};

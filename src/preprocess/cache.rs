@@ -7,13 +7,15 @@
 //! - `format`: `privxray-preprocess-cache-v2` (a v1 cache is rebuilt once);
 //! - `technique`: `1` or `2`;
 //! - `limits`: JSON [`ImportLimits`] the outcomes were reached under;
+//! - `decoding`: `exact` or `reduced` ([`Decoding`]), which changes the pixels; a cache without
+//!   it was made before reduced decoding existed, so it is `exact`;
 //! - `manifest`: JSON list of entries `{"path", "fingerprint", "outcome"}`, where `path` is a
 //!   string when the name is UTF-8 and `{"hex": "..."}` (the raw bytes of the name) otherwise,
 //!   so any name the file system allows round-trips;
 //! - `checksum`: hex BLAKE2b-256 of the manifest text followed by the pixel bytes. A cache whose
 //!   checksum does not match is reported and rebuilt, never used.
 
-use super::{image_len, Preprocessed, Technique};
+use super::{image_len, Decoding, Preprocessed, Technique};
 use crate::data::ImportLimits;
 use blake2::{digest::consts::U32, Blake2b, Digest};
 use safetensors::tensor::{Dtype, TensorView};
@@ -157,12 +159,13 @@ impl Cache {
     pub fn load(
         file: &Path,
         t: Technique,
+        decoding: Decoding,
         limits: &ImportLimits,
     ) -> (Option<Cache>, Option<String>) {
         if !file.exists() {
             return (None, None);
         }
-        match Self::try_load(file, t, limits) {
+        match Self::try_load(file, t, decoding, limits) {
             Ok(c) => (Some(c), None),
             Err(reason) => (
                 None,
@@ -174,7 +177,12 @@ impl Cache {
         }
     }
 
-    fn try_load(file: &Path, t: Technique, limits: &ImportLimits) -> Result<Cache, String> {
+    fn try_load(
+        file: &Path,
+        t: Technique,
+        decoding: Decoding,
+        limits: &ImportLimits,
+    ) -> Result<Cache, String> {
         let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
         let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| e.to_string())?;
         let info = meta.metadata().as_ref().ok_or("no metadata")?;
@@ -183,6 +191,16 @@ impl Cache {
         }
         if info.get("technique") != Some(&t.number().to_string()) {
             return Err("made for another technique".into());
+        }
+        let made_with = info
+            .get("decoding")
+            .map(String::as_str)
+            .unwrap_or(Decoding::Exact.name());
+        if made_with != decoding.name() {
+            return Err(format!(
+                "made with {made_with} decoding, this run uses {}",
+                decoding.name()
+            ));
         }
         let made_under: ImportLimits = serde_json::from_str(info.get("limits").ok_or("no limits")?)
             .map_err(|e| format!("bad limits: {e}"))?;
@@ -251,6 +269,7 @@ impl Cache {
     pub fn write(
         file: &Path,
         t: Technique,
+        decoding: Decoding,
         limits: &ImportLimits,
         entries: &[Entry],
         set: &Preprocessed,
@@ -262,6 +281,7 @@ impl Cache {
             ("format".to_string(), FORMAT.to_string()),
             ("technique".to_string(), t.number().to_string()),
             ("limits".to_string(), limits),
+            ("decoding".to_string(), decoding.name().to_string()),
             ("checksum".to_string(), checksum(&manifest, &set.pixels)),
             ("manifest".to_string(), manifest),
         ]

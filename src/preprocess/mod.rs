@@ -7,15 +7,20 @@
 //!   replicated), scale to [0, 1]: f32 3x224x224. The paper does not say how technique 2 is
 //!   scaled; dividing by 255 keeps both techniques on one scale.
 //!
+//! Decoding is exact (every pixel) or reduced ([`Decoding`]): a big JPEG decoded at 1/2, 1/4 or
+//! 1/8 scale in the DCT domain, staying at least twice the target size, before the same
+//! resampling. [`DEFAULT_DECODING`] is what the pipeline and the cache use.
+//!
 //! Resampling follows Pillow's convention (a separable convolution whose filter support
 //! widens with the downscale factor, i.e. antialiased), with the triangle filter for bilinear and
 //! Catmull-Rom (a = -0.5) for bicubic, through the SIMD resizer `fast_image_resize`. Results are
 //! kept as u8 (0..=255) and turned into f32 by [`to_unit`] when used: the cache stays a quarter
 //! of the size and the values are exactly what an 8-bit pipeline produces.
 //!
-//! Imports its children, `data` and `model` (`cache` adds `atomic`); never `train`, `mpc`, `net`,
+//! Imports its children, `data` and `model` (`cache` adds `atomic`, `bench` adds `synth`); never `train`, `mpc`, `net`,
 //! `party`, `pipeline` or terminal code.
 
+pub mod bench;
 pub mod cache;
 mod resize;
 
@@ -24,7 +29,8 @@ pub use resize::{resize_plane, Filter};
 
 pub use crate::data::ImportLimits;
 use crate::data::{
-    self, decode_file_with, ClassNames, DataError, Decoded, Item, Label, Labelling, Skipped, Split,
+    self, decode_file_reduced, decode_file_with, ClassNames, DataError, Decoded, Item, Label,
+    Labelling, Reduce, Skipped, Split,
 };
 use rayon::prelude::*;
 use serde::Serialize;
@@ -97,6 +103,44 @@ pub fn apply(img: &Decoded, t: Technique) -> Result<Vec<u8>, resize::ResizeError
     }
 }
 
+/// How files are decoded before the resampling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decoding {
+    /// Every pixel at full size (the reference).
+    Exact,
+    /// A JPEG at least four times the target in both dimensions decoded at 1/2, 1/4 or 1/8 scale
+    /// in the DCT domain, keeping at least twice the target ([`REDUCING_GAP`]), as Pillow's
+    /// `draft` with `thumbnail`'s reducing gap does.
+    Reduced,
+}
+
+/// The decoded image stays at least this many times the target size in both dimensions.
+pub const REDUCING_GAP: f64 = 2.0;
+
+/// The decoding the pipeline (and so the cache) uses.
+pub const DEFAULT_DECODING: Decoding = Decoding::Exact;
+
+impl Decoding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Decoding::Exact => "exact",
+            Decoding::Reduced => "reduced",
+        }
+    }
+}
+
+impl std::str::FromStr for Decoding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exact" => Ok(Decoding::Exact),
+            "reduced" => Ok(Decoding::Reduced),
+            other => Err(format!("unknown decoding {other:?}: exact or reduced")),
+        }
+    }
+}
+
 /// Decodes and preprocesses one file under the default [`ImportLimits`].
 pub fn load_image(path: &Path, t: Technique) -> Result<Vec<u8>, String> {
     load_image_with(path, t, &ImportLimits::default())
@@ -108,7 +152,28 @@ pub fn load_image_with(
     t: Technique,
     limits: &ImportLimits,
 ) -> Result<Vec<u8>, String> {
-    let img = decode_file_with(path, limits).map_err(|e| e.to_string())?;
+    load_image_using(path, t, limits, DEFAULT_DECODING)
+}
+
+/// Decodes (as `decoding` says) and preprocesses one file, refusing it if it breaks `limits`.
+pub fn load_image_using(
+    path: &Path,
+    t: Technique,
+    limits: &ImportLimits,
+    decoding: Decoding,
+) -> Result<Vec<u8>, String> {
+    let img = match decoding {
+        Decoding::Exact => decode_file_with(path, limits),
+        Decoding::Reduced => {
+            let [_, h, w] = t.input_shape();
+            let reduce = Reduce {
+                at_least: (w as u32, h as u32),
+                gap: REDUCING_GAP,
+            };
+            decode_file_reduced(path, limits, reduce)
+        }
+    }
+    .map_err(|e| e.to_string())?;
     apply(&img, t).map_err(|e| e.to_string())
 }
 
@@ -291,13 +356,35 @@ pub fn run_with(
     limits: &ImportLimits,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<(Preprocessed, Summary), PreprocessError> {
+    run_using(
+        root,
+        t,
+        labelling,
+        cache_dir,
+        limits,
+        DEFAULT_DECODING,
+        progress,
+    )
+}
+
+/// [`run_with`] decoding as `decoding` says (the cache records it: one made with another
+/// decoding is rebuilt, not reused).
+pub fn run_using(
+    root: &Path,
+    t: Technique,
+    labelling: &Labelling,
+    cache_dir: Option<&Path>,
+    limits: &ImportLimits,
+    decoding: Decoding,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<(Preprocessed, Summary), PreprocessError> {
     let start = Instant::now();
     let index = data::scan_with(root, labelling)?;
     let total = index.items.len();
     let (cache, cache_file, cache_note) = match cache_dir {
         Some(dir) => {
             let file = cache::cache_path(dir, root, t);
-            let (loaded, note) = cache::Cache::load(&file, t, limits);
+            let (loaded, note) = cache::Cache::load(&file, t, decoding, limits);
             (loaded, Some(file), note)
         }
         None => (None, None, None),
@@ -331,7 +418,7 @@ pub fn run_with(
                 .and_then(|fp| cache.as_ref().and_then(|c| c.lookup(&item.path, fp)));
             let (res, from_cache) = match hit {
                 Some(r) => (r, true),
-                None => (load_image_with(&item.path, t, limits), false),
+                None => (load_image_using(&item.path, t, limits, decoding), false),
             };
             report(from_cache);
             (res, from_cache)
@@ -377,7 +464,7 @@ pub fn run_with(
     if let Some(file) = &cache_file {
         let stale = cache.as_ref().map(|c| !c.matches(&entries)).unwrap_or(true);
         if stale {
-            cache::Cache::write(file, t, limits, &entries, &out).map_err(|source| {
+            cache::Cache::write(file, t, decoding, limits, &entries, &out).map_err(|source| {
                 PreprocessError::CacheWrite {
                     path: file.clone(),
                     source,
@@ -428,3 +515,6 @@ pub fn run_with(
     };
     Ok((out, summary))
 }
+
+#[cfg(test)]
+mod tests;

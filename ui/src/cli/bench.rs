@@ -1,20 +1,19 @@
 //! `privxray bench ...`: benchmarks that print figures (never timed tests).
 //!
-//! Imports the engine's benchmarks (`model`, `mpc`, `net`, `party`, `preprocess`, `synth`,
-//! `train`), its `bench_demo` sibling for `bench demo` and `scratch`; never `tui` or `backends`.
+//! Imports the engine's benchmarks (`model`, `mpc`, `net`, `party`, `train`) and its
+//! `bench_demo` and `bench_preprocess` siblings for those two; never `tui` or `backends`.
 
-use super::scratch::Scratch;
 use clap::{Args, Subcommand};
-use privxray::model::{ModelKind, Technique};
-use privxray::preprocess;
-use privxray::synth::{self, SynthOptions};
-use std::path::PathBuf;
+use privxray::model::ModelKind;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Images/s of both preprocessing techniques on generated 1300x1000 JPEGs.
-    Preprocess(PreprocessBench),
+    /// Images/s of both preprocessing techniques (exact and reduced decoding) on a folder of
+    /// images (--dir) or a generated set (--generate smooth|noisy), on --threads threads: the
+    /// median of --runs timed runs after a warm-up. Compare with scripts/preprocess_reference.py
+    /// on the same folder and worker count.
+    Preprocess(super::bench_preprocess::PreprocessBench),
     /// Noise channel throughput (six directions between three parties) and handshake time.
     Net(NetBench),
     /// Private inference of one model (random weights; dnn-max unless --model) by three
@@ -73,19 +72,9 @@ pub struct TrainBench {
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
-pub struct PreprocessBench {
-    /// Number of generated images.
-    #[arg(long, default_value_t = 200)]
-    pub count: usize,
-    /// Folder for the generated images (default: a temporary folder).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-}
-
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Preprocess(bench) => preprocess_bench(bench),
+        BenchCommand::Preprocess(bench) => super::bench_preprocess::preprocess_bench(bench),
         BenchCommand::Net(bench) => {
             let r = privxray::net::bench::run(privxray::net::bench::BenchSettings {
                 message_bytes: bench.message_bytes,
@@ -107,47 +96,6 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn preprocess_bench(bench: PreprocessBench) -> anyhow::Result<()> {
-    let tmp;
-    let dir = match bench.dir {
-        Some(d) => d,
-        None => {
-            tmp = Scratch::new("bench")?;
-            tmp.path().to_path_buf()
-        }
-    };
-    let mut opts = SynthOptions::new(bench.count, 42);
-    opts.width_range = (1300, 1300);
-    opts.aspect_range = (1000.0 / 1300.0, 1000.0 / 1300.0);
-    let t0 = Instant::now();
-    // Noisy synthetic radiographs (sensor noise sigma 3-9 grey levels), 1300x1000.
-    synth::generate(&dir, &opts)?;
-    println!(
-        "generated {} 1300x1000 JPEGs in {:.1} s ({} threads)",
-        bench.count,
-        t0.elapsed().as_secs_f64(),
-        rayon::current_num_threads()
-    );
-    for technique in [Technique::T1, Technique::T2] {
-        // Best of three, no cache: decode + resize every time.
-        let mut best = f64::MAX;
-        for _ in 0..3 {
-            let t0 = Instant::now();
-            let (set, _) = preprocess::run(&dir, technique, None, &|_| {})?;
-            assert_eq!(set.len(), bench.count);
-            best = best.min(t0.elapsed().as_secs_f64());
-        }
-        println!(
-            "technique {}: {:.1} images/s ({:.3} s for {})",
-            technique.number(),
-            bench.count as f64 / best,
-            best,
-            bench.count
-        );
-    }
-    Ok(())
 }
 
 fn mpc_bench(bench: MpcBench) -> anyhow::Result<()> {

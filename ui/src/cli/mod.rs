@@ -7,6 +7,7 @@
 mod audit;
 mod bench;
 mod bench_demo;
+mod bench_preprocess;
 mod common;
 mod data;
 mod epsilon;
