@@ -261,7 +261,7 @@ fn train_finished() {
         stopped: false,
         epochs_run: 3,
         best_val_acc: 0.8,
-        test: Some(binary_metrics(78)),
+        test: Some(Box::new(binary_metrics(78))),
         // The engine's figure for the run: its ledger's after the last step.
         epsilon: h.app.train.spent,
         checkpoint: Some(PathBuf::from("runs/dnn-av/best.safetensors")),
@@ -311,7 +311,7 @@ fn train_finished_with_three_classes() {
         stopped: false,
         epochs_run: 3,
         best_val_acc: 0.8,
-        test: Some(three_class_metrics()),
+        test: Some(Box::new(three_class_metrics())),
         epsilon: h.app.train.spent,
         checkpoint: Some(PathBuf::from("runs/dnn-max/best.safetensors")),
     })));
@@ -433,7 +433,7 @@ fn sweep_run(h: &mut Harness, eps: Option<f64>, acc: f64) {
         stopped: false,
         epochs_run: 10,
         best_val_acc: acc,
-        test: Some(binary_metrics((acc * 100.0).round() as u64)),
+        test: Some(Box::new(binary_metrics((acc * 100.0).round() as u64))),
         epsilon: eps,
         checkpoint: Some(PathBuf::from("runs/sweep/best.safetensors")),
     })));
@@ -515,7 +515,7 @@ fn privacy_sweep() {
         stopped: true,
         epochs_run: 3,
         best_val_acc: 0.6,
-        test: Some(binary_metrics(60)),
+        test: Some(Box::new(binary_metrics(60))),
         epsilon: Some(0.4),
         checkpoint: None,
     })));

@@ -203,7 +203,8 @@ pub struct TrainOutcome {
     pub best_val_acc: f64,
     /// The engine's metrics of the released checkpoint on the evaluation set (test + val), when
     /// measured: accuracy, and per class the one-vs-rest figures and the confusion matrix.
-    pub test: Option<Metrics>,
+    /// Boxed: the events that carry it stay small.
+    pub test: Option<Box<Metrics>>,
     pub epsilon: Option<f64>,
     pub checkpoint: Option<PathBuf>,
 }

@@ -222,7 +222,7 @@ impl TrainView<'_> {
         let t = self.tab;
         let theme = self.theme;
         let evaluation = match &t.state {
-            RunState::Finished(o) => o.test.as_ref().map(|metrics| Evaluation {
+            RunState::Finished(o) => o.test.as_deref().map(|metrics| Evaluation {
                 metrics,
                 what: "test + val",
                 theme,
