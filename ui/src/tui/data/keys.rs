@@ -1,5 +1,6 @@
 //! What a key does on the Data tab: move between sources, switch technique and labels, type a
-//! folder, scroll the skipped files, and ask for preprocessing. May not import the app or the views.
+//! folder, scroll the skipped files, and ask for preprocessing. May not import the app or the
+//! views.
 
 use super::state::{DataTab, JobState};
 use crate::tui::action::Action;

@@ -1,7 +1,6 @@
 //! Drawing of the Data tab: the sources with the technique and labels, the preprocessing
 //! progress, counts per split and class (one column per class, any number), previews and
-//! skipped files. Reads [`DataTab`] only; may not import the app or the
-//! event queue.
+//! skipped files. Reads [`DataTab`] only; may not import the app or the event queue.
 
 use super::state::{DataTab, JobState};
 use crate::tui::backend::Labelling;

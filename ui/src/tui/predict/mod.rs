@@ -1,7 +1,7 @@
 //! The Private prediction tab: the three parties' status, the shared model and its classes, an
 //! image picker, and each private prediction beside the plaintext one, every class's
-//! probability included. This module holds the tab's state;
-//! `keys` what a key does to it, `view` the drawing.
+//! probability included. This module holds the tab's state; `keys` what a key does to it,
+//! `view` the drawing.
 //! Imports `tui::backend`, the Data tab's plain types (`data::source`) and `widgets`; never the
 //! app or the other tabs.
 

@@ -1,6 +1,6 @@
 //! Drawing of the Private prediction tab: the parties' table, the image picker and preview,
-//! and the latest results with every class's probability. Reads [`PredictTab`] only; may not import the app or the event
-//! queue.
+//! and the latest results with every class's probability. Reads [`PredictTab`] only; may not
+//! import the app or the event queue.
 
 use super::{PredictTab, PredictionRow};
 use crate::tui::backend::{party_label, ClassProbs, PartyId, PartyState};
@@ -9,6 +9,7 @@ use crate::tui::theme::Theme;
 use crate::tui::widgets::Preview;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{
     Block, List, ListItem, ListState, Paragraph, Row, StatefulWidget, Table, Widget, Wrap,
@@ -227,7 +228,7 @@ impl PredictView<'_> {
             let style = if k == r.private.class() {
                 theme.bold()
             } else {
-                ratatui::style::Style::new()
+                Style::new()
             };
             lines.push(Line::from(vec![
                 Span::styled(

@@ -1,6 +1,7 @@
 //! Drawing of the Train tab: the settings with the DP sliders and epsilon, the run's status,
 //! the charts, and once a run has been evaluated its per-class figures and confusion matrix
-//! (in place of the step loss). Reads [`TrainTab`] only; may not import the app or the event queue.
+//! (in place of the step loss). Reads [`TrainTab`] only; may not import the app or the event
+//! queue.
 
 use super::state::{Epsilon, Field, RunState, TrainTab, CLIP_RANGE, NOISE_RANGE};
 use crate::tui::backend::{EpochPoint, OptimizerChoice};
