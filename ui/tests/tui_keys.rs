@@ -8,7 +8,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use privxray::privacy::{Delta, NoiseMultiplier, RdpAccountant, SampleRate};
 use privxray_ui::tui;
 use privxray_ui::tui::app::TabId;
-use privxray_ui::tui::backend::{DpStep, TrainUpdate};
+use privxray_ui::tui::backend::{DpStep, Labelling, TrainUpdate};
 use privxray_ui::tui::event::{AppEvent, Event};
 use privxray_ui::tui::projection::{LedgerSegment, Projection};
 use privxray_ui::tui::train::{Epsilon, Field};
@@ -440,4 +440,32 @@ fn privacy_keys_are_in_the_footer_and_help() {
     press(&mut h, KeyCode::Char('x'));
     assert!(h.calls.lock().unwrap().is_empty());
     assert!(h.screen().contains("no sweep is running"));
+}
+
+#[test]
+fn c_switches_the_labels_and_the_next_preprocessing_uses_them() {
+    let mut h = harness();
+    assert_eq!(h.app.data.labelling, Labelling::Folders);
+    // The bundled samples by class folder: two classes.
+    press(&mut h, KeyCode::Enter);
+    h.finish_preprocessing();
+    let ready = h.app.data.ready().expect("preprocessed").clone();
+    assert_eq!(ready.data.classes.names(), ["NORMAL", "PNEUMONIA"]);
+    // c: by pneumonia subtype; the bundled pneumonia files are all bacterial.
+    press(&mut h, KeyCode::Char('c'));
+    assert_eq!(h.app.data.labelling, Labelling::Subtype);
+    press(&mut h, KeyCode::Enter);
+    h.finish_preprocessing();
+    let ready = h.app.data.ready().expect("preprocessed").clone();
+    assert_eq!(ready.data.classes.names(), ["BACTERIA", "NORMAL", "VIRUS"]);
+    let counts: Vec<usize> = ready.parts[0].summary.counts[0].per_class.clone();
+    assert_eq!(counts, [4, 4, 0]);
+    // The Train tab's run takes these items (their labels) as they are.
+    assert_eq!(h.app.train.train_images, Some(ready.train_images()));
+    // c again: back to the folders; a running job ignores it.
+    press(&mut h, KeyCode::Char('c'));
+    assert_eq!(h.app.data.labelling, Labelling::Folders);
+    h.app.data.begin(1, Labelling::Folders);
+    press(&mut h, KeyCode::Char('c'));
+    assert_eq!(h.app.data.labelling, Labelling::Folders);
 }

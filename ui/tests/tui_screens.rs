@@ -11,14 +11,14 @@ use privxray::model::ModelKind;
 use privxray_ui::tui;
 use privxray_ui::tui::app::TabId;
 use privxray_ui::tui::backend::{
-    AuditUpdate, ClassProb, DpStep, EpochPoint, PartyId, PartyState, PartyStatus, PartyUpdate,
-    TrainOutcome, TrainUpdate,
+    AuditUpdate, ClassNames, ClassProbs, DpStep, EpochPoint, Metrics, PartyId, PartyState,
+    PartyStatus, PartyUpdate, TrainOutcome, TrainUpdate,
 };
 use privxray_ui::tui::data::PreprocessUpdate;
 use privxray_ui::tui::event::{AppEvent, Event};
 use privxray_ui::tui::privacy::{AuditState, RunRecord};
 use std::path::PathBuf;
-use tui_common::{harness, Harness};
+use tui_common::{harness, three_class_kermany, Harness};
 
 fn press(h: &mut Harness, code: KeyCode) {
     h.app
@@ -80,6 +80,108 @@ fn data_error_for_missing_folder() {
     let s = h.screen();
     assert!(s.contains("no/such/folder does not"), "{s}");
     insta::assert_snapshot!("data_error", s);
+}
+
+/// The bundled samples by pneumonia subtype (see `three_class_kermany`), preprocessed through
+/// the Data tab: a source added, chosen, `c` for the subtype labels, Enter.
+fn with_three_classes() -> (tempfile::TempDir, Harness) {
+    let (tmp, root) = three_class_kermany();
+    let mut h = harness();
+    h.app.data.sources.push(tui::data::DataSource::folder(
+        root,
+        "bundled samples by subtype",
+    ));
+    press(&mut h, KeyCode::Char('j'));
+    press(&mut h, KeyCode::Char('j'));
+    press(&mut h, KeyCode::Char('c'));
+    press(&mut h, KeyCode::Enter);
+    h.finish_preprocessing();
+    assert!(h.app.data.ready().is_some(), "{:?}", h.app.data.job);
+    (tmp, h)
+}
+
+/// The words after `first` on the first screen line where `first` is followed by words that
+/// `fits` accepts (panels side by side: the rest of the line, borders dropped).
+fn cells_after(screen: &str, first: &str, fits: impl Fn(&[String]) -> bool) -> Vec<String> {
+    for line in screen.lines() {
+        let words: Vec<String> = line
+            .trim_matches('"')
+            .split(['│', ' '])
+            .filter(|w| !w.is_empty())
+            .map(String::from)
+            .collect();
+        for (i, w) in words.iter().enumerate() {
+            if w == first && fits(&words[i + 1..]) {
+                return words[i + 1..].to_vec();
+            }
+        }
+    }
+    panic!("no line with {first} followed as wanted:\n{screen}")
+}
+
+/// The words after `first` where `with` is among the three that follow it.
+fn row_after(screen: &str, first: &str, with: &str) -> Vec<String> {
+    cells_after(screen, first, |rest| rest.iter().take(3).any(|w| w == with))
+}
+
+/// A class's probabilities, private then plaintext.
+fn probability_row(screen: &str, class: &str) -> Vec<String> {
+    cells_after(screen, class, |rest| {
+        rest.len() >= 2 && rest[..2].iter().all(|w| w.ends_with('%'))
+    })
+}
+
+/// A confusion matrix row: the counts after the class name.
+fn confusion_row(screen: &str, class: &str) -> Vec<String> {
+    cells_after(screen, class, |rest| {
+        rest.first().is_some_and(|w| w.parse::<u64>().is_ok())
+    })
+}
+
+#[test]
+fn data_finished_with_three_classes() {
+    let (_tmp, h) = with_three_classes();
+    let ready = h.app.data.ready().unwrap();
+    assert_eq!(
+        ready.data.classes.names(),
+        ["BACTERIA", "NORMAL", "VIRUS"],
+        "the subtype labels reached the engine"
+    );
+    let s = h.screen();
+    // One column per class, one row per split, the counts the engine's summary gives.
+    let header = cells_after(&s, "folder", |r| r.get(4).is_some_and(|w| w == "VIRUS"));
+    assert_eq!(
+        header[..5],
+        ["origin", "split", "BACTERIA", "NORMAL", "VIRUS"]
+    );
+    assert_eq!(
+        row_after(&s, "three", "train")[..5],
+        ["real", "train", "1", "3", "1"],
+        "{s}"
+    );
+    assert_eq!(
+        row_after(&s, "three", "test")[..5],
+        ["real", "test", "1", "1", "1"],
+        "{s}"
+    );
+    assert!(
+        s.contains("labels: pneumonia subtype (c: class folders)"),
+        "{s}"
+    );
+    insta::assert_snapshot!("data_finished_three_classes", s);
+
+    // Switching the labels back asks for another run of the job before the counts follow.
+    let mut h = h;
+    press(&mut h, KeyCode::Char('c'));
+    let s = h.screen();
+    assert!(s.contains("labels: class folders · Enter applies"), "{s}");
+}
+
+/// The engine's metrics of `correct` right answers among 100 binary images (50 of each class).
+fn binary_metrics(correct: u64) -> Metrics {
+    let tn = correct / 2;
+    let tp = correct - tn;
+    Metrics::from_confusion([[tn, 50 - tn], [50 - tp, tp]], 0.4, Some(0.9))
 }
 
 fn epoch(e: usize, val_acc: f64) -> EpochPoint {
@@ -159,13 +261,75 @@ fn train_finished() {
         stopped: false,
         epochs_run: 3,
         best_val_acc: 0.8,
-        test_acc: Some(0.78),
+        test: Some(Box::new(binary_metrics(78))),
         // The engine's figure for the run: its ledger's after the last step.
         epsilon: h.app.train.spent,
         checkpoint: Some(PathBuf::from("runs/dnn-av/best.safetensors")),
     })));
     assert_eq!(h.app.privacy.runs.len(), 1);
-    insta::assert_snapshot!("train_finished", h.screen());
+    let s = h.screen();
+    // The binary confusion [[39, 11], [11, 39]] under the class names, rows true.
+    assert_eq!(confusion_row(&s, "NORMAL")[..2], ["39", "11"], "{s}");
+    assert_eq!(confusion_row(&s, "PNEUMONIA")[..2], ["11", "39"], "{s}");
+    insta::assert_snapshot!("train_finished", s);
+}
+
+/// Three classes: 30 test images, 10 of each; the model mistakes 3 BACTERIA for VIRUS, 4 VIRUS
+/// for BACTERIA and 1 NORMAL for VIRUS, as the engine's metrics from probabilities count them.
+fn three_class_metrics() -> Metrics {
+    let classes: Vec<String> = ["BACTERIA", "NORMAL", "VIRUS"].map(String::from).into();
+    let mut labels = Vec::new();
+    let mut probabilities = Vec::new();
+    let predicted = [
+        (0u8, 7, 0),
+        (0, 3, 2),
+        (1, 9, 1),
+        (1, 1, 2),
+        (2, 6, 2),
+        (2, 4, 0),
+    ];
+    for (truth, n, pred) in predicted {
+        for i in 0..n {
+            labels.push(truth);
+            // Confidence varies so the ROC-AUCs are not all ties.
+            let top = 0.5 + 0.04 * i as f32;
+            probabilities.push(
+                (0..3)
+                    .map(|c| if c == pred { top } else { (1.0 - top) / 2.0 })
+                    .collect(),
+            );
+        }
+    }
+    Metrics::from_probabilities(&probabilities, &[0.0; 30], &labels, 0.7, &classes)
+}
+
+#[test]
+fn train_finished_with_three_classes() {
+    let (_tmp, mut h) = with_three_classes();
+    running(&mut h);
+    h.app_event(AppEvent::Train(TrainUpdate::Finished(TrainOutcome {
+        stopped: false,
+        epochs_run: 3,
+        best_val_acc: 0.8,
+        test: Some(Box::new(three_class_metrics())),
+        epsilon: h.app.train.spent,
+        checkpoint: Some(PathBuf::from("runs/dnn-max/best.safetensors")),
+    })));
+    let s = h.screen();
+    // Rows true, columns predicted, in the classes' order; the diagonal is what was right.
+    assert_eq!(confusion_row(&s, "BACTERIA")[..3], ["7", "0", "3"], "{s}");
+    assert_eq!(confusion_row(&s, "NORMAL")[..3], ["0", "9", "1"], "{s}");
+    assert_eq!(confusion_row(&s, "VIRUS")[..3], ["4", "0", "6"], "{s}");
+    // 22 of 30 right.
+    assert!(s.contains("test + val: 30 images · accuracy 73.3%"), "{s}");
+    assert!(s.contains("test 73.3%"), "{s}");
+    // NORMAL one-vs-rest: precision 9/9, recall 9/10, specificity 20/20.
+    assert_eq!(
+        row_after(&s, "NORMAL", "0.90")[..3],
+        ["1.00", "0.90", "1.00"],
+        "{s}"
+    );
+    insta::assert_snapshot!("train_finished_three_classes", s);
 }
 
 #[test]
@@ -269,7 +433,7 @@ fn sweep_run(h: &mut Harness, eps: Option<f64>, acc: f64) {
         stopped: false,
         epochs_run: 10,
         best_val_acc: acc,
-        test_acc: Some(acc),
+        test: Some(Box::new(binary_metrics((acc * 100.0).round() as u64))),
         epsilon: eps,
         checkpoint: Some(PathBuf::from("runs/sweep/best.safetensors")),
     })));
@@ -351,7 +515,7 @@ fn privacy_sweep() {
         stopped: true,
         epochs_run: 3,
         best_val_acc: 0.6,
-        test_acc: Some(0.6),
+        test: Some(Box::new(binary_metrics(60))),
         epsilon: Some(0.4),
         checkpoint: None,
     })));
@@ -471,6 +635,7 @@ fn ready_parties(h: &mut Harness, served: u64) {
     }
     h.app_event(AppEvent::Party(PartyUpdate::ModelShared {
         model: "dnn-av".into(),
+        classes: ClassNames::binary(),
     }));
 }
 
@@ -494,20 +659,69 @@ fn predict_finished() {
     press(&mut h, KeyCode::Enter);
     h.app_event(AppEvent::Party(PartyUpdate::Prediction {
         id: 0,
-        private: ClassProb {
-            class: 1,
-            probability: 0.912,
-        },
-        plaintext: Some(ClassProb {
-            class: 1,
-            probability: 0.914,
-        }),
+        private: ClassProbs(vec![0.088, 0.912]),
+        plaintext: Some(ClassProbs(vec![0.086, 0.914])),
         seconds: 1.25,
         bytes: 3_400_000,
     }));
     let s = h.screen();
     assert!(s.contains("PNEUMONIA 91.2%"), "{s}");
+    // Both classes' probabilities, private then plaintext.
+    assert_eq!(probability_row(&s, "NORMAL")[..2], ["8.8%", "8.6%"], "{s}");
+    assert_eq!(
+        probability_row(&s, "PNEUMONIA")[..2],
+        ["91.2%", "91.4%"],
+        "{s}"
+    );
     insta::assert_snapshot!("predict_finished", s);
+}
+
+#[test]
+fn predict_finished_with_three_classes() {
+    let (_tmp, mut h) = with_three_classes();
+    press(&mut h, KeyCode::Char('4'));
+    for p in PartyId::ALL {
+        h.app_event(AppEvent::Party(PartyUpdate::Status {
+            party: p,
+            status: status(PartyState::Ready, 2, 1),
+        }));
+    }
+    h.app_event(AppEvent::Party(PartyUpdate::ModelShared {
+        model: "dnn-max".into(),
+        classes: privxray::data::labels::subtype_classes(),
+    }));
+    // The test split's images, the classes in turn.
+    let truths: Vec<_> = h
+        .app
+        .predict
+        .candidates
+        .iter()
+        .map(|c| c.truth.as_str())
+        .collect();
+    assert_eq!(truths, ["BACTERIA", "NORMAL", "VIRUS"]);
+    press(&mut h, KeyCode::Char('j'));
+    press(&mut h, KeyCode::Char('j'));
+    press(&mut h, KeyCode::Enter);
+    h.app_event(AppEvent::Party(PartyUpdate::Prediction {
+        id: 0,
+        private: ClassProbs(vec![0.213, 0.052, 0.735]),
+        plaintext: Some(ClassProbs(vec![0.209, 0.054, 0.737])),
+        seconds: 1.5,
+        bytes: 3_400_000,
+    }));
+    let s = h.screen();
+    assert!(s.contains("private    VIRUS 73.5%"), "{s}");
+    assert!(s.contains("plaintext  VIRUS 73.7% (agrees)"), "{s}");
+    assert!(s.contains("truth      VIRUS"), "{s}");
+    // Every class's probability, not only the predicted one's.
+    assert_eq!(
+        probability_row(&s, "BACTERIA")[..2],
+        ["21.3%", "20.9%"],
+        "{s}"
+    );
+    assert_eq!(probability_row(&s, "NORMAL")[..2], ["5.2%", "5.4%"], "{s}");
+    assert_eq!(probability_row(&s, "VIRUS")[..2], ["73.5%", "73.7%"], "{s}");
+    insta::assert_snapshot!("predict_finished_three_classes", s);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! one set; this file turns its progress into the tab's events. May import the engine and `tui::backend` with the
 //! Data tab's plain types (`tui::data::source`); not the tabs, the app or the views.
 
-use crate::tui::backend::{AppEvent, AppSender, BackendError, DataBackend};
+use crate::tui::backend::{AppEvent, AppSender, BackendError, DataBackend, Labelling};
 use crate::tui::data::source::{DataReady, DataSource, PartReport, PreprocessUpdate};
 use privxray::model::Technique;
 use privxray::pipeline::{self, PipelineError};
@@ -20,17 +20,23 @@ impl DataBackend for EngineData {
         &mut self,
         source: DataSource,
         technique: Technique,
+        labelling: Labelling,
         cache_dir: Option<PathBuf>,
         events: AppSender,
     ) -> Result<(), BackendError> {
         std::thread::Builder::new()
             .name("preprocess".into())
             .spawn(move || {
-                let update =
-                    match preprocess_source(&source, technique, cache_dir.as_deref(), &events) {
-                        Ok(ready) => PreprocessUpdate::Finished(Arc::new(ready)),
-                        Err(e) => PreprocessUpdate::Failed(e),
-                    };
+                let update = match preprocess_source(
+                    &source,
+                    technique,
+                    &labelling,
+                    cache_dir.as_deref(),
+                    &events,
+                ) {
+                    Ok(ready) => PreprocessUpdate::Finished(Arc::new(ready)),
+                    Err(e) => PreprocessUpdate::Failed(e),
+                };
                 events.send(AppEvent::Preprocess(update));
             })
             .map_err(|source| BackendError::Io {
@@ -44,6 +50,7 @@ impl DataBackend for EngineData {
 fn preprocess_source(
     source: &DataSource,
     technique: Technique,
+    labelling: &Labelling,
     cache_dir: Option<&Path>,
     events: &AppSender,
 ) -> Result<DataReady, String> {
@@ -70,11 +77,14 @@ fn preprocess_source(
             }));
         }
     };
-    let (data, folders) = pipeline::preprocess_folders(&folders, technique, cache_dir, &progress)
-        .map_err(|e| match e {
-        PipelineError::NoFolders => format!("data source {:?} has no folders", source.label),
-        e => e.to_string(),
-    })?;
+    let (data, folders) =
+        pipeline::preprocess_folders_labelled(&folders, technique, labelling, cache_dir, &progress)
+            .map_err(|e| match e {
+                PipelineError::NoFolders => {
+                    format!("data source {:?} has no folders", source.label)
+                }
+                e => e.to_string(),
+            })?;
     let mut synthetic = Vec::with_capacity(data.items.len());
     let mut parts = Vec::with_capacity(folders.len());
     for (root, folder) in source.roots.iter().zip(folders) {

@@ -6,12 +6,11 @@
 //! Imports the engine (`model`, `mpc`, `pipeline`, `preprocess`, `train`), the `tui` traits it
 //! implements and `super::predict`; never `cli`.
 
-use super::predict::{class_prob, plaintext};
+use super::predict::{class_probs, plaintext};
 use crate::tui::backend::{
     BackendError, PartyBackend, PartyId, PartyState, PartyStatus, PartyUpdate, PredictRequest,
 };
 use crate::tui::event::{AppEvent, AppSender};
-use privxray::model::spec::pneumonia_probability;
 use privxray::model::{ModelKind, NetworkSpec};
 use privxray::preprocess::to_unit;
 use privxray::train::Model;
@@ -95,15 +94,16 @@ impl PartyBackend for InProcessParties {
         std::thread::spawn(move || {
             let loaded = privxray::pipeline::load_checkpoint(&checkpoint)
                 .map_err(|e| e.to_string())
-                .and_then(|(m, _)| {
+                .and_then(|(m, meta)| {
                     let spec = m.to_spec().map_err(|e| e.to_string())?;
-                    Ok(Shared { model: m, spec })
+                    Ok((Shared { model: m, spec }, meta.classes))
                 });
             let update = match loaded {
-                Ok(s) => {
+                Ok((s, classes)) => {
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(s));
                     PartyUpdate::ModelShared {
                         model: format!("{} ({LABEL})", model.name()),
+                        classes,
                     }
                 }
                 Err(e) => PartyUpdate::Failed(e),
@@ -142,14 +142,10 @@ impl PartyBackend for InProcessParties {
                             s.bytes_out += stats.bytes_sent;
                         });
                     }
-                    let p = r
-                        .logits
-                        .first()
-                        .map(|l| pneumonia_probability(l) as f64)
-                        .unwrap_or(f64::NAN);
+                    let private = class_probs(r.logits.first().map_or(&[][..], |l| &l[..]));
                     PartyUpdate::Prediction {
                         id: request.id,
-                        private: class_prob(p),
+                        private,
                         plaintext: plaintext(&shared.model, request.shape, x).ok(),
                         seconds: r.seconds,
                         bytes: r.bytes_between_parties,

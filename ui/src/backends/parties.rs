@@ -7,13 +7,12 @@
 //! Imports the engine (`atomic`, `model`, `mpc`, `net`, `party`, `pipeline`, ...), the `tui`
 //! traits it implements and `super::predict`; never `cli`.
 
-use super::predict::{class_prob, plaintext};
+use super::predict::{class_probs, plaintext};
 use crate::tui::backend::{
     party_label, BackendError, PartyBackend, PartyId, PartyState, PartyStatus, PartyUpdate,
     PredictRequest,
 };
 use crate::tui::event::{AppEvent, AppSender};
-use privxray::model::spec::pneumonia_probability;
 use privxray::model::ModelKind;
 use privxray::mpc::FixedPoint;
 use privxray::net::config::{PartyAddress, PartyEntry};
@@ -313,15 +312,16 @@ impl PartyBackend for PartyProcesses {
                         FixedPoint::default(),
                     )
                     .map_err(|e| format!("sharing the model: {e}"))?;
-                    Ok(m)
+                    Ok((m, meta.classes))
                 });
             let update = match result {
-                Ok(m) => {
+                Ok((m, classes)) => {
                     *lock(&session.model) = Some(Arc::new(m));
                     // The old connection knows the old model: reconnect on the next request.
                     *lock(&session.client) = None;
                     PartyUpdate::ModelShared {
                         model: model.name().to_string(),
+                        classes,
                     }
                 }
                 Err(e) => PartyUpdate::Failed(e),
@@ -394,7 +394,7 @@ fn predict(session: &Session, request: &PredictRequest) -> Result<PartyUpdate, S
     let model = lock(&session.model).clone();
     Ok(PartyUpdate::Prediction {
         id: request.id,
-        private: class_prob(f64::from(pneumonia_probability(&r.logits))),
+        private: class_probs(&r.logits),
         plaintext: model.and_then(|m| plaintext(&m, request.shape, x).ok()),
         seconds: r.seconds,
         bytes: r.bytes_between_parties,

@@ -270,7 +270,7 @@ fn train_and_evaluate(
         stopped: report.outcome.stopped,
         epochs_run: report.outcome.epochs_run,
         best_val_acc: report.outcome.best_val_acc,
-        test_acc: report.best.and_then(|best| best.test).map(|m| m.accuracy),
+        test: report.best.and_then(|best| best.test).map(Box::new),
         epsilon: report.outcome.epsilon,
         checkpoint,
     })

@@ -1,7 +1,7 @@
 //! Work the interface asks for: keys become [`Action`]s, which the app hands to the backends.
 //! Plain data; may not import the app, the tabs' state or the views.
 
-use super::backend::{ClipNorm, NoiseMultiplier, PartyId, TrainConfig};
+use super::backend::{ClipNorm, Labelling, NoiseMultiplier, PartyId, TrainConfig};
 use super::data::source::DataSource;
 use privxray::model::Technique;
 
@@ -11,6 +11,7 @@ pub enum Action {
     Preprocess {
         source: DataSource,
         technique: Technique,
+        labelling: Labelling,
     },
     StartTraining(TrainConfig),
     PauseTraining,

@@ -10,8 +10,11 @@
 use super::data::source::{DataReady, DataSource, PreprocessUpdate};
 use super::tabs::TabId;
 use crossterm::event::KeyEvent;
+pub use privxray::data::Labelling;
+pub use privxray::model::ClassNames;
 use privxray::model::{ModelKind, Technique};
 pub use privxray::pipeline::OptimizerChoice;
+pub use privxray::train::Metrics;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -198,10 +201,19 @@ pub struct TrainOutcome {
     pub stopped: bool,
     pub epochs_run: usize,
     pub best_val_acc: f64,
-    /// Accuracy on the evaluation set (test + val), when measured.
-    pub test_acc: Option<f64>,
+    /// The engine's metrics of the released checkpoint on the evaluation set (test + val), when
+    /// measured: accuracy, and per class the one-vs-rest figures and the confusion matrix.
+    /// Boxed: the events that carry it stay small.
+    pub test: Option<Box<Metrics>>,
     pub epsilon: Option<f64>,
     pub checkpoint: Option<PathBuf>,
+}
+
+impl TrainOutcome {
+    /// Accuracy on the evaluation set, when measured.
+    pub fn test_acc(&self) -> Option<f64> {
+        self.test.as_ref().map(|m| m.accuracy)
+    }
 }
 
 /// Runs training on its own thread; events come back through the sender.
@@ -302,11 +314,21 @@ pub struct PredictRequest {
     pub shape: [usize; 3],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ClassProb {
-    /// 0 NORMAL, 1 PNEUMONIA.
-    pub class: u8,
-    pub probability: f64,
+/// A prediction: the probability of each class, in the order of the model's outputs (the
+/// order of the class names its checkpoint records).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassProbs(pub Vec<f64>);
+
+impl ClassProbs {
+    /// The predicted class: the most probable (the first on a tie), as `argmax` of the logits.
+    pub fn class(&self) -> usize {
+        (0..self.0.len()).fold(0, |best, c| if self.0[c] > self.0[best] { c } else { best })
+    }
+
+    /// The predicted class's probability (NaN when there are none).
+    pub fn probability(&self) -> f64 {
+        self.0.get(self.class()).copied().unwrap_or(f64::NAN)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -317,11 +339,13 @@ pub enum PartyUpdate {
     },
     ModelShared {
         model: String,
+        /// The class names the model's checkpoint records, in the order of its outputs.
+        classes: ClassNames,
     },
     Prediction {
         id: u64,
-        private: ClassProb,
-        plaintext: Option<ClassProb>,
+        private: ClassProbs,
+        plaintext: Option<ClassProbs>,
         seconds: f64,
         bytes: u64,
     },
@@ -340,12 +364,15 @@ pub trait PartyBackend: Send {
 }
 
 /// Preprocesses a data source on its own thread: progress and the result come back as
-/// [`AppEvent::Preprocess`]. `cache_dir` is the preprocessing cache (`None`: no cache).
+/// [`AppEvent::Preprocess`]. `labelling` says where the labels come from (the class folders, or
+/// the pneumonia subtype by file name); `cache_dir` is the preprocessing cache (`None`: no
+/// cache).
 pub trait DataBackend: Send {
     fn preprocess(
         &mut self,
         source: DataSource,
         technique: Technique,
+        labelling: Labelling,
         cache_dir: Option<PathBuf>,
         events: AppSender,
     ) -> Result<(), BackendError>;

@@ -19,9 +19,10 @@ pub const MIN_HEIGHT: u16 = 24;
 pub fn tab_keys(tab: TabId) -> &'static [(&'static str, &'static str)] {
     match tab {
         TabId::Data => &[
-            ("j/k ↑/↓", "source"),
+            ("↑/↓", "source"),
             ("t ←/→", "technique"),
-            ("e", "type folder"),
+            ("c", "labels"),
+            ("e", "folder"),
             ("Enter", "preprocess"),
             ("PgUp/Dn", "skipped"),
         ],

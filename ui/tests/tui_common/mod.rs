@@ -88,6 +88,55 @@ pub fn samples() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/samples"))
 }
 
+/// A Kermany-layout folder made of the bundled samples, two pneumonia files renamed as viral:
+/// by subtype, train holds 1 BACTERIA, 3 NORMAL, 1 VIRUS and test 1 of each. Returns the
+/// temporary directory (keep it alive) and the dataset root, `<tmp>/three`.
+pub fn three_class_kermany() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("three");
+    let s = samples();
+    let files = [
+        (
+            "NORMAL/NORMAL2-IM-1427-0001.jpeg",
+            "train/NORMAL/NORMAL2-IM-1427-0001.jpeg",
+        ),
+        (
+            "NORMAL/NORMAL2-IM-1430-0001.jpeg",
+            "train/NORMAL/NORMAL2-IM-1430-0001.jpeg",
+        ),
+        (
+            "NORMAL/NORMAL2-IM-1431-0001.jpeg",
+            "train/NORMAL/NORMAL2-IM-1431-0001.jpeg",
+        ),
+        (
+            "NORMAL/NORMAL2-IM-1436-0001.jpeg",
+            "test/NORMAL/NORMAL2-IM-1436-0001.jpeg",
+        ),
+        (
+            "PNEUMONIA/person1946_bacteria_4875.jpeg",
+            "train/PNEUMONIA/person1946_bacteria_4875.jpeg",
+        ),
+        (
+            "PNEUMONIA/person1947_bacteria_4876.jpeg",
+            "train/PNEUMONIA/person1947_virus_4876.jpeg",
+        ),
+        (
+            "PNEUMONIA/person1946_bacteria_4874.jpeg",
+            "test/PNEUMONIA/person1946_bacteria_4874.jpeg",
+        ),
+        (
+            "PNEUMONIA/person1949_bacteria_4880.jpeg",
+            "test/PNEUMONIA/person1949_virus_4880.jpeg",
+        ),
+    ];
+    for (from, to) in files {
+        let to = root.join(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(s.join(from), &to).unwrap();
+    }
+    (tmp, root)
+}
+
 pub struct Harness {
     pub app: App,
     pub queue: EventQueue,

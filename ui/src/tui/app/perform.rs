@@ -3,7 +3,7 @@
 //! Imports its parent (the app) and the tabs' state types; not the views or the event queue.
 
 use super::{Action, App};
-use crate::tui::backend::{DpSettings, TrainConfig};
+use crate::tui::backend::{DpSettings, Labelling, TrainConfig};
 use crate::tui::data::{DataSource, JobState};
 use crate::tui::privacy::AuditState;
 use crate::tui::train::RunState;
@@ -18,7 +18,11 @@ impl App {
     pub fn perform(&mut self, action: Action) {
         match action {
             Action::Quit => self.quit = true,
-            Action::Preprocess { source, technique } => self.preprocess(source, technique),
+            Action::Preprocess {
+                source,
+                technique,
+                labelling,
+            } => self.preprocess(source, technique, labelling),
             Action::StartTraining(_)
             | Action::PauseTraining
             | Action::ResumeTraining
@@ -35,14 +39,14 @@ impl App {
         }
     }
 
-    fn preprocess(&mut self, source: DataSource, technique: Technique) {
+    fn preprocess(&mut self, source: DataSource, technique: Technique, labelling: Labelling) {
         let Some(b) = self.backends.data.as_mut() else {
             self.data.job = JobState::Failed(unavailable("preprocessing"));
             return;
         };
-        self.data.begin(source.roots.len());
+        self.data.begin(source.roots.len(), labelling.clone());
         let cache_dir = self.data.cache_dir.clone();
-        if let Err(e) = b.preprocess(source, technique, cache_dir, self.sender.clone()) {
+        if let Err(e) = b.preprocess(source, technique, labelling, cache_dir, self.sender.clone()) {
             self.data.job = JobState::Failed(e.to_string());
         }
     }

@@ -1,5 +1,6 @@
-//! What a key does on the Data tab: move between sources, switch technique, type a folder,
-//! scroll the skipped files, and ask for preprocessing. May not import the app or the views.
+//! What a key does on the Data tab: move between sources, switch technique and labels, type a
+//! folder, scroll the skipped files, and ask for preprocessing. May not import the app or the
+//! views.
 
 use super::state::{DataTab, JobState};
 use crate::tui::action::Action;
@@ -43,6 +44,7 @@ pub fn handle(d: &mut DataTab, k: KeyEvent) -> Vec<Action> {
                 Technique::T2 => Technique::T1,
             }
         }
+        KeyCode::Char('c') if !d.is_running() => d.toggle_labels(),
         KeyCode::Char('e') if !d.is_running() => {
             d.selected = d.choices() - 1;
             d.editing = true;
@@ -56,6 +58,7 @@ pub fn handle(d: &mut DataTab, k: KeyEvent) -> Vec<Action> {
                 return vec![Action::Preprocess {
                     source,
                     technique: d.technique,
+                    labelling: d.labelling.clone(),
                 }]
             }
             Err(e) => d.job = JobState::Failed(e),

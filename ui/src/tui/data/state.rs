@@ -3,6 +3,7 @@
 //! starts work; may not import the app, the event queue or the views.
 
 use super::source::{DataReady, DataSource, PreprocessUpdate};
+use crate::tui::backend::Labelling;
 use crate::tui::widgets::GreyImage;
 use privxray::model::Technique;
 use privxray::preprocess::Progress;
@@ -79,8 +80,13 @@ pub struct DataTab {
     pub custom: String,
     pub editing: bool,
     pub technique: Technique,
+    /// Where the next job's labels come from: the class folders (NORMAL, PNEUMONIA on the
+    /// Kermany layout) or the pneumonia subtype by file name (BACTERIA, NORMAL, VIRUS).
+    pub labelling: Labelling,
     pub cache_dir: Option<PathBuf>,
     pub job: JobState,
+    /// The labelling of the job last asked for (what a finished job's counts are by).
+    pub job_labelling: Option<Labelling>,
     pub previews: Vec<Preview>,
     pub skipped_scroll: usize,
 }
@@ -93,11 +99,22 @@ impl DataTab {
             custom: String::new(),
             editing: false,
             technique: Technique::T1,
+            labelling: Labelling::Folders,
             cache_dir,
             job: JobState::Idle,
+            job_labelling: None,
             previews: Vec::new(),
             skipped_scroll: 0,
         }
+    }
+
+    /// Class folders <-> pneumonia subtype (a table of labels, `--labels FILE.csv`, is the
+    /// command line's only).
+    pub fn toggle_labels(&mut self) {
+        self.labelling = match self.labelling {
+            Labelling::Folders => Labelling::Subtype,
+            _ => Labelling::Folders,
+        };
     }
 
     /// Number of choices: the sources plus the custom folder.
@@ -161,7 +178,8 @@ impl DataTab {
     }
 
     /// A job was asked for: show it running, nothing done yet, until its first notification.
-    pub fn begin(&mut self, parts: usize) {
+    pub fn begin(&mut self, parts: usize, labelling: Labelling) {
+        self.job_labelling = Some(labelling);
         self.job = JobState::Running {
             part: 0,
             parts,

@@ -1,8 +1,9 @@
-//! Drawing of the Data tab: the sources, the preprocessing progress, counts per split and
-//! class, previews and skipped files. Reads [`DataTab`] only; may not import the app or the
-//! event queue.
+//! Drawing of the Data tab: the sources with the technique and labels, the preprocessing
+//! progress, counts per split and class (one column per class, any number), previews and
+//! skipped files. Reads [`DataTab`] only; may not import the app or the event queue.
 
 use super::state::{DataTab, JobState};
+use crate::tui::backend::Labelling;
 use crate::tui::format::clock;
 use crate::tui::theme::Theme;
 use crate::tui::widgets::Preview;
@@ -24,7 +25,7 @@ impl Widget for DataView<'_> {
         let [left, right] =
             Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
                 .areas(area);
-        let src_h = tab.choices() as u16 + 4;
+        let src_h = tab.choices() as u16 + 5;
         // A failure shows its whole message (the expected layout included).
         let prog_h = match &tab.job {
             JobState::Failed(reason) => (reason.lines().count() as u16 + 3).min(10),
@@ -47,7 +48,7 @@ impl Widget for DataView<'_> {
 }
 
 impl DataView<'_> {
-    /// The sources, the custom folder, the technique and the cache.
+    /// The sources, the custom folder, the technique, the labels and the cache.
     fn sources(&self, area: Rect, buf: &mut Buffer) {
         let (tab, theme) = (self.tab, self.theme);
         let mut lines: Vec<Line> = Vec::new();
@@ -89,6 +90,19 @@ impl DataView<'_> {
                 theme.accent(),
             ),
         ]));
+        let (labels, other) = match &tab.labelling {
+            Labelling::Folders => ("class folders".to_string(), "pneumonia subtype"),
+            Labelling::Subtype => ("pneumonia subtype".to_string(), "class folders"),
+            Labelling::Csv(p) => (format!("table {}", p.display()), "class folders"),
+        };
+        let mut labels = vec![Span::raw("labels: "), Span::styled(labels, theme.accent())];
+        // The counts below are by the labels of the job that made them.
+        if tab.ready().is_some() && tab.job_labelling.as_ref() != Some(&tab.labelling) {
+            labels.push(Span::styled(" · Enter applies", theme.warn()));
+        } else {
+            labels.push(Span::styled(format!(" (c: {other})"), theme.dim()));
+        }
+        lines.push(Line::from(labels));
         let cache = match &tab.cache_dir {
             Some(c) => format!("cache: {}", c.display()),
             None => "cache: off".into(),
@@ -174,48 +188,59 @@ impl DataView<'_> {
         }
     }
 
-    /// Images per folder, split and class of a finished job.
+    /// Images per folder, split and class of a finished job: one column per class of the
+    /// merged set, a folder without that class showing "-".
     fn counts(&self, area: Rect, buf: &mut Buffer) {
         let (tab, theme) = (self.tab, self.theme);
+        let classes: Vec<String> = tab
+            .ready()
+            .map(|r| r.data.classes.names().to_vec())
+            .unwrap_or_else(|| vec!["NORMAL".into(), "PNEUMONIA".into()]);
         let mut rows = Vec::new();
         if let Some(r) = tab.ready() {
             for p in &r.parts {
                 let tag = if p.synthetic { "SYNTHETIC" } else { "real" };
+                let style = if p.synthetic {
+                    theme.warn()
+                } else {
+                    Style::new()
+                };
+                let folder = p
+                    .summary
+                    .root
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 for c in &p.summary.counts {
-                    let style = if p.synthetic {
-                        theme.warn()
-                    } else {
-                        Style::new()
-                    };
-                    rows.push(
-                        Row::new(vec![
-                            p.summary
-                                .root
-                                .file_name()
-                                .map(|f| f.to_string_lossy().into_owned())
-                                .unwrap_or_default(),
-                            tag.to_string(),
-                            c.split.clone(),
-                            c.normal.unwrap_or(0).to_string(),
-                            c.pneumonia.unwrap_or(0).to_string(),
-                        ])
-                        .style(style),
-                    );
+                    let mut cells = vec![folder.clone(), tag.to_string(), c.split.clone()];
+                    cells.extend(classes.iter().map(|name| {
+                        p.summary
+                            .classes
+                            .iter()
+                            .position(|n| n == name)
+                            .map_or("-".into(), |k| {
+                                c.per_class.get(k).copied().unwrap_or(0).to_string()
+                            })
+                    }));
+                    rows.push(Row::new(cells).style(style));
                 }
             }
         }
-        let table = Table::new(
-            rows,
-            [
-                Constraint::Min(8),
-                Constraint::Length(9),
-                Constraint::Length(6),
-                Constraint::Length(7),
-                Constraint::Length(9),
-            ],
-        )
-        .header(Row::new(["folder", "origin", "split", "NORMAL", "PNEUMONIA"]).style(theme.bold()))
-        .block(Block::bordered().title(" Counts "));
+        let mut widths = vec![
+            Constraint::Min(8),
+            Constraint::Length(9),
+            Constraint::Length(6),
+        ];
+        // Each column as wide as its name, and one space more but for the last.
+        let last = classes.len().saturating_sub(1);
+        widths.extend(classes.iter().enumerate().map(|(k, n)| {
+            Constraint::Length(n.chars().count().max(5) as u16 + u16::from(k < last))
+        }));
+        let mut header = vec!["folder".to_string(), "origin".into(), "split".into()];
+        header.extend(classes.iter().cloned());
+        let table = Table::new(rows, widths)
+            .header(Row::new(header).style(theme.bold()))
+            .block(Block::bordered().title(" Counts "));
         Widget::render(table, area, buf);
     }
 

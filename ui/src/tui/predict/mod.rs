@@ -1,6 +1,7 @@
-//! The Private prediction tab: the three parties' status, the shared model, an image picker,
-//! and each private prediction beside the plaintext one. This module holds the tab's state;
-//! `keys` what a key does to it, `view` the drawing.
+//! The Private prediction tab: the three parties' status, the shared model and its classes, an
+//! image picker, and each private prediction beside the plaintext one, every class's
+//! probability included. This module holds the tab's state; `keys` what a key does to it,
+//! `view` the drawing.
 //! Imports `tui::backend`, the Data tab's plain types (`data::source`) and `widgets`; never the
 //! app or the other tabs.
 
@@ -10,11 +11,11 @@ pub mod view;
 pub use view::PredictView;
 
 use crate::tui::backend::{
-    party_label, ClassProb, PartyId, PartyState, PartyStatus, PartyUpdate, PredictRequest,
+    party_label, ClassNames, ClassProbs, PartyId, PartyState, PartyStatus, PartyUpdate,
+    PredictRequest,
 };
 use crate::tui::data::source::DataReady;
 use crate::tui::widgets::GreyImage;
-use privxray::data::Class;
 use std::sync::Arc;
 
 /// Images offered for prediction (from the evaluation split).
@@ -25,16 +26,17 @@ pub struct Candidate {
     /// Index into the preprocessed data.
     pub index: usize,
     pub caption: String,
-    pub truth: Class,
+    /// The image's class name in the data.
+    pub truth: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PredictionRow {
     pub id: u64,
     pub caption: String,
-    pub truth: Class,
-    pub private: ClassProb,
-    pub plaintext: Option<ClassProb>,
+    pub truth: String,
+    pub private: ClassProbs,
+    pub plaintext: Option<ClassProbs>,
     pub seconds: f64,
     pub bytes: u64,
 }
@@ -44,6 +46,8 @@ pub struct PredictTab {
     pub parties: [PartyStatus; 3],
     pub selected_party: usize,
     pub model: Option<String>,
+    /// The shared model's class names (its checkpoint's), in the order of its outputs.
+    pub classes: Option<ClassNames>,
     pub data: Option<Arc<DataReady>>,
     pub candidates: Vec<Candidate>,
     pub selected_image: usize,
@@ -54,32 +58,33 @@ pub struct PredictTab {
     pub message: Option<(String, bool)>,
 }
 
-pub fn class_name(c: u8) -> &'static str {
-    Class::from_label(c).map(|c| c.folder()).unwrap_or("?")
-}
-
 impl PredictTab {
-    /// Offers images from a finished preprocessing job: evaluation items, both classes.
+    /// The shared model's name for output `k`; "class k" when no model's names are known.
+    pub fn class_name(&self, k: usize) -> String {
+        self.classes
+            .as_ref()
+            .and_then(|c| c.names().get(k).cloned())
+            .unwrap_or_else(|| format!("class {k}"))
+    }
+
+    /// Offers images from a finished preprocessing job: evaluation items, every class.
     pub fn set_data(&mut self, ready: Arc<DataReady>) {
         let d = &ready.data;
         let mut eval = d.evaluation_indices();
         if eval.is_empty() {
             eval = (0..d.items.len()).collect();
         }
-        // Alternate classes so both show near the top.
-        let (mut n, mut p): (Vec<usize>, Vec<usize>) = eval
-            .into_iter()
-            .partition(|&i| d.items[i].label.0 == Class::Normal.label());
-        n.reverse();
-        p.reverse();
+        // The classes in turn, so that each shows near the top.
+        let mut by_class: Vec<std::collections::VecDeque<usize>> =
+            vec![Default::default(); d.classes.len()];
+        for i in eval {
+            if let Some(q) = by_class.get_mut(usize::from(d.items[i].label.0)) {
+                q.push_back(i);
+            }
+        }
         let mut picked = Vec::new();
-        while picked.len() < MAX_IMAGES && (!n.is_empty() || !p.is_empty()) {
-            if let Some(i) = n.pop() {
-                picked.push(i);
-            }
-            if let Some(i) = p.pop() {
-                picked.push(i);
-            }
+        while picked.len() < MAX_IMAGES && by_class.iter().any(|q| !q.is_empty()) {
+            picked.extend(by_class.iter_mut().filter_map(|q| q.pop_front()));
         }
         picked.truncate(MAX_IMAGES);
         self.candidates = picked
@@ -95,8 +100,7 @@ impl PredictTab {
                 Candidate {
                     index: i,
                     caption: format!("{name}{}", if synthetic { " (SYNTHETIC)" } else { "" }),
-                    // The tab shows the binary task: any label but the first reads as PNEUMONIA.
-                    truth: Class::from_label(it.label.0).unwrap_or(Class::Pneumonia),
+                    truth: d.classes.name(it.label).to_string(),
                 }
             })
             .collect();
@@ -178,9 +182,10 @@ impl PredictTab {
                 }
                 self.parties[party.index()] = status;
             }
-            PartyUpdate::ModelShared { model } => {
+            PartyUpdate::ModelShared { model, classes } => {
                 self.message = Some((format!("model {model} shared among the parties"), false));
                 self.model = Some(model);
+                self.classes = Some(classes);
             }
             PartyUpdate::Prediction {
                 id,

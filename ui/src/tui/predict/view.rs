@@ -1,14 +1,15 @@
 //! Drawing of the Private prediction tab: the parties' table, the image picker and preview,
-//! and the latest results. Reads [`PredictTab`] only; may not import the app or the event
-//! queue.
+//! and the latest results with every class's probability. Reads [`PredictTab`] only; may not
+//! import the app or the event queue.
 
-use super::{class_name, PredictTab};
-use crate::tui::backend::{party_label, ClassProb, PartyId, PartyState};
+use super::{PredictTab, PredictionRow};
+use crate::tui::backend::{party_label, ClassProbs, PartyId, PartyState};
 use crate::tui::format::bytes;
 use crate::tui::theme::Theme;
 use crate::tui::widgets::Preview;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{
     Block, List, ListItem, ListState, Paragraph, Row, StatefulWidget, Table, Widget, Wrap,
@@ -111,7 +112,7 @@ impl PredictView<'_> {
         let items: Vec<ListItem> = t
             .candidates
             .iter()
-            .map(|c| ListItem::new(format!("{:<9} {}", c.truth.folder(), c.caption)))
+            .map(|c| ListItem::new(format!("{:<9} {}", c.truth, c.caption)))
             .collect();
         let empty = items.is_empty();
         let list = List::new(items)
@@ -139,8 +140,13 @@ impl PredictView<'_> {
         let (t, theme) = (self.tab, self.theme);
         let mut lines: Vec<Line> = Vec::new();
         if let Some(r) = t.results.last() {
-            let verdict =
-                |p: &ClassProb| format!("{} {:.1}%", class_name(p.class), p.probability * 100.0);
+            let verdict = |p: &ClassProbs| {
+                format!(
+                    "{} {:.1}%",
+                    t.class_name(p.class()),
+                    p.probability() * 100.0
+                )
+            };
             lines.push(Line::from(vec![
                 Span::raw("private    "),
                 Span::styled(verdict(&r.private), theme.bold()),
@@ -148,7 +154,7 @@ impl PredictView<'_> {
             ]));
             let plain = r.plaintext.as_ref().map(verdict).unwrap_or("-".into());
             let agree = match &r.plaintext {
-                Some(p) if p.class == r.private.class => Span::styled(" (agrees)", theme.ok()),
+                Some(p) if p.class() == r.private.class() => Span::styled(" (agrees)", theme.ok()),
                 Some(_) => Span::styled(" (DISAGREES)", theme.error()),
                 None => Span::raw(""),
             };
@@ -157,11 +163,9 @@ impl PredictView<'_> {
                 Span::raw(plain),
                 agree,
             ]));
-            lines.push(Line::raw(format!(
-                "truth      {} ({})",
-                r.truth.folder(),
-                r.caption
-            )));
+            lines.push(Line::raw(format!("truth      {} ({})", r.truth, r.caption)));
+            lines.push(Line::raw(""));
+            lines.extend(self.probabilities(r));
             lines.push(Line::raw(""));
         } else {
             lines.push(Line::styled(
@@ -186,8 +190,8 @@ impl PredictView<'_> {
                 format!(
                     "#{} {} → {} {:.2} s",
                     r.id,
-                    r.truth.folder(),
-                    class_name(r.private.class),
+                    r.truth,
+                    t.class_name(r.private.class()),
                     r.seconds
                 ),
                 theme.dim(),
@@ -197,5 +201,44 @@ impl PredictView<'_> {
             .wrap(Wrap { trim: true })
             .block(Block::bordered().title(" Result "))
             .render(area, buf);
+    }
+
+    /// Every class's probability, private beside plaintext, with a bar of the private one;
+    /// the predicted class in bold.
+    fn probabilities(&self, r: &PredictionRow) -> Vec<Line<'static>> {
+        const BAR: usize = 10;
+        let (t, theme) = (self.tab, self.theme);
+        let n = r.private.0.len();
+        let names: Vec<String> = (0..n).map(|k| t.class_name(k)).collect();
+        let w = names
+            .iter()
+            .map(|s| s.chars().count())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let mut lines = vec![Line::styled(
+            format!("{:<w$}  private  plaintext", "class"),
+            theme.bold(),
+        )];
+        let pct = |p: Option<f64>| p.map_or("-".into(), |p| format!("{:.1}%", p * 100.0));
+        for (k, name) in names.iter().enumerate() {
+            let p = r.private.0[k];
+            let plain = r.plaintext.as_ref().and_then(|q| q.0.get(k).copied());
+            let filled = (p.clamp(0.0, 1.0) * BAR as f64).round() as usize;
+            let style = if k == r.private.class() {
+                theme.bold()
+            } else {
+                Style::new()
+            };
+            lines.push(Line::from(vec![
+                Span::styled(
+                    format!("{name:<w$}  {:>7}  {:>9}  ", pct(Some(p)), pct(plain)),
+                    style,
+                ),
+                Span::styled("█".repeat(filled), theme.accent()),
+                Span::styled("·".repeat(BAR - filled), theme.dim()),
+            ]));
+        }
+        lines
     }
 }

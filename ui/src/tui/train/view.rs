@@ -1,12 +1,14 @@
 //! Drawing of the Train tab: the settings with the DP sliders and epsilon, the run's status,
-//! and the charts. Reads [`TrainTab`] only; may not import the app or the event queue.
+//! the charts, and once a run has been evaluated its per-class figures and confusion matrix
+//! (in place of the step loss). Reads [`TrainTab`] only; may not import the app or the event
+//! queue.
 
 use super::state::{Epsilon, Field, RunState, TrainTab, CLIP_RANGE, NOISE_RANGE};
 use crate::tui::backend::{EpochPoint, OptimizerChoice};
 use crate::tui::format::{clock, fmt_eps};
 use crate::tui::theme::Theme;
 use crate::tui::widgets::charts::{self, Series};
-use crate::tui::widgets::Slider;
+use crate::tui::widgets::{Evaluation, Slider};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
@@ -192,7 +194,7 @@ impl TrainView<'_> {
         match &t.state {
             RunState::Finished(o) => {
                 let mut s = format!("best val acc {:.1}%", o.best_val_acc * 100.0);
-                if let Some(a) = o.test_acc {
+                if let Some(a) = o.test_acc() {
                     s.push_str(&format!(" · test {:.1}%", a * 100.0));
                 }
                 if let Some(e) = o.epsilon {
@@ -215,16 +217,29 @@ impl TrainView<'_> {
             .render(area, buf);
     }
 
-    /// Loss and accuracy per epoch, and the loss of each step.
+    /// Loss and accuracy per epoch, and the loss of each step; after an evaluated run, the
+    /// evaluation in the step loss's place.
     fn charts(&self, area: Rect, buf: &mut Buffer) {
         let t = self.tab;
         let theme = self.theme;
-        let [loss_area, acc_area, step_area] = Layout::vertical([
-            Constraint::Ratio(1, 3),
-            Constraint::Ratio(1, 3),
-            Constraint::Ratio(1, 3),
-        ])
-        .areas(area);
+        let evaluation = match &t.state {
+            RunState::Finished(o) => o.test.as_deref().map(|metrics| Evaluation {
+                metrics,
+                what: "test + val",
+                theme,
+            }),
+            _ => None,
+        };
+        let rows = match &evaluation {
+            // At most two thirds: the charts above keep a few rows.
+            Some(e) => [
+                Constraint::Fill(1),
+                Constraint::Fill(1),
+                Constraint::Length(e.height(area.width).min(area.height * 2 / 3)),
+            ],
+            None => [Constraint::Ratio(1, 3); 3],
+        };
+        let [loss_area, acc_area, step_area] = Layout::vertical(rows).areas(area);
         let pts = |f: fn(&EpochPoint) -> f64| -> Vec<(f64, f64)> {
             t.history
                 .iter()
@@ -286,6 +301,10 @@ impl TrainView<'_> {
             axis,
         )
         .render(acc_area, buf);
+        if let Some(e) = evaluation {
+            e.render(step_area, buf);
+            return;
+        }
         let step_series = [Series {
             name: "loss",
             points: &t.step_loss,
