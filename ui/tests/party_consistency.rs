@@ -45,10 +45,14 @@ fn predict(dir: &Path) -> Result<String, String> {
     }
 }
 
-/// The dealing id in a stored model share (format version 2: magic, version, party and
+/// The dealing id in a stored model share (format versions 2 and 3: magic, version, party and
 /// fractional bits, then the 16-byte id), as the parties print it.
 fn dealing_of(share: &[u8]) -> String {
-    assert_eq!(share[4], 2, "model share format version");
+    assert!(
+        matches!(share[4], 2 | 3),
+        "model share format version {}",
+        share[4]
+    );
     share[7..23].iter().map(|b| format!("{b:02x}")).collect()
 }
 
