@@ -6,8 +6,8 @@
 //! names ([`Finding`]): bacterial files get a lobar consolidation (one or two large, dense,
 //! homogeneous patches, all in one lung), viral files an interstitial pattern over both lungs (a
 //! ground-glass lift under a reticular net, densest near the hilum, with small patches in each
-//! lung). Contrast varies and
-//! some are faint, so a small CNN learns the tasks well but not trivially. Everything written
+//! lung). Contrast varies and some are faint, so a small CNN learns the tasks well but not
+//! trivially. Everything written
 //! here is SYNTHETIC: file names start with `SYNTH`, and nothing should claim accuracy on real
 //! radiographs from it.
 //!
@@ -270,8 +270,7 @@ impl Haze {
     fn at(&self, side: usize, x: f32, y: f32, lx: f32, hilum_x: f32) -> f32 {
         let a = ((x * self.freq + self.phase.0).sin() * (y * self.freq * 1.3 + self.phase.1).sin())
             .abs();
-        // Mostly the net itself, little uniform lift: a uniform lift alone would look like a
-        // normal lung at a brighter exposure.
+        // High-contrast net; the uniform part of the lift is `glass`.
         let net = 0.1 + 0.9 * a;
         let span = (hilum_x - lx).abs().max(1e-3);
         let medial = (1.0 - 0.5 * ((x - hilum_x).abs() / (2.0 * span)).min(1.0)).max(0.5);
@@ -539,7 +538,7 @@ mod tests {
             dimmer_excess(Finding::Viral),
         );
         eprintln!("dimmer lung's excess over normal: bacterial {bac:.1}, viral {vir:.1}");
-        // The viral ground glass lifts the dimmer lung by about 20 grey levels (16-24 measured);
+        // The viral ground glass lifts the dimmer lung by about 20 grey levels (20.7 measured);
         // the finer, fainter haze before it gave 8.6, too close to a normal lung at a brighter
         // exposure for dnn-max to separate in 10 epochs.
         assert!(
