@@ -25,6 +25,16 @@ pub fn fmt_eps(v: f64) -> String {
     }
 }
 
+/// A gradient norm: two decimals, or three significant digits in exponent form below 0.01,
+/// where two decimals would show a fitted model's small norms as "0.00".
+pub fn norm(v: f64) -> String {
+    if v != 0.0 && v.abs() < 0.01 {
+        format!("{v:.2e}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 /// Byte counts in B, kB, MB or GB.
 pub fn bytes(n: u64) -> String {
     match n {
@@ -32,5 +42,19 @@ pub fn bytes(n: u64) -> String {
         1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
         1_000_000..1_000_000_000 => format!("{:.1} MB", n as f64 / 1e6),
         _ => format!("{:.2} GB", n as f64 / 1e9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_norms_keep_their_digits() {
+        assert_eq!(norm(0.0), "0.00");
+        assert_eq!(norm(1.234), "1.23");
+        assert_eq!(norm(0.01), "0.01");
+        assert_eq!(norm(0.00347), "3.47e-3");
+        assert_eq!(norm(0.0000512), "5.12e-5");
     }
 }

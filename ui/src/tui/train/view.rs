@@ -5,7 +5,7 @@
 
 use super::state::{Epsilon, Field, RunState, TrainTab, CLIP_RANGE, NOISE_RANGE};
 use crate::tui::backend::{EpochPoint, OptimizerChoice};
-use crate::tui::format::{clock, fmt_eps};
+use crate::tui::format::{self, clock, fmt_eps};
 use crate::tui::theme::Theme;
 use crate::tui::widgets::charts::{self, Series};
 use crate::tui::widgets::{Evaluation, Slider};
@@ -187,8 +187,9 @@ impl TrainView<'_> {
         }
         if let Some((share, median)) = t.clipping {
             lines.push(Line::raw(format!(
-                "clipped {:.0}% · median |g| {median:.2}",
-                share * 100.0
+                "clipped {:.0}% · median |g| {}",
+                share * 100.0,
+                format::norm(median)
             )));
         }
         match &t.state {
