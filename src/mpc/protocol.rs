@@ -23,6 +23,47 @@ pub fn reshare<T: Transport>(p: &mut Party<T>, z: Vec<u64>) -> Result<ArithShare
     Ok(ArithShare::from_parts(z, next))
 }
 
+/// Turns an additive sharing `z = z_1 + z_2` held by parties 1 and 2 alone (party 0 holds
+/// nothing) into a replicated share, in one round with two words per element instead of the
+/// three of [`reshare`]. Components `c_0` and `c_1` are drawn from the pairwise streams that
+/// party 0 shares with party 2 and with party 1; `c_2 = z - c_0 - c_1` is put together by its
+/// two holders, parties 1 and 2: party 1 sends `z_1 - c_1` to party 2 and party 2 sends
+/// `z_2 - c_0` to party 1. Each receiver lacks the stream that masks what it receives (party 2
+/// never holds `c_1`'s stream, party 1 never holds `c_0`'s), so both see uniformly random
+/// words, and party 0 sees nothing. `z` is ignored at party 0.
+///
+/// Both streams are drawn by exactly their two holders here, in the same order, so they stay
+/// in step.
+pub fn reshare_from_two<T: Transport>(p: &mut Party<T>, z: Vec<u64>) -> Result<ArithShare> {
+    let id = p.id();
+    let n = z.len();
+    let shared = match id.index() {
+        0 => {
+            let c1 = p.prg().common_with_next(n);
+            let c0 = p.prg().common_with_prev(n);
+            ArithShare::from_parts(c0, c1)
+        }
+        1 => {
+            let c1 = p.prg().common_with_prev(n);
+            let mine = zip_map(&z, &c1, u64::wrapping_sub);
+            p.send_words(id.next(), &mine)?;
+            let theirs = p.recv_words(id.next(), n)?;
+            let c2 = zip_map(&mine, &theirs, u64::wrapping_add);
+            ArithShare::from_parts(c1, c2)
+        }
+        _ => {
+            let c0 = p.prg().common_with_next(n);
+            let mine = zip_map(&z, &c0, u64::wrapping_sub);
+            p.send_words(id.prev(), &mine)?;
+            let theirs = p.recv_words(id.prev(), n)?;
+            let c2 = zip_map(&mine, &theirs, u64::wrapping_add);
+            ArithShare::from_parts(c2, c0)
+        }
+    };
+    p.end_round();
+    Ok(shared)
+}
+
 /// Share of the element-wise ring product `x * y` (no fixed-point truncation): the three local
 /// cross terms `x_i y_i + x_i y_{i+1} + x_{i+1} y_i`, then [`reshare`].
 pub fn mul<T: Transport>(p: &mut Party<T>, x: &ArithShare, y: &ArithShare) -> Result<ArithShare> {
@@ -276,8 +317,10 @@ pub fn msb<T: Transport>(p: &mut Party<T>, x: &ArithShare) -> Result<BitShare> {
 
 /// Share of `x * b` for a shared bit `b` per element (bit-to-arithmetic conversion fused with
 /// the product). With `b = b_0 ^ b_1 ^ b_2`, party 0 knows `t = b_0 ^ b_1` and parties 1 and 2
-/// know `b_2`: party 0 arithmetic-shares `t` (one round), `[b] = t + b_2 - 2 t b_2` (one
-/// multiplication) and the result is `[x] * [b]` (one multiplication). 3 rounds.
+/// know `b_2`: party 0 arithmetic-shares `t` as `a_0 + r` (one round), `[b] = t + b_2 - 2 t b_2`
+/// and the result is `[x] * [b]` (one multiplication). 3 rounds. `t b_2 = a_0 b_2 + r b_2` needs
+/// no multiplication protocol: party 2 holds `a_0` and `b_2`, party 1 holds `r` and `b_2`, so
+/// it is an additive sharing between those two, made replicated by [`reshare_from_two`].
 pub fn select<T: Transport>(p: &mut Party<T>, x: &ArithShare, b: &BitShare) -> Result<ArithShare> {
     let n = x.len();
     if b.len() != n {
@@ -309,7 +352,14 @@ pub fn select<T: Transport>(p: &mut Party<T>, x: &ArithShare, b: &BitShare) -> R
         }
     };
     p.end_round();
-    let tb2 = mul(p, &t, &b2)?;
+    // Party 1's `r b_2` and party 2's `a_0 b_2`: `t.own()` is `r` at party 1, `b2.own()` is
+    // `b_2` at party 2, and so on (see the shares built above).
+    let z: Vec<u64> = match id.index() {
+        0 => vec![0; n],
+        1 => zip_map(t.own(), b2.next(), u64::wrapping_mul),
+        _ => zip_map(t.next(), b2.own(), u64::wrapping_mul),
+    };
+    let tb2 = reshare_from_two(p, z)?;
     let bit = t.add(&b2)?.sub(&tb2.mul_public(2))?;
     mul(p, x, &bit)
 }
