@@ -37,7 +37,7 @@ use super::error::NetError;
 use super::message::Message;
 use super::peer::PeerRole;
 use super::record::{
-    read_record, write_record, DeadlineStream, MAX_RECORD, MAX_RECORD_PLAINTEXT, TAG_LEN,
+    read_record, DeadlineStream, MAX_RECORD, MAX_RECORD_PLAINTEXT, TAG_LEN,
 };
 
 /// The total-length header at the start of each message's first record.
@@ -681,6 +681,7 @@ mod tests {
     use crate::net::config::{PartiesConfig, PartyAddress, PartyId};
     use crate::net::handshake::tests::{fixture, fixture_with, Fixture};
     use crate::net::handshake::{accept, connect_client, connect_to_party, Inbound, CONFIRM};
+    use crate::net::record::write_record;
     use std::io::Read;
     use std::net::{SocketAddr, TcpListener};
     use std::thread;
