@@ -118,7 +118,12 @@ impl<T: Transport> Party<T> {
     }
 
     /// Receives `n` words sent by [`Party::send_narrow`] with the same `width`.
-    pub(crate) fn recv_narrow(&mut self, from: PartyId, n: usize, width: usize) -> Result<Vec<u64>> {
+    pub(crate) fn recv_narrow(
+        &mut self,
+        from: PartyId,
+        n: usize,
+        width: usize,
+    ) -> Result<Vec<u64>> {
         let bytes = self.transport.recv(from)?;
         self.stats.bytes_received += bytes.len() as u64;
         if bytes.len() != n * width {

@@ -69,7 +69,11 @@ fn resharing_from_two_parties_is_correct_and_shows_only_random_words() {
         };
         reshare_from_two(p, z)
     });
-    let want: Vec<u64> = z1.iter().zip(&z2).map(|(a, b)| a.wrapping_add(*b)).collect();
+    let want: Vec<u64> = z1
+        .iter()
+        .zip(&z2)
+        .map(|(a, b)| a.wrapping_add(*b))
+        .collect();
     assert_eq!(open(&shares).unwrap(), want);
     // Party 1 received `c_2 - (z_1 - c_1)` from party 2, party 2 received `c_2 - (z_2 - c_0)`
     // from party 1: both must be uniformly random although z_2 is zero.

@@ -36,9 +36,7 @@ use snow::StatelessTransportState;
 use super::error::NetError;
 use super::message::Message;
 use super::peer::PeerRole;
-use super::record::{
-    read_record, DeadlineStream, MAX_RECORD, MAX_RECORD_PLAINTEXT, TAG_LEN,
-};
+use super::record::{read_record, DeadlineStream, MAX_RECORD, MAX_RECORD_PLAINTEXT, TAG_LEN};
 
 /// The total-length header at the start of each message's first record.
 const LENGTH_HEADER: usize = 8;

@@ -916,7 +916,11 @@ mod tests {
 
     #[test]
     fn mpc_messages_travel_as_a_head_and_an_uncopied_payload() {
-        for payload in [vec![], vec![7u8], (0..5000).map(|i| i as u8).collect::<Vec<_>>()] {
+        for payload in [
+            vec![],
+            vec![7u8],
+            (0..5000).map(|i| i as u8).collect::<Vec<_>>(),
+        ] {
             let whole = Message::Mpc {
                 payload: payload.clone(),
             }
