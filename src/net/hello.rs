@@ -14,7 +14,8 @@ use super::peer::PeerRole;
 
 /// The last byte is the wire-protocol version: it changes whenever parties of two builds would
 /// compute differently (version 2: ChaCha12 pairwise streams) or speak differently (version 3:
-/// the initiator confirms the handshake; version 4: AES-GCM instead of ChaChaPoly). Mixed versions would connect and then produce wrong
+/// the initiator confirms the handshake; version 4: AES-GCM instead of ChaChaPoly, and fewer
+/// words in select, msb and trunc). Mixed versions would connect and then produce wrong
 /// predictions silently, since nothing checks that zero-sharings cancel.
 const MAGIC: &[u8; 4] = b"PXN4";
 pub(super) const HELLO_LEN: usize = 4 + 1 + 1 + 1 + 32;
