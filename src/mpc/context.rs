@@ -105,6 +105,44 @@ impl<T: Transport> Party<T> {
         Ok(le_bytes_to_words(&bytes))
     }
 
+    /// Sends the low `8 * width` bits of each word (`width` is 1, 2, 4 or 8 bytes), little-endian:
+    /// for values only needed modulo `2^(8 width)`.
+    pub(crate) fn send_narrow(&mut self, to: PartyId, words: &[u64], width: usize) -> Result<()> {
+        let mut bytes = Vec::with_capacity(words.len() * width);
+        for w in words {
+            bytes.extend_from_slice(&w.to_le_bytes()[..width]);
+        }
+        self.stats.bytes_sent += bytes.len() as u64;
+        self.stats.messages_sent += 1;
+        self.transport.send(to, bytes)
+    }
+
+    /// Receives `n` words sent by [`Party::send_narrow`] with the same `width`.
+    pub(crate) fn recv_narrow(
+        &mut self,
+        from: PartyId,
+        n: usize,
+        width: usize,
+    ) -> Result<Vec<u64>> {
+        let bytes = self.transport.recv(from)?;
+        self.stats.bytes_received += bytes.len() as u64;
+        if bytes.len() != n * width {
+            return Err(MpcError::MessageLen {
+                peer: from,
+                expected: n * width,
+                got: bytes.len(),
+            });
+        }
+        Ok(bytes
+            .chunks_exact(width)
+            .map(|c| {
+                let mut w = [0u8; 8];
+                w[..width].copy_from_slice(c);
+                u64::from_le_bytes(w)
+            })
+            .collect())
+    }
+
     pub(crate) fn end_round(&mut self) {
         self.stats.rounds += 1;
     }

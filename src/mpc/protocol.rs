@@ -23,6 +23,62 @@ pub fn reshare<T: Transport>(p: &mut Party<T>, z: Vec<u64>) -> Result<ArithShare
     Ok(ArithShare::from_parts(z, next))
 }
 
+/// Turns an additive sharing `z = z_1 + z_2` held by parties 1 and 2 alone (party 0 holds
+/// nothing) into a replicated share, in one round with two words per element instead of the
+/// three of [`reshare`]. `z` is ignored at party 0. See [`from_two`].
+pub fn reshare_from_two<T: Transport>(p: &mut Party<T>, z: Vec<u64>) -> Result<ArithShare> {
+    let (own, next) = from_two(p, z, u64::wrapping_sub, u64::wrapping_add)?;
+    Ok(ArithShare::from_parts(own, next))
+}
+
+/// [`reshare_from_two`] for a boolean sharing `z = z_1 ^ z_2`.
+fn bool_from_two<T: Transport>(p: &mut Party<T>, z: Vec<u64>) -> Result<BoolWords> {
+    let xor = |a: u64, b: u64| a ^ b;
+    let (own, next) = from_two(p, z, xor, xor)?;
+    Ok(BoolWords { own, next })
+}
+
+/// This party's (own, next) components of a replicated sharing of `z_1 (+) z_2`, where `(+)`
+/// is `add` and `remove` undoes it. Components `c_0` and `c_1` are drawn from the pairwise
+/// streams that party 0 shares with party 2 and with party 1; `c_2 = z - c_0 - c_1` is put
+/// together by its two holders, parties 1 and 2: party 1 sends `z_1 - c_1` to party 2 and
+/// party 2 sends `z_2 - c_0` to party 1. Each receiver lacks the stream that masks what it
+/// receives (party 2 never holds `c_1`'s stream, party 1 never holds `c_0`'s), so both see
+/// uniformly random words, and party 0 sees nothing. Each stream is drawn here by exactly its
+/// two holders, the same number of words, so the streams stay in step.
+fn from_two<T: Transport>(
+    p: &mut Party<T>,
+    z: Vec<u64>,
+    remove: impl Fn(u64, u64) -> u64 + Sync,
+    add: impl Fn(u64, u64) -> u64 + Sync,
+) -> Result<(Vec<u64>, Vec<u64>)> {
+    let id = p.id();
+    let n = z.len();
+    let parts = match id.index() {
+        0 => {
+            let c1 = p.prg().common_with_next(n);
+            let c0 = p.prg().common_with_prev(n);
+            (c0, c1)
+        }
+        1 => {
+            let c1 = p.prg().common_with_prev(n);
+            let mine = zip_map(&z, &c1, &remove);
+            p.send_words(id.next(), &mine)?;
+            let theirs = p.recv_words(id.next(), n)?;
+            (c1, zip_map(&mine, &theirs, &add))
+        }
+        _ => {
+            let c0 = p.prg().common_with_next(n);
+            let mine = zip_map(&z, &c0, &remove);
+            p.send_words(id.prev(), &mine)?;
+            let theirs = p.recv_words(id.prev(), n)?;
+            (zip_map(&mine, &theirs, &add), c0)
+        }
+    };
+    p.end_round();
+    Ok(parts)
+}
+
 /// Share of the element-wise ring product `x * y` (no fixed-point truncation): the three local
 /// cross terms `x_i y_i + x_i y_{i+1} + x_{i+1} y_i`, then [`reshare`].
 pub fn mul<T: Transport>(p: &mut Party<T>, x: &ArithShare, y: &ArithShare) -> Result<ArithShare> {
@@ -61,8 +117,9 @@ pub const TRUNC_RANGE: (i64, i64) = (-(1i64 << 62), 1i64 << 62);
 
 /// Truncation by `bits` (division by `2^bits`) with no failure probability: for every `x` in
 /// [`TRUNC_RANGE`] the result is `floor(x / 2^bits)` or one more (stochastic rounding; the
-/// expected result is `(x + 1) / 2^bits`). 2 rounds; party 0 sends one word per element in the first,
-/// every party one word in the second (a resharing).
+/// expected result is `(x + 1) / 2^bits`). 2 rounds; party 0 sends the low `bits` bits (rounded
+/// up to whole bytes) per element in the first, every party one word in the second (a
+/// resharing).
 ///
 /// Why exact: the offset `O = 2^62` makes `x' = x + O` lie in `[0, 2^63)`. Split it as
 /// `x' = A + B (mod 2^64)` with `A = x_0 + x_1 + O` (party 0) and `B = x_2` (parties 1 and 2).
@@ -98,6 +155,15 @@ pub fn trunc<T: Transport>(p: &mut Party<T>, x: &ArithShare, bits: u32) -> Resul
     let k = 1u64 << (64 - bits);
     // `O / 2^d - 1`: removes the offset and turns "floor or one less" into "floor or one more".
     let correction = (offset >> bits) - 1;
+    // Party 1 multiplies the masked word by `k = 2^(64-d)` in the end, so only its low `d`
+    // bits matter: party 0 sends the fewest whole bytes that hold them. Those bits of
+    // `a + rho` are uniformly random to party 1 as `rho` is.
+    let width = match bits {
+        0..=8 => 1,
+        9..=16 => 2,
+        17..=32 => 4,
+        _ => 8,
+    };
     let par = |f: &(dyn Fn(usize) -> u64 + Sync)| -> Vec<u64> {
         if n < PAR_MIN {
             (0..n).map(f).collect()
@@ -114,7 +180,7 @@ pub fn trunc<T: Transport>(p: &mut Party<T>, x: &ArithShare, bits: u32) -> Resul
             let rho = p.prg().common_with_prev(n);
             let a_of = |e: usize| x.own()[e].wrapping_add(x.next()[e]).wrapping_add(offset);
             let masked = par(&|e| (a_of(e) >> 63).wrapping_add(rho[e]));
-            p.send_words(id.next(), &masked)?;
+            p.send_narrow(id.next(), &masked, width)?;
             p.end_round();
             par(&|e| {
                 let a = a_of(e);
@@ -124,7 +190,7 @@ pub fn trunc<T: Transport>(p: &mut Party<T>, x: &ArithShare, bits: u32) -> Resul
             })
         }
         1 => {
-            let masked = p.recv_words(id.prev(), n)?;
+            let masked = p.recv_narrow(id.prev(), n, width)?;
             p.end_round();
             par(&|e| {
                 let b = x.next()[e];
@@ -178,8 +244,9 @@ fn and_planes<T: Transport>(
 /// `x = v + w` with `v = x_0 + x_1` (known to party 0) and `w = x_2` (known to parties 1 and
 /// 2). Party 0 boolean-shares `v` (one round), both are bit-sliced, and the sign is
 /// `v_63 ^ w_63 ^ carry_63`, with the carry from a log-depth parallel-prefix tree over the
-/// (generate, propagate) pairs of bits 0..62: one AND round for `g = v & w`, then six levels.
-/// 8 rounds and about 64 + 3 * 181 bits of traffic per element.
+/// (generate, propagate) pairs of bits 0..62: one round for `g = v & w` (two of the parties
+/// hold it between them, see below), then six AND levels. 8 rounds and about
+/// 64 + 2 * 63 + 3 * 118 bits of traffic per element.
 pub fn msb<T: Transport>(p: &mut Party<T>, x: &ArithShare) -> Result<BitShare> {
     let n = x.len();
     let ch = bits::chunks(n);
@@ -232,8 +299,24 @@ pub fn msb<T: Transport>(p: &mut Party<T>, x: &ArithShare) -> Result<BitShare> {
     let propagate = v.xor(&w);
     let (p63o, p63n) = propagate.range(plane(63));
     let (p63o, p63n) = (p63o.to_vec(), p63n.to_vec());
-    let low: Vec<_> = (0..63).map(|j| ((&v, j), (&w, j))).collect();
-    let mut gs = and_planes(p, ch, &low)?;
+    // `g = v & w` for bits 0..62 needs no AND protocol: `v = masked ^ r` and `w` is known to
+    // parties 1 and 2, so party 1 computes `r & w`, party 2 `masked & w`, and the two parts
+    // are made replicated by `bool_from_two` (two bits per gate instead of three).
+    let low = 63 * ch;
+    let z = match id.index() {
+        0 => vec![0; low],
+        1 => v.own[..low]
+            .iter()
+            .zip(&w.next[..low])
+            .map(|(a, b)| a & b)
+            .collect(),
+        _ => v.next[..low]
+            .iter()
+            .zip(&w.own[..low])
+            .map(|(a, b)| a & b)
+            .collect(),
+    };
+    let mut gs = bool_from_two(p, z)?;
     let mut ps = propagate;
     // Node t of a level covers a contiguous run of bit positions, lowest first. Node 0 always
     // contains bit 0, whose propagate is never needed (nothing carries into bit 0).
@@ -276,8 +359,10 @@ pub fn msb<T: Transport>(p: &mut Party<T>, x: &ArithShare) -> Result<BitShare> {
 
 /// Share of `x * b` for a shared bit `b` per element (bit-to-arithmetic conversion fused with
 /// the product). With `b = b_0 ^ b_1 ^ b_2`, party 0 knows `t = b_0 ^ b_1` and parties 1 and 2
-/// know `b_2`: party 0 arithmetic-shares `t` (one round), `[b] = t + b_2 - 2 t b_2` (one
-/// multiplication) and the result is `[x] * [b]` (one multiplication). 3 rounds.
+/// know `b_2`: party 0 arithmetic-shares `t` as `a_0 + r` (one round), `[b] = t + b_2 - 2 t b_2`
+/// and the result is `[x] * [b]` (one multiplication). 3 rounds. `t b_2 = a_0 b_2 + r b_2` needs
+/// no multiplication protocol: party 2 holds `a_0` and `b_2`, party 1 holds `r` and `b_2`, so
+/// it is an additive sharing between those two, made replicated by [`reshare_from_two`].
 pub fn select<T: Transport>(p: &mut Party<T>, x: &ArithShare, b: &BitShare) -> Result<ArithShare> {
     let n = x.len();
     if b.len() != n {
@@ -309,7 +394,14 @@ pub fn select<T: Transport>(p: &mut Party<T>, x: &ArithShare, b: &BitShare) -> R
         }
     };
     p.end_round();
-    let tb2 = mul(p, &t, &b2)?;
+    // Party 1's `r b_2` and party 2's `a_0 b_2`: `t.own()` is `r` at party 1, `b2.own()` is
+    // `b_2` at party 2, and so on (see the shares built above).
+    let z: Vec<u64> = match id.index() {
+        0 => vec![0; n],
+        1 => zip_map(t.own(), b2.next(), u64::wrapping_mul),
+        _ => zip_map(t.next(), b2.own(), u64::wrapping_mul),
+    };
+    let tb2 = reshare_from_two(p, z)?;
     let bit = t.add(&b2)?.sub(&tb2.mul_public(2))?;
     mul(p, x, &bit)
 }

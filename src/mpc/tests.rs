@@ -5,7 +5,7 @@ use super::context::Party;
 use super::error::Result;
 use super::fixed::FixedPoint;
 use super::layers::{avg_pool, max_pool};
-use super::protocol::{max, msb, mul, relu, trunc};
+use super::protocol::{max, msb, mul, relu, reshare_from_two, trunc};
 use super::share::{deal, open, open_bits, BitShare};
 use super::transport::InMemoryTransport;
 use super::*;
@@ -44,6 +44,49 @@ fn run3<R: Send>(f: impl Fn(&mut Party<InMemoryTransport>) -> Result<R> + Sync) 
 
 fn signed(v: &[u64]) -> Vec<i64> {
     v.iter().map(|&x| x as i64).collect()
+}
+
+/// Whether `words` look uniformly random: each of the 64 bit positions is set in 40-60% of
+/// them (a fixed or masked-by-zero message fails at once).
+fn looks_uniform(words: &[u64]) -> bool {
+    (0..64).all(|b| {
+        let ones = words.iter().filter(|w| (*w >> b) & 1 == 1).count();
+        (ones * 10 >= words.len() * 4) && (ones * 10 <= words.len() * 6)
+    })
+}
+
+#[test]
+fn resharing_from_two_parties_is_correct_and_shows_only_random_words() {
+    let mut rng = test_rng(41);
+    let z1: Vec<u64> = (0..2000).map(|_| rng.random()).collect();
+    // Party 2's part is all zeros: the worst case for what party 1 receives from it.
+    let z2 = vec![0u64; 2000];
+    let shares = run3(|p| {
+        let z = match p.id().index() {
+            0 => vec![0; 2000],
+            1 => z1.clone(),
+            _ => z2.clone(),
+        };
+        reshare_from_two(p, z)
+    });
+    let want: Vec<u64> = z1
+        .iter()
+        .zip(&z2)
+        .map(|(a, b)| a.wrapping_add(*b))
+        .collect();
+    assert_eq!(open(&shares).unwrap(), want);
+    // Party 1 received `c_2 - (z_1 - c_1)` from party 2, party 2 received `c_2 - (z_2 - c_0)`
+    // from party 1: both must be uniformly random although z_2 is zero.
+    let (s1, s2) = (&shares[1], &shares[2]);
+    let at_1: Vec<u64> = (0..2000)
+        .map(|e| s1.next()[e].wrapping_sub(z1[e].wrapping_sub(s1.own()[e])))
+        .collect();
+    let at_2: Vec<u64> = (0..2000)
+        .map(|e| s2.own()[e].wrapping_sub(z2[e].wrapping_sub(s2.next()[e])))
+        .collect();
+    assert!(looks_uniform(&at_1), "party 1's view is not random");
+    assert!(looks_uniform(&at_2), "party 2's view is not random");
+    assert!(!looks_uniform(&z2));
 }
 
 #[test]

@@ -24,7 +24,7 @@
 //! Builds on the record layer and the peer role; it may not import the handshake, which
 //! creates channels.
 
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -36,9 +36,7 @@ use snow::StatelessTransportState;
 use super::error::NetError;
 use super::message::Message;
 use super::peer::PeerRole;
-use super::record::{
-    read_record, write_record, DeadlineStream, MAX_RECORD, MAX_RECORD_PLAINTEXT, TAG_LEN,
-};
+use super::record::{read_record, DeadlineStream, MAX_RECORD, MAX_RECORD_PLAINTEXT, TAG_LEN};
 
 /// The total-length header at the start of each message's first record.
 const LENGTH_HEADER: usize = 8;
@@ -47,7 +45,12 @@ const LENGTH_HEADER: usize = 8;
 const SEND_QUEUE: usize = 64;
 
 enum Command {
-    Data(Vec<u8>),
+    /// One message: `head` followed by `body` (two buffers, so a small header can go before a
+    /// large payload without copying the payload).
+    Data {
+        head: Vec<u8>,
+        body: Vec<u8>,
+    },
     Flush(mpsc::Sender<()>),
 }
 
@@ -234,8 +237,13 @@ impl SecureChannel {
 
     /// Like [`SecureChannel::send`] without copying the buffer.
     pub fn send_owned(&mut self, data: Vec<u8>) -> Result<(), NetError> {
+        self.send_parts(Vec::new(), data)
+    }
+
+    /// Sends one message made of `head` followed by `body`, copying neither.
+    pub(crate) fn send_parts(&mut self, head: Vec<u8>, body: Vec<u8>) -> Result<(), NetError> {
         self.check_usable()?;
-        let len = data.len() as u64;
+        let len = (head.len() + body.len()) as u64;
         if len > self.max_message {
             return Err(NetError::SendTooLarge {
                 len,
@@ -243,7 +251,7 @@ impl SecureChannel {
             });
         }
         let queued = match &self.writer {
-            Some(w) => w.queue.send(Command::Data(data)).is_ok(),
+            Some(w) => w.queue.send(Command::Data { head, body }).is_ok(),
             None => false,
         };
         if !queued {
@@ -310,21 +318,32 @@ impl SecureChannel {
 
     /// Like [`SecureChannel::recv`], with the whole message due by `deadline`.
     pub(crate) fn recv_until(&mut self, deadline: Instant) -> Result<Vec<u8>, NetError> {
+        self.recv_parts_until(0, deadline).map(|(_, body)| body)
+    }
+
+    /// Receives the next message as its first `head` bytes (fewer if the message is shorter)
+    /// and the rest, so that a caller can read a small header and keep a large payload without
+    /// moving it.
+    pub(crate) fn recv_parts(&mut self, head: usize) -> Result<(Vec<u8>, Vec<u8>), NetError> {
+        self.recv_parts_until(head, Instant::now() + self.io_timeout)
+    }
+
+    fn recv_parts_until(
+        &mut self,
+        head: usize,
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, Vec<u8>), NetError> {
         self.check_usable()?;
         self.reader.get_mut().set_deadline(Some(deadline));
         let waited = deadline.saturating_duration_since(Instant::now());
-        let result = self.recv_message_bytes(waited);
-        match result {
-            Ok(v) => {
+        match self.recv_message_parts(head, waited) {
+            Ok((h, b)) => {
+                let n = h.len() + b.len();
                 if super::debug_enabled() {
-                    super::log(format_args!(
-                        "received {} bytes from {}",
-                        v.len(),
-                        self.label
-                    ));
+                    super::log(format_args!("received {n} bytes from {}", self.label));
                 }
-                self.bytes_received += v.len() as u64;
-                Ok(v)
+                self.bytes_received += n as u64;
+                Ok((h, b))
             }
             Err(e) => {
                 self.broken = Some(e.to_string());
@@ -349,7 +368,12 @@ impl SecureChannel {
         })
     }
 
-    fn recv_message_bytes(&mut self, waited: Duration) -> Result<Vec<u8>, NetError> {
+    /// Receives one message split after `head` bytes (see [`SecureChannel::recv_parts`]).
+    fn recv_message_parts(
+        &mut self,
+        head: usize,
+        waited: Duration,
+    ) -> Result<(Vec<u8>, Vec<u8>), NetError> {
         let n = self.read_chunk("waiting for a message", waited)?;
         if n < LENGTH_HEADER {
             return Err(self.malformed(format!(
@@ -373,24 +397,64 @@ impl SecureChannel {
                 "first record carries {first} bytes of a {total}-byte message"
             )));
         }
+        let total = usize::try_from(total).map_err(|_| {
+            self.malformed(format!("a {total}-byte message does not fit in memory"))
+        })?;
+        let data = &self.plain[LENGTH_HEADER..n];
+        let head = head.min(total);
+        if head > first {
+            // A header longer than the first record (never the case for the callers' few
+            // bytes): take the whole message and split it.
+            let mut all = Vec::with_capacity(total);
+            all.extend_from_slice(data);
+            self.receive_rest(&mut all, total, waited)?;
+            let body = all.split_off(head);
+            return Ok((all, body));
+        }
+        let head_bytes = data[..head].to_vec();
         // `total` is within this peer's cap (a client's is its input share's size), so the
         // whole message is reserved at once: growing by doubling would hold the old and the new
-        // buffer together, three times a 2.2 GB VGG16-2 share at the peak. Capacity not yet
-        // written costs address space, not memory, so a sender that stops early costs little.
-        let reserve = usize::try_from(total).unwrap_or(usize::MAX);
-        let mut out = Vec::with_capacity(reserve);
-        out.extend_from_slice(&self.plain[LENGTH_HEADER..n]);
-        while (out.len() as u64) < total {
-            let n = self.read_chunk("receiving the rest of a message", waited)?;
-            let remaining = total - out.len() as u64;
-            if n == 0 || n as u64 > remaining {
-                return Err(self.malformed(format!(
-                    "continuation record of {n} bytes where {remaining} bytes remain"
-                )));
-            }
-            out.extend_from_slice(&self.plain[..n]);
+        // buffer together, three times a 2.2 GB VGG16-2 share at the peak. A large zeroed
+        // allocation comes as untouched zero pages, which cost address space, not memory, until
+        // written, so a sender that stops early costs little; records decrypt straight into it.
+        let mut body = vec![0u8; total - head];
+        body[..first - head].copy_from_slice(&data[head..]);
+        let mut filled = first - head;
+        while filled < body.len() {
+            filled += self.read_chunk_into(&mut body[filled..], waited)?;
         }
-        Ok(out)
+        Ok((head_bytes, body))
+    }
+
+    /// Appends the continuation records of a `total`-byte message to `out`.
+    fn receive_rest(
+        &mut self,
+        out: &mut Vec<u8>,
+        total: usize,
+        waited: Duration,
+    ) -> Result<(), NetError> {
+        let mut filled = out.len();
+        out.resize(total, 0);
+        while filled < total {
+            filled += self.read_chunk_into(&mut out[filled..], waited)?;
+        }
+        Ok(())
+    }
+
+    /// Reads one continuation record and decrypts it into the start of `rest` (the part of the
+    /// message still missing), returning its plaintext length.
+    fn read_chunk_into(&mut self, rest: &mut [u8], waited: Duration) -> Result<usize, NetError> {
+        let during = "receiving the rest of a message";
+        read_record(&mut self.reader, &mut self.record)
+            .map_err(|e| NetError::from_io(&self.label, during, waited, e))?;
+        let n = self.record.len().saturating_sub(TAG_LEN);
+        if self.record.len() < TAG_LEN || n == 0 || n > rest.len() {
+            return Err(self.malformed(format!(
+                "continuation record of {n} bytes where {} bytes remain",
+                rest.len()
+            )));
+        }
+        self.decrypt_record(rest)
     }
 
     fn malformed(&self, reason: String) -> NetError {
@@ -411,9 +475,17 @@ impl SecureChannel {
                 self.record.len()
             )));
         }
+        let mut plain = std::mem::take(&mut self.plain);
+        let n = self.decrypt_record(&mut plain);
+        self.plain = plain;
+        n
+    }
+
+    /// Decrypts `self.record` into `out` with the next receive nonce.
+    fn decrypt_record(&mut self, out: &mut [u8]) -> Result<usize, NetError> {
         let n = self
             .transport
-            .read_message(self.recv_nonce, &self.record, &mut self.plain)
+            .read_message(self.recv_nonce, &self.record, out)
             .map_err(|e| match e {
                 snow::Error::Decrypt => NetError::Authentication {
                     peer: self.label.to_string(),
@@ -444,20 +516,19 @@ impl std::fmt::Debug for SecureChannel {
 
 fn writer_loop(
     commands: Receiver<Command>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     transport: &StatelessTransportState,
     label: &str,
     io_timeout: Duration,
     failure: &Failure,
 ) {
-    let mut out = BufWriter::with_capacity(8 * (MAX_RECORD + 2), stream);
+    let mut out = Batch::new();
     let mut nonce = 0u64;
-    let mut cipher = vec![0u8; MAX_RECORD];
     let mut first = vec![0u8; MAX_RECORD_PLAINTEXT];
-    let fail = |e: NetError, out: &BufWriter<TcpStream>| {
+    let fail = |e: NetError, stream: &TcpStream| {
         *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
         // Wake a reader blocked on this socket so the failure is seen promptly.
-        let _ = out.get_ref().shutdown(Shutdown::Both);
+        let _ = stream.shutdown(Shutdown::Both);
     };
     let io_err = |during, e| NetError::from_io(label, during, io_timeout, e);
     loop {
@@ -465,8 +536,8 @@ fn writer_loop(
         let command = match commands.try_recv() {
             Ok(c) => c,
             Err(TryRecvError::Empty) => {
-                if let Err(e) = out.flush() {
-                    return fail(io_err("sending", e), &out);
+                if let Err(e) = out.send(&mut stream) {
+                    return fail(io_err("sending", e), &stream);
                 }
                 match commands.recv() {
                     Ok(c) => c,
@@ -476,29 +547,80 @@ fn writer_loop(
             Err(TryRecvError::Disconnected) => break,
         };
         match command {
-            Command::Data(data) => {
+            Command::Data { head, body } => {
                 let result = encrypt_message(
                     transport,
                     &mut nonce,
-                    &data,
+                    head,
+                    &body,
                     &mut out,
-                    &mut cipher,
+                    &mut stream,
                     &mut first,
                 );
                 if let Err(e) = result {
-                    return fail(e.into_net(label, io_timeout), &out);
+                    return fail(e.into_net(label, io_timeout), &stream);
                 }
             }
             Command::Flush(ack) => {
-                if let Err(e) = out.flush() {
-                    return fail(io_err("sending", e), &out);
+                if let Err(e) = out.send(&mut stream) {
+                    return fail(io_err("sending", e), &stream);
                 }
                 let _ = ack.send(());
             }
         }
     }
-    if let Err(e) = out.flush() {
-        fail(io_err("sending the last messages", e), &out);
+    if let Err(e) = out.send(&mut stream) {
+        fail(io_err("sending the last messages", e), &stream);
+    }
+}
+
+/// Records ready to go: encrypted in place into one buffer and handed to the socket in one
+/// write per batch (eight full records), so that the receiver can decrypt one batch while the
+/// next is encrypted, and no record is copied again on its way to the socket.
+struct Batch {
+    buf: Vec<u8>,
+    filled: usize,
+}
+
+impl Batch {
+    const RECORDS: usize = 8;
+
+    fn new() -> Self {
+        Self {
+            buf: vec![0; Self::RECORDS * (2 + MAX_RECORD)],
+            filled: 0,
+        }
+    }
+
+    /// Encrypts `plain` as the next record, sending the batch first if it is full.
+    fn seal(
+        &mut self,
+        transport: &StatelessTransportState,
+        nonce: &mut u64,
+        plain: &[u8],
+        sink: &mut impl Write,
+    ) -> Result<(), EncryptError> {
+        let len = 2 + plain.len() + TAG_LEN;
+        if self.filled + len > self.buf.len() {
+            self.send(sink).map_err(EncryptError::Io)?;
+        }
+        let record = &mut self.buf[self.filled..self.filled + len];
+        let n = transport
+            .write_message(*nonce, plain, &mut record[2..])
+            .map_err(EncryptError::Noise)?;
+        *nonce += 1;
+        // `n` is the record's length, at most MAX_RECORD, so it fits the 2-byte prefix.
+        record[..2].copy_from_slice(&(n as u16).to_be_bytes());
+        self.filled += 2 + n;
+        Ok(())
+    }
+
+    fn send(&mut self, sink: &mut impl Write) -> io::Result<()> {
+        if self.filled > 0 {
+            sink.write_all(&self.buf[..self.filled])?;
+            self.filled = 0;
+        }
+        Ok(())
     }
 }
 
@@ -519,28 +641,34 @@ impl EncryptError {
     }
 }
 
-/// Splits `data` into records as described in the module documentation and writes them.
+/// Splits the message `head` + `body` into records as described in the module documentation
+/// and adds them to `out`.
 fn encrypt_message(
     transport: &StatelessTransportState,
     nonce: &mut u64,
-    data: &[u8],
-    out: &mut impl Write,
-    cipher: &mut [u8],
+    head: Vec<u8>,
+    body: &[u8],
+    out: &mut Batch,
+    sink: &mut impl Write,
     first: &mut [u8],
 ) -> Result<(), EncryptError> {
-    let head_len = data.len().min(MAX_RECORD_PLAINTEXT - LENGTH_HEADER);
-    first[..LENGTH_HEADER].copy_from_slice(&(data.len() as u64).to_le_bytes());
-    first[LENGTH_HEADER..LENGTH_HEADER + head_len].copy_from_slice(&data[..head_len]);
-    let mut seal = |plain: &[u8]| -> Result<(), EncryptError> {
-        let n = transport
-            .write_message(*nonce, plain, cipher)
-            .map_err(EncryptError::Noise)?;
-        *nonce += 1;
-        write_record(out, &cipher[..n]).map_err(EncryptError::Io)
-    };
-    seal(&first[..LENGTH_HEADER + head_len])?;
-    for chunk in data[head_len..].chunks(MAX_RECORD_PLAINTEXT) {
-        seal(chunk)?;
+    let room = MAX_RECORD_PLAINTEXT - LENGTH_HEADER;
+    if head.len() > room {
+        // Only the first record gathers from both parts; a head this long is joined instead.
+        let joined = [head, body.to_vec()].concat();
+        return encrypt_message(transport, nonce, Vec::new(), &joined, out, sink, first);
+    }
+    let total = head.len() + body.len();
+    let from_body = body.len().min(room - head.len());
+    first[..LENGTH_HEADER].copy_from_slice(&(total as u64).to_le_bytes());
+    let mut at = LENGTH_HEADER;
+    for part in [&head[..], &body[..from_body]] {
+        first[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    out.seal(transport, nonce, &first[..at], sink)?;
+    for chunk in body[from_body..].chunks(MAX_RECORD_PLAINTEXT) {
+        out.seal(transport, nonce, chunk, sink)?;
     }
     Ok(())
 }
@@ -551,6 +679,7 @@ mod tests {
     use crate::net::config::{PartiesConfig, PartyAddress, PartyId};
     use crate::net::handshake::tests::{fixture, fixture_with, Fixture};
     use crate::net::handshake::{accept, connect_client, connect_to_party, Inbound, CONFIRM};
+    use crate::net::record::write_record;
     use std::io::Read;
     use std::net::{SocketAddr, TcpListener};
     use std::thread;

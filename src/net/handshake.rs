@@ -8,7 +8,8 @@
 //! the hello bytes, so a hello altered in transit, or two sides holding different files, make
 //! the handshake fail authentication.
 //!
-//! Patterns (all `_25519_ChaChaPoly_BLAKE2s`):
+//! Patterns (all `_25519_AESGCM_BLAKE2s`; the cipher implementation is chosen per CPU by
+//! [`super::cipher`]):
 //! - party to party: `KK`, both static keys pinned from the file; the higher id initiates;
 //! - client to party: `NK`, the client is anonymous and pins the party's key;
 //! - model owner to party: `IK`, the party checks the owner's key against `owner_public_key`.
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 use snow::{Builder, HandshakeState};
 
 use super::channel::SecureChannel;
+use super::cipher;
 use super::config::{PartiesConfig, PartyAddress, PartyId};
 use super::error::NetError;
 use super::hello::{Hello, HELLO_LEN};
@@ -45,9 +47,9 @@ use super::record::{read_record, write_record, Within, MAX_RECORD};
 /// The initiator's first transport message: proof that it holds the handshake's keys.
 pub const CONFIRM: &[u8] = b"privxray handshake confirmation v3";
 
-const PATTERN_KK: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";
-const PATTERN_NK: &str = "Noise_NK_25519_ChaChaPoly_BLAKE2s";
-const PATTERN_IK: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
+const PATTERN_KK: &str = "Noise_KK_25519_AESGCM_BLAKE2s";
+const PATTERN_NK: &str = "Noise_NK_25519_AESGCM_BLAKE2s";
+const PATTERN_IK: &str = "Noise_IK_25519_AESGCM_BLAKE2s";
 
 /// The Noise pattern an initiator of `role` uses.
 fn pattern(role: PeerRole) -> &'static str {
@@ -163,7 +165,7 @@ fn initiate(
     let params = pattern(init.hello.from)
         .parse()
         .map_err(|e| handshake_err(snow_detail(e)))?;
-    let mut builder = Builder::new(params)
+    let mut builder = Builder::with_resolver(params, cipher::resolver())
         .prologue(&init.prologue)
         .and_then(|b| b.remote_public_key(init.remote.as_bytes()))
         .map_err(|e| handshake_err(snow_detail(e)))?;
@@ -411,7 +413,7 @@ fn respond(
         .parse()
         .map_err(|e| handshake_err(snow_detail(e)))?;
     let prologue = hello.prologue();
-    let mut builder = Builder::new(params)
+    let mut builder = Builder::with_resolver(params, cipher::resolver())
         .prologue(&prologue)
         .and_then(|b| b.local_private_key(local.keypair().private_bytes()))
         .map_err(|e| handshake_err(snow_detail(e)))?;
@@ -825,7 +827,7 @@ pub(crate) mod tests {
             to: PartyId::ALL[0],
             config: f.parties[0].config().hash(),
         };
-        let mut hs = Builder::new(PATTERN_KK.parse().unwrap())
+        let mut hs = Builder::with_resolver(PATTERN_KK.parse().unwrap(), cipher::resolver())
             .prologue(&hello.prologue())
             .unwrap()
             .local_private_key(f.parties[2].keypair().private_bytes())

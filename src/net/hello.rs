@@ -2,7 +2,7 @@
 //! binds it:
 //!
 //! ```text
-//! "PXN3" | role (1 party, 2 client, 3 model owner) | initiator party id (0xFF if none)
+//! "PXN4" | role (1 party, 2 client, 3 model owner) | initiator party id (0xFF if none)
 //!        | responder party id | BLAKE2s hash of the parties.toml identity part (32 bytes)
 //! ```
 //!
@@ -14,9 +14,10 @@ use super::peer::PeerRole;
 
 /// The last byte is the wire-protocol version: it changes whenever parties of two builds would
 /// compute differently (version 2: ChaCha12 pairwise streams) or speak differently (version 3:
-/// the initiator confirms the handshake). Mixed versions would connect and then produce wrong
+/// the initiator confirms the handshake; version 4: AES-GCM instead of ChaChaPoly, and fewer
+/// words in select, msb and trunc). Mixed versions would connect and then produce wrong
 /// predictions silently, since nothing checks that zero-sharings cancel.
-const MAGIC: &[u8; 4] = b"PXN3";
+const MAGIC: &[u8; 4] = b"PXN4";
 pub(super) const HELLO_LEN: usize = 4 + 1 + 1 + 1 + 32;
 const NO_PARTY: u8 = 0xFF;
 const PROLOGUE_LABEL: &[u8] = b"privxray noise prologue v2\0";
@@ -116,7 +117,7 @@ mod tests {
         let mut old = h.encode();
         old[3] = b'1';
         let e = Hello::decode(&old).unwrap_err();
-        assert!(e.contains("version 1") && e.contains("speaks 3"), "{e}");
+        assert!(e.contains("version 1") && e.contains("speaks 4"), "{e}");
         let mut bad = h.encode();
         bad[5] = 3;
         assert!(Hello::decode(&bad).is_err());

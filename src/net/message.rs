@@ -30,6 +30,8 @@ const TAG_PREDICT_REQUEST: u8 = 2;
 const TAG_PREDICT_RESPONSE: u8 = 3;
 const TAG_ERROR: u8 = 4;
 const TAG_MPC: u8 = 5;
+/// Bytes of an `Mpc` message before its payload (tag, length).
+pub(crate) const MPC_HEAD: usize = 1 + 8;
 const TAG_MODEL_INFO_REQUEST: u8 = 6;
 const TAG_MODEL_INFO: u8 = 7;
 const TAG_SCHEDULE: u8 = 8;
@@ -259,6 +261,23 @@ impl Message {
         // Anything else, a malformed share message included, gets the checks and errors of
         // the borrowing decoder.
         Self::decode(&bytes)
+    }
+
+    /// The encoding of `Message::Mpc` up to its payload: tag and payload length.
+    pub(crate) fn mpc_head(payload_len: usize) -> Vec<u8> {
+        let mut head = Vec::with_capacity(MPC_HEAD);
+        head.push(TAG_MPC);
+        head.extend_from_slice(&(payload_len as u64).to_le_bytes());
+        head
+    }
+
+    /// Decodes a message received as its first [`MPC_HEAD`] bytes and the rest: an `Mpc`
+    /// message keeps `body` as its payload without a copy; anything else is joined and decoded.
+    pub(crate) fn decode_parts(head: Vec<u8>, body: Vec<u8>) -> Result<Self, DecodeError> {
+        if head.len() == MPC_HEAD && head[..] == Self::mpc_head(body.len())[..] {
+            return Ok(Message::Mpc { payload: body });
+        }
+        Self::decode_owned([head, body].concat())
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -893,5 +912,32 @@ mod tests {
             bytes[i] = val;
             let _ = Message::decode(&bytes);
         }
+    }
+
+    #[test]
+    fn mpc_messages_travel_as_a_head_and_an_uncopied_payload() {
+        for payload in [
+            vec![],
+            vec![7u8],
+            (0..5000).map(|i| i as u8).collect::<Vec<_>>(),
+        ] {
+            let whole = Message::Mpc {
+                payload: payload.clone(),
+            }
+            .encode();
+            let head = Message::mpc_head(payload.len());
+            assert_eq!([head.clone(), payload.clone()].concat(), whole);
+            let m = Message::decode_parts(head, payload.clone()).unwrap();
+            assert_eq!(m, Message::Mpc { payload });
+        }
+        // Other messages, and an Mpc head whose length disagrees, go through the full decoder.
+        let e = Message::Error { text: "no".into() }.encode();
+        let (h, b) = e.split_at(MPC_HEAD.min(e.len()));
+        assert_eq!(
+            Message::decode_parts(h.to_vec(), b.to_vec()).unwrap(),
+            Message::Error { text: "no".into() }
+        );
+        let bad = Message::decode_parts(Message::mpc_head(10), vec![0; 9]);
+        assert!(bad.is_err());
     }
 }

@@ -5,6 +5,8 @@
 //! - [`config`]: `parties.toml` (who the parties are, where they listen, which keys they hold).
 //! - [`peer`]: [`PeerRole`], who is at the other end of a connection.
 //! - [`local`]: [`LocalParty`], a computing party's own identity and listening socket.
+//! - [`cipher`]: the Noise cipher (AES-GCM), fast assembly where the CPU allows, portable
+//!   otherwise.
 //! - [`record`]: record framing (length-prefixed Noise messages) and reads under a deadline.
 //! - [`hello`]: the cleartext hello before a handshake and the prologue that binds it.
 //! - [`handshake`]: the three Noise patterns (KK party-to-party, NK client-to-party, IK
@@ -24,6 +26,7 @@
 
 pub mod bench;
 pub mod channel;
+pub mod cipher;
 pub mod config;
 pub mod error;
 pub mod handshake;

@@ -3,7 +3,7 @@
 //! deadline for a whole exchange.
 //!
 //! Owns the record layer only: it knows nothing of handshakes, roles or channels, and imports
-//! nothing from the rest of `net`, so the handshake and the channel can both build on it.
+//! nothing from the rest of `net` but the tag length, so the handshake and the channel can both build on it.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -11,8 +11,8 @@ use std::time::Instant;
 
 /// Largest Noise message (ciphertext including the tag).
 pub const MAX_RECORD: usize = 65_535;
-/// Authentication tag added by ChaChaPoly.
-pub const TAG_LEN: usize = 16;
+/// Authentication tag added by the cipher (AES-GCM, see [`super::cipher`]).
+pub const TAG_LEN: usize = super::cipher::TAG_LEN;
 /// Largest plaintext in one record.
 pub const MAX_RECORD_PLAINTEXT: usize = MAX_RECORD - TAG_LEN;
 

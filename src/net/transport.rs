@@ -16,7 +16,7 @@ use super::channel::SecureChannel;
 use super::config::PartyId;
 use super::error::NetError;
 use super::mesh::Mesh;
-use super::message::Message;
+use super::message::{Message, MPC_HEAD};
 
 /// One party's end of the three-party mesh, usable by the engine and for control messages.
 #[derive(Debug)]
@@ -124,8 +124,9 @@ impl NoiseTransport {
 impl Transport for NoiseTransport {
     fn send(&mut self, to: PartyId, data: Vec<u8>) -> MpcResult<()> {
         let len = data.len() as u64;
+        // The payload goes out as it is, behind its small header: no re-encoding copy.
         self.peer_for(to)?
-            .send_owned(Message::Mpc { payload: data }.encode())
+            .send_parts(Message::mpc_head(data.len()), data)
             .map_err(|e| MpcError::Transport {
                 peer: to,
                 reason: e.to_string(),
@@ -135,9 +136,15 @@ impl Transport for NoiseTransport {
     }
 
     fn recv(&mut self, from: PartyId) -> MpcResult<Vec<u8>> {
-        let message = self
-            .peer_for(from)?
-            .recv_message()
+        let channel = self.peer_for(from)?;
+        let message = channel
+            .recv_parts(MPC_HEAD)
+            .and_then(|(head, body)| {
+                Message::decode_parts(head, body).map_err(|source| NetError::Decode {
+                    peer: channel.peer_label().to_string(),
+                    source,
+                })
+            })
             .map_err(|e| MpcError::Transport {
                 peer: from,
                 reason: e.to_string(),

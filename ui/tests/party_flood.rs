@@ -79,7 +79,7 @@ struct Conn {
 
 fn flood(addr: SocketAddr, stop: &AtomicBool, counts: &Counts) {
     // The start of a client hello, so the bytes look plausible; it never completes in time.
-    let mut hello = b"PXN3\x02\xff\x00".to_vec();
+    let mut hello = b"PXN4\x02\xff\x00".to_vec();
     hello.resize(39, 0);
     let mut slots: Vec<Option<Conn>> = (0..FLOOD).map(|_| None).collect();
     let mut retry_at = vec![Instant::now(); FLOOD];

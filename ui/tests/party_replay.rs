@@ -111,7 +111,7 @@ fn a_replayed_party_handshake_does_not_disturb_a_live_mesh() {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(&hello[..4], b"PXN3");
+    assert_eq!(&hello[..4], b"PXN4");
     assert_eq!(
         (hello[4], hello[5], hello[6]),
         (1, 2, 0),

@@ -58,6 +58,10 @@ pub struct MpcBench {
     /// fresh keys), beside the in-memory run: the cost of the network and of encryption.
     #[arg(long)]
     pub loopback: bool,
+    /// With --loopback: in-memory and loopback runs per batch, alternating; the report gives
+    /// the median seconds and the median of the per-run ratios.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +115,9 @@ fn mpc_bench(bench: MpcBench) -> anyhow::Result<()> {
         ModelKind::DnnAv | ModelKind::DnnMax => vec![1, 16],
         ModelKind::Vgg16_1 | ModelKind::Vgg16_2 => vec![1],
     });
+    if bench.runs == 0 {
+        anyhow::bail!("--runs must be at least 1");
+    }
     if batches.is_empty() || batches.contains(&0) {
         anyhow::bail!("--batches must list batch sizes of at least 1, found {batches:?}");
     }
@@ -124,7 +131,7 @@ fn mpc_bench(bench: MpcBench) -> anyhow::Result<()> {
     if bench.loopback {
         println!(
             "{}",
-            privxray::party::bench::loopback_report(&spec, &batches)?
+            privxray::party::bench::loopback_report(&spec, &batches, bench.runs)?
         );
     }
     drop(spec);
