@@ -169,6 +169,7 @@ pub fn load_image_using(
             let reduce = Reduce {
                 at_least: (w as u32, h as u32),
                 gap: REDUCING_GAP,
+                grey: t == Technique::T1,
             };
             decode_file_reduced(path, limits, reduce)
         }
