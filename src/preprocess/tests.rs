@@ -1,8 +1,9 @@
 //! Reduced decoding against the exact path, on real radiographs and a generated smooth one. It
 //! does NOT hold 2/255 (the goal of issue 19): each block reduced to the means of its cells (a
 //! box filter) before the antialiased resampling is not the resampling alone, and the largest
-//! absolute difference reaches 7/255 on the real samples and 19/255 at the sharp edges of the
-//! generated set (means 0.12-0.15/255 and up to 0.94/255 per image), so exact decoding stays the
+//! absolute difference reaches 7/255 (technique 1) and 11/255 (technique 2) on the real samples
+//! and 19/255 at the sharp edges of the generated set (means 0.12-0.24/255 per real image, up
+//! to 0.94/255 on the generated ones), so exact decoding stays the
 //! default and reduced is opt-in (the benchmark's `--decoding`, `run_using`). These tests bound
 //! what reduced decoding does give, so a regression (a wrong scale, a shifted grid) fails.
 
@@ -60,6 +61,6 @@ fn reduced_decoding_is_close_to_exact_on_real_radiographs() {
     }
     let files = bench::list_images(&root).unwrap();
     for f in &files {
-        check(f, 9, 0.3);
+        check(f, 12, 0.3);
     }
 }

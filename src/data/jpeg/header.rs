@@ -112,9 +112,7 @@ impl State {
                 });
             }
             // Progressive, lossless, hierarchical, arithmetic coding.
-            0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
-                return Ok(Step::Unsupported)
-            }
+            0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return Ok(Step::Unsupported),
             0xDA => return Ok(Step::Scan(self.scan(body)?, next)),
             _ => {}
         }

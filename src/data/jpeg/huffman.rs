@@ -44,7 +44,9 @@ impl Table {
             offset[len as usize] = k as i32 - code as i32;
             if n > 0 {
                 if code + n > (1 << len) {
-                    return Err(JpegError::Corrupt("bad Huffman table (overfull code space)"));
+                    return Err(JpegError::Corrupt(
+                        "bad Huffman table (overfull code space)",
+                    ));
                 }
                 for _ in 0..n {
                     if len <= FAST_BITS {

@@ -231,7 +231,9 @@ fn skip_block(bits: &mut Bits, dc: &Table, ac: &Table, pred: &mut i32) -> Result
         }
     }
     if k > 64 {
-        return Err(JpegError::Corrupt("AC coefficients past the end of a block"));
+        return Err(JpegError::Corrupt(
+            "AC coefficients past the end of a block",
+        ));
     }
     Ok(())
 }
@@ -267,7 +269,9 @@ fn block<const N: usize>(
             Some((run, v)) => {
                 k += run as usize;
                 if k > 63 {
-                    return Err(JpegError::Corrupt("AC coefficients past the end of a block"));
+                    return Err(JpegError::Corrupt(
+                        "AC coefficients past the end of a block",
+                    ));
                 }
                 at[n] = k as u8;
                 values[n] = v as f32;
