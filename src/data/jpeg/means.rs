@@ -64,8 +64,9 @@ mod tests {
         // One coefficient at natural (row 1, col 2): pixel (x, y) = C(2)/2 cos .. * C(1)/2 cos ..
         let r = rows(8, 8, &[3; 64]);
         let k = ZIGZAG.iter().position(|&n| n == 8 + 2).unwrap();
-        let f =
-            |x: usize, u: usize| 0.5 * ((2 * x + 1) as f64 * u as f64 * 3.14159265 / 16.0).cos();
+        let f = |x: usize, u: usize| {
+            0.5 * ((2 * x + 1) as f64 * u as f64 * std::f64::consts::PI / 16.0).cos()
+        };
         for y in 0..8 {
             for x in 0..8 {
                 let want = 3.0 * f(x, 2) * f(y, 1);

@@ -107,7 +107,7 @@ fn make_planes(f: &Frame, s: usize, grey: bool) -> Option<Vec<Plane>> {
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            if f.hmax % c.h != 0 || f.vmax % c.v != 0 {
+            if !f.hmax.is_multiple_of(c.h) || !f.vmax.is_multiple_of(c.v) {
                 return None;
             }
             // A subsampled component's block covers more output pixels: decoding it at a
