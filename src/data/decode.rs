@@ -1,8 +1,8 @@
 //! Decoding one file into 8-bit pixels: JPEG (greyscale, RGB or CMYK), PNG (8 or 16 bit) and
 //! DICOM (MONOCHROME1/2, 12-16 bit values windowed to 8 bits).
 //!
-//! Imports `super::open` (capped reads and limits) and the image decoders only; never
-//! `preprocess`, `train` or anything above.
+//! Imports `super::open` (capped reads and limits), `super::jpeg` (reduced-scale JPEG decoding)
+//! and the image decoders only; never `preprocess`, `train` or anything above.
 
 use super::open::{read_capped, ImportLimits, OpenError, Refusal};
 use dicom_pixeldata::PixelDecoder;
@@ -27,8 +27,8 @@ pub enum DecodeError {
     Refused(#[from] Refusal),
     #[error("corrupt or unsupported image: {}", .0.to_string().trim())]
     Image(#[from] image::ImageError),
-    #[error("corrupt or unsupported JPEG: {}", .0.to_string().trim())]
-    Jpeg(#[from] jpeg_decoder::Error),
+    #[error("corrupt JPEG: {0}")]
+    Jpeg(#[from] super::jpeg::JpegError),
     #[error("corrupt or unsupported DICOM: {0}")]
     Dicom(String),
     #[error("corrupt image: truncated JPEG (no end-of-image marker)")]
@@ -143,10 +143,11 @@ pub fn decode_file_with(path: &Path, limits: &ImportLimits) -> Result<Decoded, D
 
 /// Decodes the file at `path` as [`decode_file_with`] does, except that a JPEG larger than
 /// `reduce.at_least` times `reduce.gap` in both dimensions is decoded at 1/2, 1/4 or 1/8 of its
-/// size in the DCT domain (the largest reduction that keeps both dimensions at least that big),
-/// as libjpeg's scaled decoding and Pillow's `draft` do. Most of a big JPEG's decoding time is
-/// the inverse DCT and colour output of pixels a small target never needs. Other formats, and
-/// JPEGs this decoder does not reduce (CMYK, 12/16-bit), are decoded at full size.
+/// size (the largest reduction that keeps both dimensions at least that big), as libjpeg's
+/// scaled decoding and Pillow's `draft` do: each 8x8 block becomes the means of its 4x4, 2x2 or
+/// whole cells, computed from its DCT coefficients (`super::jpeg`), so no inverse DCT and no
+/// full-size pixel is ever made. Other formats, and JPEGs that decoder leaves alone
+/// (progressive, arithmetic, 12-bit, CMYK), are decoded at full size.
 pub fn decode_file_reduced(
     path: &Path,
     limits: &ImportLimits,
@@ -181,6 +182,8 @@ pub struct Reduce {
     /// resampling that follows still sees `gap` decoded pixels per output pixel (Pillow's
     /// `reducing_gap`, 2.0 in its `thumbnail`).
     pub gap: f64,
+    /// Only the luma of a colour JPEG is needed: its chroma is entropy-decoded but not output.
+    pub grey: bool,
 }
 
 impl Reduce {
@@ -204,23 +207,18 @@ fn scaled_len(len: u32, s: u32) -> u32 {
 }
 
 /// Decodes a JPEG at reduced scale, or `None` when it should be decoded at full size: no
-/// reduction applies, or the image is one this path does not handle (CMYK, 16-bit).
+/// reduction applies, or the image is one the reduced decoder does not handle (progressive,
+/// arithmetic-coded, 12-bit, CMYK).
 fn decode_jpeg_reduced(
     bytes: &[u8],
     limits: &ImportLimits,
     reduce: Reduce,
 ) -> Result<Option<Decoded>, DecodeError> {
-    let mut decoder = jpeg_decoder::Decoder::new(bytes);
     // The header only (up to the frame header): nothing allocated for pixels.
-    decoder.read_info()?;
-    let info = decoder.info().ok_or(DecodeError::Truncated)?;
-    let (width, height) = (info.width as u32, info.height as u32);
-    limits.check_pixels(width, height)?;
-    let channels = match info.pixel_format {
-        jpeg_decoder::PixelFormat::L8 => 1,
-        jpeg_decoder::PixelFormat::RGB24 => 3,
-        _ => return Ok(None),
+    let Some((width, height)) = super::jpeg::dimensions(bytes)? else {
+        return Ok(None);
     };
+    limits.check_pixels(width, height)?;
     let s = reduce.idct_size(width, height);
     if s == 8 {
         return Ok(None);
@@ -228,25 +226,12 @@ fn decode_jpeg_reduced(
     if !has_jpeg_end(bytes) {
         return Err(DecodeError::Truncated);
     }
-    let (w, h) = (scaled_len(width, s), scaled_len(height, s));
-    // The decoder picks the smallest IDCT giving either dimension at least the request; asking
-    // for exactly the size of IDCT `s` yields `s` (a smaller one is smaller in both).
-    let (got_w, got_h) = decoder.scale(w as u16, h as u16)?;
-    let pixels = decoder.decode()?;
-    let (got_w, got_h) = (got_w as u32, got_h as u32);
-    if pixels.len() != got_w as usize * got_h as usize * channels {
-        return Err(DecodeError::Short {
-            bytes: pixels.len(),
-            width: got_w,
-            height: got_h,
-        });
-    }
-    Ok(Some(Decoded {
-        width: got_w,
-        height: got_h,
-        channels: channels as u8,
-        pixels,
-    }))
+    Ok(super::jpeg::decode_reduced(
+        bytes,
+        s,
+        reduce.grey,
+        limits.max_pixels,
+    )?)
 }
 
 /// Decodes JPEG or PNG bytes under the default [`ImportLimits`].

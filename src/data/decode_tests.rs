@@ -23,6 +23,7 @@ fn smooth_jpeg(dir: &Path, w: u32, h: u32) -> std::path::PathBuf {
 const T1: Reduce = Reduce {
     at_least: (125, 150),
     gap: 2.0,
+    grey: true,
 };
 
 #[test]

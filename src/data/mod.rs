@@ -4,6 +4,7 @@
 
 pub mod decode;
 pub mod files;
+mod jpeg;
 pub mod labels;
 pub mod open;
 pub mod scan;

@@ -1,9 +1,11 @@
 //! Reduced decoding against the exact path, on real radiographs and a generated smooth one. It
-//! does NOT hold 2/255 (the goal of issue 19): the largest absolute difference reaches 18/255
-//! on the real samples (at sharp edges; the mean is 0.1-0.5/255), so exact decoding stays the
+//! does NOT hold 2/255 (the goal of issue 19): each block reduced to the means of its cells (a
+//! box filter) before the antialiased resampling is not the resampling alone, and the largest
+//! absolute difference reaches 7/255 (technique 1) and 11/255 (technique 2) on the real samples
+//! and 19/255 at the sharp edges of the generated set (means 0.12-0.24/255 per real image, up
+//! to 0.94/255 on the generated ones), so exact decoding stays the
 //! default and reduced is opt-in (the benchmark's `--decoding`, `run_using`). These tests bound
-//! what reduced decoding does give, so a regression (a wrong scale, a shifted grid) fails: the
-//! mean absolute difference under 1/255, the largest at most 40/255.
+//! what reduced decoding does give, so a regression (a wrong scale, a shifted grid) fails.
 
 use super::*;
 
@@ -23,7 +25,8 @@ fn differences(path: &Path, t: Technique) -> (u8, f64) {
     (*d.iter().max().unwrap(), mean)
 }
 
-fn check(path: &Path) {
+/// Holds both techniques to at most `largest`/255 and a mean under `mean`/255.
+fn check(path: &Path, largest: u8, mean_below: f64) {
     for t in [Technique::T1, Technique::T2] {
         let (worst, mean) = differences(path, t);
         println!(
@@ -32,7 +35,7 @@ fn check(path: &Path) {
             t.number()
         );
         assert!(
-            worst <= 40 && mean < 1.0,
+            worst <= largest && mean < mean_below,
             "{}: technique {} reduced differs from exact by up to {worst}/255, {mean:.3} on average",
             path.display(),
             t.number()
@@ -45,7 +48,7 @@ fn reduced_decoding_is_close_to_exact_on_a_generated_smooth_radiograph() {
     let dir = tempfile::tempdir().unwrap();
     let files = bench::generate(dir.path(), bench::ImageSet::Smooth, 2).unwrap();
     for f in &files {
-        check(f);
+        check(f, 24, 1.2);
     }
 }
 
@@ -58,6 +61,6 @@ fn reduced_decoding_is_close_to_exact_on_real_radiographs() {
     }
     let files = bench::list_images(&root).unwrap();
     for f in &files {
-        check(f);
+        check(f, 12, 0.3);
     }
 }
