@@ -7,6 +7,7 @@ pub mod files;
 mod jpeg;
 pub mod labels;
 pub mod open;
+mod pixels;
 pub mod scan;
 
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,8 @@
 //! Typed messages of the private-prediction protocol and their binary encoding.
 //!
+//! Longer than 600 lines: each message's encoder and checked decoder stay side by side, so a
+//! field added to one cannot be missed in the other.
+//!
 //! Encoding (all integers little-endian): one tag byte, then the fields in order.
 //! - byte strings: `u64` length, then the bytes;
 //! - `shape`: one rank byte (at most [`MAX_RANK`]), then one `u32` per dimension;

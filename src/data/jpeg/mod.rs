@@ -4,7 +4,7 @@
 //! powers of two, restart intervals, interleaved or one scan per component. Anything else
 //! (progressive, arithmetic, 12-bit, CMYK, Adobe RGB) gives `Ok(None)`, for the full decoder.
 //!
-//! Imports `super::decode::Decoded` only; children `bits`, `huffman`, `means`, `header`, `scan`.
+//! Imports `super::pixels::Decoded` only; children `bits`, `huffman`, `means`, `header`, `scan`.
 
 mod bits;
 mod header;
@@ -12,7 +12,7 @@ mod huffman;
 mod means;
 mod scan;
 
-use super::decode::Decoded;
+use super::pixels::Decoded;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JpegError {
