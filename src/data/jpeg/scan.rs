@@ -220,6 +220,17 @@ fn dc_value(bits: &mut Bits, dc: &Table, pred: &mut i32) -> Result<(), JpegError
 /// Decodes a block whose pixels are not wanted.
 fn skip_block(bits: &mut Bits, dc: &Table, ac: &Table, pred: &mut i32) -> Result<(), JpegError> {
     dc_value(bits, dc, pred)?;
+    ac_walk(bits, ac, |_, _| {})
+}
+
+/// Decodes a block's AC coefficients, handing each to `found` with its zigzag index (1..=63);
+/// a run past the block's end is an error.
+#[inline(always)]
+fn ac_walk(
+    bits: &mut Bits,
+    ac: &Table,
+    mut found: impl FnMut(usize, i32),
+) -> Result<(), JpegError> {
     let mut k = 1;
     while k < 64 {
         if bits.count() < 32 {
@@ -227,13 +238,17 @@ fn skip_block(bits: &mut Bits, dc: &Table, ac: &Table, pred: &mut i32) -> Result
         }
         match ac.decode_ac(bits)? {
             None => break,
-            Some((run, _)) => k += run + 1,
+            Some((run, v)) => {
+                k += run as usize;
+                if k > 63 {
+                    return Err(JpegError::Corrupt(
+                        "AC coefficients past the end of a block",
+                    ));
+                }
+                found(k, v);
+                k += 1;
+            }
         }
-    }
-    if k > 64 {
-        return Err(JpegError::Corrupt(
-            "AC coefficients past the end of a block",
-        ));
     }
     Ok(())
 }
@@ -259,27 +274,11 @@ fn block<const N: usize>(
     let mut at = [0u8; 64];
     let mut values = [0f32; 64];
     let mut n = 0;
-    let mut k = 1;
-    while k < 64 {
-        if bits.count() < 32 {
-            bits.refill();
-        }
-        match ac.decode_ac(bits)? {
-            None => break,
-            Some((run, v)) => {
-                k += run as usize;
-                if k > 63 {
-                    return Err(JpegError::Corrupt(
-                        "AC coefficients past the end of a block",
-                    ));
-                }
-                at[n] = k as u8;
-                values[n] = v as f32;
-                n += 1;
-                k += 1;
-            }
-        }
-    }
+    ac_walk(bits, ac, |k, v| {
+        at[n] = k as u8;
+        values[n] = v as f32;
+        n += 1;
+    })?;
     let d = *pred as f32;
     let mut acc = [0f32; N];
     for (a, r) in acc.iter_mut().zip(&rows[0]) {
