@@ -21,17 +21,16 @@
 //! queues the message and returns. That way two parties that both send a large message before
 //! reading (the usual shape of an MPC round) cannot deadlock on full TCP buffers.
 //!
-//! Builds on the record layer and the peer role; it may not import the handshake, which
-//! creates channels.
+//! The writer thread lives in [`super::sender`], which also owns the framing of a message into
+//! records; the receiving half here follows it.
 //!
-//! Longer than 600 lines: the writer thread's batched encryption and the receiver's in-place
-//! decryption share the record layout and nonce order defined here; split them only with a
-//! module that owns that layout for both (to do).
+//! Builds on the record layer, the sender and the peer role; it may not import the handshake,
+//! which creates channels.
 
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufRead, BufReader};
 use std::net::{Shutdown, TcpStream};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -40,23 +39,12 @@ use snow::StatelessTransportState;
 use super::error::NetError;
 use super::message::Message;
 use super::peer::PeerRole;
-use super::record::{read_record, DeadlineStream, MAX_RECORD, MAX_RECORD_PLAINTEXT, TAG_LEN};
+use super::record::{read_record, DeadlineStream, MAX_RECORD, TAG_LEN};
+use super::sender::{failure_text, writer_loop, Command, Failure, LENGTH_HEADER};
 
-/// The total-length header at the start of each message's first record.
-const LENGTH_HEADER: usize = 8;
 /// Messages queued for the writer thread before `send` blocks. MPC rounds have one or two
 /// outstanding messages per peer; the bound only stops a runaway sender from exhausting memory.
 const SEND_QUEUE: usize = 64;
-
-enum Command {
-    /// One message: `head` followed by `body` (two buffers, so a small header can go before a
-    /// large payload without copying the payload).
-    Data {
-        head: Vec<u8>,
-        body: Vec<u8>,
-    },
-    Flush(mpsc::Sender<()>),
-}
 
 struct Writer {
     queue: SyncSender<Command>,
@@ -66,11 +54,13 @@ struct Writer {
 /// Decides the receive limit when a message starts arriving.
 type LimitFn = Box<dyn Fn() -> u64 + Send>;
 
-/// The first error the writer thread hit; later sends report it.
-type Failure = Arc<Mutex<Option<String>>>;
-
-fn failure_text(f: &Failure) -> Option<String> {
-    f.lock().unwrap_or_else(|e| e.into_inner()).clone()
+/// Where the next record's ciphertext is (see [`SecureChannel::next_record`]).
+#[derive(Clone, Copy)]
+enum Held {
+    /// At the start of the read buffer, after its 2-byte length: this many bytes.
+    Buffered(usize),
+    /// In `SecureChannel::record`.
+    Copied,
 }
 
 /// Closes a channel's connection from another thread: a receive blocked on it fails at once.
@@ -449,16 +439,18 @@ impl SecureChannel {
     /// message still missing), returning its plaintext length.
     fn read_chunk_into(&mut self, rest: &mut [u8], waited: Duration) -> Result<usize, NetError> {
         let during = "receiving the rest of a message";
-        read_record(&mut self.reader, &mut self.record)
+        let held = self
+            .next_record()
             .map_err(|e| NetError::from_io(&self.label, during, waited, e))?;
-        let n = self.record.len().saturating_sub(TAG_LEN);
-        if self.record.len() < TAG_LEN || n == 0 || n > rest.len() {
+        let len = self.record_bytes(held).len();
+        let n = len.saturating_sub(TAG_LEN);
+        if len < TAG_LEN || n == 0 || n > rest.len() {
             return Err(self.malformed(format!(
                 "continuation record of {n} bytes where {} bytes remain",
                 rest.len()
             )));
         }
-        self.decrypt_record(rest)
+        self.decrypt_record(held, rest)
     }
 
     fn malformed(&self, reason: String) -> NetError {
@@ -471,31 +463,59 @@ impl SecureChannel {
     /// Reads and decrypts one record into `self.plain`, returning the plaintext length.
     /// `waited` is the message's whole allowance, for the timeout error.
     fn read_chunk(&mut self, during: &'static str, waited: Duration) -> Result<usize, NetError> {
-        read_record(&mut self.reader, &mut self.record)
+        let held = self
+            .next_record()
             .map_err(|e| NetError::from_io(&self.label, during, waited, e))?;
-        if self.record.len() < TAG_LEN {
+        let len = self.record_bytes(held).len();
+        if len < TAG_LEN {
             return Err(self.malformed(format!(
-                "record of {} bytes is shorter than an authentication tag",
-                self.record.len()
+                "record of {len} bytes is shorter than an authentication tag"
             )));
         }
         let mut plain = std::mem::take(&mut self.plain);
-        let n = self.decrypt_record(&mut plain);
+        let n = self.decrypt_record(held, &mut plain);
         self.plain = plain;
         n
     }
 
-    /// Decrypts `self.record` into `out` with the next receive nonce.
-    fn decrypt_record(&mut self, out: &mut [u8]) -> Result<usize, NetError> {
-        let n = self
+    /// Makes the next record's ciphertext available: left in the read buffer when the buffer
+    /// holds all of it (most records: it takes four), so that it is decrypted from there
+    /// without a copy; otherwise copied into `self.record` as it arrives.
+    fn next_record(&mut self) -> io::Result<Held> {
+        let available = self.reader.fill_buf()?;
+        if let [hi, lo, ..] = *available {
+            let len = usize::from(u16::from_be_bytes([hi, lo]));
+            if available.len() >= 2 + len {
+                return Ok(Held::Buffered(len));
+            }
+        }
+        read_record(&mut self.reader, &mut self.record)?;
+        Ok(Held::Copied)
+    }
+
+    /// The ciphertext of the record `held` describes.
+    fn record_bytes(&self, held: Held) -> &[u8] {
+        match held {
+            Held::Buffered(len) => &self.reader.buffer()[2..2 + len],
+            Held::Copied => &self.record,
+        }
+    }
+
+    /// Decrypts the record `held` describes into `out` with the next receive nonce, and
+    /// consumes it.
+    fn decrypt_record(&mut self, held: Held, out: &mut [u8]) -> Result<usize, NetError> {
+        let decrypted = self
             .transport
-            .read_message(self.recv_nonce, &self.record, out)
-            .map_err(|e| match e {
-                snow::Error::Decrypt => NetError::Authentication {
-                    peer: self.label.to_string(),
-                },
-                other => self.malformed(format!("cannot decrypt record: {other}")),
-            })?;
+            .read_message(self.recv_nonce, self.record_bytes(held), out);
+        if let Held::Buffered(len) = held {
+            self.reader.consume(2 + len);
+        }
+        let n = decrypted.map_err(|e| match e {
+            snow::Error::Decrypt => NetError::Authentication {
+                peer: self.label.to_string(),
+            },
+            other => self.malformed(format!("cannot decrypt record: {other}")),
+        })?;
         self.recv_nonce += 1;
         Ok(n)
     }
@@ -518,173 +538,14 @@ impl std::fmt::Debug for SecureChannel {
     }
 }
 
-fn writer_loop(
-    commands: Receiver<Command>,
-    mut stream: TcpStream,
-    transport: &StatelessTransportState,
-    label: &str,
-    io_timeout: Duration,
-    failure: &Failure,
-) {
-    let mut out = Batch::new();
-    let mut nonce = 0u64;
-    let mut first = vec![0u8; MAX_RECORD_PLAINTEXT];
-    let fail = |e: NetError, stream: &TcpStream| {
-        *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
-        // Wake a reader blocked on this socket so the failure is seen promptly.
-        let _ = stream.shutdown(Shutdown::Both);
-    };
-    let io_err = |during, e| NetError::from_io(label, during, io_timeout, e);
-    loop {
-        // Batch queued messages into the buffer; flush only when the queue runs dry.
-        let command = match commands.try_recv() {
-            Ok(c) => c,
-            Err(TryRecvError::Empty) => {
-                if let Err(e) = out.send(&mut stream) {
-                    return fail(io_err("sending", e), &stream);
-                }
-                match commands.recv() {
-                    Ok(c) => c,
-                    Err(_) => break,
-                }
-            }
-            Err(TryRecvError::Disconnected) => break,
-        };
-        match command {
-            Command::Data { head, body } => {
-                let result = encrypt_message(
-                    transport,
-                    &mut nonce,
-                    head,
-                    &body,
-                    &mut out,
-                    &mut stream,
-                    &mut first,
-                );
-                if let Err(e) = result {
-                    return fail(e.into_net(label, io_timeout), &stream);
-                }
-            }
-            Command::Flush(ack) => {
-                if let Err(e) = out.send(&mut stream) {
-                    return fail(io_err("sending", e), &stream);
-                }
-                let _ = ack.send(());
-            }
-        }
-    }
-    if let Err(e) = out.send(&mut stream) {
-        fail(io_err("sending the last messages", e), &stream);
-    }
-}
-
-/// Records ready to go: encrypted in place into one buffer and handed to the socket in one
-/// write per batch (eight full records), so that the receiver can decrypt one batch while the
-/// next is encrypted, and no record is copied again on its way to the socket.
-struct Batch {
-    buf: Vec<u8>,
-    filled: usize,
-}
-
-impl Batch {
-    const RECORDS: usize = 8;
-
-    fn new() -> Self {
-        Self {
-            buf: vec![0; Self::RECORDS * (2 + MAX_RECORD)],
-            filled: 0,
-        }
-    }
-
-    /// Encrypts `plain` as the next record, sending the batch first if it is full.
-    fn seal(
-        &mut self,
-        transport: &StatelessTransportState,
-        nonce: &mut u64,
-        plain: &[u8],
-        sink: &mut impl Write,
-    ) -> Result<(), EncryptError> {
-        let len = 2 + plain.len() + TAG_LEN;
-        if self.filled + len > self.buf.len() {
-            self.send(sink).map_err(EncryptError::Io)?;
-        }
-        let record = &mut self.buf[self.filled..self.filled + len];
-        let n = transport
-            .write_message(*nonce, plain, &mut record[2..])
-            .map_err(EncryptError::Noise)?;
-        *nonce += 1;
-        // `n` is the record's length, at most MAX_RECORD, so it fits the 2-byte prefix.
-        record[..2].copy_from_slice(&(n as u16).to_be_bytes());
-        self.filled += 2 + n;
-        Ok(())
-    }
-
-    fn send(&mut self, sink: &mut impl Write) -> io::Result<()> {
-        if self.filled > 0 {
-            sink.write_all(&self.buf[..self.filled])?;
-            self.filled = 0;
-        }
-        Ok(())
-    }
-}
-
-enum EncryptError {
-    Io(io::Error),
-    Noise(snow::Error),
-}
-
-impl EncryptError {
-    fn into_net(self, label: &str, io_timeout: Duration) -> NetError {
-        match self {
-            EncryptError::Io(e) => NetError::from_io(label, "sending", io_timeout, e),
-            EncryptError::Noise(e) => NetError::Malformed {
-                peer: label.to_owned(),
-                reason: format!("cannot encrypt record: {e}"),
-            },
-        }
-    }
-}
-
-/// Splits the message `head` + `body` into records as described in the module documentation
-/// and adds them to `out`.
-fn encrypt_message(
-    transport: &StatelessTransportState,
-    nonce: &mut u64,
-    head: Vec<u8>,
-    body: &[u8],
-    out: &mut Batch,
-    sink: &mut impl Write,
-    first: &mut [u8],
-) -> Result<(), EncryptError> {
-    let room = MAX_RECORD_PLAINTEXT - LENGTH_HEADER;
-    if head.len() > room {
-        // Only the first record gathers from both parts; a head this long is joined instead.
-        let joined = [head, body.to_vec()].concat();
-        return encrypt_message(transport, nonce, Vec::new(), &joined, out, sink, first);
-    }
-    let total = head.len() + body.len();
-    let from_body = body.len().min(room - head.len());
-    first[..LENGTH_HEADER].copy_from_slice(&(total as u64).to_le_bytes());
-    let mut at = LENGTH_HEADER;
-    for part in [&head[..], &body[..from_body]] {
-        first[at..at + part.len()].copy_from_slice(part);
-        at += part.len();
-    }
-    out.seal(transport, nonce, &first[..at], sink)?;
-    for chunk in body[from_body..].chunks(MAX_RECORD_PLAINTEXT) {
-        out.seal(transport, nonce, chunk, sink)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::net::config::{PartiesConfig, PartyAddress, PartyId};
     use crate::net::handshake::tests::{fixture, fixture_with, Fixture};
     use crate::net::handshake::{accept, connect_client, connect_to_party, Inbound, CONFIRM};
-    use crate::net::record::write_record;
-    use std::io::Read;
+    use crate::net::record::{write_record, MAX_RECORD_PLAINTEXT};
+    use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpListener};
     use std::thread;
 

@@ -37,6 +37,7 @@ pub mod mesh;
 pub mod message;
 pub mod peer;
 pub mod record;
+mod sender;
 pub mod transport;
 
 pub use channel::SecureChannel;
