@@ -676,6 +676,9 @@ mod tests {
         Drop(usize),
         Shorten(usize),
         CutBefore(usize),
+        /// Every transport record in two writes, the second after a pause: the receiver finds
+        /// records cut short in its read buffer and must take the copying path.
+        Trickle,
     }
 
     /// A man in the middle on the client -> party direction that parses records and applies
@@ -718,6 +721,14 @@ mod tests {
                     Fault::Drop(k) if hit(k) => Ok(()),
                     Fault::Shorten(k) if hit(k) => write_record(&mut server, &record[..5]),
                     Fault::CutBefore(k) if hit(k) => break,
+                    Fault::Trickle if transport.is_some() => {
+                        let mut framed = (record.len() as u16).to_be_bytes().to_vec();
+                        framed.extend_from_slice(&record);
+                        server.write_all(&framed[..3]).and_then(|_| {
+                            thread::sleep(Duration::from_millis(2));
+                            server.write_all(&framed[3..])
+                        })
+                    }
                     _ => write_record(&mut server, &record),
                 };
                 if result.is_err() {
@@ -786,6 +797,28 @@ mod tests {
         let confirmation = 2 + 8 + CONFIRM.len() + TAG_LEN;
         let expected = 39 + (2 + 48) + confirmation + records * (2 + TAG_LEN) + 8 + secret.len();
         assert_eq!(wire.len(), expected);
+    }
+
+    /// Records that arrive whole are decrypted from the read buffer, records that arrive in
+    /// pieces are copied out first: both give the message, and a flipped bit fails either way.
+    #[test]
+    fn records_arriving_in_pieces_decrypt_like_whole_ones() {
+        let f = fixture();
+        let messages = vec![
+            vec![1u8],
+            pattern(3 * MAX_RECORD_PLAINTEXT + 5, 3),
+            vec![9; 10],
+        ];
+        for fault in [Fault::None, Fault::Trickle] {
+            let (results, _) = through_proxy(&f, fault, |c| c, &messages);
+            for (got, want) in results.iter().zip(&messages) {
+                assert_eq!(got.as_ref().unwrap(), want, "{fault:?}");
+            }
+            assert!(
+                matches!(results[3], Err(NetError::Closed { .. })),
+                "{fault:?}"
+            );
+        }
     }
 
     #[test]
