@@ -433,8 +433,13 @@ mod tests {
             // Party 0 refuses at once; parties 1 and 2 read the request and never answer.
             for (i, (local, listener)) in f.parties.iter().zip(&f.listeners).enumerate() {
                 s.spawn(move || {
-                    let Ok(Inbound::Client(mut ch)) = accept(listener, local) else {
-                        panic!("expected a client")
+                    let inbound = accept(listener, local);
+                    let Ok(Inbound::Client(mut ch)) = inbound else {
+                        // Once party 0 has refused, the client cuts the other connections,
+                        // maybe before its queued confirmation reached them: their handshake
+                        // then fails, which is fine here (seen once in CI under load).
+                        assert_ne!(i, 0, "party 0 expected a client, got {inbound:?}");
+                        return;
                     };
                     let _ = ch.recv_message();
                     if i == 0 {

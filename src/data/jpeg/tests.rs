@@ -230,3 +230,43 @@ fn hostile_bytes_give_an_error_or_none_never_a_panic() {
         must_not_panic(&b);
     }
 }
+
+/// Where reduced decoding spends its time, for whoever speeds up the Huffman walk:
+/// `cargo test --release -p privxray --lib data::jpeg::tests::figures -- --ignored --nocapture`.
+/// On generated smooth radiographs at least 896 pixels on a side (what technique 2 reduces by
+/// 4), one thread, best of 5: every block reduced to its DC (the Huffman walk alone: every
+/// symbol must be read to find the next block), to 4x4 cells (technique 2's reduction), and the
+/// full decode.
+#[test]
+#[ignore = "benchmark: prints figures"]
+fn figures() {
+    use crate::preprocess::bench::{generate, ImageSet};
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let files = generate(dir.path(), ImageSet::Smooth, 80).unwrap();
+    let large: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .filter(|b| matches!(dimensions(b), Ok(Some((w, h))) if w >= 896 && h >= 896))
+        .collect();
+    let best = |f: &dyn Fn(&[u8])| {
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                for b in &large {
+                    f(b);
+                }
+                t.elapsed().as_secs_f64() * 1e3 / large.len() as f64
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let dc = best(&|b| drop(decode_reduced(b, 1, true, NO_CAP).unwrap().unwrap()));
+    let cells = best(&|b| drop(decode_reduced(b, 4, true, NO_CAP).unwrap().unwrap()));
+    let full = best(&|b| drop(decode_bytes(b).unwrap()));
+    let kb = large.iter().map(Vec::len).sum::<usize>() as f64 / large.len() as f64 / 1e3;
+    println!(
+        "{} smooth JPEGs of at least 896x896 ({kb:.0} KB on average), ms per image: \
+         DC only (Huffman walk) {dc:.2}, 4x4 cells {cells:.2}, full decode {full:.2}",
+        large.len()
+    );
+}
