@@ -482,7 +482,16 @@ impl SecureChannel {
     /// holds all of it (most records: it takes four), so that it is decrypted from there
     /// without a copy; otherwise copied into `self.record` as it arrives.
     fn next_record(&mut self) -> io::Result<Held> {
-        let available = self.reader.fill_buf()?;
+        loop {
+            // A signal (a terminal resize in the TUI) interrupts a read under a timeout even
+            // with SA_RESTART; `read_exact` below retries, so this does too.
+            match self.reader.fill_buf() {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+                Ok(_) => break,
+            }
+        }
+        let available = self.reader.buffer();
         if let [hi, lo, ..] = *available {
             let len = usize::from(u16::from_be_bytes([hi, lo]));
             if available.len() >= 2 + len {
