@@ -14,5 +14,6 @@ pub mod plot;
 pub mod preprocess;
 pub mod privacy;
 pub mod report;
+mod stats;
 pub mod synth;
 pub mod train;

@@ -2,7 +2,8 @@
 //! DICOM (MONOCHROME1/2, 12-16 bit values windowed to 8 bits).
 //!
 //! Imports `super::open` (capped reads and limits), `super::pixels` (the decoded image),
-//! `super::jpeg` (reduced-scale JPEG decoding) and the image decoders only; never `preprocess`, `train` or anything above.
+//! `super::jpeg` (reduced-scale JPEG decoding) and the image decoders only; never
+//! `preprocess`, `train` or anything above.
 
 use super::open::{read_capped, ImportLimits, OpenError, Refusal};
 pub use super::pixels::Decoded;

@@ -399,9 +399,9 @@ impl SecureChannel {
         if head > first {
             // A header longer than the first record (never the case for the callers' few
             // bytes): take the whole message and split it.
-            let mut all = Vec::with_capacity(total);
-            all.extend_from_slice(data);
-            self.receive_rest(&mut all, total, waited)?;
+            let mut all = vec![0u8; total];
+            all[..first].copy_from_slice(data);
+            self.receive_into(&mut all, first, waited)?;
             let body = all.split_off(head);
             return Ok((all, body));
         }
@@ -413,24 +413,19 @@ impl SecureChannel {
         // written, so a sender that stops early costs little; records decrypt straight into it.
         let mut body = vec![0u8; total - head];
         body[..first - head].copy_from_slice(&data[head..]);
-        let mut filled = first - head;
-        while filled < body.len() {
-            filled += self.read_chunk_into(&mut body[filled..], waited)?;
-        }
+        self.receive_into(&mut body, first - head, waited)?;
         Ok((head_bytes, body))
     }
 
-    /// Appends the continuation records of a `total`-byte message to `out`.
-    fn receive_rest(
+    /// Decrypts continuation records into `buf` after its first `filled` bytes until it is full.
+    fn receive_into(
         &mut self,
-        out: &mut Vec<u8>,
-        total: usize,
+        buf: &mut [u8],
+        mut filled: usize,
         waited: Duration,
     ) -> Result<(), NetError> {
-        let mut filled = out.len();
-        out.resize(total, 0);
-        while filled < total {
-            filled += self.read_chunk_into(&mut out[filled..], waited)?;
+        while filled < buf.len() {
+            filled += self.read_chunk_into(&mut buf[filled..], waited)?;
         }
         Ok(())
     }

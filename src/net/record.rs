@@ -3,7 +3,8 @@
 //! deadline for a whole exchange.
 //!
 //! Owns the record layer only: it knows nothing of handshakes, roles or channels, and imports
-//! nothing from the rest of `net` but the tag length, so the handshake and the channel can both build on it.
+//! nothing from the rest of `net` but the tag length, so the handshake and the channel can both
+//! build on it.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;

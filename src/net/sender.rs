@@ -38,14 +38,13 @@ pub(super) fn failure_text(f: &Failure) -> Option<String> {
 
 pub(super) fn writer_loop(
     commands: Receiver<Command>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     transport: &StatelessTransportState,
     label: &str,
     io_timeout: Duration,
     failure: &Failure,
 ) {
-    let mut out = Batch::new();
-    let mut nonce = 0u64;
+    let mut out = Batch::new(transport, stream);
     let mut first = vec![0u8; MAX_RECORD_PLAINTEXT];
     let fail = |e: NetError, stream: &TcpStream| {
         *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
@@ -58,8 +57,8 @@ pub(super) fn writer_loop(
         let command = match commands.try_recv() {
             Ok(c) => c,
             Err(TryRecvError::Empty) => {
-                if let Err(e) = out.send(&mut stream) {
-                    return fail(io_err("sending", e), &stream);
+                if let Err(e) = out.send() {
+                    return fail(io_err("sending", e), &out.stream);
                 }
                 match commands.recv() {
                     Ok(c) => c,
@@ -70,76 +69,69 @@ pub(super) fn writer_loop(
         };
         match command {
             Command::Data { head, body } => {
-                let result = encrypt_message(
-                    transport,
-                    &mut nonce,
-                    head,
-                    &body,
-                    &mut out,
-                    &mut stream,
-                    &mut first,
-                );
-                if let Err(e) = result {
-                    return fail(e.into_net(label, io_timeout), &stream);
+                if let Err(e) = encrypt_message(head, &body, &mut out, &mut first) {
+                    return fail(e.into_net(label, io_timeout), &out.stream);
                 }
             }
             Command::Flush(ack) => {
-                if let Err(e) = out.send(&mut stream) {
-                    return fail(io_err("sending", e), &stream);
+                if let Err(e) = out.send() {
+                    return fail(io_err("sending", e), &out.stream);
                 }
                 let _ = ack.send(());
             }
         }
     }
-    if let Err(e) = out.send(&mut stream) {
-        fail(io_err("sending the last messages", e), &stream);
+    if let Err(e) = out.send() {
+        fail(io_err("sending the last messages", e), &out.stream);
     }
 }
 
-/// Records ready to go: encrypted in place into one buffer and handed to the socket in one
-/// write per batch (eight full records), so that the receiver can decrypt one batch while the
-/// next is encrypted, and no record is copied again on its way to the socket.
-struct Batch {
+/// Records ready to go: encrypted in place into one buffer, each with the next send nonce, and
+/// handed to the socket in one write per batch (eight full records), so that the receiver can
+/// decrypt one batch while the next is encrypted, and no record is copied again on its way to
+/// the socket.
+struct Batch<'t> {
+    transport: &'t StatelessTransportState,
+    stream: TcpStream,
+    nonce: u64,
     buf: Vec<u8>,
     filled: usize,
 }
 
-impl Batch {
+impl<'t> Batch<'t> {
     const RECORDS: usize = 8;
 
-    fn new() -> Self {
+    fn new(transport: &'t StatelessTransportState, stream: TcpStream) -> Self {
         Self {
+            transport,
+            stream,
+            nonce: 0,
             buf: vec![0; Self::RECORDS * (2 + MAX_RECORD)],
             filled: 0,
         }
     }
 
     /// Encrypts `plain` as the next record, sending the batch first if it is full.
-    fn seal(
-        &mut self,
-        transport: &StatelessTransportState,
-        nonce: &mut u64,
-        plain: &[u8],
-        sink: &mut impl Write,
-    ) -> Result<(), EncryptError> {
+    fn seal(&mut self, plain: &[u8]) -> Result<(), EncryptError> {
         let len = 2 + plain.len() + TAG_LEN;
         if self.filled + len > self.buf.len() {
-            self.send(sink).map_err(EncryptError::Io)?;
+            self.send().map_err(EncryptError::Io)?;
         }
         let record = &mut self.buf[self.filled..self.filled + len];
-        let n = transport
-            .write_message(*nonce, plain, &mut record[2..])
+        let n = self
+            .transport
+            .write_message(self.nonce, plain, &mut record[2..])
             .map_err(EncryptError::Noise)?;
-        *nonce += 1;
+        self.nonce += 1;
         // `n` is the record's length, at most MAX_RECORD, so it fits the 2-byte prefix.
         record[..2].copy_from_slice(&(n as u16).to_be_bytes());
         self.filled += 2 + n;
         Ok(())
     }
 
-    fn send(&mut self, sink: &mut impl Write) -> io::Result<()> {
+    fn send(&mut self) -> io::Result<()> {
         if self.filled > 0 {
-            sink.write_all(&self.buf[..self.filled])?;
+            self.stream.write_all(&self.buf[..self.filled])?;
             self.filled = 0;
         }
         Ok(())
@@ -163,22 +155,19 @@ impl EncryptError {
     }
 }
 
-/// Splits the message `head` + `body` into records as described in the module documentation
-/// and adds them to `out`.
+/// Splits the message `head` + `body` into records as described in the channel's module
+/// documentation and adds them to `out`; `first` is room for the first record's plaintext.
 fn encrypt_message(
-    transport: &StatelessTransportState,
-    nonce: &mut u64,
     head: Vec<u8>,
     body: &[u8],
     out: &mut Batch,
-    sink: &mut impl Write,
     first: &mut [u8],
 ) -> Result<(), EncryptError> {
     let room = MAX_RECORD_PLAINTEXT - LENGTH_HEADER;
     if head.len() > room {
         // Only the first record gathers from both parts; a head this long is joined instead.
         let joined = [head, body.to_vec()].concat();
-        return encrypt_message(transport, nonce, Vec::new(), &joined, out, sink, first);
+        return encrypt_message(Vec::new(), &joined, out, first);
     }
     let total = head.len() + body.len();
     let from_body = body.len().min(room - head.len());
@@ -188,9 +177,9 @@ fn encrypt_message(
         first[at..at + part.len()].copy_from_slice(part);
         at += part.len();
     }
-    out.seal(transport, nonce, &first[..at], sink)?;
+    out.seal(&first[..at])?;
     for chunk in body[from_body..].chunks(MAX_RECORD_PLAINTEXT) {
-        out.seal(transport, nonce, chunk, sink)?;
+        out.seal(chunk)?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! ratios: on a shared machine the load changes within seconds, and a ratio of two runs taken
 //! side by side is far steadier than two separate timings.
 //!
-//! Imports `crate::{model, mpc, net}` and the parent's `PartyError`; never `pipeline` or
+//! Imports `crate::{model, mpc, net, stats}` and the parent's `PartyError`; never `pipeline` or
 //! terminal code.
 
 use std::fmt;
@@ -19,6 +19,7 @@ use crate::mpc::{
 };
 use crate::net::bench::loopback_parties;
 use crate::net::{Mesh, NetError, NoiseTransport};
+use crate::stats::median;
 
 /// One batch size measured both ways.
 #[derive(Clone, Debug)]
@@ -43,17 +44,6 @@ impl LoopbackRow {
     /// The median of the per-run ratios (the figure compared with the goal).
     pub fn median_ratio(&self) -> f64 {
         median(&self.ratios)
-    }
-}
-
-/// The median of `xs` (the mean of the middle two for an even count; NaN when empty).
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -290,13 +280,6 @@ mod tests {
     use crate::model::arch::random_spec;
     use crate::model::ModelKind;
     use crate::mpc::simulate_with;
-
-    #[test]
-    fn median_takes_the_middle_or_the_mean_of_the_middle_two() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(median(&[]).is_nan());
-    }
 
     #[test]
     fn zero_runs_is_an_error() {

@@ -2,10 +2,12 @@
 //! with a pool of exactly the stated threads, as the median of timed runs after a warm-up run.
 //! Also generates the two benchmark sets: real-like smooth radiographs and noisy ones.
 //!
-//! Imports its parent, `data` (image listing, limits) and `synth` (the generated images).
+//! Imports its parent, `data` (image listing, limits), `synth` (the generated images) and
+//! `stats` (the median).
 
 use super::{load_image_using, Decoding, ImportLimits, Technique};
 use crate::data::{decode_file, is_image_extension};
+use crate::stats::median;
 use crate::synth::{self, SynthError, SynthOptions};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -222,27 +224,9 @@ pub fn measure(
     })
 }
 
-/// The median (the mean of the middle two of an even count).
-fn median(xs: &[f64]) -> f64 {
-    let mut s = xs.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
-    }
 
     #[test]
     fn smooth_set_is_real_like_in_size_and_measured_on_one_thread() {
