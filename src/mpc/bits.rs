@@ -30,8 +30,10 @@ pub fn chunks(n: usize) -> usize {
     n.div_ceil(64)
 }
 
-/// Bit planes of `x`: returns `64 * chunks(n)` words, plane `j` at `[j * ch, (j + 1) * ch)`.
-pub fn to_planes(x: &[u64]) -> Vec<u64> {
+/// The low `planes` bit planes of `x` (at most 64): returns `planes * chunks(n)` words, plane
+/// `j` at `[j * ch, (j + 1) * ch)`.
+pub fn to_planes(x: &[u64], planes: usize) -> Vec<u64> {
+    let planes = planes.min(64);
     let ch = chunks(x.len());
     // Transpose 64-element blocks in parallel, then scatter plane by plane in parallel.
     let blocks: Vec<[u64; 64]> = x
@@ -44,16 +46,15 @@ pub fn to_planes(x: &[u64]) -> Vec<u64> {
             block
         })
         .collect();
-    let mut planes = vec![0u64; 64 * ch];
-    planes
-        .par_chunks_mut(ch.max(1))
+    let mut out = vec![0u64; planes * ch];
+    out.par_chunks_mut(ch.max(1))
         .enumerate()
         .for_each(|(j, plane)| {
             for (w, block) in plane.iter_mut().zip(&blocks) {
                 *w = block[j];
             }
         });
-    planes
+    out
 }
 
 /// Bit `e` of a packed plane as the ring element 0 or 1, for `n` elements.
@@ -86,7 +87,7 @@ mod tests {
     fn planes_hold_bit_j_of_each_element() {
         let mut rng = ChaCha8Rng::seed_from_u64(4);
         let x: Vec<u64> = (0..150).map(|_| rng.random()).collect();
-        let p = to_planes(&x);
+        let p = to_planes(&x, 64);
         let ch = chunks(x.len());
         for j in [0usize, 1, 31, 63] {
             let bits = unpack(&p[j * ch..(j + 1) * ch], x.len());
@@ -94,5 +95,9 @@ mod tests {
                 assert_eq!(*b, (x[e] >> j) & 1);
             }
         }
+        // The low planes alone are the first planes of the whole.
+        let low = to_planes(&x, 24);
+        assert_eq!(low.len(), 24 * ch);
+        assert_eq!(low[..], p[..24 * ch]);
     }
 }

@@ -24,14 +24,16 @@ use super::fixed::FixedPoint;
 use super::layers::ConvGeom;
 use super::model::{DealingId, PartyModel, SecureOp};
 use super::party::PartyId;
+use super::protocol::SignBits;
 use super::share::ArithShare;
 use crate::bytes::{Cursor, Short, Writer};
 use crate::model::shape::Chw;
 
 /// Version of the input and output share formats.
 const VERSION: u8 = 1;
-/// Version of the model share format: 2 added the dealing id, 3 the class names.
-const MODEL_VERSION: u8 = 3;
+/// Version of the model share format: 2 added the dealing id, 3 the class names, 4 the
+/// comparison width of each ReLU and max pooling (older shares run at the full width).
+const MODEL_VERSION: u8 = 4;
 /// The oldest model share format still read.
 const MODEL_VERSION_MIN: u8 = 2;
 /// Most class names a model share may carry, and most bytes in one.
@@ -278,69 +280,7 @@ impl OutputShare {
 
 impl PartyModel {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::header(MAGIC_MODEL, MODEL_VERSION, self.party(), self.fixed());
-        w.raw(self.dealing().as_bytes());
-        w.dim(self.name().len());
-        w.raw(self.name().as_bytes());
-        w.dim(self.classes().len());
-        for c in self.classes() {
-            w.dim(c.len());
-            w.raw(c.as_bytes());
-        }
-        for d in self.input_shape() {
-            w.dim(d);
-        }
-        w.dim(self.ops().len());
-        for op in self.ops() {
-            match op {
-                SecureOp::Conv { geom, weight, bias } => {
-                    w.u8(TAG_CONV);
-                    for v in [
-                        geom.in_channels,
-                        geom.out_channels,
-                        geom.kernel,
-                        geom.padding,
-                        geom.height,
-                        geom.width,
-                    ] {
-                        w.dim(v);
-                    }
-                    w.share(weight);
-                    w.share(bias);
-                }
-                SecureOp::Dense {
-                    in_features,
-                    out_features,
-                    weight,
-                    bias,
-                } => {
-                    w.u8(TAG_DENSE);
-                    w.dim(*in_features);
-                    w.dim(*out_features);
-                    w.share(weight);
-                    w.share(bias);
-                }
-                SecureOp::ChannelAffine { dims, scale, shift } => {
-                    w.u8(TAG_AFFINE);
-                    w.chw(dims);
-                    w.share(scale);
-                    w.share(shift);
-                }
-                SecureOp::Relu => w.u8(TAG_RELU),
-                SecureOp::MaxPool { dims, size, relu } => {
-                    w.u8(TAG_MAXPOOL);
-                    w.chw(dims);
-                    w.dim(*size);
-                    w.u8(u8::from(*relu));
-                }
-                SecureOp::AvgPool { dims, size } => {
-                    w.u8(TAG_AVGPOOL);
-                    w.chw(dims);
-                    w.dim(*size);
-                }
-            }
-        }
-        w.into_bytes()
+        encode_model(self, MODEL_VERSION)
     }
 
     /// Decodes and validates a model share ([`PartyModel::new`] checks every shape). Counts and
@@ -349,6 +289,102 @@ impl PartyModel {
     pub fn from_bytes(data: &[u8]) -> Result<Self> {
         decode_model(data, LIMITS)
     }
+}
+
+/// A model share in format `version` (3 or later; older formats are only read): what
+/// [`PartyModel::to_bytes`] writes, and in tests the formats before it.
+fn encode_model(m: &PartyModel, version: u8) -> Vec<u8> {
+    let mut w = Writer::header(MAGIC_MODEL, version, m.party(), m.fixed());
+    w.raw(m.dealing().as_bytes());
+    w.dim(m.name().len());
+    w.raw(m.name().as_bytes());
+    w.dim(m.classes().len());
+    for c in m.classes() {
+        w.dim(c.len());
+        w.raw(c.as_bytes());
+    }
+    for d in m.input_shape() {
+        w.dim(d);
+    }
+    w.dim(m.ops().len());
+    for op in m.ops() {
+        match op {
+            SecureOp::Conv { geom, weight, bias } => {
+                w.u8(TAG_CONV);
+                for v in [
+                    geom.in_channels,
+                    geom.out_channels,
+                    geom.kernel,
+                    geom.padding,
+                    geom.height,
+                    geom.width,
+                ] {
+                    w.dim(v);
+                }
+                w.share(weight);
+                w.share(bias);
+            }
+            SecureOp::Dense {
+                in_features,
+                out_features,
+                weight,
+                bias,
+            } => {
+                w.u8(TAG_DENSE);
+                w.dim(*in_features);
+                w.dim(*out_features);
+                w.share(weight);
+                w.share(bias);
+            }
+            SecureOp::ChannelAffine { dims, scale, shift } => {
+                w.u8(TAG_AFFINE);
+                w.chw(dims);
+                w.share(scale);
+                w.share(shift);
+            }
+            SecureOp::Relu { sign } => {
+                w.u8(TAG_RELU);
+                if version >= 4 {
+                    w.u8(sign.get() as u8);
+                }
+            }
+            SecureOp::MaxPool {
+                dims,
+                size,
+                relu,
+                sign,
+            } => {
+                w.u8(TAG_MAXPOOL);
+                w.chw(dims);
+                w.dim(*size);
+                w.u8(u8::from(*relu));
+                if version >= 4 {
+                    w.u8(sign.get() as u8);
+                }
+            }
+            SecureOp::AvgPool { dims, size } => {
+                w.u8(TAG_AVGPOOL);
+                w.chw(dims);
+                w.dim(*size);
+            }
+        }
+    }
+    w.into_bytes()
+}
+
+/// The comparison width of a ReLU or max pooling: one byte from format 4 on, the full width
+/// before.
+fn sign_width(r: &mut Reader<'_>, version: u8) -> Result<SignBits> {
+    if version < 4 {
+        return Ok(SignBits::FULL);
+    }
+    let bits = r.u8()?;
+    SignBits::new(u32::from(bits)).map_err(|_| {
+        r.err(format!(
+            "comparison width of {bits} bits, expected {} to 64",
+            SignBits::MIN
+        ))
+    })
 }
 
 fn decode_model(data: &[u8], limits: Limits) -> Result<PartyModel> {
@@ -422,7 +458,9 @@ fn decode_model(data: &[u8], limits: Limits) -> Result<PartyModel> {
                 scale: r.param("affine scale", limits, &mut budget)?,
                 shift: r.param("affine shift", limits, &mut budget)?,
             },
-            TAG_RELU => SecureOp::Relu,
+            TAG_RELU => SecureOp::Relu {
+                sign: sign_width(&mut r, version)?,
+            },
             TAG_MAXPOOL => SecureOp::MaxPool {
                 dims: r.chw()?,
                 size: r.u32()?,
@@ -431,6 +469,7 @@ fn decode_model(data: &[u8], limits: Limits) -> Result<PartyModel> {
                     1 => true,
                     b => return Err(r.err(format!("max-pool ReLU flag {b}, expected 0 or 1"))),
                 },
+                sign: sign_width(&mut r, version)?,
             },
             TAG_AVGPOOL => SecureOp::AvgPool {
                 dims: r.chw()?,
@@ -647,9 +686,79 @@ mod tests {
         old[4] = MODEL_VERSION + 1;
         let err = decode_err(&old);
         assert!(
-            err.contains("expected 2 to 3") && !err.contains("older"),
+            err.contains("expected 2 to 4") && !err.contains("older"),
             "{err}"
         );
+    }
+
+    /// `m` with every comparison at the full width, as a share from before format 4 reads.
+    fn full_width(m: &PartyModel) -> PartyModel {
+        let ops = m
+            .ops()
+            .iter()
+            .cloned()
+            .map(|op| match op {
+                SecureOp::Relu { .. } => SecureOp::Relu {
+                    sign: SignBits::FULL,
+                },
+                SecureOp::MaxPool {
+                    dims, size, relu, ..
+                } => SecureOp::MaxPool {
+                    dims,
+                    size,
+                    relu,
+                    sign: SignBits::FULL,
+                },
+                op => op,
+            })
+            .collect();
+        let name = m.name().to_string();
+        PartyModel::new(
+            m.party(),
+            m.dealing(),
+            m.fixed(),
+            name,
+            m.input_shape(),
+            ops,
+        )
+        .unwrap()
+        .with_classes(m.classes().to_vec())
+        .unwrap()
+    }
+
+    #[test]
+    fn comparison_widths_round_trip_and_a_version_3_share_runs_at_full_width() {
+        let [m, _, _] = small_model(6);
+        let widths = |m: &PartyModel| -> Vec<u32> {
+            m.ops()
+                .iter()
+                .filter_map(|op| match op {
+                    SecureOp::Relu { sign } => Some(sign.get()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // Weights below 0.4 in a 16 -> 8 dense layer on inputs up to 1: far below 2^(24 - 15).
+        assert_eq!(widths(&m), [24]);
+        let back = PartyModel::from_bytes(&m.to_bytes()).unwrap();
+        assert_eq!(back, m);
+        let v3 = PartyModel::from_bytes(&encode_model(&m, 3)).unwrap();
+        assert_eq!(widths(&v3), [64]);
+        assert_eq!(v3, full_width(&m));
+        // A width the protocol cannot run is refused, naming it.
+        let mut bad = m.to_bytes();
+        // The width byte is the first after the header where format 3's bytes differ.
+        let old = encode_model(&m, 3);
+        let at = (5..old.len()).find(|&i| bad[i] != old[i]).unwrap();
+        assert_eq!(bad[at], 24);
+        for w in [0u8, 1, 65, 255] {
+            bad[at] = w;
+            let err = decode_err(&bad);
+            assert!(
+                err.contains(&format!("comparison width of {w} bits, expected 2 to 64")),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -664,8 +773,9 @@ mod tests {
         assert_eq!(back, named);
         // Names must match the outputs.
         assert!(m.clone().with_classes(vec!["one".into()]).is_err());
-        // Version 2: the same bytes without the class count.
-        let v3 = m.to_bytes();
+        // Version 2: version 3's bytes without the class count.
+        let m = full_width(&m);
+        let v3 = encode_model(&m, 3);
         let name_end = 4 + 3 + DealingId::LEN + 4 + m.name().len();
         assert_eq!(v3[name_end..name_end + 4], 0u32.to_le_bytes());
         let mut v2 = v3[..name_end].to_vec();

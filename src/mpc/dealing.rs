@@ -8,12 +8,14 @@
 //! Owns the keys and the key streams; imports the compiled ops and the shared model types,
 //! never the codec or the network.
 
+use super::bounds::sign_widths;
 use super::compile::{compile, Plain, PlainOp};
 use super::error::Result;
 use super::fixed::FixedPoint;
 use super::model::{DealingId, PartyModel, SecureOp};
 use super::party::PartyId;
 use super::prg::os_rng;
+use super::protocol::SignBits;
 use super::share::ArithShare;
 use crate::model::NetworkSpec;
 use rand::{CryptoRng, Rng, SeedableRng};
@@ -36,6 +38,8 @@ pub struct ModelDealing<'a> {
     input: [usize; 3],
     fixed: FixedPoint,
     plain: Vec<PlainOp<'a>>,
+    /// Each op's comparison width, from the owner's bound ([`super::bounds`]).
+    widths: Vec<SignBits>,
     keys: [[u8; 32]; 2],
 }
 
@@ -69,6 +73,7 @@ impl<'a> ModelDealing<'a> {
                     .try_for_each(|e| values.encode(fx, e).map(drop))?;
             }
         }
+        let widths = sign_widths(&plain, fixed)?;
         let id = DealingId::from_bytes(rng.random());
         let mut keys = [[0u8; 32]; 2];
         for k in &mut keys {
@@ -81,6 +86,7 @@ impl<'a> ModelDealing<'a> {
             input: spec.input,
             fixed,
             plain,
+            widths,
             keys,
         })
     }
@@ -133,11 +139,14 @@ impl<'a> ModelDealing<'a> {
                     scale: deal(0, Plain::F64(scale), fixed)?,
                     shift: deal(1, Plain::F64(shift), fixed)?,
                 },
-                PlainOp::Relu => SecureOp::Relu,
+                PlainOp::Relu => SecureOp::Relu {
+                    sign: self.widths[index],
+                },
                 PlainOp::MaxPool { dims, size, relu } => SecureOp::MaxPool {
                     dims: *dims,
                     size: *size,
                     relu: *relu,
+                    sign: self.widths[index],
                 },
                 PlainOp::AvgPool { dims, size } => SecureOp::AvgPool {
                     dims: *dims,

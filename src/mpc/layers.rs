@@ -7,7 +7,7 @@
 use super::context::Party;
 use super::error::{MpcError, Result};
 use super::matmul::{gemm_nt, transpose};
-use super::protocol::{max, mul, relu, reshare, trunc};
+use super::protocol::{max, mul, relu, reshare, trunc, SignBits};
 use super::share::ArithShare;
 use super::transport::Transport;
 use rayon::prelude::*;
@@ -267,13 +267,14 @@ fn check_pool(x: &ArithShare, (planes, h, w): (usize, usize, usize), size: usize
 /// Max pooling (`size x size`, stride `size`) as a tree of pairwise maxima: every level is one
 /// batched [`max`] over all windows; with `relu`, one more level against zero (ReLU commutes
 /// with max pooling, and after pooling there are `size^2` times fewer values to compare).
-/// `planes` is `batch x channels`.
+/// `planes` is `batch x channels`; `width` must hold the difference of any two inputs.
 pub fn max_pool<T: Transport>(
     p: &mut Party<T>,
     x: &ArithShare,
     dims: (usize, usize, usize),
     size: usize,
     with_relu: bool,
+    width: SignBits,
 ) -> Result<ArithShare> {
     check_pool(x, dims, size)?;
     let mut level: Vec<ArithShare> = (0..size * size)
@@ -284,7 +285,7 @@ pub fn max_pool<T: Transport>(
         let n = level[0].len();
         let left = ArithShare::concat(level.iter().step_by(2).take(pairs));
         let right = ArithShare::concat(level.iter().skip(1).step_by(2).take(pairs));
-        let m = max(p, &left, &right)?;
+        let m = max(p, &left, &right, width)?;
         let mut next: Vec<ArithShare> = (0..pairs).map(|t| m.slice(t * n..(t + 1) * n)).collect();
         if level.len() % 2 == 1 {
             if let Some(last) = level.pop() {
@@ -295,7 +296,7 @@ pub fn max_pool<T: Transport>(
     }
     let pooled = level.pop().unwrap_or_else(|| ArithShare::zeros(0));
     if with_relu {
-        relu(p, &pooled)
+        relu(p, &pooled, width)
     } else {
         Ok(pooled)
     }

@@ -4,7 +4,9 @@
 //! [`share_model`]; a client secret-shares an image with [`share_input`]; the three parties run
 //! [`infer`] over any [`Transport`] and send re-randomised output shares to the client, who alone
 //! learns the logits through [`reconstruct`]. No party ever sees the whole model, the image or
-//! any intermediate value.
+//! any intermediate value; what is public is the architecture and, per comparison layer, the
+//! width of the ring its comparisons run in (a bit length of a bound on its inputs, see
+//! [`bounds`]).
 //!
 //! - [`fixed`]: fixed-point encoding (14 fractional bits, 18 for weights; see [`FixedPoint`]).
 //! - [`party`]: party identities and ring neighbours.
@@ -19,6 +21,8 @@
 //! - [`layers`]: convolution, dense and pooling layers over shares.
 //! - [`model`]: one party's share of a model ([`PartyModel`]) and its validation, tagged with
 //!   the random [`DealingId`] of its dealing.
+//! - [`bounds`]: the owner's bound on every compared value, and from it each comparison's
+//!   width (narrower rings, fewer bits sent).
 //! - [`compile`]: a spec compiled into plaintext secure operations (batch norms folded).
 //! - [`dealing`]: the owner's dealing of the compiled parameters into three shares.
 //! - [`consistency`]: before computing, neighbours compare digests of the input components they
@@ -32,6 +36,7 @@
 //! `pipeline` or any terminal code.
 
 pub mod bits;
+pub mod bounds;
 pub mod client;
 pub mod codec;
 pub mod compile;

@@ -12,6 +12,7 @@ use super::error::{volume, MpcError, Result};
 use super::fixed::FixedPoint;
 use super::layers::ConvGeom;
 use super::party::PartyId;
+use super::protocol::SignBits;
 use super::share::ArithShare;
 use crate::model::shape::{conv_out, pool_out, Chw, Shape};
 use std::fmt;
@@ -73,12 +74,18 @@ pub enum SecureOp {
         scale: ArithShare,
         shift: ArithShare,
     },
-    Relu,
+    Relu {
+        /// The comparison width: holds every input (public, from the owner's bound).
+        sign: SignBits,
+    },
     MaxPool {
         dims: Chw,
         size: usize,
         /// ReLU applied after the pooling.
         relu: bool,
+        /// The comparison width: holds every difference of two inputs (public, from the
+        /// owner's bound).
+        sign: SignBits,
     },
     AvgPool {
         dims: Chw,
@@ -92,7 +99,7 @@ impl SecureOp {
             SecureOp::Conv { .. } => "conv",
             SecureOp::Dense { .. } => "dense",
             SecureOp::ChannelAffine { .. } => "channel-affine",
-            SecureOp::Relu => "relu",
+            SecureOp::Relu { .. } => "relu",
             SecureOp::MaxPool { relu: false, .. } => "maxpool",
             SecureOp::MaxPool { relu: true, .. } => "maxpool+relu",
             SecureOp::AvgPool { .. } => "avgpool",
@@ -167,7 +174,7 @@ impl SecureOp {
                 params("affine shift share", dims.channels, shift.len())?;
                 Ok(cur)
             }
-            SecureOp::Relu => Ok(cur),
+            SecureOp::Relu { .. } => Ok(cur),
             SecureOp::MaxPool { dims, size, .. } | SecureOp::AvgPool { dims, size } => {
                 match pool_out(dims.height, dims.width, *size).filter(|_| cur == dims.shape()) {
                     Some((oh, ow)) => Ok(Shape::Chw(dims.channels, oh, ow)),

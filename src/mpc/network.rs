@@ -76,10 +76,13 @@ pub fn infer<T: Transport>(
                 let per_channel = dims.height * dims.width;
                 channel_affine(p, &x, (dims.channels, per_channel), scale, shift, f)?
             }
-            SecureOp::Relu => relu(p, &x)?,
-            SecureOp::MaxPool { dims, size, relu } => {
-                max_pool(p, &x, batch_planes(batch, dims), *size, *relu)?
-            }
+            SecureOp::Relu { sign } => relu(p, &x, *sign)?,
+            SecureOp::MaxPool {
+                dims,
+                size,
+                relu,
+                sign,
+            } => max_pool(p, &x, batch_planes(batch, dims), *size, *relu, *sign)?,
             SecureOp::AvgPool { dims, size } => {
                 avg_pool(p, &x, batch_planes(batch, dims), *size, f)?
             }

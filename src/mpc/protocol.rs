@@ -239,24 +239,71 @@ fn and_planes<T: Transport>(
     Ok(BoolWords { own: z, next })
 }
 
-/// Share of the sign bit (most significant bit) of every element: 1 for negative values.
+/// The ring width a comparison works in. Reducing a share mod `2^k` is local, and for
+/// `-2^(k-1) <= x < 2^(k-1)` the sign of `x` is bit `k - 1` of `x mod 2^k`: a `k`-bit adder
+/// instead of a 64-bit one, so fewer bit planes to send and fewer AND gates. The width is public
+/// (every party must run the same circuit); the model owner derives it per layer from a bound
+/// on the layer's inputs (see [`super::bounds`]). Outside its range the sign is wrong, so a width
+/// narrower than [`SignBits::FULL`] must come with a proof of the range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SignBits(u32);
+
+impl SignBits {
+    /// The whole ring: right for every value.
+    pub const FULL: SignBits = SignBits(64);
+    pub const MIN: u32 = 2;
+
+    pub fn new(bits: u32) -> Result<Self> {
+        if (Self::MIN..=64).contains(&bits) {
+            Ok(SignBits(bits))
+        } else {
+            Err(MpcError::mismatch(
+                "comparison width",
+                format!("{}..=64 bits", Self::MIN),
+                bits,
+            ))
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// Whether the sign of `v` is bit `k - 1` of `v mod 2^k` (`-2^(k-1) <= v < 2^(k-1)`).
+    pub fn holds(self, v: i64) -> bool {
+        self.0 == 64 || (-(1i64 << (self.0 - 1))..(1i64 << (self.0 - 1))).contains(&v)
+    }
+
+    /// The narrowest multiple of 8 bits that holds every value of magnitude at most `max_abs`
+    /// (what the parties learn of a bound is thus its bit length rounded up to 8).
+    pub fn for_magnitude(max_abs: u128) -> SignBits {
+        // `|v| <= max_abs < 2^b` needs `b + 1` bits with the sign.
+        let b = 128 - max_abs.leading_zeros();
+        SignBits((b + 1).div_ceil(8).saturating_mul(8).clamp(8, 64))
+    }
+}
+
+/// Share of the sign bit of every element: 1 for negative values, computed in the ring of
+/// `width` bits (see [`SignBits`]; right when every element is in its range).
 ///
-/// `x = v + w` with `v = x_0 + x_1` (known to party 0) and `w = x_2` (known to parties 1 and
-/// 2). Party 0 boolean-shares `v` (one round), both are bit-sliced, and the sign is
-/// `v_63 ^ w_63 ^ carry_63`, with the carry from a log-depth parallel-prefix tree over the
-/// (generate, propagate) pairs of bits 0..62: one round for `g = v & w` (two of the parties
-/// hold it between them, see below), then six AND levels. 8 rounds and about
-/// 64 + 2 * 63 + 3 * 118 bits of traffic per element.
-pub fn msb<T: Transport>(p: &mut Party<T>, x: &ArithShare) -> Result<BitShare> {
+/// `x = v + w (mod 2^k)` with `v = x_0 + x_1` (known to party 0) and `w = x_2` (known to
+/// parties 1 and 2). Party 0 boolean-shares the low `k` bits of `v` (one round), both are
+/// bit-sliced, and the sign is `v_(k-1) ^ w_(k-1) ^ carry_(k-1)`, with the carry from a
+/// log-depth parallel-prefix tree over the (generate, propagate) pairs of bits `0..k-1`: one
+/// round for `g = v & w` (two of the parties hold it between them, see below), then
+/// `ceil(log2(k - 1))` AND levels. At full width: 8 rounds and about
+/// 64 + 2 * 63 + 3 * 118 bits of traffic per element; at 24 bits, 24 + 2 * 23 + 3 * 39.
+pub fn msb<T: Transport>(p: &mut Party<T>, x: &ArithShare, width: SignBits) -> Result<BitShare> {
     let n = x.len();
     let ch = bits::chunks(n);
-    let words = 64 * ch;
+    let k = width.get() as usize;
+    let words = k * ch;
     let id = p.id();
     let (v, w) = match id.index() {
         0 => {
             let sum = zip_map(x.own(), x.next(), u64::wrapping_add);
             let r = p.prg().common_with_next(words);
-            let masked = zip_map(&bits::to_planes(&sum), &r, |a, b| a ^ b);
+            let masked = zip_map(&bits::to_planes(&sum, k), &r, |a, b| a ^ b);
             p.send_words(id.prev(), &masked)?;
             (
                 BoolWords {
@@ -275,7 +322,7 @@ pub fn msb<T: Transport>(p: &mut Party<T>, x: &ArithShare) -> Result<BitShare> {
                 },
                 BoolWords {
                     own: vec![0; words],
-                    next: bits::to_planes(x.next()),
+                    next: bits::to_planes(x.next(), k),
                 },
             )
         }
@@ -287,7 +334,7 @@ pub fn msb<T: Transport>(p: &mut Party<T>, x: &ArithShare) -> Result<BitShare> {
                     next: masked,
                 },
                 BoolWords {
-                    own: bits::to_planes(x.own()),
+                    own: bits::to_planes(x.own(), k),
                     next: vec![0; words],
                 },
             )
@@ -297,12 +344,12 @@ pub fn msb<T: Transport>(p: &mut Party<T>, x: &ArithShare) -> Result<BitShare> {
 
     let plane = |j: usize| j * ch..(j + 1) * ch;
     let propagate = v.xor(&w);
-    let (p63o, p63n) = propagate.range(plane(63));
-    let (p63o, p63n) = (p63o.to_vec(), p63n.to_vec());
-    // `g = v & w` for bits 0..62 needs no AND protocol: `v = masked ^ r` and `w` is known to
+    let (top_o, top_n) = propagate.range(plane(k - 1));
+    let (top_o, top_n) = (top_o.to_vec(), top_n.to_vec());
+    // `g = v & w` for bits 0..k-2 needs no AND protocol: `v = masked ^ r` and `w` is known to
     // parties 1 and 2, so party 1 computes `r & w`, party 2 `masked & w`, and the two parts
     // are made replicated by `bool_from_two` (two bits per gate instead of three).
-    let low = 63 * ch;
+    let low = (k - 1) * ch;
     let z = match id.index() {
         0 => vec![0; low],
         1 => v.own[..low]
@@ -320,7 +367,7 @@ pub fn msb<T: Transport>(p: &mut Party<T>, x: &ArithShare) -> Result<BitShare> {
     let mut ps = propagate;
     // Node t of a level covers a contiguous run of bit positions, lowest first. Node 0 always
     // contains bit 0, whose propagate is never needed (nothing carries into bit 0).
-    let mut m = 63;
+    let mut m = k - 1;
     while m > 1 {
         let pairs = m / 2;
         let mut operands = Vec::with_capacity(2 * pairs);
@@ -352,8 +399,8 @@ pub fn msb<T: Transport>(p: &mut Party<T>, x: &ArithShare) -> Result<BitShare> {
         ps = np;
         m = pairs + m % 2;
     }
-    let own = p63o.iter().zip(&gs.own).map(|(a, b)| a ^ b).collect();
-    let next = p63n.iter().zip(&gs.next).map(|(a, b)| a ^ b).collect();
+    let own = top_o.iter().zip(&gs.own).map(|(a, b)| a ^ b).collect();
+    let next = top_n.iter().zip(&gs.next).map(|(a, b)| a ^ b).collect();
     BitShare::new(own, next, n)
 }
 
@@ -413,23 +460,30 @@ pub fn select<T: Transport>(p: &mut Party<T>, x: &ArithShare, b: &BitShare) -> R
 /// convolutions of VGG16-2 at 224x224 (64x224x224 = 3.2M elements), which take two.
 pub const RELU_SLICE: usize = 1 << 21;
 
-/// Share of `max(x, 0)`: `x * (1 - sign(x))`. 11 rounds per [`RELU_SLICE`] elements.
-pub fn relu<T: Transport>(p: &mut Party<T>, x: &ArithShare) -> Result<ArithShare> {
+/// Share of `max(x, 0)`: `x * (1 - sign(x))`, the sign taken at `width` (every element must
+/// be in its range). 11 rounds per [`RELU_SLICE`] elements.
+pub fn relu<T: Transport>(p: &mut Party<T>, x: &ArithShare, width: SignBits) -> Result<ArithShare> {
     if x.len() <= RELU_SLICE {
-        let positive = msb(p, x)?.not(p.id());
+        let positive = msb(p, x, width)?.not(p.id());
         return select(p, x, &positive);
     }
     let mut out = ArithShare::zeros(0);
     for start in (0..x.len()).step_by(RELU_SLICE) {
         let part = x.slice(start..(start + RELU_SLICE).min(x.len()));
-        let positive = msb(p, &part)?.not(p.id());
+        let positive = msb(p, &part, width)?.not(p.id());
         out.extend(&select(p, &part, &positive)?);
     }
     Ok(out)
 }
 
-/// Share of the element-wise maximum: `b + relu(a - b)`. 11 rounds.
-pub fn max<T: Transport>(p: &mut Party<T>, a: &ArithShare, b: &ArithShare) -> Result<ArithShare> {
-    let d = relu(p, &a.sub(b)?)?;
+/// Share of the element-wise maximum: `b + relu(a - b)`, `width` holding every `a - b`.
+/// 11 rounds.
+pub fn max<T: Transport>(
+    p: &mut Party<T>,
+    a: &ArithShare,
+    b: &ArithShare,
+    width: SignBits,
+) -> Result<ArithShare> {
+    let d = relu(p, &a.sub(b)?, width)?;
     b.add(&d)
 }

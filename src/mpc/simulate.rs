@@ -233,6 +233,8 @@ impl BenchRow {
 #[derive(Debug, Clone)]
 pub struct BenchReport {
     pub model: String,
+    /// Each comparison op's width ([`super::bounds::describe`]).
+    pub widths: String,
     pub latency: Duration,
     pub threads: usize,
     pub rows: Vec<BenchRow>,
@@ -244,6 +246,11 @@ impl fmt::Display for BenchReport {
             f,
             "secure inference of {} (3 parties in one process, {} rayon threads, added one-way latency {:?}; after one untimed warm-up run)",
             self.model, self.threads, self.latency
+        )?;
+        writeln!(
+            f,
+            "comparison widths (public to the parties): {}",
+            self.widths
         )?;
         writeln!(
             f,
@@ -321,6 +328,10 @@ pub fn bench_report(
     }
     Ok(BenchReport {
         model: spec.name.clone(),
+        widths: super::bounds::describe(&super::bounds::comparison_widths(
+            spec,
+            FixedPoint::default(),
+        )?),
         latency,
         threads: rayon::current_num_threads(),
         rows,

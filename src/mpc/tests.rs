@@ -5,7 +5,7 @@ use super::context::Party;
 use super::error::Result;
 use super::fixed::FixedPoint;
 use super::layers::{avg_pool, max_pool};
-use super::protocol::{max, msb, mul, relu, reshare_from_two, trunc};
+use super::protocol::{max, msb, mul, relu, reshare_from_two, trunc, SignBits};
 use super::share::{deal, open, open_bits, BitShare};
 use super::transport::InMemoryTransport;
 use super::*;
@@ -229,11 +229,69 @@ fn sign_bit_on_edge_and_random_values() {
     x.extend((0..1000).map(|_| rng.random::<u64>()));
     x.extend((0..100).map(|_| rng.random_range(-5i64..5) as u64));
     let xs = deal(&x, &mut rng);
-    let b: [BitShare; 3] = run3(|p| msb(p, &xs[p.id().index()]));
+    let b: [BitShare; 3] = run3(|p| msb(p, &xs[p.id().index()], SignBits::FULL));
     let got = open_bits(&b).unwrap();
     for (g, v) in got.iter().zip(&x) {
         assert_eq!(*g, (v >> 63) == 1, "sign of {}", *v as i64);
     }
+}
+
+/// At every narrower width `k` the sign is right on the whole range `-2^(k-1) .. 2^(k-1)` (its
+/// ends, zero, and random values inside), and wrong just outside it: the circuit really works
+/// in the narrow ring, so a width must come with a bound (`super::bounds`).
+#[test]
+fn narrow_sign_bits_are_right_inside_their_range_and_only_there() {
+    let mut rng = test_rng(44);
+    for k in [2u32, 3, 5, 8, 17, 24, 32, 33, 40, 63] {
+        let width = SignBits::new(k).unwrap();
+        let half = 1i64 << (k - 1);
+        let mut inside: Vec<i64> = vec![0, 1, -1, half - 1, -half, half / 2, -half / 2];
+        inside.extend((0..300).map(|_| rng.random_range(-half..half)));
+        let outside = [half, -half - 1, half + half / 2];
+        let x: Vec<u64> = inside.iter().chain(&outside).map(|v| *v as u64).collect();
+        let xs = deal(&x, &mut rng);
+        let b: [BitShare; 3] = run3(|p| msb(p, &xs[p.id().index()], width));
+        let got = open_bits(&b).unwrap();
+        for (g, v) in got.iter().zip(&inside) {
+            assert!(width.holds(*v));
+            assert_eq!(*g, *v < 0, "sign of {v} at {k} bits");
+        }
+        for (g, v) in got[inside.len()..].iter().zip(&outside) {
+            assert!(!width.holds(*v));
+            assert_ne!(
+                *g,
+                *v < 0,
+                "{v} is outside {k} bits, its sign cannot be read there"
+            );
+        }
+    }
+    assert!(SignBits::new(1).is_err() && SignBits::new(65).is_err());
+}
+
+/// The narrower the ring, the fewer bits sent and rounds taken (the point of the widths).
+#[test]
+fn narrow_sign_bits_send_less() {
+    let mut rng = test_rng(45);
+    let x: Vec<u64> = (0..640)
+        .map(|_| rng.random_range(-1000i64..1000) as u64)
+        .collect();
+    let xs = deal(&x, &mut rng);
+    let cost = |k: u32| {
+        let width = SignBits::new(k).unwrap();
+        let sent = run3(|p| {
+            let before = p.stats();
+            msb(p, &xs[p.id().index()], width)?;
+            let spent = p.stats().since(&before);
+            Ok((spent.bytes_sent, spent.rounds))
+        });
+        (sent.iter().map(|s| s.0).sum::<u64>(), sent[0].1)
+    };
+    let (full, narrow) = (cost(64), cost(24));
+    // 640 elements are 10 words per plane: 64 + 2 * 63 + 3 * 118 planes at full width,
+    // 24 + 2 * 23 + 3 * 39 at 24 bits, 8 bytes per word.
+    assert_eq!(full.0, (64 + 2 * 63 + 3 * 118) * 10 * 8);
+    assert_eq!(narrow.0, (24 + 2 * 23 + 3 * 39) * 10 * 8);
+    assert!(narrow.1 < full.1, "rounds {narrow:?} vs {full:?}");
 }
 
 #[test]
@@ -248,12 +306,15 @@ fn relu_and_max_are_exact() {
         .collect();
     b[0] = a[0]; // a tie
     let (sa, sb) = (deal(&a, &mut rng), deal(&b, &mut rng));
-    let r = run3(|p| relu(p, &sa[p.id().index()]));
-    let m = run3(|p| max(p, &sa[p.id().index()], &sb[p.id().index()]));
-    let (r, m) = (signed(&open(&r).unwrap()), signed(&open(&m).unwrap()));
-    for i in 0..a.len() {
-        assert_eq!(r[i], (a[i] as i64).max(0));
-        assert_eq!(m[i], (a[i] as i64).max(b[i] as i64));
+    // Differences are below 100 * 2^14 < 2^21: 24 bits hold them.
+    for width in [SignBits::FULL, SignBits::new(24).unwrap()] {
+        let r = run3(|p| relu(p, &sa[p.id().index()], width));
+        let m = run3(|p| max(p, &sa[p.id().index()], &sb[p.id().index()], width));
+        let (r, m) = (signed(&open(&r).unwrap()), signed(&open(&m).unwrap()));
+        for i in 0..a.len() {
+            assert_eq!(r[i], (a[i] as i64).max(0), "{width:?}");
+            assert_eq!(m[i], (a[i] as i64).max(b[i] as i64), "{width:?}");
+        }
     }
 }
 
@@ -291,8 +352,14 @@ fn max_pool_with_and_without_relu() {
     let mut rng = test_rng(6);
     let (x, dims) = pool_input(&mut rng);
     let xs = deal(&x.iter().map(|v| *v as u64).collect::<Vec<_>>(), &mut rng);
-    for relu in [false, true] {
-        let y = run3(|p| max_pool(p, &xs[p.id().index()], dims, 2, relu));
+    // Values below 10^5 < 2^17, differences below 2^18: 24 bits hold them.
+    for (relu, width) in [
+        (false, SignBits::FULL),
+        (true, SignBits::FULL),
+        (false, SignBits::new(24).unwrap()),
+        (true, SignBits::new(24).unwrap()),
+    ] {
+        let y = run3(|p| max_pool(p, &xs[p.id().index()], dims, 2, relu, width));
         let want = pool_ref(&x, dims, 2, |w| {
             let m = *w.iter().max().unwrap_or(&0);
             if relu {
@@ -304,7 +371,7 @@ fn max_pool_with_and_without_relu() {
         assert_eq!(signed(&open(&y).unwrap()), want, "relu {relu}");
     }
     // A 3x3 window has an odd number of elements per tree level.
-    let y = run3(|p| max_pool(p, &xs[p.id().index()], dims, 3, false));
+    let y = run3(|p| max_pool(p, &xs[p.id().index()], dims, 3, false, SignBits::FULL));
     let want = pool_ref(&x, dims, 3, |w| *w.iter().max().unwrap_or(&0));
     assert_eq!(signed(&open(&y).unwrap()), want);
 }
@@ -503,6 +570,51 @@ fn dnn_max_predictions_match_plaintext() {
 fn vgg16_small_width_predictions_match_plaintext() {
     let spec = random_spec(ModelKind::Vgg16_1, 1.0 / 16.0, 25);
     check_predictions(&spec, &images(&spec, 2, 26), 2);
+}
+
+/// Values at the edge of the width the owner's bound chose: a dense layer whose weights are all
+/// `+w` for output 0 and `-w` for output 1, on an all-ones image, puts `+-16 w` (plus the bias)
+/// into the ReLU, within a few units of the bound itself. With `w = 31.9` that is 8.36e6 of the
+/// 2^23 = 8.39e6 a 24-bit ring holds; a ReLU that read the sign one bit too narrow would zero
+/// the positive value or pass the negative one.
+#[test]
+fn values_at_the_bound_of_a_narrow_width_are_compared_right() {
+    let w = 31.9f32;
+    let spec = NetworkSpec {
+        name: "edge".into(),
+        input: [1, 4, 4],
+        layers: vec![
+            Layer::Flatten,
+            Layer::Dense {
+                in_features: 16,
+                out_features: 2,
+                weight: [vec![w; 16], vec![-w; 16]].concat(),
+                bias: vec![0.0, 0.0],
+            },
+            Layer::Relu,
+        ],
+    };
+    let models = share_model(&spec, FixedPoint::default(), &mut test_rng(46)).unwrap();
+    let widths: Vec<u32> = models[0]
+        .ops()
+        .iter()
+        .filter_map(|op| match op {
+            model::SecureOp::Relu { sign } => Some(sign.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(widths, [24]);
+    let ones = vec![1.0f32; 16];
+    let want = spec.forward(&ones).unwrap();
+    assert!(want[0] > 8.3e6 / 16384.0 && want[1] == 0.0, "{want:?}");
+    let rep = simulate(&spec, &[ones], 1).unwrap();
+    for (g, w) in rep.logits[0].iter().zip(&want) {
+        assert!(
+            (g - w).abs() < 1e-3,
+            "got {:?}, want {want:?}",
+            rep.logits[0]
+        );
+    }
 }
 
 #[test]

@@ -45,11 +45,11 @@ fn predict(dir: &Path) -> Result<String, String> {
     }
 }
 
-/// The dealing id in a stored model share (format versions 2 and 3: magic, version, party and
+/// The dealing id in a stored model share (format versions 2 to 4: magic, version, party and
 /// fractional bits, then the 16-byte id), as the parties print it.
 fn dealing_of(share: &[u8]) -> String {
     assert!(
-        matches!(share[4], 2 | 3),
+        matches!(share[4], 2..=4),
         "model share format version {}",
         share[4]
     );

@@ -98,6 +98,12 @@ pub fn share_model_cmd(args: ShareModelArgs) -> anyhow::Result<()> {
         shared.input_shape,
         shared.fixed.frac_bits()
     );
+    // What the dealing makes public beyond the architecture (`mpc::bounds`).
+    let widths = privxray::mpc::bounds::comparison_widths(&spec, shared.fixed)?;
+    println!(
+        "comparison widths (public to the parties): {}",
+        privxray::mpc::bounds::describe(&widths)
+    );
     Ok(())
 }
 
