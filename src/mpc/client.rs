@@ -2,6 +2,7 @@
 //!
 //! Imports `super::{error, fixed, party, prg, share}` only; never the network or the party layer.
 
+use super::bounds::INPUT_RANGE;
 use super::error::{volume, MpcError, Result};
 use super::fixed::FixedPoint;
 use super::party::PartyId;
@@ -78,8 +79,9 @@ impl OutputShare {
     }
 }
 
-/// Encodes `image` (CHW, `shape`) in fixed point and splits it into three shares with
-/// randomness from `rng` (a cryptographic generator; see [`share_input_os`]).
+/// Encodes `image` (CHW, `shape`, every value in [`INPUT_RANGE`]) in fixed point and splits it
+/// into three shares with randomness from `rng` (a cryptographic generator; see
+/// [`share_input_os`]).
 pub fn share_input<R: CryptoRng + ?Sized>(
     image: &[f32],
     shape: [usize; 3],
@@ -92,6 +94,20 @@ pub fn share_input<R: CryptoRng + ?Sized>(
             "image length",
             format!("{n} (shape {shape:?})"),
             image.len(),
+        ));
+    }
+    // The dealing's comparison widths hold for inputs in this range only (`super::bounds`): a
+    // value outside it could make a narrow comparison, and so the prediction, silently wrong.
+    let (lo, hi) = INPUT_RANGE;
+    if let Some((at, v)) = image
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(lo..=hi).contains(*v))
+    {
+        return Err(MpcError::mismatch(
+            "image value",
+            format!("a value in [{lo}, {hi}] (preprocessed pixels)"),
+            format!("{v} at index {at}"),
         ));
     }
     let [s0, s1, s2] = deal(&fixed.encode_slice(image)?, rng);

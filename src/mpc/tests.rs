@@ -845,3 +845,23 @@ fn mismatched_requests_are_refused() {
         Err(MpcError::Mismatch { .. })
     ));
 }
+
+/// The comparison widths hold for inputs in [0, 1] only, so the client refuses any other value
+/// (naming it and where it is) instead of sharing it; the ends of the range are accepted.
+#[test]
+fn input_values_outside_the_bounded_range_are_refused() {
+    let fp = FixedPoint::default();
+    for bad in [1.5f32, -0.01, f32::NAN, f32::INFINITY] {
+        let mut image = vec![0.5f32; 16];
+        image[7] = bad;
+        let err = share_input_os(&image, [1, 4, 4], fp)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a value in [0, 1]") && err.contains(&format!("{bad} at index 7")),
+            "{err}"
+        );
+    }
+    let ends = [vec![0.0f32; 8], vec![1.0f32; 8]].concat();
+    assert!(share_input_os(&ends, [1, 4, 4], fp).is_ok());
+}
