@@ -6,14 +6,19 @@
 //! fixed-point weights as dealt, the truncation's one unit of rounding, and every bias. A
 //! convolution or dense layer maps a magnitude `X` to
 //! `max_o (ceil(sum_k |W_ok| X / 2^d) + 1 + |b_o|)`, where `d` is the weights' fractional bits;
-//! a per-channel affine step likewise; ReLU and max pooling keep `X`; average pooling adds at
-//! most one unit of rounding. A ReLU compares values of magnitude at most `X`, a max pooling
-//! differences of two, at most `2X`. Interval bounds of deep models grow with the product of
-//! the layers' norms, so their late layers saturate and keep the full width: the bound is loose,
-//! never wrong.
+//! a per-channel affine step likewise; average pooling maps it to
+//! `ceil(area X c / 2^f) + 1` with the public `c = round(2^f / area)` (`X + 1` when the area is
+//! a power of two); ReLU and max pooling keep `X`. A ReLU compares values of magnitude at most
+//! `X`, a max pooling differences of two, at most `2X`.
 //!
-//! What the parties learn: each comparison's width, the bit length of its bound rounded up to
-//! a multiple of 8 (at most 8 widths per layer: a coarse function of the weights' norms).
+//! The truncation is exact only below `2^62` ([`super::protocol::TRUNC_RANGE`]), so a layer
+//! whose bound before truncation reaches `2^62` is not bounded at all: from there on every
+//! width is the full 64. Interval bounds of deep models grow with the product of the layers'
+//! norms, so their late layers end at the full width: the bound is loose, never wrong.
+//!
+//! What the parties learn: each comparison's width, the bit length of its bound plus a sign
+//! bit, rounded up to a multiple of 8 (at most 8 values per layer: a coarse function of the
+//! weights' norms).
 //!
 //! Owns the bound; imports the compiled ops, the fixed-point format and [`SignBits`], never the
 //! dealing (which imports this) or the shares.
@@ -104,10 +109,11 @@ pub(super) fn sign_widths(plain: &[PlainOp<'_>], fixed: FixedPoint) -> Result<Ve
                 let area = (size * size) as u128;
                 if area.is_power_of_two() {
                     // The window sum (at most `area X`) truncated by `log2(area)` bits.
-                    x.saturating_add(1)
+                    let sum = area.saturating_mul(x);
+                    truncated(sum, area.trailing_zeros())
                 } else {
                     let c = ((1u64 << f) as f64 / area as f64).round() as u128;
-                    ceil_shift(area.saturating_mul(x).saturating_mul(c), f).saturating_add(1)
+                    truncated(area.saturating_mul(x).saturating_mul(c), f)
                 }
             }
         };
@@ -136,19 +142,24 @@ fn affine(
                 norm = norm.saturating_add(magnitude(weight, weight_format, e)?);
             }
             let b = magnitude(bias, bias_format, o)?;
-            Ok(ceil_shift(norm.saturating_mul(x), shift)
-                .saturating_add(1)
-                .saturating_add(b))
+            Ok(truncated(norm.saturating_mul(x), shift).saturating_add(b))
         })
         .try_reduce(|| 0, |a, b| Ok(a.max(b)))
 }
 
-fn ceil_shift(v: u128, shift: u32) -> u128 {
-    if v == u128::MAX {
-        return v;
+/// The bound after truncating a value of magnitude at most `v` by `shift` bits:
+/// `ceil(v / 2^shift) + 1` (floor or one more, and the floor of a negative value rounds away
+/// from zero), or no bound ([`u128::MAX`]) when `v` may leave the range where the truncation
+/// is exact.
+fn truncated(v: u128, shift: u32) -> u128 {
+    if v >= TRUNC_LIMIT {
+        return u128::MAX;
     }
-    v.div_ceil(1u128 << shift)
+    v.div_ceil(1u128 << shift) + 1
 }
+
+/// Magnitudes from here on may be outside [`super::protocol::TRUNC_RANGE`].
+const TRUNC_LIMIT: u128 = 1 << 62;
 
 #[cfg(test)]
 mod tests {
@@ -219,6 +230,23 @@ mod tests {
         let w = widths(&spec);
         assert!(w[1] < 64, "{w:?}");
         assert_eq!(*w.last().unwrap(), 64, "{w:?}");
+        // Once a pre-truncation bound may reach 2^62, nothing after is bounded, however small
+        // the later weights. Two layers of weights 8000 (2^31 at 18 fractional bits): after the
+        // first the bound is 9 * 8000 * 2^14 + 1 < 2^31 (32 bits with the sign), before the
+        // second's truncation about 9 * 2^31 * 2^30 > 2^62. A ReLU after a third layer of weights 0.01 would otherwise
+        // get 48 bits.
+        let mut steep = Vec::new();
+        for w in [8000.0, 8000.0, 0.01] {
+            steep.push(conv(w));
+            steep.push(Layer::Relu);
+        }
+        let steep = NetworkSpec {
+            name: "steep".into(),
+            input: [1, 4, 4],
+            layers: steep,
+        };
+        let w = widths(&steep);
+        assert_eq!(w, [64, 32, 64, 64, 64, 64]);
         // Widths never shrink along a chain of growing norms.
         let relus: Vec<u32> = w.iter().copied().skip(1).step_by(2).collect();
         assert!(relus.windows(2).all(|p| p[0] <= p[1]), "{relus:?}");

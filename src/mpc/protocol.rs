@@ -1,7 +1,8 @@
 //! The secure-computation primitives over replicated shares. All functions are batched: one
 //! call on a vector costs the same number of rounds as on one element.
 //!
-//! Round costs: [`mul`] 1, [`trunc`] 2, [`msb`] 8, [`select`] 3, [`relu`] and [`max`] 11 (per
+//! Round costs: [`mul`] 1, [`trunc`] 2, [`select`] 3; [`msb`] `2 + ceil(log2(k - 1))` at a
+//! width of `k` bits (8 at the full 64, 7 at 24), [`relu`] and [`max`] 3 more (per
 //! [`RELU_SLICE`] elements).
 //!
 //! Imports `super::{bits, context, error, share, transport}` only; never `net` or the party layer.
@@ -274,8 +275,9 @@ impl SignBits {
         self.0 == 64 || (-(1i64 << (self.0 - 1))..(1i64 << (self.0 - 1))).contains(&v)
     }
 
-    /// The narrowest multiple of 8 bits that holds every value of magnitude at most `max_abs`
-    /// (what the parties learn of a bound is thus its bit length rounded up to 8).
+    /// The narrowest multiple of 8 bits (at least 8) that holds every value of magnitude at
+    /// most `max_abs`: the bound's bit length plus a sign bit, rounded up to 8. That is what the
+    /// parties learn of a bound; from a bound of 2^55 on, the width is the full 64.
     pub fn for_magnitude(max_abs: u128) -> SignBits {
         // `|v| <= max_abs < 2^b` needs `b + 1` bits with the sign.
         let b = 128 - max_abs.leading_zeros();
