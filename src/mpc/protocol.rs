@@ -1,8 +1,8 @@
 //! The secure-computation primitives over replicated shares. All functions are batched: one
 //! call on a vector costs the same number of rounds as on one element.
 //!
-//! Round costs: [`mul`] 1, [`trunc`] 2, [`select`] 3; [`msb`] `2 + ceil(log2(k - 1))` at a
-//! width of `k` bits (8 at the full 64, 7 at 24), [`relu`] and [`max`] 3 more (per
+//! Round costs: [`mul`] 1, [`trunc`] 2, [`select`] 2; [`msb`] `2 + ceil(log2(k - 1))` at a
+//! width of `k` bits (8 at the full 64, 7 at 24), [`relu`] and [`max`] 2 more (per
 //! [`RELU_SLICE`] elements).
 //!
 //! Imports `super::{bits, context, error, share, transport}` only; never `net` or the party layer.
@@ -407,63 +407,91 @@ pub fn msb<T: Transport>(p: &mut Party<T>, x: &ArithShare, width: SignBits) -> R
 }
 
 /// Share of `x * b` for a shared bit `b` per element (bit-to-arithmetic conversion fused with
-/// the product). With `b = b_0 ^ b_1 ^ b_2`, party 0 knows `t = b_0 ^ b_1` and parties 1 and 2
-/// know `b_2`: party 0 arithmetic-shares `t` as `a_0 + r` (one round), `[b] = t + b_2 - 2 t b_2`
-/// and the result is `[x] * [b]` (one multiplication). 3 rounds. `t b_2 = a_0 b_2 + r b_2` needs
-/// no multiplication protocol: party 2 holds `a_0` and `b_2`, party 1 holds `r` and `b_2`, so
-/// it is an additive sharing between those two, made replicated by [`reshare_from_two`].
+/// the product). 2 rounds, 5 words per element: two from party 0 to party 1, then a resharing.
+///
+/// With `b = b_0 ^ b_1 ^ b_2`, party 0 knows `t = b_0 ^ b_1` and `X = x_0 + x_1`, parties 1
+/// and 2 know `b_2` and `x_2`. As integers `b = t + b_2 - 2 t b_2`, so
+/// `x b = X t + b_2 X (1 - 2t) + t x_2 (1 - 2b_2) + x_2 b_2`:
+/// one term party 0 can compute, one both others can, and two products of a value of party 0
+/// (`X (1 - 2t)` and `t`) with a value of parties 1 and 2 (`b_2` and `x_2 (1 - 2b_2)`). Each
+/// product costs one masked word, as in [`trunc`]: party 0 sends its value plus `rho`, drawn
+/// with party 2, to party 1 (who therefore sees uniformly random words); party 1 multiplies it
+/// by its factor, party 2 takes `-rho` times the same factor. The three additive parts are
+/// reshared with a fresh zero-sharing.
 pub fn select<T: Transport>(p: &mut Party<T>, x: &ArithShare, b: &BitShare) -> Result<ArithShare> {
     let n = x.len();
     if b.len() != n {
         return Err(MpcError::mismatch("selection bits", n, b.len()));
     }
     let id = p.id();
-    let (t, b2) = match id.index() {
+    let z: Vec<u64> = match id.index() {
         0 => {
             let tw: Vec<u64> = b.own().iter().zip(b.next()).map(|(a, c)| a ^ c).collect();
             let t = bits::unpack(&tw, n);
-            let r = p.prg().common_with_next(n);
-            let a0: Vec<u64> = t.iter().zip(&r).map(|(t, r)| t.wrapping_sub(*r)).collect();
-            p.send_words(id.prev(), &a0)?;
-            (ArithShare::from_parts(a0, r), ArithShare::zeros(n))
+            let big_x = zip_map(x.own(), x.next(), u64::wrapping_add);
+            // `rho` for the first product, then for the second.
+            let rho = p.prg().common_with_prev(2 * n);
+            let mut masked = zip_map(&big_x, &t, |v, t| v.wrapping_mul(1u64.wrapping_sub(2 * t)));
+            for (m, r) in masked.iter_mut().zip(&rho[..n]) {
+                *m = m.wrapping_add(*r);
+            }
+            masked.extend(t.iter().zip(&rho[n..]).map(|(t, r)| t.wrapping_add(*r)));
+            p.send_words(id.next(), &masked)?;
+            p.end_round();
+            zip_map(&big_x, &t, u64::wrapping_mul)
         }
         1 => {
-            let r = p.prg().common_with_prev(n);
-            (
-                ArithShare::from_parts(r, vec![0; n]),
-                ArithShare::from_parts(vec![0; n], bits::unpack(b.next(), n)),
-            )
+            let masked = p.recv_words(id.prev(), 2 * n)?;
+            p.end_round();
+            let b2 = bits::unpack(b.next(), n);
+            let x2 = x.next();
+            collect_par(n, |e| {
+                let factor = x2[e].wrapping_mul(1u64.wrapping_sub(2 * b2[e]));
+                b2[e]
+                    .wrapping_mul(masked[e])
+                    .wrapping_add(factor.wrapping_mul(masked[n + e]))
+                    .wrapping_add(x2[e].wrapping_mul(b2[e]))
+            })
         }
         _ => {
-            let a0 = p.recv_words(id.next(), n)?;
-            (
-                ArithShare::from_parts(vec![0; n], a0),
-                ArithShare::from_parts(bits::unpack(b.own(), n), vec![0; n]),
-            )
+            let rho = p.prg().common_with_next(2 * n);
+            p.end_round();
+            let b2 = bits::unpack(b.own(), n);
+            let x2 = x.own();
+            collect_par(n, |e| {
+                let factor = x2[e].wrapping_mul(1u64.wrapping_sub(2 * b2[e]));
+                b2[e]
+                    .wrapping_mul(rho[e])
+                    .wrapping_add(factor.wrapping_mul(rho[n + e]))
+                    .wrapping_neg()
+            })
         }
     };
-    p.end_round();
-    // Party 1's `r b_2` and party 2's `a_0 b_2`: `t.own()` is `r` at party 1, `b2.own()` is
-    // `b_2` at party 2, and so on (see the shares built above).
-    let z: Vec<u64> = match id.index() {
-        0 => vec![0; n],
-        1 => zip_map(t.own(), b2.next(), u64::wrapping_mul),
-        _ => zip_map(t.next(), b2.own(), u64::wrapping_mul),
-    };
-    let tb2 = reshare_from_two(p, z)?;
-    let bit = t.add(&b2)?.sub(&tb2.mul_public(2))?;
-    mul(p, x, &bit)
+    reshare(p, z)
+}
+
+/// `f` at `0..n`, on the calling thread for short vectors and in parallel for long ones.
+fn collect_par(n: usize, f: impl Fn(usize) -> u64 + Sync + Send) -> Vec<u64> {
+    if n < PAR_MIN {
+        (0..n).map(f).collect()
+    } else {
+        (0..n)
+            .into_par_iter()
+            .with_min_len(PAR_MIN / 4)
+            .map(f)
+            .collect()
+    }
 }
 
 /// Largest number of elements one comparison circuit handles at once. The circuit's working
 /// set is about 40 words per element and party; beyond this, slices run one after the other
-/// (11 rounds each) so that memory stays bounded and buffers are reused instead of freshly
+/// (10 rounds each at full width) so that memory stays bounded and buffers are reused instead of freshly
 /// mapped. Every layer of one image of the four models fits in one slice except the first two
 /// convolutions of VGG16-2 at 224x224 (64x224x224 = 3.2M elements), which take two.
 pub const RELU_SLICE: usize = 1 << 21;
 
 /// Share of `max(x, 0)`: `x * (1 - sign(x))`, the sign taken at `width` (every element must
-/// be in its range). 11 rounds per [`RELU_SLICE`] elements.
+/// be in its range). 10 rounds per [`RELU_SLICE`] elements at full width, 9 at 24 bits.
 pub fn relu<T: Transport>(p: &mut Party<T>, x: &ArithShare, width: SignBits) -> Result<ArithShare> {
     if x.len() <= RELU_SLICE {
         let positive = msb(p, x, width)?.not(p.id());
@@ -479,7 +507,7 @@ pub fn relu<T: Transport>(p: &mut Party<T>, x: &ArithShare, width: SignBits) -> 
 }
 
 /// Share of the element-wise maximum: `b + relu(a - b)`, `width` holding every `a - b`.
-/// 11 rounds.
+/// 10 rounds at full width.
 pub fn max<T: Transport>(
     p: &mut Party<T>,
     a: &ArithShare,

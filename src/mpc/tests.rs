@@ -5,15 +5,16 @@ use super::context::Party;
 use super::error::Result;
 use super::fixed::FixedPoint;
 use super::layers::{avg_pool, max_pool};
-use super::protocol::{max, msb, mul, relu, reshare_from_two, trunc, SignBits};
+use super::protocol::{max, msb, mul, relu, reshare_from_two, select, trunc, SignBits};
 use super::share::{deal, open, open_bits, BitShare};
-use super::transport::InMemoryTransport;
+use super::transport::{InMemoryTransport, Transport};
 use super::*;
 use crate::model::arch::random_spec;
 use crate::model::spec::pneumonia_probability;
 use crate::model::{Layer, ModelKind, NetworkSpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use std::sync::{Arc, Mutex};
 
 /// Test data generator with a fixed seed (not for shares in production).
 fn test_rng(seed: u64) -> ChaCha20Rng {
@@ -292,6 +293,100 @@ fn narrow_sign_bits_send_less() {
     assert_eq!(full.0, (64 + 2 * 63 + 3 * 118) * 10 * 8);
     assert_eq!(narrow.0, (24 + 2 * 23 + 3 * 39) * 10 * 8);
     assert!(narrow.1 < full.1, "rounds {narrow:?} vs {full:?}");
+}
+
+/// A transport that keeps a copy of every message its party receives.
+struct Recording {
+    inner: InMemoryTransport,
+    seen: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Transport for Recording {
+    fn send(&mut self, to: PartyId, data: Vec<u8>) -> Result<()> {
+        self.inner.send(to, data)
+    }
+    fn recv(&mut self, from: PartyId) -> Result<Vec<u8>> {
+        let data = self.inner.recv(from)?;
+        self.seen.lock().unwrap().push(data.clone());
+        Ok(data)
+    }
+}
+
+/// `select` gives `x * b` for every bit, and what each party receives in it looks uniformly
+/// random although every `x` is the same small value and the bits follow a fixed pattern.
+#[test]
+fn select_is_exact_and_every_party_sees_only_random_words() {
+    let n = 4000;
+    let mut rng = test_rng(47);
+    let x: Vec<u64> = vec![5 << 14; n];
+    let bits: Vec<bool> = (0..n).map(|e| e % 3 == 0).collect();
+    let xs = deal(&x, &mut rng);
+    // A boolean sharing of the bits: two random words, the third their XOR with the bits.
+    let ch = n.div_ceil(64);
+    let packed: Vec<u64> = (0..ch)
+        .map(|c| {
+            (0..64)
+                .filter(|i| bits.get(c * 64 + i) == Some(&true))
+                .fold(0, |w, i| w | 1 << i)
+        })
+        .collect();
+    let b0: Vec<u64> = (0..ch).map(|_| rng.random()).collect();
+    let b1: Vec<u64> = (0..ch).map(|_| rng.random()).collect();
+    let b2: Vec<u64> = (0..ch).map(|c| packed[c] ^ b0[c] ^ b1[c]).collect();
+    let parts = [b0, b1, b2];
+    let bs: [BitShare; 3] = std::array::from_fn(|i| {
+        BitShare::new(parts[i].clone(), parts[(i + 1) % 3].clone(), n).unwrap()
+    });
+    let seen: [Arc<Mutex<Vec<Vec<u8>>>>; 3] = Default::default();
+    let ts = InMemoryTransport::triple();
+    let out: Vec<ArithShare> = std::thread::scope(|s| {
+        let hs: Vec<_> = ts
+            .into_iter()
+            .enumerate()
+            .map(|(i, inner)| {
+                let t = Recording {
+                    inner,
+                    seen: seen[i].clone(),
+                };
+                let (xs, bs) = (&xs[i], &bs[i]);
+                s.spawn(move || {
+                    let mut p = Party::setup(PartyId::ALL[i], t).unwrap();
+                    select(&mut p, xs, bs).unwrap()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let out: [ArithShare; 3] = out.try_into().unwrap_or_else(|_| unreachable!());
+    let got = open(&out).unwrap();
+    for (e, g) in got.iter().enumerate() {
+        assert_eq!(*g, if bits[e] { 5 << 14 } else { 0 }, "element {e}");
+    }
+    for (i, seen) in seen.iter().enumerate() {
+        // The 32-byte PRG seed of the setup aside, every message is a vector of words.
+        let msgs: Vec<Vec<u64>> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.len() > 32)
+            .map(|m| {
+                m.chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
+            })
+            .collect();
+        // Party 1 receives the two masked words per element, then the resharing; the others
+        // only the resharing.
+        assert_eq!(msgs.len(), if i == 1 { 2 } else { 1 }, "party {i}");
+        for m in &msgs {
+            assert!(m.len() >= n, "party {i}: {} words", m.len());
+            assert!(
+                looks_uniform(m),
+                "party {i} received words that are not random"
+            );
+        }
+    }
+    assert!(!looks_uniform(&x));
 }
 
 #[test]
