@@ -385,6 +385,18 @@ fn select_is_exact_and_every_party_sees_only_random_words() {
                 "party {i} received words that are not random"
             );
         }
+        if i == 1 {
+            // Each half on its own, and their difference: two halves masked alike would cancel.
+            let (m1, m2) = msgs[0].split_at(n);
+            let diff: Vec<u64> = m1.iter().zip(m2).map(|(a, b)| a.wrapping_sub(*b)).collect();
+            for (what, words) in [
+                ("first half", m1),
+                ("second half", m2),
+                ("difference", &diff),
+            ] {
+                assert!(looks_uniform(words), "party 1's {what} is not random");
+            }
+        }
     }
     assert!(!looks_uniform(&x));
 }
