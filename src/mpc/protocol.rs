@@ -96,16 +96,7 @@ pub fn mul<T: Transport>(p: &mut Party<T>, x: &ArithShare, y: &ArithShare) -> Re
             .wrapping_add(a.wrapping_mul(bn))
             .wrapping_add(an.wrapping_mul(b))
     };
-    let z = if x.len() < PAR_MIN {
-        (0..x.len()).map(cross).collect()
-    } else {
-        (0..x.len())
-            .into_par_iter()
-            .with_min_len(PAR_MIN / 4)
-            .map(cross)
-            .collect()
-    };
-    reshare(p, z)
+    reshare(p, collect_par(x.len(), cross))
 }
 
 /// Largest truncation [`trunc`] supports: the offset `2^62` must be a multiple of `2^bits`.
@@ -165,25 +156,14 @@ pub fn trunc<T: Transport>(p: &mut Party<T>, x: &ArithShare, bits: u32) -> Resul
         17..=32 => 4,
         _ => 8,
     };
-    let par = |f: &(dyn Fn(usize) -> u64 + Sync)| -> Vec<u64> {
-        if n < PAR_MIN {
-            (0..n).map(f).collect()
-        } else {
-            (0..n)
-                .into_par_iter()
-                .with_min_len(PAR_MIN / 4)
-                .map(f)
-                .collect()
-        }
-    };
     let z = match id.index() {
         0 => {
             let rho = p.prg().common_with_prev(n);
             let a_of = |e: usize| x.own()[e].wrapping_add(x.next()[e]).wrapping_add(offset);
-            let masked = par(&|e| (a_of(e) >> 63).wrapping_add(rho[e]));
+            let masked = collect_par(n, |e| (a_of(e) >> 63).wrapping_add(rho[e]));
             p.send_narrow(id.next(), &masked, width)?;
             p.end_round();
-            par(&|e| {
+            collect_par(n, |e| {
                 let a = a_of(e);
                 (a >> bits)
                     .wrapping_sub(k.wrapping_mul(a >> 63))
@@ -193,7 +173,7 @@ pub fn trunc<T: Transport>(p: &mut Party<T>, x: &ArithShare, bits: u32) -> Resul
         1 => {
             let masked = p.recv_narrow(id.prev(), n, width)?;
             p.end_round();
-            par(&|e| {
+            collect_par(n, |e| {
                 let b = x.next()[e];
                 let t1 = (b >> 63).wrapping_mul(masked[e]);
                 (b >> bits)
@@ -204,7 +184,7 @@ pub fn trunc<T: Transport>(p: &mut Party<T>, x: &ArithShare, bits: u32) -> Resul
         _ => {
             let rho = p.prg().common_with_next(n);
             p.end_round();
-            par(&|e| {
+            collect_par(n, |e| {
                 let t2 = (x.own()[e] >> 63).wrapping_mul(rho[e]).wrapping_neg();
                 k.wrapping_mul(t2)
             })
@@ -444,30 +424,35 @@ pub fn select<T: Transport>(p: &mut Party<T>, x: &ArithShare, b: &BitShare) -> R
             let masked = p.recv_words(id.prev(), 2 * n)?;
             p.end_round();
             let b2 = bits::unpack(b.next(), n);
-            let x2 = x.next();
-            collect_par(n, |e| {
-                let factor = x2[e].wrapping_mul(1u64.wrapping_sub(2 * b2[e]));
-                b2[e]
-                    .wrapping_mul(masked[e])
-                    .wrapping_add(factor.wrapping_mul(masked[n + e]))
-                    .wrapping_add(x2[e].wrapping_mul(b2[e]))
-            })
+            let own = zip_map(x.next(), &b2, u64::wrapping_mul);
+            zip_map(
+                &own,
+                &select_products(&b2, x.next(), &masked),
+                u64::wrapping_add,
+            )
         }
         _ => {
             let rho = p.prg().common_with_next(2 * n);
             p.end_round();
             let b2 = bits::unpack(b.own(), n);
-            let x2 = x.own();
-            collect_par(n, |e| {
-                let factor = x2[e].wrapping_mul(1u64.wrapping_sub(2 * b2[e]));
-                b2[e]
-                    .wrapping_mul(rho[e])
-                    .wrapping_add(factor.wrapping_mul(rho[n + e]))
-                    .wrapping_neg()
-            })
+            let mut z = select_products(&b2, x.own(), &rho);
+            z.iter_mut().for_each(|v| *v = v.wrapping_neg());
+            z
         }
     };
     reshare(p, z)
+}
+
+/// Parties 1 and 2's side of [`select`]'s two products: `b_2 v_1 + x_2 (1 - 2b_2) v_2` per
+/// element, where `v` is the masked words at party 1 and the masks at party 2 (`v_1` first).
+fn select_products(b2: &[u64], x2: &[u64], v: &[u64]) -> Vec<u64> {
+    let n = b2.len();
+    collect_par(n, |e| {
+        let factor = x2[e].wrapping_mul(1u64.wrapping_sub(2 * b2[e]));
+        b2[e]
+            .wrapping_mul(v[e])
+            .wrapping_add(factor.wrapping_mul(v[n + e]))
+    })
 }
 
 /// `f` at `0..n`, on the calling thread for short vectors and in parallel for long ones.
