@@ -12,14 +12,16 @@ once and replicated, as privxray does). Scaling to [0, 1] floats is timed on nei
 - technique 1, pillow: convert("L"), resize((125, 150), BILINEAR): Pillow's antialiased
   triangle filter, the filter privxray uses.
 - technique 1, pillow-draft: the same after draft("L", (250, 300)): libjpeg decodes at 1/2, 1/4
-  or 1/8 scale keeping at least twice the target, privxray's `reduced` decoding policy.
+  or 1/8 scale keeping at least twice the target, privxray's `reduced` decoding policy (with
+  --gap 1: draft("L", (125, 150)), at least the target, privxray's `draft` policy).
 - technique 2, opencv: imread (grey when the file is grey), resize((224, 224), INTER_CUBIC):
   OpenCV's cubic (a = -0.75) is NOT antialiased: it reads 4x4 source pixels per output pixel
   whatever the downscale, so it does less work than privxray and gives other values.
 - technique 2, opencv-reduced: the same from imread's IMREAD_REDUCED_*_{2,4,8} (libjpeg scaled
-  decoding), the largest reduction keeping at least 448x448.
+  decoding), the largest reduction keeping at least 448x448 (224x224 with --gap 1).
 - technique 2, pillow and pillow-draft: resize((224, 224), BICUBIC): Pillow's antialiased
-  Catmull-Rom (a = -0.5), the filter privxray uses; draft as for technique 1 (at least 448x448).
+  Catmull-Rom (a = -0.5), the filter privxray uses; draft as for technique 1 (at least 448x448,
+  or 224x224 with --gap 1).
 
 With --workers 1 everything runs in this process; otherwise a multiprocessing pool of that many
 processes is started before the warm-up and each worker returns only a checksum (no arrays are
@@ -107,7 +109,8 @@ SHAPES = {"1": (1, 150, 125), "2": (3, 224, 224)}
 
 
 def work(args):
-    key, paths = args
+    global GAP
+    key, paths, GAP = args  # set in each worker too: a forkserver pool does not inherit it
     fn = METHODS[key]
     total = 0
     for p in paths:
@@ -133,6 +136,9 @@ def main():
     ap.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (default: all cores)")
     ap.add_argument("--count", type=int, help="the first K images by path (default: all)")
     ap.add_argument("--runs", type=int, default=5, help="timed runs after one warm-up (median reported)")
+    ap.add_argument("--gap", type=int, choices=(1, 2), default=2,
+                    help="the draft and reduced methods keep at least GAP x the target: 2 is privxray's "
+                         "`reduced` decoding, 1 its `draft` (default: 2)")
     ap.add_argument("--only", help="comma-separated methods, e.g. pillow,opencv (default: all)")
     args = ap.parse_args()
     files = list_images(args.dir)[: args.count]
@@ -140,15 +146,15 @@ def main():
     keys = [k for k in METHODS if not args.only or k[1] in args.only.split(",")]
     size = sum(os.path.getsize(f) for f in files) / len(files) / 1024
     print(f"{len(files)} images from {args.dir} ({size:.0f} KB on average), {args.workers} worker(s), "
-          f"median of {args.runs} runs after a warm-up; Pillow {Image.__version__}, OpenCV {cv2.__version__}")
+          f"median of {args.runs} runs after a warm-up, draft/reduced gap {args.gap}; Pillow {Image.__version__}, OpenCV {cv2.__version__}")
     pool = Pool(args.workers) if args.workers > 1 else None
     for key in keys:
         if pool is None:
-            jobs = [(key, files)]
+            jobs = [(key, files, args.gap)]
             run = lambda: [work(j) for j in jobs]
         else:
             n = args.workers * 4
-            jobs = [(key, files[i::n]) for i in range(n)]
+            jobs = [(key, files[i::n], args.gap) for i in range(n)]
             run = lambda: pool.map(work, jobs, chunksize=1)
         run()
         secs = []

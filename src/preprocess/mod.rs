@@ -114,10 +114,19 @@ pub enum Decoding {
     /// the target ([`REDUCING_GAP`]), as Pillow's `draft` with `thumbnail`'s reducing gap does.
     /// Not within 2/255 of exact after resampling (up to 11/255 on the real samples), so opt-in.
     Reduced,
+    /// As `Reduced`, but keeping only the target size ([`DRAFT_GAP`]): the reduction libjpeg's
+    /// scaled decoding and Pillow's `draft` make when asked for the target size. More of the
+    /// downscale is the cells' box means, less the resampling filter, so further from exact
+    /// (see the README); the fastest, and opt-in.
+    Draft,
 }
 
-/// The decoded image stays at least this many times the target size in both dimensions.
+/// `Reduced` keeps the decoded image at least this many times the target size in both
+/// dimensions.
 pub const REDUCING_GAP: f64 = 2.0;
+
+/// `Draft` keeps it at least the target size.
+pub const DRAFT_GAP: f64 = 1.0;
 
 /// The decoding the pipeline (and so the cache) uses.
 pub const DEFAULT_DECODING: Decoding = Decoding::Exact;
@@ -127,6 +136,16 @@ impl Decoding {
         match self {
             Decoding::Exact => "exact",
             Decoding::Reduced => "reduced",
+            Decoding::Draft => "draft",
+        }
+    }
+
+    /// How many times the target the decoded image stays at least (`None`: every pixel).
+    pub fn gap(self) -> Option<f64> {
+        match self {
+            Decoding::Exact => None,
+            Decoding::Reduced => Some(REDUCING_GAP),
+            Decoding::Draft => Some(DRAFT_GAP),
         }
     }
 }
@@ -137,7 +156,10 @@ impl std::str::FromStr for Decoding {
         match s {
             "exact" => Ok(Decoding::Exact),
             "reduced" => Ok(Decoding::Reduced),
-            other => Err(format!("unknown decoding {other:?}: exact or reduced")),
+            "draft" => Ok(Decoding::Draft),
+            other => Err(format!(
+                "unknown decoding {other:?}: exact, reduced or draft"
+            )),
         }
     }
 }
@@ -163,13 +185,13 @@ pub fn load_image_using(
     limits: &ImportLimits,
     decoding: Decoding,
 ) -> Result<Vec<u8>, String> {
-    let img = match decoding {
-        Decoding::Exact => decode_file_with(path, limits),
-        Decoding::Reduced => {
+    let img = match decoding.gap() {
+        None => decode_file_with(path, limits),
+        Some(gap) => {
             let [_, h, w] = t.input_shape();
             let reduce = Reduce {
                 at_least: (w as u32, h as u32),
-                gap: REDUCING_GAP,
+                gap,
                 grey: t == Technique::T1,
             };
             decode_file_reduced(path, limits, reduce)

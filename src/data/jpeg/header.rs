@@ -150,7 +150,7 @@ impl State {
             let counts: [u8; 16] = b.get(1..17).ok_or(BAD_LENGTH)?.try_into().expect("16");
             let n: usize = counts.iter().map(|&c| c as usize).sum();
             let values = b.get(17..17 + n).ok_or(BAD_LENGTH)?;
-            let table = Table::new(&counts, values)?;
+            let table = Table::new(&counts, values, class == 1)?;
             if class == 0 {
                 self.dc[id] = Some(table);
             } else {

@@ -1,6 +1,7 @@
 //! Huffman tables: a lookup on the next [`FAST_BITS`] bits for short codes (for AC tables the
 //! entry also holds the zero run and the signed value when code and magnitude fit, as
-//! stb_image's "fast AC"), and the canonical decode for the rest.
+//! stb_image's "fast AC"), a lookup on the next [`PAIR_BITS`] bits that decodes up to two AC
+//! coefficients (and an end of block) at once, and the canonical decode for the rest.
 //!
 //! Imports `super::bits` and `super::JpegError` only.
 
@@ -9,11 +10,19 @@ use super::JpegError;
 
 pub const FAST_BITS: u32 = 10;
 
+/// The window of the two-coefficient lookup: 2^11 entries of 8 bytes, 16 KB, which stays in
+/// the L1 cache; at 4-6 bits per coefficient (code and magnitude) on smooth radiographs, most
+/// windows hold two.
+pub const PAIR_BITS: u32 = 11;
+
 /// An entry of the AC lookup: bits 0-4 the bits to consume (0: not in the lookup), bit 5 set
 /// when the entry is complete (run and value decoded), bit 6 set for end-of-block; bits 8-15
 /// the run (complete) or the symbol (incomplete); bits 16-31 the signed value.
 const COMPLETE: u32 = 1 << 5;
 const END: u32 = 1 << 6;
+
+/// An entry of the pair lookup (see [`Pair`]).
+const PAIR_EOB: u64 = 1 << 8;
 
 pub struct Table {
     /// Symbol and code length (symbol << 8 | length) of codes up to FAST_BITS; 0 if longer.
@@ -25,11 +34,105 @@ pub struct Table {
     /// What to add to a code of each length to index `values`.
     offset: [i32; 17],
     values: Vec<u8>,
+    /// For AC tables: [`Pair`] entries on the next PAIR_BITS bits; empty for DC tables.
+    pairs: Vec<u64>,
+}
+
+/// One entry of the pair lookup, unpacked: the coefficients (zero, one or two) whose codes and
+/// magnitudes lie wholly in the window, and whether an end of block follows them there. A
+/// window that starts with a long code, a big magnitude or a run of sixteen zeros has `len` 0
+/// and is left to [`Table::decode_ac`].
+#[derive(Clone, Copy)]
+pub struct Pair(u64);
+
+impl Pair {
+    /// Bits the whole entry consumes; 0: not in the lookup.
+    #[inline(always)]
+    pub fn len(self) -> u32 {
+        (self.0 & 0xFF) as u32
+    }
+    /// Coefficients decoded (0, 1 or 2).
+    #[inline(always)]
+    pub fn count(self) -> usize {
+        ((self.0 >> 9) & 3) as usize
+    }
+    #[inline(always)]
+    pub fn end_of_block(self) -> bool {
+        self.0 & PAIR_EOB != 0
+    }
+    /// Zigzag positions each coefficient advances (its zero run plus one; 0 when absent).
+    #[inline(always)]
+    pub fn steps(self) -> (usize, usize) {
+        (((self.0 >> 16) & 0xFF) as usize, ((self.0 >> 24) & 0xFF) as usize)
+    }
+    #[inline(always)]
+    pub fn values(self) -> (i16, i16) {
+        ((self.0 >> 32) as i16, (self.0 >> 48) as i16)
+    }
+}
+
+/// One AC symbol decoded from the top of a window of `avail` bits (held in the low bits of
+/// `word`), when code and magnitude fit in it: (bits, zero run, value), or `Err(bits)` for an
+/// end of block. `None`: a long code, a magnitude past the window, or a run of sixteen zeros.
+fn ac_in_window(
+    fast: &[u16; 1 << FAST_BITS],
+    word: u32,
+    avail: u32,
+) -> Option<Result<(u32, u32, i32), u32>> {
+    if avail == 0 {
+        return None;
+    }
+    let top = if avail >= FAST_BITS {
+        word >> (avail - FAST_BITS)
+    } else {
+        word << (FAST_BITS - avail)
+    } & ((1 << FAST_BITS) - 1);
+    let f = fast[top as usize];
+    let len = (f & 0xFF) as u32;
+    if f == 0 || len > avail {
+        return None;
+    }
+    let (run, size) = ((f >> 12) as u32, ((f >> 8) & 15) as u32);
+    if size == 0 {
+        // Baseline: any run with size 0 other than fifteen (sixteen zeros) ends the block.
+        return if run == 15 { None } else { Some(Err(len)) };
+    }
+    if len + size > avail {
+        return None;
+    }
+    let bits = (word >> (avail - len - size)) & ((1 << size) - 1);
+    Some(Ok((len + size, run, extend(bits as i32, size))))
+}
+
+/// The pair lookup of an AC table (see [`Pair`]).
+fn pair_entries(fast: &[u16; 1 << FAST_BITS]) -> Vec<u64> {
+    let mask = |n: u32| (1u32 << n) - 1;
+    (0..1u32 << PAIR_BITS)
+        .map(|w| match ac_in_window(fast, w, PAIR_BITS) {
+            None => 0,
+            Some(Err(len)) => PAIR_EOB | len as u64,
+            Some(Ok((len, run, v))) => {
+                let first = 1 << 9 | ((run as u64 + 1) << 16) | ((v as u16 as u64) << 32);
+                let rest = PAIR_BITS - len;
+                match ac_in_window(fast, w & mask(rest), rest) {
+                    None => first | len as u64,
+                    Some(Err(len2)) => first | PAIR_EOB | (len + len2) as u64,
+                    Some(Ok((len2, run2, v2))) => {
+                        (first + (1 << 9))
+                            | ((run2 as u64 + 1) << 24)
+                            | ((v2 as u16 as u64) << 48)
+                            | (len + len2) as u64
+                    }
+                }
+            }
+        })
+        .collect()
 }
 
 impl Table {
     /// Builds a table from the 16 counts of codes per length and the symbols (a DHT segment).
-    pub fn new(counts: &[u8; 16], values: &[u8]) -> Result<Table, JpegError> {
+    /// `ac`: an AC table, which gets the pair lookup.
+    pub fn new(counts: &[u8; 16], values: &[u8], ac_class: bool) -> Result<Table, JpegError> {
         let total: usize = counts.iter().map(|&c| c as usize).sum();
         if total == 0 || total > 256 || total != values.len() {
             return Err(JpegError::Corrupt("bad Huffman table"));
@@ -86,12 +189,14 @@ impl Table {
                 symbol << 8 | len
             };
         }
+        let pairs = if ac_class { pair_entries(&fast) } else { Vec::new() };
         Ok(Table {
             fast,
             ac,
             maxcode,
             offset,
             values: values.to_vec(),
+            pairs,
         })
     }
 
@@ -130,6 +235,15 @@ impl Table {
         Err(JpegError::Corrupt("bad Huffman code"))
     }
 
+    /// The pair lookup's entry for the next PAIR_BITS bits (an AC table's; the reader must hold
+    /// at least that many).
+    #[inline(always)]
+    pub fn pair(&self, bits: &Bits) -> Pair {
+        // An empty lookup (a DC table used for AC by a corrupt scan header) reads as "not in
+        // the lookup", so the canonical decode takes over.
+        Pair(self.pairs.get(bits.peek(PAIR_BITS) as usize).copied().unwrap_or(0))
+    }
+
     /// Decodes one AC (run, value) pair: `Ok(None)` at end of block. The reader must hold at
     /// least 32 bits.
     #[inline(always)]
@@ -158,5 +272,99 @@ impl Table {
             return Ok(None);
         }
         Ok(Some((run, bits.receive_extend(size))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+
+    /// An AC table with the code lengths of the standard luminance table (ITU T.81 K.5) over
+    /// every baseline AC symbol, in a shuffled order, so codes of every length carry symbols of
+    /// every kind.
+    fn shuffled_table(seed: u64) -> (Table, rand_chacha::ChaCha8Rng) {
+        let counts = [0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 125];
+        let mut symbols = vec![0x00u8, 0xF0];
+        for run in 0..16u8 {
+            for size in 1..=10u8 {
+                symbols.push(run << 4 | size);
+            }
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        symbols.shuffle(&mut rng);
+        (Table::new(&counts, &symbols, true).unwrap(), rng)
+    }
+
+    /// Bytes of the bit string `window` (PAIR_BITS bits) followed by random bits, with the
+    /// stuffing a JPEG writer puts after each 0xFF.
+    fn stream(window: u32, rng: &mut impl Rng) -> Vec<u8> {
+        let mut raw = vec![0u8; 12];
+        rng.fill(&mut raw[..]);
+        let head = (window << (32 - PAIR_BITS)) | (u32::from_be_bytes(raw[..4].try_into().unwrap()) >> PAIR_BITS);
+        raw[..4].copy_from_slice(&head.to_be_bytes());
+        let mut out = Vec::new();
+        for b in raw {
+            out.push(b);
+            if b == 0xFF {
+                out.push(0);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn each_pair_entry_is_what_decoding_its_symbols_one_by_one_gives() {
+        let mut with_two = 0;
+        for seed in 0..4 {
+            let (table, mut rng) = shuffled_table(seed);
+            for window in 0..1u32 << PAIR_BITS {
+                let data = stream(window, &mut rng);
+                let mut bits = Bits::new(&data, 0);
+                bits.refill();
+                let e = table.pair(&bits);
+                // One by one, as many symbols as lie wholly in the window (two at most, or
+                // one and the end of block), stopping at sixteen zeros, which the lookup leaves
+                // to the one-symbol decode.
+                let mut one = bits;
+                let (mut got, mut end, mut used) = (Vec::new(), false, 0);
+                while got.len() < 2 && !end {
+                    let before = one.count();
+                    let r = table.decode_ac(&mut one);
+                    let len = before - one.count();
+                    if used + len > PAIR_BITS {
+                        break;
+                    }
+                    match r {
+                        Ok(None) => end = true,
+                        Ok(Some((15, 0))) | Err(_) => break,
+                        Ok(Some(rv)) => got.push(rv),
+                    }
+                    used += len;
+                }
+                if got.is_empty() && !end {
+                    assert_eq!(e.len(), 0, "window {window:011b}");
+                    continue;
+                }
+                if e.len() == 0 {
+                    // Only a code longer than the short-code lookup may be left out.
+                    assert_eq!(table.fast[bits.peek(FAST_BITS) as usize], 0, "window {window:011b}");
+                    continue;
+                }
+                assert_eq!(e.count(), got.len(), "window {window:011b}");
+                assert_eq!(e.end_of_block(), end, "window {window:011b}");
+                assert_eq!(e.len(), used, "window {window:011b}");
+                let (s1, s2) = e.steps();
+                let (v1, v2) = e.values();
+                let mine: Vec<(u32, i32)> = [(s1, v1), (s2, v2)][..got.len()]
+                    .iter()
+                    .map(|&(s, v)| (s as u32 - 1, v as i32))
+                    .collect();
+                assert_eq!(mine, got, "window {window:011b}");
+                with_two += (got.len() == 2) as usize;
+            }
+        }
+        assert!(with_two > 0, "no window held two coefficients");
     }
 }

@@ -161,9 +161,21 @@ fn decode_scan(
             (f.height as usize).div_ceil(8 * f.vmax),
         )
     };
-    let total = mcus_w * mcus_h;
-    for m in 0..total {
-        if restart > 0 && m > 0 && m % restart == 0 {
+    let mut coefs = Coefs::new();
+    // MCU coordinates kept by counting (a division per MCU costs more than its block's DC).
+    let (mut mx, mut my) = (0, 0);
+    // MCUs left before the next restart marker.
+    let mut until_restart = restart;
+    for m in 0..mcus_w * mcus_h {
+        if m > 0 {
+            mx += 1;
+            if mx == mcus_w {
+                mx = 0;
+                my += 1;
+            }
+        }
+        if restart > 0 && m > 0 && until_restart == 0 {
+            until_restart = restart;
             bits.check()?;
             let (at, marker) = next_marker(bytes, bits.position()).ok_or(JpegError::Truncated)?;
             if !(0xD0..=0xD7).contains(&marker) {
@@ -172,7 +184,7 @@ fn decode_scan(
             bits = Bits::new(bytes, at + 2);
             preds = [0; 4];
         }
-        let (mx, my) = (m % mcus_w, m / mcus_w);
+        until_restart = until_restart.wrapping_sub(1);
         for (ci, (c, dc, ac, rows)) in comps.iter().enumerate() {
             let (h, v) = if comps.len() == 1 {
                 (1, 1)
@@ -185,14 +197,14 @@ fn decode_scan(
                     let pred = &mut preds[ci];
                     let (x, y) = (mx * h + bx, my * v + by);
                     match rows.len() / 64 {
-                        0 => skip_block(&mut bits, dc, ac, pred)?,
-                        1 => block::<1>(&mut bits, dc, ac, pred, rows, plane, x, y)?,
-                        2 => block::<2>(&mut bits, dc, ac, pred, rows, plane, x, y)?,
-                        4 => block::<4>(&mut bits, dc, ac, pred, rows, plane, x, y)?,
-                        8 => block::<8>(&mut bits, dc, ac, pred, rows, plane, x, y)?,
-                        16 => block::<16>(&mut bits, dc, ac, pred, rows, plane, x, y)?,
-                        32 => block::<32>(&mut bits, dc, ac, pred, rows, plane, x, y)?,
-                        _ => block::<64>(&mut bits, dc, ac, pred, rows, plane, x, y)?,
+                        0 => skip_block(&mut bits, dc, ac, pred, &mut coefs)?,
+                        1 => block::<1>(&mut bits, dc, ac, pred, rows, plane, &mut coefs, x, y)?,
+                        2 => block::<2>(&mut bits, dc, ac, pred, rows, plane, &mut coefs, x, y)?,
+                        4 => block::<4>(&mut bits, dc, ac, pred, rows, plane, &mut coefs, x, y)?,
+                        8 => block::<8>(&mut bits, dc, ac, pred, rows, plane, &mut coefs, x, y)?,
+                        16 => block::<16>(&mut bits, dc, ac, pred, rows, plane, &mut coefs, x, y)?,
+                        32 => block::<32>(&mut bits, dc, ac, pred, rows, plane, &mut coefs, x, y)?,
+                        _ => block::<64>(&mut bits, dc, ac, pred, rows, plane, &mut coefs, x, y)?,
                     }
                 }
             }
@@ -218,23 +230,73 @@ fn dc_value(bits: &mut Bits, dc: &Table, pred: &mut i32) -> Result<(), JpegError
 }
 
 /// Decodes a block whose pixels are not wanted.
-fn skip_block(bits: &mut Bits, dc: &Table, ac: &Table, pred: &mut i32) -> Result<(), JpegError> {
+fn skip_block(
+    bits: &mut Bits,
+    dc: &Table,
+    ac: &Table,
+    pred: &mut i32,
+    coefs: &mut Coefs,
+) -> Result<(), JpegError> {
     dc_value(bits, dc, pred)?;
-    ac_walk(bits, ac, |_, _| {})
+    ac_walk(bits, ac, coefs).map(drop)
 }
 
-/// Decodes a block's AC coefficients, handing each to `found` with its zigzag index (1..=63);
-/// a run past the block's end is an error.
+/// A block's nonzero AC coefficients in the order decoded: zigzag positions and values. Kept
+/// across blocks (only the first `n` slots of a block are read), so never cleared. Slots are
+/// indexed mod 64, which needs no bounds check: a lookup starts with n <= k - 1 <= 62
+/// coefficients, so even the second slot it writes, used or not, is below 64.
+struct Coefs {
+    at: [u8; 64],
+    values: [i16; 64],
+}
+
+impl Coefs {
+    fn new() -> Coefs {
+        Coefs {
+            at: [0; 64],
+            values: [0; 64],
+        }
+    }
+
+    #[inline(always)]
+    fn put(&mut self, n: usize, k: usize, v: i16) {
+        self.at[n & 63] = k as u8;
+        self.values[n & 63] = v;
+    }
+}
+
+/// Decodes a block's AC coefficients into `coefs`, returning how many there are; a run past the
+/// block's end is an error. Most steps take the pair lookup (two coefficients, or one and the
+/// end of block, per lookup); the rest, and any lookup that would reach past position 63 (where
+/// the next block's bits could be mistaken for a coefficient or an end of block), decode one
+/// symbol.
 #[inline(always)]
-fn ac_walk(
-    bits: &mut Bits,
-    ac: &Table,
-    mut found: impl FnMut(usize, i32),
-) -> Result<(), JpegError> {
+fn ac_walk(bits: &mut Bits, ac: &Table, coefs: &mut Coefs) -> Result<usize, JpegError> {
+    // k: the zigzag position of the next coefficient; n: coefficients so far (n < k).
     let mut k = 1;
+    let mut n = 0;
     while k < 64 {
         if bits.count() < 32 {
             bits.refill();
+        }
+        let e = ac.pair(bits);
+        let (s1, s2) = e.steps();
+        let next = k + s1 + s2;
+        // An end of block counts as a step here: after a coefficient at position 63 the block
+        // is over, and bits that read as an end of block (or a coefficient) are the next
+        // block's DC code.
+        if e.len() != 0 && next + e.end_of_block() as usize <= 64 {
+            bits.skip(e.len());
+            let (v1, v2) = e.values();
+            // The second slot is written even when empty: `count` says how many are real.
+            coefs.put(n, k + s1 - 1, v1);
+            coefs.put(n + 1, next - 1, v2);
+            n += e.count();
+            k = next;
+            if e.end_of_block() {
+                break;
+            }
+            continue;
         }
         match ac.decode_ac(bits)? {
             None => break,
@@ -245,12 +307,13 @@ fn ac_walk(
                         "AC coefficients past the end of a block",
                     ));
                 }
-                found(k, v);
+                coefs.put(n, k, v as i16);
+                n += 1;
                 k += 1;
             }
         }
     }
-    Ok(())
+    Ok(n)
 }
 
 /// Decodes a block into its `N` = sx * sy cell means at block (x, y) of `plane`.
@@ -263,6 +326,7 @@ fn block<const N: usize>(
     pred: &mut i32,
     rows: &[f32],
     plane: &mut Plane,
+    coefs: &mut Coefs,
     x: usize,
     y: usize,
 ) -> Result<(), JpegError> {
@@ -271,14 +335,7 @@ fn block<const N: usize>(
     dc_value(bits, dc, pred)?;
     // The nonzero AC coefficients first, then their rows summed: the Huffman loop stays free
     // of the arithmetic (and of the registers it would take).
-    let mut at = [0u8; 64];
-    let mut values = [0f32; 64];
-    let mut n = 0;
-    ac_walk(bits, ac, |k, v| {
-        at[n] = k as u8;
-        values[n] = v as f32;
-        n += 1;
-    })?;
+    let n = ac_walk(bits, ac, coefs)?;
     let d = *pred as f32;
     let mut acc = [0f32; N];
     for (a, r) in acc.iter_mut().zip(&rows[0]) {
@@ -287,7 +344,8 @@ fn block<const N: usize>(
     // At 1x1 only the DC counts; above, rows of zeros (even frequencies at 2x2) cost a few
     // multiplies, less than a branch.
     if N > 1 {
-        for (&k, &v) in at[..n].iter().zip(&values[..n]) {
+        for (&k, &v) in coefs.at[..n].iter().zip(&coefs.values[..n]) {
+            let v = v as f32;
             for (a, r) in acc.iter_mut().zip(&rows[k as usize & 63]) {
                 *a += v * r;
             }

@@ -270,3 +270,24 @@ fn figures() {
         large.len()
     );
 }
+
+/// Noise at quality 100 (every quantisation step 1): nearly every block's last coefficient is
+/// nonzero, so blocks end at position 63 with no end-of-block code, and the next block's DC
+/// code follows at once, where a lookup of two coefficients must not read it as one.
+#[test]
+fn blocks_full_to_the_last_coefficient_decode_right() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let (w, h) = (96u16, 80u16);
+    let px: Vec<u8> = (0..w as usize * h as usize)
+        .map(|_| rng.random_range(64..192))
+        .collect();
+    let mut bytes = Vec::new();
+    Encoder::new(&mut bytes, 100)
+        .encode(&px, w, h, ColorType::Luma)
+        .unwrap();
+    for s in [1, 2, 4] {
+        let worst = worst_against_cell_means(&bytes, s);
+        assert!(worst <= 1, "1/{}: {worst}", 8 / s);
+    }
+}

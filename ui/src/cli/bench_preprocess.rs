@@ -1,4 +1,4 @@
-//! `privxray bench preprocess`: images/s of both techniques, exact and reduced decoding, on a
+//! `privxray bench preprocess`: images/s of both techniques, exact, reduced and draft decoding, on a
 //! folder of images or a generated set, with a pool of exactly `--threads` threads. The Python
 //! side of the comparison is `scripts/preprocess_reference.py` on the same folder.
 //!
@@ -38,8 +38,9 @@ pub struct PreprocessBench {
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// exact (every pixel decoded), reduced (big JPEGs decoded at 1/2-1/8 scale in the DCT
-    /// domain, at least twice the target size), or both.
-    #[arg(long, default_value = "both")]
+    /// domain, at least twice the target size), draft (the same, at least the target size),
+    /// both (exact and reduced) or all three.
+    #[arg(long, default_value = "all")]
     pub decoding: DecodingChoice,
     /// Print the measurements as JSON (every run's seconds) instead of lines.
     #[arg(long)]
@@ -50,7 +51,9 @@ pub struct PreprocessBench {
 pub enum DecodingChoice {
     Exact,
     Reduced,
+    Draft,
     Both,
+    All,
 }
 
 impl DecodingChoice {
@@ -58,7 +61,9 @@ impl DecodingChoice {
         match self {
             DecodingChoice::Exact => vec![Decoding::Exact],
             DecodingChoice::Reduced => vec![Decoding::Reduced],
+            DecodingChoice::Draft => vec![Decoding::Draft],
             DecodingChoice::Both => vec![Decoding::Exact, Decoding::Reduced],
+            DecodingChoice::All => vec![Decoding::Exact, Decoding::Reduced, Decoding::Draft],
         }
     }
 }
