@@ -34,8 +34,8 @@ pub struct Table {
     /// What to add to a code of each length to index `values`.
     offset: [i32; 17],
     values: Vec<u8>,
-    /// For AC tables: [`Pair`] entries on the next PAIR_BITS bits; empty for DC tables.
-    pairs: Vec<u64>,
+    /// For AC tables: [`Pair`] entries on the next PAIR_BITS bits; `None` for DC tables.
+    pairs: Option<Box<[u64; 1 << PAIR_BITS]>>,
 }
 
 /// One entry of the pair lookup, unpacked: the coefficients (zero, one or two) whose codes and
@@ -43,7 +43,7 @@ pub struct Table {
 /// window that starts with a long code, a big magnitude or a run of sixteen zeros has `len` 0
 /// and is left to [`Table::decode_ac`].
 #[derive(Clone, Copy)]
-pub struct Pair(u64);
+pub struct Pair(pub u64);
 
 impl Pair {
     /// Bits the whole entry consumes; 0: not in the lookup.
@@ -105,10 +105,11 @@ fn ac_in_window(
 }
 
 /// The pair lookup of an AC table (see [`Pair`]).
-fn pair_entries(fast: &[u16; 1 << FAST_BITS]) -> Vec<u64> {
+fn pair_entries(fast: &[u16; 1 << FAST_BITS]) -> Box<[u64; 1 << PAIR_BITS]> {
     let mask = |n: u32| (1u32 << n) - 1;
-    (0..1u32 << PAIR_BITS)
-        .map(|w| match ac_in_window(fast, w, PAIR_BITS) {
+    let mut out = Box::new([0u64; 1 << PAIR_BITS]);
+    for (w, e) in (0u32..).zip(out.iter_mut()) {
+        *e = match ac_in_window(fast, w, PAIR_BITS) {
             None => 0,
             Some(Err(len)) => PAIR_EOB | len as u64,
             Some(Ok((len, run, v))) => {
@@ -125,8 +126,9 @@ fn pair_entries(fast: &[u16; 1 << FAST_BITS]) -> Vec<u64> {
                     }
                 }
             }
-        })
-        .collect()
+        };
+    }
+    out
 }
 
 impl Table {
@@ -189,7 +191,7 @@ impl Table {
                 symbol << 8 | len
             };
         }
-        let pairs = if ac_class { pair_entries(&fast) } else { Vec::new() };
+        let pairs = ac_class.then(|| pair_entries(&fast));
         Ok(Table {
             fast,
             ac,
@@ -235,13 +237,9 @@ impl Table {
         Err(JpegError::Corrupt("bad Huffman code"))
     }
 
-    /// The pair lookup's entry for the next PAIR_BITS bits (an AC table's; the reader must hold
-    /// at least that many).
-    #[inline(always)]
-    pub fn pair(&self, bits: &Bits) -> Pair {
-        // An empty lookup (a DC table used for AC by a corrupt scan header) reads as "not in
-        // the lookup", so the canonical decode takes over.
-        Pair(self.pairs.get(bits.peek(PAIR_BITS) as usize).copied().unwrap_or(0))
+    /// The pair lookup (see [`Pair`]); `None` for a DC table.
+    pub fn pairs(&self) -> Option<&[u64; 1 << PAIR_BITS]> {
+        self.pairs.as_deref()
     }
 
     /// Decodes one AC (run, value) pair: `Ok(None)` at end of block. The reader must hold at
@@ -323,7 +321,7 @@ mod tests {
                 let data = stream(window, &mut rng);
                 let mut bits = Bits::new(&data, 0);
                 bits.refill();
-                let e = table.pair(&bits);
+                let e = Pair(table.pairs().unwrap()[bits.peek(PAIR_BITS) as usize]);
                 // One by one, as many symbols as lie wholly in the window (two at most, or
                 // one and the end of block), stopping at sixteen zeros, which the lookup leaves
                 // to the one-symbol decode.
