@@ -21,9 +21,6 @@ pub const PAIR_BITS: u32 = 11;
 const COMPLETE: u32 = 1 << 5;
 const END: u32 = 1 << 6;
 
-/// An entry of the pair lookup (see [`Pair`]).
-const PAIR_EOB: u64 = 1 << 8;
-
 pub struct Table {
     /// Symbol and code length (symbol << 8 | length) of codes up to FAST_BITS; 0 if longer.
     fast: Box<[u16; 1 << FAST_BITS]>,
@@ -38,32 +35,73 @@ pub struct Table {
     pairs: Option<Box<[u64; 1 << PAIR_BITS]>>,
 }
 
-/// One entry of the pair lookup, unpacked: the coefficients (zero, one or two) whose codes and
-/// magnitudes lie wholly in the window, and whether an end of block follows them there. A
-/// window that starts with a long code, a big magnitude or a run of sixteen zeros has `len` 0
-/// and is left to [`Table::decode_ac`].
+/// One entry of the pair lookup: the coefficients (zero, one or two) whose codes and
+/// magnitudes lie wholly in the window, and whether an end of block follows them there. Packed
+/// so that the decoding loop does little arithmetic per lookup:
+/// - bits 0-7: the bits the entry consumes (0: not in the lookup);
+/// - bits 8-15: its reach, the zigzag positions it advances plus one for an end of block (255
+///   when not in the lookup, so one comparison both rejects it and bounds it by the block);
+/// - bits 16-23: the positions it advances (each coefficient's zero run plus one);
+/// - bits 24-27: the first coefficient's zero run; bits 28-29: the count; bit 30: end of block;
+/// - bits 32-47 and 48-63: the two values.
+///
+/// A window that starts with a long code, a big magnitude or a run of sixteen zeros is not in
+/// the lookup and is left to [`Table::decode_ac`].
 #[derive(Clone, Copy)]
 pub struct Pair(pub u64);
 
+const PAIR_EOB: u64 = 1 << 30;
+const NOT_IN_LOOKUP: u64 = 0xFF << 8;
+
 impl Pair {
+    fn pack(len: u32, eob: bool, coefs: &[(u32, i32)]) -> u64 {
+        let adv: u64 = coefs.iter().map(|&(run, _)| run as u64 + 1).sum();
+        let mut e = len as u64 | (adv + eob as u64) << 8 | adv << 16 | (coefs.len() as u64) << 28;
+        if eob {
+            e |= PAIR_EOB;
+        }
+        if let Some(&(run, v)) = coefs.first() {
+            e |= (run as u64) << 24 | (v as u16 as u64) << 32;
+        }
+        if let Some(&(_, v)) = coefs.get(1) {
+            e |= (v as u16 as u64) << 48;
+        }
+        e
+    }
+
     /// Bits the whole entry consumes; 0: not in the lookup.
     #[inline(always)]
     pub fn len(self) -> u32 {
         (self.0 & 0xFF) as u32
     }
+    /// Positions advanced, plus one for an end of block; 255 when not in the lookup.
+    #[inline(always)]
+    pub fn reach(self) -> usize {
+        ((self.0 >> 8) & 0xFF) as usize
+    }
+    /// Positions advanced.
+    #[inline(always)]
+    pub fn advance(self) -> usize {
+        ((self.0 >> 16) & 0xFF) as usize
+    }
+    /// The first coefficient's zero run (its offset from the current position).
+    #[inline(always)]
+    pub fn first_run(self) -> usize {
+        ((self.0 >> 24) & 15) as usize
+    }
     /// Coefficients decoded (0, 1 or 2).
     #[inline(always)]
     pub fn count(self) -> usize {
-        ((self.0 >> 9) & 3) as usize
+        ((self.0 >> 28) & 3) as usize
     }
     #[inline(always)]
     pub fn end_of_block(self) -> bool {
         self.0 & PAIR_EOB != 0
     }
     /// Zigzag positions each coefficient advances (its zero run plus one; 0 when absent).
-    #[inline(always)]
     pub fn steps(self) -> (usize, usize) {
-        (((self.0 >> 16) & 0xFF) as usize, ((self.0 >> 24) & 0xFF) as usize)
+        let first = if self.count() > 0 { self.first_run() + 1 } else { 0 };
+        (first, self.advance() - first)
     }
     #[inline(always)]
     pub fn values(self) -> (i16, i16) {
@@ -110,19 +148,15 @@ fn pair_entries(fast: &[u16; 1 << FAST_BITS]) -> Box<[u64; 1 << PAIR_BITS]> {
     let mut out = Box::new([0u64; 1 << PAIR_BITS]);
     for (w, e) in (0u32..).zip(out.iter_mut()) {
         *e = match ac_in_window(fast, w, PAIR_BITS) {
-            None => 0,
-            Some(Err(len)) => PAIR_EOB | len as u64,
+            None => NOT_IN_LOOKUP,
+            Some(Err(len)) => Pair::pack(len, true, &[]),
             Some(Ok((len, run, v))) => {
-                let first = 1 << 9 | ((run as u64 + 1) << 16) | ((v as u16 as u64) << 32);
                 let rest = PAIR_BITS - len;
                 match ac_in_window(fast, w & mask(rest), rest) {
-                    None => first | len as u64,
-                    Some(Err(len2)) => first | PAIR_EOB | (len + len2) as u64,
+                    None => Pair::pack(len, false, &[(run, v)]),
+                    Some(Err(len2)) => Pair::pack(len + len2, true, &[(run, v)]),
                     Some(Ok((len2, run2, v2))) => {
-                        (first + (1 << 9))
-                            | ((run2 as u64 + 1) << 24)
-                            | ((v2 as u16 as u64) << 48)
-                            | (len + len2) as u64
+                        Pair::pack(len + len2, false, &[(run, v), (run2, v2)])
                     }
                 }
             }
@@ -341,6 +375,10 @@ mod tests {
                     }
                     used += len;
                 }
+                if e.len() == 0 {
+                    // Not in the lookup: its reach must fail every bound check.
+                    assert_eq!(e.reach(), 255, "window {window:011b}");
+                }
                 if got.is_empty() && !end {
                     assert_eq!(e.len(), 0, "window {window:011b}");
                     continue;
@@ -360,6 +398,7 @@ mod tests {
                     .map(|&(s, v)| (s as u32 - 1, v as i32))
                     .collect();
                 assert_eq!(mine, got, "window {window:011b}");
+                assert_eq!(e.reach(), s1 + s2 + end as usize, "window {window:011b}");
                 with_two += (got.len() == 2) as usize;
             }
         }

@@ -321,16 +321,15 @@ fn ac_walk(bits: &mut Bits, ac: &Table, coefs: &mut Coefs) -> Result<usize, Jpeg
             bits.refill();
         }
         let e = Pair(pairs[bits.peek(PAIR_BITS) as usize]);
-        let (s1, s2) = e.steps();
-        let next = k + s1 + s2;
-        // An end of block counts as a step here: after a coefficient at position 63 the block
-        // is over, and bits that read as an end of block (or a coefficient) are the next
-        // block's DC code.
-        if e.len() != 0 && next + e.end_of_block() as usize <= 64 {
+        // The reach counts an end of block as a step: after a coefficient at position 63 the
+        // block is over, and bits that read as an end of block (or a coefficient) are the next
+        // block's DC code. An entry not in the lookup has a reach of 255.
+        if k + e.reach() <= 64 {
             bits.skip(e.len());
+            let next = k + e.advance();
             let (v1, v2) = e.values();
             // The second slot is written even when empty: `count` says how many are real.
-            coefs.put(n, k + s1 - 1, v1);
+            coefs.put(n, k + e.first_run(), v1);
             coefs.put(n + 1, next - 1, v2);
             n += e.count();
             k = next;
