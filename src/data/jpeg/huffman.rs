@@ -99,7 +99,8 @@ impl Pair {
         self.0 & PAIR_EOB != 0
     }
     /// Zigzag positions each coefficient advances (its zero run plus one; 0 when absent).
-    pub fn steps(self) -> (usize, usize) {
+    #[cfg(test)]
+    fn steps(self) -> (usize, usize) {
         let first = if self.count() > 0 { self.first_run() + 1 } else { 0 };
         (first, self.advance() - first)
     }
