@@ -7,9 +7,11 @@
 //!   replicated), scale to [0, 1]: f32 3x224x224. The paper does not say how technique 2 is
 //!   scaled; dividing by 255 keeps both techniques on one scale.
 //!
-//! Decoding is exact (every pixel) or reduced ([`Decoding`]): a big JPEG decoded at 1/2, 1/4 or
-//! 1/8 scale (each 8x8 block reduced to the means of its cells, from its DCT coefficients),
-//! staying at least twice the target size, before the same resampling. [`DEFAULT_DECODING`] is what the pipeline and the cache use.
+//! Decoding is exact (every pixel), reduced or draft ([`Decoding`]): a big JPEG decoded at 1/2,
+//! 1/4 or 1/8 scale (each 8x8 block reduced to the means of its cells, from its DCT
+//! coefficients), staying at least twice the target size (reduced) or the target size (draft),
+//! before the same resampling. [`DEFAULT_DECODING`] (exact) is what the pipeline and the cache
+//! use.
 //!
 //! Resampling follows Pillow's convention (a separable convolution whose filter support
 //! widens with the downscale factor, i.e. antialiased), with the triangle filter for bilinear and
