@@ -101,7 +101,11 @@ impl Pair {
     /// Zigzag positions each coefficient advances (its zero run plus one; 0 when absent).
     #[cfg(test)]
     fn steps(self) -> (usize, usize) {
-        let first = if self.count() > 0 { self.first_run() + 1 } else { 0 };
+        let first = if self.count() > 0 {
+            self.first_run() + 1
+        } else {
+            0
+        };
         (first, self.advance() - first)
     }
     #[inline(always)]
@@ -335,7 +339,8 @@ mod tests {
     fn stream(window: u32, rng: &mut impl Rng) -> Vec<u8> {
         let mut raw = vec![0u8; 12];
         rng.fill(&mut raw[..]);
-        let head = (window << (32 - PAIR_BITS)) | (u32::from_be_bytes(raw[..4].try_into().unwrap()) >> PAIR_BITS);
+        let head = (window << (32 - PAIR_BITS))
+            | (u32::from_be_bytes(raw[..4].try_into().unwrap()) >> PAIR_BITS);
         raw[..4].copy_from_slice(&head.to_be_bytes());
         let mut out = Vec::new();
         for b in raw {
@@ -386,7 +391,11 @@ mod tests {
                 }
                 if e.len() == 0 {
                     // Only a code longer than the short-code lookup may be left out.
-                    assert_eq!(table.fast[bits.peek(FAST_BITS) as usize], 0, "window {window:011b}");
+                    assert_eq!(
+                        table.fast[bits.peek(FAST_BITS) as usize],
+                        0,
+                        "window {window:011b}"
+                    );
                     continue;
                 }
                 assert_eq!(e.count(), got.len(), "window {window:011b}");
