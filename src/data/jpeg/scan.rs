@@ -394,12 +394,22 @@ fn block<const N: usize>(
     let (sx, sy) = (plane.sx, plane.sy);
     let stride = plane.blocks_w * sx;
     if x < plane.blocks_w && y < plane.blocks_h {
-        for (cy, row) in acc.chunks_exact(sx).enumerate().take(sy) {
+        let mut px = [0u8; N];
+        for (p, a) in px.iter_mut().zip(&acc) {
+            // floor(a + 128.5) clamped to 0..=255 (rounding half up, as the reference does),
+            // without a saturating cast, which the compiler cannot vectorise: adding 1.5 * 2^23
+            // rounds to the nearest integer (ties to even), a step back makes that the floor,
+            // and the integer sits in the low bits of the mantissa. Any NaN would give some
+            // byte, never a panic; none can occur.
+            const M: f32 = 12_582_912.0;
+            let y = (a + 128.5).clamp(0.0, 255.0);
+            let r = (y + M) - M;
+            let f = if r > y { r - 1.0 } else { r };
+            *p = (f + M).to_bits() as u8;
+        }
+        for (cy, row) in px.chunks_exact(sx).enumerate().take(sy) {
             let at = (y * sy + cy) * stride + x * sx;
-            for (p, a) in plane.pixels[at..at + sx].iter_mut().zip(row) {
-                // Saturating float-to-int cast: clamps to 0..=255 (NaN cannot occur).
-                *p = (a + 128.5) as u8;
-            }
+            plane.pixels[at..at + sx].copy_from_slice(row);
         }
     }
     Ok(())
