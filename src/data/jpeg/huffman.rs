@@ -209,25 +209,19 @@ impl Table {
         }
         maxcode[17] = i32::MAX;
         let mut ac = Box::new([0u32; 1 << FAST_BITS]);
-        for (i, (&f, a)) in fast.iter().zip(ac.iter_mut()).enumerate() {
+        for (i, (&f, a)) in (0u32..).zip(fast.iter().zip(ac.iter_mut())) {
             if f == 0 {
                 continue;
             }
-            let (symbol, len) = ((f >> 8) as u32, (f & 0xFF) as u32);
-            let (run, size) = (symbol >> 4, symbol & 15);
-            *a = if size == 0 && run != 15 {
-                // End of block (any run with size 0 other than ZRL is one in baseline).
-                END | COMPLETE | len
-            } else if len + size <= FAST_BITS {
-                let bits = (i as u32 >> (FAST_BITS - len - size)) & ((1 << size) - 1);
-                let value = if size == 0 {
-                    0
-                } else {
-                    extend(bits as i32, size)
-                };
-                ((value as u16 as u32) << 16) | run << 8 | COMPLETE | (len + size)
-            } else {
-                symbol << 8 | len
+            // The same one-symbol decode the pair lookup is built from, on a window of
+            // FAST_BITS; what it leaves out (a magnitude past the window, sixteen zeros) keeps
+            // its symbol for `decode_ac` to finish.
+            *a = match ac_in_window(&fast, i, FAST_BITS) {
+                Some(Err(len)) => END | COMPLETE | len,
+                Some(Ok((len, run, value))) => {
+                    ((value as u16 as u32) << 16) | run << 8 | COMPLETE | len
+                }
+                None => f as u32,
             };
         }
         let pairs = ac_class.then(|| pair_entries(&fast));
